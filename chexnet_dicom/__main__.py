@@ -1,0 +1,5 @@
+"""``python -m chexnet_dicom`` runs the ``chexdcm`` command line."""
+
+from chexnet_dicom.cli import main
+
+raise SystemExit(main())

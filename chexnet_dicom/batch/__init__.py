@@ -1,0 +1,1 @@
+"""batch layer of chexnet-dicom (see DESIGN.md for the dependency rules)."""

@@ -1,0 +1,92 @@
+"""``chexdcm`` command line: a thin dispatcher over one module per subcommand.
+
+Each subcommand lives in ``chexnet_dicom/cli/<name>.py`` and exposes
+``register(subparsers)`` that adds its parser and sets ``func(args) -> int``.
+Modules are imported lazily so that ``chexdcm check`` never pays for torch.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from chexnet_dicom import __version__
+from chexnet_dicom.errors import EXIT_FAILURE, EXIT_USAGE, ChexDicomError, exit_code_for
+from chexnet_dicom.logs import setup_logging
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+#: name -> (module, one-line help). Order is the order shown in ``--help``.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("chexnet_dicom.cli.check", "gate DICOM files: accepted / skipped / error with a reason"),
+    "render": ("chexnet_dicom.cli.render", "render the display image the model sees to PNG"),
+    "infer": ("chexnet_dicom.cli.infer", "analyse a study folder and write DICOM SR/SC results"),
+    "weights": ("chexnet_dicom.cli.weights", "list, fetch, import and inspect model weights"),
+    "train": ("chexnet_dicom.cli.train", "train CheXNet from a TOML recipe"),
+    "evaluate": ("chexnet_dicom.cli.evaluate", "evaluate predictions with bootstrap CIs"),
+}
+
+log = logging.getLogger(__name__)
+
+
+def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chexdcm",
+        description="chexnet-dicom: CheXNet for DICOM chest radiographs (research use only).",
+    )
+    parser.add_argument("--version", action="version", version=f"chexnet-dicom {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        if wanted is not None and wanted != name:
+            sub.add_parser(name, help=help_text)
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            sub.add_parser(name, help=f"{help_text} (not available in this build)")
+            continue
+        mod.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``chexdcm`` command line.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns
+    -------
+    int
+        The process exit code.
+    """
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = _build_parser(args_list)
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:  # argparse: --help gives 0, usage errors 2
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    setup_logging(args.verbose)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(func(args))
+    except ChexDicomError as exc:
+        print(f"chexdcm {args.command}: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print("chexdcm: interrupted", file=sys.stderr)
+        return EXIT_FAILURE

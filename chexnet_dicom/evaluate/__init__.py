@@ -1,0 +1,1 @@
+"""evaluate layer of chexnet-dicom (see DESIGN.md for the dependency rules)."""

@@ -1,0 +1,1 @@
+"""train layer of chexnet-dicom (see DESIGN.md for the dependency rules)."""

@@ -1,0 +1,66 @@
+"""Shared pytest fixtures: the real test corpus in ``../shared/data`` and external tools.
+
+``CHEXDCM_REQUIRE_SHARED=1`` (set by ``.ci/run``) turns a missing corpus or a missing
+external tool (dcmtk, dicom3tools, gdcm) into a failure instead of a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CHEXDCM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def _required() -> bool:
+    return os.environ.get("CHEXDCM_REQUIRE_SHARED", "") == "1"
+
+
+def shared_path(*parts: str) -> Path:
+    """Return a path inside the shared corpus, skipping (or failing under CI) if absent."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        msg = f"shared test data not found at {path} (place ../shared/data beside the clone)"
+        if _required():
+            pytest.fail(msg + "; CHEXDCM_REQUIRE_SHARED=1 requires it")
+        pytest.skip(msg)
+    return path
+
+
+def require_tool(name: str) -> str:
+    """Return the path of an external program, skipping (or failing under CI) if absent."""
+    found = shutil.which(name)
+    if found is None:
+        msg = f"external tool {name!r} not installed (apt-get install dcmtk dicom3tools libgdcm-tools)"
+        if _required():
+            pytest.fail(msg + "; CHEXDCM_REQUIRE_SHARED=1 requires it")
+        pytest.skip(msg)
+    return found
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The root of ``../shared/data``."""
+    return shared_path()
+
+
+@pytest.fixture(scope="session")
+def shared_dicom() -> Path:
+    """``../shared/data/dicom``."""
+    return shared_path("dicom")
+
+
+@pytest.fixture(scope="session")
+def nih_dir() -> Path:
+    """``../shared/data/nih``."""
+    return shared_path("nih")
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """``../shared/data/reference``."""
+    return shared_path("reference")

@@ -1,0 +1,108 @@
+"""The dependency direction of DESIGN.md section 2 is a rule: walk every import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "chexnet_dicom"
+
+BASE = {"errors", "config", "logs"}
+#: layer -> project layers it may import (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "config": {"errors"},
+    "logs": set(),
+    "dicom": BASE,
+    "transforms": BASE | {"dicom"},
+    "model": BASE,
+    "outputs": BASE | {"dicom", "model"},
+    "net": BASE | {"dicom", "outputs"},
+    "pipeline": BASE | {"dicom", "transforms", "model", "outputs"},
+    "node": BASE | {"dicom", "transforms", "model", "outputs", "pipeline", "net"},
+    "batch": BASE | {"dicom", "transforms", "model", "outputs", "pipeline", "net"},
+    "train": BASE | {"dicom", "transforms", "model", "evaluate"},
+    "evaluate": BASE | {"model"},
+    "cli": BASE
+    | {
+        "dicom",
+        "transforms",
+        "model",
+        "outputs",
+        "pipeline",
+        "net",
+        "node",
+        "batch",
+        "train",
+        "evaluate",
+        "__init__",
+    },
+    "__init__": BASE,
+    "__main__": {"cli"},
+}
+#: third-party packages a layer must never import.
+FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
+    "dicom": {"torch", "monai", "highdicom", "pynetdicom"},
+    "model": {"pydicom", "pynetdicom", "highdicom"},
+    "errors": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
+    "config": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
+    "logs": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
+    "outputs": {"torch", "monai", "pynetdicom"},
+    "transforms": {"highdicom", "pynetdicom"},
+}
+
+
+# The package root only re-exports errors and the version: any layer above the base may use it.
+for _name in ALLOWED:
+    if _name not in {"errors", "config", "logs", "__init__"}:
+        ALLOWED[_name] = ALLOWED[_name] | {"__init__"}
+
+
+def _layer(path: Path) -> str:
+    rel = path.relative_to(PKG)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            if node.module == "chexnet_dicom":
+                names.update(f"chexnet_dicom.{a.name}" for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            raise AssertionError(f"{path}: use absolute imports (found a relative import)")
+    return names
+
+
+def test_every_import_follows_the_layering() -> None:
+    violations = []
+    files = sorted(PKG.rglob("*.py"))
+    assert len(files) > 5
+    for path in files:
+        layer = _layer(path)
+        assert layer in ALLOWED, f"{path}: layer {layer!r} missing from the layering table"
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "chexnet_dicom":
+                target = parts[1] if len(parts) > 1 else "__init__"
+                if target not in ALLOWED:  # e.g. ``from chexnet_dicom import __version__``
+                    target = "__init__"
+                if target not in ALLOWED[layer] and target != layer:
+                    violations.append(f"{path.relative_to(PKG)} ({layer}) imports {name}")
+            elif parts[0] in FORBIDDEN_THIRD_PARTY.get(layer, set()):
+                violations.append(f"{path.relative_to(PKG)} ({layer}) imports third-party {name}")
+    assert not violations, "layering violations:\n" + "\n".join(violations)
+
+
+def test_node_and_batch_never_import_each_other() -> None:
+    assert "batch" not in ALLOWED["node"] and "node" not in ALLOWED["batch"]
+
+
+def test_the_checker_catches_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import torch\nfrom chexnet_dicom.model import network\n")
+    assert {"torch", "chexnet_dicom.model"} <= _imports(bad)
