@@ -1,0 +1,375 @@
+"""Model card and the project's own weights format (safetensors + JSON card).
+
+A *bundle* is two files side by side::
+
+    <name>.safetensors     tensors of the MONAI DenseNet121 state dict (fp16 or fp32)
+    <name>.card.json       this ModelCard (labels, preprocessing, operating points,
+                           training data summary, metrics with CIs, sha256 of the tensors)
+
+Loading verifies the sha256 of the tensor file against the card, the label list
+against :data:`~chexnet_dicom.model.labels.LABELS`, and loads with ``strict=True``:
+a missing, unexpected or mis-shaped tensor is a :class:`WeightsError`, never a
+silently random layer.  safetensors never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from chexnet_dicom.errors import WeightsError
+from chexnet_dicom.model.labels import LABELS
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelCard",
+    "OperatingPoint",
+    "Preprocessing",
+    "device_uid_for",
+    "load_bundle",
+    "load_state_dict_strict",
+    "save_bundle",
+    "sha256_file",
+]
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+CARD_SUFFIX = ".card.json"
+TENSOR_SUFFIX = ".safetensors"
+CARD_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a [0, 1] display image (bright = dense, head up) becomes model input.
+
+    Attributes
+    ----------
+    resize
+        The image is resized to ``resize x resize`` (aspect ratio not kept, as CheXNet).
+    input_size
+        Side of the tensor the network sees; a centre crop when ``< resize``.
+    tta
+        ``"none"`` or ``"tencrop"`` (arnoweng test-time augmentation: the four corners
+        and centre of the resized image and their mirrors, probabilities averaged).
+    mean, std
+        Per-channel normalisation of the 3 replicated grey channels.
+    """
+
+    resize: int = 256
+    input_size: int = 224
+    tta: Literal["none", "tencrop"] = "none"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.input_size <= self.resize <= 4096:
+            raise WeightsError(f"preprocessing needs 16 <= input_size <= resize, got {self}")
+        if self.tta not in ("none", "tencrop"):
+            raise WeightsError(f"unknown test-time augmentation {self.tta!r}")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Decision threshold of one finding, chosen on validation data.
+
+    Attributes
+    ----------
+    threshold
+        Probability at or above which the finding is reported present.
+    method
+        How it was chosen (for example ``"youden:validation"``).
+    sensitivity, specificity
+        Measured at the threshold on the data named in ``method`` (None if unknown).
+    sensitivity_ci, specificity_ci
+        95% bootstrap confidence intervals (None if unknown).
+    """
+
+    threshold: float
+    method: str = "unspecified"
+    sensitivity: float | None = None
+    specificity: float | None = None
+    sensitivity_ci: tuple[float, float] | None = None
+    specificity_ci: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything a user and a DICOM result need to know about a set of weights.
+
+    Attributes
+    ----------
+    name, version
+        Algorithm name and version written into DICOM results.
+    labels
+        Output order; must equal :data:`LABELS`.
+    preprocessing
+        Input preparation (:class:`Preprocessing`).
+    operating_points
+        Per-finding thresholds for present/absent.
+    cam_threshold
+        Fraction of the model's global CAM scale above which a heatmap pixel belongs to
+        the reported image region of a positive finding.
+    cam_scale
+        Global CAM value mapped to 1.0 in heatmaps (fixed per model, never per image).
+    training, metrics
+        Free-form summaries: data, splits, positives per class, recipe; AUROC with CIs.
+    intended_use
+        Plain-language statement (demo weights: pipeline demonstration only).
+    weights_file, weights_sha256, weights_dtype
+        The tensor file (relative to the card), its sha256 and storage dtype.
+    source
+        Where the weights came from (``chexdcm train``, an imported checkpoint, ...).
+    """
+
+    name: str
+    version: str
+    labels: tuple[str, ...] = LABELS
+    architecture: str = "monai.networks.nets.DenseNet121(spatial_dims=2, in_channels=3, out_channels=14)"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    operating_points: dict[str, OperatingPoint] = field(default_factory=dict)
+    cam_threshold: float = 0.5
+    cam_scale: float = 1.0
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    intended_use: str = "Research use only. Not for clinical use."
+    weights_file: str = ""
+    weights_sha256: str = ""
+    weights_dtype: str = "float16"
+    source: str = ""
+    license: str = "Apache-2.0"
+    schema_version: int = CARD_SCHEMA_VERSION
+
+    @property
+    def device_uid(self) -> str:
+        """A UID for the algorithm as a DICOM device, derived from the weights hash."""
+        return device_uid_for(self.weights_sha256)
+
+    def threshold(self, label: str) -> float:
+        """Operating point of ``label`` (0.5 when the card has none)."""
+        op = self.operating_points.get(label)
+        return op.threshold if op is not None else 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dictionary."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """Return the card as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Build and validate a card from its JSON dictionary.
+
+        Raises
+        ------
+        WeightsError
+            On unknown keys, a wrong label list or invalid values.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise WeightsError(f"model card has unknown keys: {', '.join(unknown)}")
+        d = dict(data)
+        try:
+            if "preprocessing" in d:
+                pre = dict(d["preprocessing"])
+                for k in ("mean", "std"):
+                    if k in pre:
+                        pre[k] = tuple(float(v) for v in pre[k])
+                d["preprocessing"] = Preprocessing(**pre)
+            if "operating_points" in d:
+                ops = {}
+                for label, op in d["operating_points"].items():
+                    op = dict(op)
+                    for k in ("sensitivity_ci", "specificity_ci"):
+                        if op.get(k) is not None:
+                            op[k] = tuple(op[k])
+                    ops[label] = OperatingPoint(**op)
+                d["operating_points"] = ops
+            if "labels" in d:
+                d["labels"] = tuple(d["labels"])
+            card = cls(**d)
+        except (TypeError, ValueError) as exc:
+            raise WeightsError(f"invalid model card: {exc}") from exc
+        if tuple(card.labels) != LABELS:
+            raise WeightsError(
+                f"model card lists {len(card.labels)} labels {list(card.labels)[:3]}...; "
+                f"chexnet-dicom needs the 14 CheXNet findings in order {list(LABELS)}"
+            )
+        bad = sorted(set(card.operating_points) - set(LABELS))
+        if bad:
+            raise WeightsError(f"operating points for unknown findings: {bad}")
+        return card
+
+    @classmethod
+    def read(cls, path: str | Path) -> ModelCard:
+        """Read a ``*.card.json`` file."""
+        p = Path(path)
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise WeightsError(f"model card not found: {p}") from exc
+        except (OSError, ValueError) as exc:
+            raise WeightsError(f"model card {p} is not readable JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise WeightsError(f"model card {p} must be a JSON object")
+        return cls.from_dict(data)
+
+
+def device_uid_for(sha256_hex: str) -> str:
+    """Return ``2.25.<decimal of 128 bits of sha256("chexnet-dicom:device:" + hash)>``.
+
+    Parameters
+    ----------
+    sha256_hex
+        sha256 of the weights file.
+    """
+    digest = hashlib.sha256(f"chexnet-dicom:device:{sha256_hex}".encode()).digest()
+    return "2.25." + str(int.from_bytes(digest[:16], "big"))
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Return the hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_state_dict_strict(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` into ``net`` with ``strict=True`` and shape checks, as WeightsError.
+
+    Parameters
+    ----------
+    net
+        Target module.
+    state
+        Tensors keyed exactly as ``net.state_dict()``.
+
+    Raises
+    ------
+    WeightsError
+        Listing missing, unexpected and mis-shaped keys.
+    """
+    own = net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if shapes:
+            k = shapes[0]
+            parts.append(
+                f"{len(shapes)} with wrong shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})"
+            )
+        raise WeightsError("checkpoint does not match the network: " + "; ".join(parts))
+    cast = {k: v.to(dtype=own[k].dtype) for k, v in state.items()}
+    net.load_state_dict(cast, strict=True)
+
+
+def save_bundle(
+    net: nn.Module, card: ModelCard, directory: str | Path, stem: str, *, dtype: torch.dtype = torch.float16
+) -> Path:
+    """Write ``<stem>.safetensors`` and ``<stem>.card.json`` atomically.
+
+    Floating tensors are stored as ``dtype``; integer buffers (BatchNorm counters) as is.
+    The card's ``weights_file``, ``weights_sha256`` and ``weights_dtype`` are filled in.
+
+    Returns
+    -------
+    Path
+        The card file.
+    """
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: (v.detach().to("cpu", dtype=dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in net.state_dict().items()
+    }
+    tensor_path = out / f"{stem}{TENSOR_SUFFIX}"
+    fd, tmp = tempfile.mkstemp(dir=out, suffix=".part")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "chexnet-dicom", "labels": ",".join(card.labels)})
+        os.replace(tmp, tensor_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    final = dataclasses.replace(
+        card,
+        weights_file=tensor_path.name,
+        weights_sha256=sha256_file(tensor_path),
+        weights_dtype=str(dtype).removeprefix("torch."),
+    )
+    card_path = out / f"{stem}{CARD_SUFFIX}"
+    tmp_card = card_path.with_suffix(".part")
+    tmp_card.write_text(final.to_json(), encoding="utf-8")
+    os.replace(tmp_card, card_path)
+    return card_path
+
+
+def load_bundle(card_path: str | Path, *, verify: bool = True) -> tuple[nn.Module, ModelCard]:
+    """Load a bundle written by :func:`save_bundle` into a fresh fp32 network on CPU.
+
+    Parameters
+    ----------
+    card_path
+        The ``*.card.json`` file.
+    verify
+        Check the tensor file's sha256 against the card (on by default).
+
+    Returns
+    -------
+    (torch.nn.Module, ModelCard)
+        The network in eval mode and its card.
+
+    Raises
+    ------
+    WeightsError
+        Missing files, hash mismatch, wrong labels or tensors.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from chexnet_dicom.model.network import build_network
+
+    card_p = Path(card_path)
+    card = ModelCard.read(card_p)
+    tensor_path = card_p.parent / card.weights_file
+    if not card.weights_file or not tensor_path.is_file():
+        raise WeightsError(f"weights file {tensor_path} named by {card_p.name} is missing")
+    if verify:
+        actual = sha256_file(tensor_path)
+        if actual != card.weights_sha256:
+            raise WeightsError(
+                f"sha256 of {tensor_path.name} is {actual[:16]}..., the card says "
+                f"{card.weights_sha256[:16]}...: the file is corrupt or was tampered with; re-fetch it"
+            )
+    try:
+        state = load_file(str(tensor_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read {tensor_path.name}: {exc}") from exc
+    net = build_network(len(card.labels))
+    load_state_dict_strict(net, state)
+    net.eval()
+    return net, card

@@ -1,0 +1,53 @@
+"""Result types of the model layer, shared with the outputs layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from chexnet_dicom.model.labels import LABELS
+
+__all__ = ["Prediction"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's output for one image.
+
+    Attributes
+    ----------
+    probabilities
+        (14,) float64 sigmoid outputs in [0, 1], in :data:`LABELS` order.
+    thresholds
+        (14,) operating points from the model card.
+    cams
+        (14, h, w) float32 class activation maps on the *model-input* grid
+        (the crop the network saw), in units of the card's fixed ``cam_scale``
+        (1.0 = the model's reference activation; never normalised per image), or None.
+    model_name, model_version, weights_sha256
+        Identify the algorithm (for DICOM Algorithm Identification).
+    precision, device
+        How the forward pass ran (e.g. ``"fp32"``, ``"cpu"``).
+    labels
+        Output order.
+    """
+
+    probabilities: np.ndarray
+    thresholds: np.ndarray
+    model_name: str
+    model_version: str
+    weights_sha256: str
+    cams: np.ndarray | None = None
+    precision: str = "fp32"
+    device: str = "cpu"
+    labels: tuple[str, ...] = field(default=LABELS)
+
+    @property
+    def present(self) -> np.ndarray:
+        """(14,) bool: probability at or above the finding's operating point."""
+        return np.asarray(self.probabilities >= self.thresholds)
+
+    def as_dict(self) -> dict[str, float]:
+        """Finding name -> probability."""
+        return {name: float(p) for name, p in zip(self.labels, self.probabilities, strict=True)}
