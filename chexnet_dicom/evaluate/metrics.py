@@ -1,0 +1,268 @@
+"""Classification metrics with patient-level bootstrap confidence intervals.
+
+Point estimates come from scikit-learn (``roc_auc_score``, ``average_precision_score``).
+Bootstrap resampling is done at the *patient* level (all images of a drawn patient enter
+together, as often as the patient is drawn), which is expressed as integer weights per
+image; the weighted AUROC of every resample is computed exactly (ties count one half)
+and vectorised over resamples, so 1,000 resamples of 22,000 images take seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+__all__ = [
+    "BinaryCI",
+    "auroc",
+    "bootstrap_weights",
+    "calibration_bins",
+    "expected_calibration_error",
+    "operating_point_stats",
+    "paired_auroc_difference",
+    "pr_auc",
+    "threshold_at_sensitivity",
+    "weighted_auroc",
+    "youden_threshold",
+]
+
+
+@dataclass(frozen=True)
+class BinaryCI:
+    """A point estimate with a percentile bootstrap interval.
+
+    Attributes
+    ----------
+    value
+        Estimate on the full data.
+    low, high
+        Percentile bounds (NaN when not computable).
+    n_boot
+        Number of valid resamples used.
+    """
+
+    value: float
+    low: float
+    high: float
+    n_boot: int
+
+    def fmt(self, digits: int = 3) -> str:
+        """``0.812 (0.790-0.833)``."""
+        if not np.isfinite(self.value):
+            return "n/a"
+        if not (np.isfinite(self.low) and np.isfinite(self.high)):
+            return f"{self.value:.{digits}f}"
+        return f"{self.value:.{digits}f} ({self.low:.{digits}f}-{self.high:.{digits}f})"
+
+
+def _as_binary(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y)
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    return y.astype(bool)
+
+
+def auroc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve (NaN when only one class is present)."""
+    y = _as_binary(y_true)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, np.asarray(score, dtype=np.float64)))
+
+
+def pr_auc(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Average precision (area under the precision-recall curve; NaN without positives)."""
+    y = _as_binary(y_true)
+    if not y.any():
+        return float("nan")
+    return float(average_precision_score(y, np.asarray(score, dtype=np.float64)))
+
+
+def bootstrap_weights(groups: Sequence[object] | np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
+    """Integer image weights for ``n_boot`` patient-level bootstrap resamples.
+
+    Parameters
+    ----------
+    groups
+        Patient identifier of each image.
+    n_boot
+        Number of resamples.
+    seed
+        Seed of the NumPy generator.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_boot, n_images) int32: how many times each image's patient was drawn.
+    """
+    _, inverse = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    n_groups = int(inverse.max()) + 1 if inverse.size else 0
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    counts = np.zeros((n_boot, n_groups), dtype=np.int32)
+    rows = np.repeat(np.arange(n_boot), n_groups)
+    np.add.at(counts, (rows, draws.ravel()), 1)
+    return counts[:, inverse]
+
+
+def weighted_auroc(y_true: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Exact AUROC under integer/real sample weights, vectorised over weight rows.
+
+    ``AUC = sum_{i pos, j neg} w_i w_j ([s_i > s_j] + 0.5 [s_i = s_j]) / (W_pos W_neg)``.
+
+    Parameters
+    ----------
+    y_true
+        (n,) 0/1 labels.
+    score
+        (n,) scores.
+    weights
+        (n,) or (B, n) non-negative weights.
+
+    Returns
+    -------
+    numpy.ndarray
+        (B,) AUROC per weight row (NaN where a class has zero weight); a 0-d array
+        when ``weights`` is 1-D.
+    """
+    y = _as_binary(y_true)
+    s = np.asarray(score, dtype=np.float64)
+    squeeze = np.ndim(weights) == 1
+    w_all = np.atleast_2d(weights)
+    chunk = 128
+    if w_all.shape[0] > chunk:
+        parts = [weighted_auroc(y, s, w_all[i : i + chunk]) for i in range(0, w_all.shape[0], chunk)]
+        return np.concatenate(parts)
+    w2 = w_all.astype(np.float64)
+    order = np.argsort(s, kind="mergesort")
+    s_sorted = s[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    pos_sorted = y[order]
+    w_sorted = w2[:, order]
+    pos_w = np.add.reduceat(np.where(pos_sorted, w_sorted, 0.0), starts, axis=1)
+    neg_w = np.add.reduceat(np.where(pos_sorted, 0.0, w_sorted), starts, axis=1)
+    neg_below = np.cumsum(neg_w, axis=1) - neg_w
+    num = (pos_w * (neg_below + 0.5 * neg_w)).sum(axis=1)
+    den = pos_w.sum(axis=1) * neg_w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    return out[0] if squeeze else out
+
+
+def _percentile_ci(values: np.ndarray, alpha: float) -> tuple[float, float, int]:
+    v = values[np.isfinite(values)]
+    if v.size < 10:
+        return float("nan"), float("nan"), int(v.size)
+    lo, hi = np.percentile(v, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi), int(v.size)
+
+
+def auroc_ci(
+    y_true: np.ndarray, score: np.ndarray, boot_w: np.ndarray | None, alpha: float = 0.05
+) -> BinaryCI:
+    """AUROC with a percentile interval over precomputed bootstrap weights."""
+    value = auroc(y_true, score)
+    if boot_w is None or boot_w.shape[0] == 0 or not np.isfinite(value):
+        return BinaryCI(value, float("nan"), float("nan"), 0)
+    lo, hi, n = _percentile_ci(weighted_auroc(y_true, score, boot_w), alpha)
+    return BinaryCI(value, lo, hi, n)
+
+
+def youden_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
+    """Threshold maximising sensitivity + specificity - 1 (Youden's J)."""
+    y = _as_binary(y_true)
+    if y.all() or not y.any():
+        return 0.5
+    fpr, tpr, thr = roc_curve(y, score)
+    j = tpr - fpr
+    best = int(np.argmax(j[1:]) + 1)  # skip the +inf threshold
+    return float(min(thr[best], 1.0))
+
+
+def threshold_at_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity: float) -> float:
+    """Highest threshold whose sensitivity is at least ``sensitivity``."""
+    y = _as_binary(y_true)
+    if not y.any():
+        return 0.5
+    pos_scores = np.sort(np.asarray(score, dtype=np.float64)[y])[::-1]
+    k = int(np.ceil(sensitivity * pos_scores.size)) - 1
+    return float(pos_scores[min(max(k, 0), pos_scores.size - 1)])
+
+
+def operating_point_stats(
+    y_true: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    boot_w: np.ndarray | None = None,
+    alpha: float = 0.05,
+) -> dict[str, BinaryCI]:
+    """Sensitivity, specificity, PPV and F1 at ``score >= threshold`` with bootstrap CIs."""
+    y = _as_binary(y_true)
+    pred = np.asarray(score) >= threshold
+    w = np.ones((1, y.size)) if boot_w is None else np.vstack([np.ones((1, y.size)), boot_w])
+    tp = (w * (pred & y)).sum(axis=1)
+    fn = (w * (~pred & y)).sum(axis=1)
+    fp = (w * (pred & ~y)).sum(axis=1)
+    tn = (w * (~pred & ~y)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        stats = {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "ppv": tp / (tp + fp),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+        }
+    out = {}
+    for name, values in stats.items():
+        lo, hi, n = _percentile_ci(values[1:], alpha) if boot_w is not None else (np.nan, np.nan, 0)
+        out[name] = BinaryCI(float(values[0]), lo, hi, n)
+    return out
+
+
+def paired_auroc_difference(
+    y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, boot_w: np.ndarray, alpha: float = 0.05
+) -> tuple[BinaryCI, float]:
+    """AUROC(a) - AUROC(b) on the same resamples, with a two-sided bootstrap p-value.
+
+    Returns
+    -------
+    (BinaryCI, float)
+        The difference with its interval, and ``p = min(1, 2 * min(P(d <= 0), P(d >= 0)))``.
+    """
+    diff_point = auroc(y_true, score_a) - auroc(y_true, score_b)
+    d = weighted_auroc(y_true, score_a, boot_w) - weighted_auroc(y_true, score_b, boot_w)
+    d = d[np.isfinite(d)]
+    if d.size < 10:
+        return BinaryCI(diff_point, float("nan"), float("nan"), int(d.size)), float("nan")
+    lo, hi, n = _percentile_ci(d, alpha)
+    p = min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
+    return BinaryCI(diff_point, lo, hi, n), p
+
+
+def calibration_bins(
+    y_true: np.ndarray, score: np.ndarray, n_bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-width reliability bins.
+
+    Returns
+    -------
+    (mean_predicted, observed_fraction, count)
+        Each (n_bins,); empty bins have NaN means and count 0.
+    """
+    y = _as_binary(y_true).astype(np.float64)
+    s = np.clip(np.asarray(score, dtype=np.float64), 0.0, 1.0)
+    idx = np.minimum((s * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_pred = np.bincount(idx, weights=s, minlength=n_bins) / count
+        observed = np.bincount(idx, weights=y, minlength=n_bins) / count
+    return mean_pred, observed, count
+
+
+def expected_calibration_error(y_true: np.ndarray, score: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error: count-weighted mean |observed - predicted| over bins."""
+    mean_pred, observed, count = calibration_bins(y_true, score, n_bins)
+    ok = count > 0
+    return float(np.sum(count[ok] * np.abs(observed[ok] - mean_pred[ok])) / count.sum())
