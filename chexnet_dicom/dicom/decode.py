@@ -25,16 +25,21 @@ header promises, the full decode runs instead and ``path`` records why
 
 from __future__ import annotations
 
+import io
 import logging
+import struct
 from dataclasses import dataclass
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import (
+    HTJ2K,
     JPEG2000,
     UID,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -61,7 +66,7 @@ logger = logging.getLogger(__name__)
 #: ``path`` of a full-resolution decode that was not a fallback.
 PATH_FULL = "full"
 
-_J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000})
+_J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
 _JPEG_DCT_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
 
 
@@ -307,6 +312,7 @@ def decode_stored(
         )
     signed = _int_attr(ds, "PixelRepresentation", 0) == 1
 
+    check_codestream(ds, ts, rows=rows, cols=cols, limits=limits)
     fallback: str | None = None
     if fast_path and target_size is not None and target_size > 0:
         fast = _try_fast(
@@ -336,6 +342,227 @@ def decode_stored(
     return StoredPixels(array=arr, factor=1, path=path, transfer_syntax=str(ts))
 
 
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _pick_factor(rows: int, cols: int, target: int, max_log2: int) -> int:
+    """Largest ``2**r`` (r <= max_log2) keeping both reduced sides >= ``target``."""
+    r = 0
+    while r < max_log2:
+        f = 1 << (r + 1)
+        if _ceil_div(rows, f) < target or _ceil_div(cols, f) < target:
+            break
+        r += 1
+    return 1 << r
+
+
+@dataclass(frozen=True)
+class _J2KHeader:
+    width: int
+    height: int
+    components: int
+    precision: int
+    signed: bool
+    levels: int
+    offset: int  # where the codestream starts in the frame
+
+
+_MAX_MAIN_HEADER = 1 << 20
+#: Largest share of reduced-resolution samples allowed above the BitsStored range (then
+#: clipped) when the JPEG 2000 stream is wider than BitsStored.
+_MAX_OVERSHOOT_FRACTION = 0.005
+
+
+def _j2k_codestream_offset(frame: bytes) -> int | None:
+    if frame[:4] == b"\xff\x4f\xff\x51":
+        return 0
+    if frame[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n":
+        pos = 0
+        while pos + 8 <= len(frame):
+            (length,) = struct.unpack_from(">I", frame, pos)
+            box = frame[pos + 4 : pos + 8]
+            header = 8
+            if length == 1 and pos + 16 <= len(frame):
+                (length,) = struct.unpack_from(">Q", frame, pos + 8)
+                header = 16
+            if box == b"jp2c":
+                start = pos + header
+                return start if frame[start : start + 4] == b"\xff\x4f\xff\x51" else None
+            if length < header:
+                return None
+            pos += length
+    return None
+
+
+def parse_j2k_header(frame: bytes) -> _J2KHeader | None:
+    """Read SIZ and COD/COC of a JPEG 2000 codestream (raw or JP2-wrapped).
+
+    Returns ``None`` when the main header cannot be parsed.
+    """
+    start = _j2k_codestream_offset(frame)
+    if start is None:
+        return None
+    pos = start + 2
+    end = min(len(frame), start + _MAX_MAIN_HEADER)
+    siz: tuple[int, int, int, int, int, int, bool] | None = None
+    levels: int | None = None
+    coc_levels: int | None = None
+    while pos + 4 <= end:
+        marker, length = struct.unpack_from(">HH", frame, pos)
+        if marker in (0xFF90, 0xFF93, 0xFFD9):  # SOT, SOD, EOC: end of main header
+            break
+        if marker >> 8 != 0xFF or length < 2 or pos + 2 + length > len(frame):
+            return None
+        seg = frame[pos + 4 : pos + 2 + length]
+        if marker == 0xFF51:
+            if len(seg) < 39:
+                return None
+            _rsiz, xs, ys, xos, yos, _xt, _yt, _xto, _yto, csiz = struct.unpack_from(">HIIIIIIIIH", seg)
+            ssiz = seg[36]
+            siz = (xs - xos, ys - yos, csiz, (ssiz & 0x7F) + 1, xos, yos, bool(ssiz & 0x80))
+        elif marker == 0xFF52 and len(seg) >= 6:
+            levels = seg[5]
+        elif marker == 0xFF53 and siz is not None:
+            cbytes = 1 if siz[2] < 257 else 2
+            comp = seg[0] if cbytes == 1 else struct.unpack_from(">H", seg)[0]
+            if comp == 0 and len(seg) >= cbytes + 2:
+                coc_levels = seg[cbytes + 1]
+        pos += 2 + length
+    if siz is None or levels is None:
+        return None
+    width, height, comps, precision, xos, yos, signed = siz
+    if xos or yos or width <= 0 or height <= 0:
+        return None  # image offsets change the reduced grid; not worth the risk
+    return _J2KHeader(
+        width=width,
+        height=height,
+        components=comps,
+        precision=precision,
+        signed=signed,
+        levels=coc_levels if coc_levels is not None else levels,
+        offset=start,
+    )
+
+
+@dataclass(frozen=True)
+class _JPEGHeader:
+    width: int
+    height: int
+    components: int
+    precision: int
+    sof: int
+
+
+_SOF_MARKERS = frozenset({0xFFC0, 0xFFC1, 0xFFC2, 0xFFC3, 0xFFC5, 0xFFC6, 0xFFC7, 0xFFC9, 0xFFCA, 0xFFCB})
+
+
+def parse_jpeg_header(frame: bytes) -> _JPEGHeader | None:
+    """Read the SOF segment of a JPEG (ISO 10918) stream; ``None`` if not found."""
+    if frame[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    end = min(len(frame), _MAX_MAIN_HEADER)
+    while pos + 4 <= end:
+        if frame[pos] != 0xFF:
+            return None
+        marker = (frame[pos] << 8) | frame[pos + 1]
+        if marker == 0xFFFF:  # fill byte
+            pos += 1
+            continue
+        (length,) = struct.unpack_from(">H", frame, pos + 2)
+        if length < 2:
+            return None
+        if marker in _SOF_MARKERS:
+            if pos + 10 > len(frame):
+                return None
+            precision, height, width, comps = struct.unpack_from(">BHHB", frame, pos + 4)
+            return _JPEGHeader(width=width, height=height, components=comps, precision=precision, sof=marker)
+        if marker == 0xFFDA:  # SOS before SOF: malformed
+            return None
+        pos += 2 + length
+    return None
+
+
+def _first_frame(ds: Dataset) -> bytes:
+    from pydicom.encaps import get_frame
+
+    frames = _int_attr(ds, "NumberOfFrames", 1)
+    return bytes(get_frame(ds.PixelData, 0, number_of_frames=max(frames, 1)))
+
+
+def _check_stream_size(
+    width: int, height: int, rows: int, cols: int, limits: IngestLimits, what: str
+) -> None:
+    if width > limits.max_columns or height > limits.max_rows:
+        raise InputTooLargeError(
+            f"the {what} codestream declares {height}x{width} pixels, above the cap "
+            f"{limits.max_rows}x{limits.max_columns}; the file is not analysed"
+        )
+    if (height, width) != (rows, cols):
+        raise CorruptPixelDataError(
+            f"the {what} codestream is {height}x{width} but the header declares {rows}x{cols}; "
+            "the pixel data does not belong to this header, re-export the image"
+        )
+
+
+def check_codestream(ds: Dataset, ts: UID, *, rows: int, cols: int, limits: IngestLimits) -> None:
+    """Check a JPEG 2000 / JPEG codestream's own size against the header and the caps.
+
+    Cheap (parses marker segments only).  Streams that cannot be parsed are left to the
+    decoder, which reports them as corrupt.
+
+    Raises
+    ------
+    InputTooLargeError
+        The codestream declares a matrix above the caps.
+    CorruptPixelDataError
+        The codestream's matrix differs from Rows x Columns.
+    """
+    if ts not in _J2K_SYNTAXES and ts not in _JPEG_DCT_SYNTAXES:
+        return
+    try:
+        frame = _first_frame(ds)
+    except Exception:
+        return
+    if ts in _J2K_SYNTAXES:
+        j2k = parse_j2k_header(frame)
+        if j2k is not None:
+            _check_stream_size(j2k.width, j2k.height, rows, cols, limits, "JPEG 2000")
+    else:
+        jpg = parse_jpeg_header(frame)
+        if jpg is not None and jpg.height > 0:  # height 0: defined later by DNL
+            _check_stream_size(jpg.width, jpg.height, rows, cols, limits, "JPEG")
+
+
+def _pillow_j2k(codestream: bytes, reduce: int, out_rows: int, out_cols: int) -> np.ndarray:
+    """Decode a J2K codestream at resolution level ``reduce`` with Pillow/OpenJPEG.
+
+    Pillow rounds the reduced size half-up, OpenJPEG rounds up; when they differ Pillow
+    refuses the stream, so the decode tile is set to OpenJPEG's size.
+    """
+    from PIL import Image, ImageFile
+
+    im = Image.open(io.BytesIO(codestream))
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # never accept a truncated stream silently
+        raise OSError("Pillow is configured to load truncated images")
+    power = 1 << reduce
+    pillow_size = tuple((s + (power >> 1)) // power for s in im.size)
+    if pillow_size == (out_cols, out_rows):
+        im.reduce = reduce  # type: ignore[assignment]
+    else:
+        tile = im.tile[0]
+        args = tile.args
+        if tile.codec_name != "jpeg2k" or not isinstance(args, tuple) or len(args) != 5:
+            raise OSError("unexpected Pillow JPEG 2000 tile layout")
+        im._size = (out_cols, out_rows)
+        im.tile = [
+            ImageFile._Tile(tile[0], (0, 0, out_cols, out_rows), tile[2], (args[0], reduce, *args[2:]))
+        ]
+    im.load()
+    return np.asarray(im)
+
+
 def _try_fast(
     ds: Dataset,
     ts: UID,
@@ -347,5 +574,126 @@ def _try_fast(
     target_size: int,
     limits: IngestLimits,
 ) -> StoredPixels | str | None:
-    """Reduced-resolution decode; a StoredPixels, a fallback reason, or None (not applicable)."""
-    return None
+    """Reduced-resolution decode.
+
+    Returns a :class:`StoredPixels`, a fallback reason (str) when the fast path applied but
+    was refused, or ``None`` when no reduction applies (other codecs, small images).
+    """
+    if ts not in _J2K_SYNTAXES and ts not in _JPEG_DCT_SYNTAXES:
+        return None
+    if _ceil_div(rows, 2) < target_size or _ceil_div(cols, 2) < target_size:
+        return None
+    try:
+        frame = _first_frame(ds)
+    except Exception as exc:
+        return f"encapsulation:{type(exc).__name__}"
+    if ts in _J2K_SYNTAXES:
+        return _fast_j2k(frame, ts, rows, cols, bits_stored, signed, target_size, limits)
+    return _fast_jpeg(frame, ts, rows, cols, bits_stored, signed, target_size, limits)
+
+
+def _fast_j2k(
+    frame: bytes,
+    ts: UID,
+    rows: int,
+    cols: int,
+    bits_stored: int,
+    signed: bool,
+    target_size: int,
+    limits: IngestLimits,
+) -> StoredPixels | str | None:
+    hdr = parse_j2k_header(frame)
+    if hdr is None:
+        return "j2k-header-unparsed"
+    _check_stream_size(hdr.width, hdr.height, rows, cols, limits, "JPEG 2000")
+    if hdr.components != 1:
+        return f"j2k-components-{hdr.components}"
+    if hdr.precision > 16:
+        return f"j2k-precision-{hdr.precision}"
+    # A codestream wider than BitsStored (common: 16-bit streams holding 12-bit data) is
+    # fine as long as no decoded value needs the extra bits; checked after decoding.
+    wide_stream = hdr.precision > bits_stored
+    if wide_stream and (signed or hdr.signed):
+        return f"j2k-precision-{hdr.precision}-above-bits-stored-{bits_stored}"
+    if hdr.signed != signed:
+        return "j2k-signedness-differs-from-header"
+    factor = _pick_factor(rows, cols, target_size, hdr.levels)
+    if factor == 1:
+        return None
+    reduce = factor.bit_length() - 1
+    out_rows, out_cols = _ceil_div(rows, factor), _ceil_div(cols, factor)
+    try:
+        raw = _pillow_j2k(frame[hdr.offset :], reduce, out_rows, out_cols)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        return f"pillow-j2k-reduce-{factor}:{type(exc).__name__}"
+    if raw.shape != (out_rows, out_cols):
+        return f"pillow-j2k-shape-{raw.shape[0]}x{raw.shape[1]}"
+    # Pillow widens to 8 (mode L) or 16 (I;16) bits: v << (container - precision), and
+    # offsets signed samples by 2**(precision-1).  Undo both.
+    container = 8 if raw.dtype == np.uint8 else 16
+    if raw.dtype not in (np.uint8, np.uint16):
+        return f"pillow-j2k-dtype-{raw.dtype}"
+    values = raw.astype(np.int32) >> (container - hdr.precision)
+    if hdr.signed:
+        values -= 1 << (hdr.precision - 1)
+    if wide_stream:
+        # Wavelet synthesis overshoots a little near saturated edges at coarse levels;
+        # many values above the range mean the high bits carry data: decode fully.
+        top = (1 << bits_stored) - 1
+        above = int(np.count_nonzero(values > top))
+        if above > _MAX_OVERSHOOT_FRACTION * values.size:
+            return f"j2k-values-above-bits-stored-{bits_stored}"
+        np.minimum(values, top, out=values)
+    arr = mask_stored_bits(values, bits_stored, signed)
+    return StoredPixels(array=arr, factor=factor, path=f"j2k-reduce-{factor}", transfer_syntax=str(ts))
+
+
+def _fast_jpeg(
+    frame: bytes,
+    ts: UID,
+    rows: int,
+    cols: int,
+    bits_stored: int,
+    signed: bool,
+    target_size: int,
+    limits: IngestLimits,
+) -> StoredPixels | str | None:
+    from PIL import Image, ImageFile
+
+    hdr = parse_jpeg_header(frame)
+    if hdr is None:
+        return "jpeg-header-unparsed"
+    if hdr.height == 0:
+        return "jpeg-dnl-height"
+    _check_stream_size(hdr.width, hdr.height, rows, cols, limits, "JPEG")
+    if hdr.components != 1:
+        return f"jpeg-components-{hdr.components}"
+    if hdr.precision != 8:
+        return f"jpeg-precision-{hdr.precision}"
+    if signed:
+        return "jpeg-signed"
+    factor = _pick_factor(rows, cols, target_size, 3)
+    if factor == 1:
+        return None
+    out_rows, out_cols = _ceil_div(rows, factor), _ceil_div(cols, factor)
+    try:
+        if ImageFile.LOAD_TRUNCATED_IMAGES:
+            raise OSError("Pillow is configured to load truncated images")
+        im = Image.open(io.BytesIO(frame))
+        if im.format != "JPEG" or im.mode != "L":
+            return f"pillow-jpeg-mode-{im.mode}"
+        im.draft("L", (out_cols, out_rows))
+        if im.size != (out_cols, out_rows):
+            return f"pillow-jpeg-draft-size-{im.size[1]}x{im.size[0]}"
+        im.load()
+        raw = np.asarray(im)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        return f"pillow-jpeg-draft-{factor}:{type(exc).__name__}"
+    if raw.shape != (out_rows, out_cols) or raw.dtype != np.uint8:
+        return f"pillow-jpeg-shape-{raw.shape}"
+    arr = mask_stored_bits(raw, bits_stored, signed)
+    return StoredPixels(array=arr, factor=factor, path=f"jpeg-draft-{factor}", transfer_syntax=str(ts))
