@@ -147,15 +147,13 @@ def _int_attr(ds: Dataset, keyword: str, default: int | None = None) -> int:
 
 
 def _check_caps(ds: Dataset, limits: IngestLimits) -> None:
-    """Header caps before any pixel decode (delegates to ``read.check_header_caps``)."""
+    """Header caps before any pixel decode (``read.check_header_caps`` when present)."""
     try:
         from chexnet_dicom.dicom.read import check_header_caps
     except ImportError:  # pragma: no cover - read.py not yet present
-        check_header_caps = None
-    if check_header_caps is not None:
-        check_header_caps(ds, limits)
+        _inline_caps(ds, limits)
         return
-    _inline_caps(ds, limits)  # pragma: no cover
+    check_header_caps(ds, limits)
 
 
 def _inline_caps(ds: Dataset, limits: IngestLimits) -> None:

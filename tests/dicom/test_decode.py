@@ -1,0 +1,318 @@
+"""Stored-value decoding: BitsStored masking, sign extension, codecs, typed errors.
+
+The helpers at the top build small DICOM datasets in memory (encoded with pydicom's
+own encoders: pylibjpeg-openjpeg, pyjpegls, RLE; JPEG baseline with Pillow) and are
+reused by the fast-path and invariance tests.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, get_frame
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    RLELossless,
+)
+
+from chexnet_dicom.config import IngestLimits
+from chexnet_dicom.dicom.decode import (
+    decode_stored,
+    mask_stored_bits,
+    parse_j2k_header,
+    parse_jpeg_header,
+    transfer_syntax_of,
+)
+from chexnet_dicom.dicom.uids import derive_uid
+from chexnet_dicom.errors import CorruptPixelDataError, InputTooLargeError, UnsupportedInputError
+from chexnet_dicom.transforms import prepare_model_input
+
+JPEGXLLossless = UID("1.2.840.10008.1.2.4.110")
+
+
+def phantom(rows: int, cols: int, *, bits: int = 12, signed: bool = False, seed: int = 0) -> np.ndarray:
+    """Smooth chest-like test image spanning most of the ``bits`` range (int64)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    y /= rows
+    x /= cols
+    body = np.exp(-(((x - 0.5) / 0.42) ** 8 + ((y - 0.55) / 0.48) ** 8))
+    lungs = sum(np.exp(-(((x - cx) / 0.14) ** 2 + ((y - 0.5) / 0.26) ** 2)) for cx in (0.3, 0.7))
+    ribs = 0.08 * (np.sin(y * 60.0) > 0.6) * body
+    img = 0.1 + 0.75 * body - 0.45 * lungs + ribs + 0.01 * rng.standard_normal((rows, cols))
+    img = np.clip(img, 0.0, 1.0)
+    top = (1 << bits) - 1
+    vals = np.round(img * top).astype(np.int64)
+    if signed:
+        vals -= 1 << (bits - 1)
+    return vals
+
+
+def make_dataset(
+    arr: np.ndarray,
+    *,
+    bits_stored: int,
+    signed: bool = False,
+    bits_allocated: int | None = None,
+    photometric: str = "MONOCHROME2",
+) -> Dataset:
+    """Explicit VR Little Endian single-frame greyscale dataset holding ``arr``."""
+    ba = bits_allocated or (8 if bits_stored <= 8 else 16)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.SOPInstanceUID = derive_uid("tests.dicom.test_decode", str(arr.shape), str(bits_stored), str(signed))
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = arr.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = ba
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    dtype = {8: ("u1", "i1"), 16: ("<u2", "<i2"), 32: ("<u4", "<i4")}[ba][int(signed)]
+    ds.PixelData = arr.astype(dtype).tobytes()
+    return ds
+
+
+def compressed(arr: np.ndarray, syntax: UID, *, bits_stored: int, signed: bool = False, **kw: Any) -> Dataset:
+    """Dataset with ``arr`` encoded in ``syntax`` (pydicom encoders; JPEG baseline via Pillow)."""
+    ds = make_dataset(arr, bits_stored=bits_stored, signed=signed)
+    if syntax == JPEGBaseline8Bit:
+        buf = io.BytesIO()
+        Image.fromarray(arr.astype(np.uint8), mode="L").save(
+            buf, format="JPEG", quality=int(kw.get("quality", 95))
+        )
+        ds.PixelData = encapsulate([buf.getvalue()])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+        return ds
+    if syntax == JPEG2000 and not kw:
+        kw = {"j2k_psnr": [80]}
+    ds.compress(syntax, encoding_plugin="pylibjpeg" if "2.4.9" in syntax else "", **kw)
+    return ds
+
+
+def roundtrip(ds: Dataset) -> Dataset:
+    """Write and read back, as a file on disk would be."""
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    buf.seek(0)
+    return pydicom.dcmread(buf)
+
+
+def to_unit(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Linear map of stored values onto [0, 1]."""
+    return np.clip((arr.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+_STD = np.asarray((0.229, 0.224, 0.225), dtype=np.float32).reshape(3, 1, 1)
+
+
+def model_input_mad(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two [0, 1] images' 224x224 model inputs, as a
+    fraction of the input's value range (so 0.01 = 1 %)."""
+    xa = prepare_model_input(a)
+    xb = prepare_model_input(b)
+    return float(np.mean(np.abs(xa - xb) * _STD))
+
+
+# --------------------------------------------------------------------------- masking
+
+
+def test_mask_stored_bits_unsigned_drops_high_bits() -> None:
+    arr = np.array([0x0FFF, 0xF123, 0x1000], dtype=np.uint16)
+    out = mask_stored_bits(arr, 12, signed=False)
+    assert out.dtype == np.uint16
+    assert out.tolist() == [0x0FFF, 0x0123, 0]
+
+
+def test_mask_stored_bits_sign_extends() -> None:
+    arr = np.array([0x0800, 0x07FF, 0xFFFF, 0xF801], dtype=np.uint16)
+    out = mask_stored_bits(arr, 12, signed=True)
+    assert out.dtype == np.int32
+    assert out.tolist() == [-2048, 2047, -1, -2047]
+
+
+def test_native_garbage_high_bits_masked() -> None:
+    vals = phantom(32, 40, bits=12)
+    raw = vals | (0xA << 12)  # overlay-like bits above BitsStored
+    ds = roundtrip(make_dataset(raw, bits_stored=12))
+    out = decode_stored(ds)
+    assert out.path == "full" and out.factor == 1
+    np.testing.assert_array_equal(out.array, vals)
+
+
+def test_native_signed_12_bit_in_16_sign_extended() -> None:
+    vals = phantom(32, 40, bits=12, signed=True)
+    raw = (vals & 0xFFF) | 0x5000  # two's complement in 12 bits, junk above
+    ds = make_dataset(raw.astype(np.uint16), bits_stored=12, signed=False)
+    ds.PixelRepresentation = 1
+    out = decode_stored(roundtrip(ds))
+    assert out.array.min() < 0
+    np.testing.assert_array_equal(out.array, vals)
+
+
+# --------------------------------------------------------------------------- codecs
+
+
+@pytest.mark.parametrize(
+    ("syntax", "bits", "signed"),
+    [
+        (JPEG2000Lossless, 12, False),
+        (JPEG2000Lossless, 15, False),
+        (JPEG2000Lossless, 16, False),
+        (JPEG2000Lossless, 12, True),
+        (JPEGLSLossless, 12, False),
+        (JPEGLSLossless, 12, True),
+        (RLELossless, 12, False),
+        (RLELossless, 16, True),
+    ],
+)
+def test_lossless_codecs_decode_exactly(syntax: UID, bits: int, signed: bool) -> None:
+    vals = phantom(48, 56, bits=bits, signed=signed)
+    ds = roundtrip(compressed(vals, syntax, bits_stored=bits, signed=signed))
+    out = decode_stored(ds, fast_path=False)
+    assert out.transfer_syntax == syntax
+    np.testing.assert_array_equal(out.array.astype(np.int64), vals)
+
+
+def test_implicit_vr_without_file_meta() -> None:
+    vals = phantom(20, 24, bits=10)
+    ds = make_dataset(vals, bits_stored=10)
+    buf = io.BytesIO()
+    ds.file_meta = FileMetaDataset()
+    ds.save_as(buf, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    raw = buf.getvalue()
+    assert raw[128:132] != b"DICM"
+    back = pydicom.dcmread(io.BytesIO(raw), force=True)
+    assert transfer_syntax_of(back) == ImplicitVRLittleEndian
+    np.testing.assert_array_equal(decode_stored(back).array, vals)
+
+
+def test_unsupported_codec_is_typed() -> None:
+    ds = make_dataset(phantom(16, 16, bits=8), bits_stored=8)
+    ds.PixelData = encapsulate([b"\xff\x0a" + b"\x00" * 30])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGXLLossless
+    with pytest.raises(UnsupportedInputError, match="cannot be decoded here") as info:
+        decode_stored(ds)
+    assert info.value.reason == "UNSUPPORTED_CODEC"
+
+
+def test_truncated_native_pixel_data_is_corrupt() -> None:
+    ds = make_dataset(phantom(32, 32, bits=12), bits_stored=12)
+    ds.PixelData = ds.PixelData[:-100]
+    with pytest.raises(CorruptPixelDataError, match="truncated or its compressed stream is corrupt"):
+        decode_stored(ds)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_truncated_j2k_codestream_is_corrupt(fast: bool) -> None:
+    ds = compressed(phantom(600, 600, bits=12), JPEG2000Lossless, bits_stored=12)
+    frame = get_frame(ds.PixelData, 0, number_of_frames=1)
+    ds.PixelData = encapsulate([frame[: len(frame) // 3]])
+    with pytest.raises(CorruptPixelDataError, match="could not be decoded"):
+        decode_stored(ds, target_size=256, fast_path=fast)
+
+
+def test_codestream_size_must_match_header() -> None:
+    ds = compressed(phantom(64, 80, bits=12), JPEG2000Lossless, bits_stored=12)
+    ds.Rows = 60
+    with pytest.raises(CorruptPixelDataError, match="codestream is 64x80 but the header declares 60x80"):
+        decode_stored(ds, fast_path=False)
+
+
+def test_codestream_above_caps_costs_nothing() -> None:
+    ds = compressed(phantom(64, 80, bits=12), JPEG2000Lossless, bits_stored=12)
+    ds.Rows, ds.Columns = 16, 16  # header claims a tiny image, the stream is larger
+    with pytest.raises(InputTooLargeError, match="codestream declares 64x80"):
+        decode_stored(ds, limits=IngestLimits(max_rows=32, max_columns=32))
+
+
+def test_header_caps_checked_before_decode() -> None:
+    ds = make_dataset(phantom(16, 16, bits=12), bits_stored=12)
+    ds.Rows = 40000  # the pixel data is far too short: only the caps may answer
+    with pytest.raises(InputTooLargeError):
+        decode_stored(ds)
+
+
+def test_missing_pixel_data_is_corrupt() -> None:
+    ds = make_dataset(phantom(8, 8, bits=8), bits_stored=8)
+    del ds.PixelData
+    with pytest.raises(CorruptPixelDataError, match=r"no .*Pixel Data"):
+        decode_stored(ds)
+
+
+def test_colour_is_not_decoded() -> None:
+    ds = make_dataset(phantom(8, 8, bits=8), bits_stored=8)
+    ds.SamplesPerPixel = 3
+    with pytest.raises(UnsupportedInputError) as info:
+        decode_stored(ds)
+    assert info.value.reason == "COLOR"
+
+
+def test_header_parsers_read_real_streams() -> None:
+    ds = compressed(phantom(50, 70, bits=12), JPEG2000Lossless, bits_stored=12)
+    hdr = parse_j2k_header(get_frame(ds.PixelData, 0, number_of_frames=1))
+    assert hdr is not None
+    assert (hdr.height, hdr.width, hdr.components, hdr.precision, hdr.signed) == (50, 70, 1, 12, False)
+    assert hdr.levels >= 1
+    jpg = compressed(phantom(50, 70, bits=8), JPEGBaseline8Bit, bits_stored=8)
+    jh = parse_jpeg_header(get_frame(jpg.PixelData, 0, number_of_frames=1))
+    assert jh is not None and (jh.height, jh.width, jh.components, jh.precision) == (50, 70, 1, 8)
+    assert parse_j2k_header(b"\xff\x4f\xff\x51\x00") is None
+    assert parse_jpeg_header(b"not a jpeg") is None
+
+
+# --------------------------------------------------------------------------- real files
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "966_fixed.dcm",
+        "CR-MONO1-10-chest.dcm",
+        "DX_J2K_0Padding.dcm",
+        "RG1_J2KI.dcm",
+        "nih_gcloud_no_finding.dcm",
+        "siim_6904.dcm",
+    ],
+)
+def test_real_chest_full_decode_within_bits_stored(shared_dicom: Path, name: str) -> None:
+    ds = pydicom.dcmread(shared_dicom / "chest" / name, force=True)
+    out = decode_stored(ds, fast_path=False)
+    assert out.array.shape == (int(ds.Rows), int(ds.Columns))
+    bits = int(ds.BitsStored)
+    assert int(out.array.min()) >= 0 and int(out.array.max()) < (1 << bits)
+    assert float(out.array.std()) > 0
+
+
+def test_real_broken_codestream_is_corrupt(shared_dicom: Path) -> None:
+    ds = pydicom.dcmread(shared_dicom / "broken" / "966_broken_codestream.dcm")
+    for fast in (True, False):
+        with pytest.raises(CorruptPixelDataError, match="JPEG 2000"):
+            decode_stored(ds, target_size=256, fast_path=fast)
+
+
+def test_real_jpeg_xl_is_unsupported_codec(shared_dicom: Path) -> None:
+    ds = pydicom.dcmread(shared_dicom / "non_xray" / "NM_jpeg_xl_unsupported.dcm")
+    with pytest.raises(UnsupportedInputError) as info:
+        decode_stored(ds)
+    assert info.value.reason == "UNSUPPORTED_CODEC"
