@@ -1,0 +1,136 @@
+"""Verified, atomic, cached download of published checkpoints.
+
+The file is streamed into ``<dest>.<random>.part`` in the destination folder, capped
+at the entry's ``max_bytes``, flushed and fsync'ed, checked against the published
+hash, and only then renamed onto ``<dest>`` (and the folder fsync'ed).  Any failure
+removes the partial file, so the cache only ever holds verified files.  A file that
+already sits at the destination (downloaded earlier or placed there by hand) is
+verified and used without touching the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from chexnet_dicom import __version__
+from chexnet_dicom.errors import WeightsError
+from chexnet_dicom.model.registry import CheckpointEntry, HashSpec, download_path, verify_file
+
+__all__ = ["DEFAULT_TIMEOUT_S", "fetch_file", "manual_placement_hint"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 60.0
+_CHUNK = 1 << 20
+
+
+def manual_placement_hint(entry: CheckpointEntry, spec: HashSpec | None, dest: Path) -> str:
+    """Text telling the user where to put the file by hand and how it will be checked."""
+    check = f"it must match the {spec.describe()}" if spec is not None else "pass --sha256 after checking it"
+    return (
+        f"download {entry.url} on a machine with internet access and copy it to {dest} "
+        f"({check}); then run `chexdcm weights fetch {entry.name}` again, which verifies it offline"
+    )
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported on every file system
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _stream(url: str, out: Path, *, max_bytes: int, timeout: float) -> int:
+    if not url.startswith(("https://", "http://")):
+        raise WeightsError(f"refusing to download from {url!r}: only http(s) URLs are allowed")
+    req = urllib.request.Request(url, headers={"User-Agent": f"chexnet-dicom/{__version__}"})
+    total = 0
+    with urllib.request.urlopen(req, timeout=timeout) as resp, out.open("wb") as fh:
+        declared = resp.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise WeightsError(f"{url} announces {declared} bytes, above the {max_bytes}-byte cap")
+        while block := resp.read(_CHUNK):
+            total += len(block)
+            if total > max_bytes:
+                raise WeightsError(f"{url} sent more than the {max_bytes}-byte cap; refusing it")
+            fh.write(block)
+        if declared is not None and declared.isdigit() and total != int(declared):
+            raise WeightsError(f"download of {url} stopped after {total} of {declared} bytes; try again")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return total
+
+
+def fetch_file(
+    entry: CheckpointEntry,
+    *,
+    dest: Path | None = None,
+    expected: HashSpec | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> Path:
+    """Return a verified local copy of a published checkpoint, downloading it if needed.
+
+    Parameters
+    ----------
+    entry
+        The registry entry.
+    dest
+        Target file; default :func:`~chexnet_dicom.model.registry.download_path`.
+    expected
+        Hash to check; default ``entry.hash``.  One of the two is required.
+    timeout
+        Socket timeout in seconds.
+
+    Returns
+    -------
+    Path
+        The verified file.
+
+    Raises
+    ------
+    WeightsError
+        No hash to verify against, a network failure (the message says where to put
+        the file by hand), an oversized answer, or a hash/size mismatch.
+    """
+    spec = expected or entry.hash
+    target = dest or download_path(entry)
+    if spec is None:
+        raise WeightsError(
+            f"{entry.name} has no published hash, so it cannot be downloaded verified; "
+            f"check the file yourself and pass its sha256 with --sha256, or "
+            f"`chexdcm weights import {entry.format} FILE --out DIR` ({entry.url})"
+        )
+    if target.is_file():
+        log.info("verifying cached %s", entry.name)
+        verify_file(target, spec, size=entry.size)
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        log.info("downloading %s from %s", entry.name, entry.url)
+        try:
+            n = _stream(entry.url, tmp, max_bytes=entry.max_bytes, timeout=timeout)
+        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
+            why = getattr(exc, "reason", None) or exc
+            raise WeightsError(
+                f"cannot download {entry.name} ({why}); offline? "
+                + manual_placement_hint(entry, spec, target)
+            ) from exc
+        verify_file(tmp, spec, size=entry.size)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+        log.info("stored %s (%d bytes, verified %s)", entry.name, n, spec.kind)
+        return target
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
