@@ -1,0 +1,410 @@
+"""Predictor: load a model once, then batch images through it on CPU or GPU.
+
+Precision is chosen per device (``precision="auto"``):
+
+* CUDA: bfloat16 (when the GPU supports it) + channels_last;
+* CPU with native bfloat16 instructions (AVX512-BF16 or AMX, read from the CPU flags
+  and confirmed by oneDNN): bfloat16 + channels_last;
+* any other CPU: float32 + channels_last.
+
+Only the convolutional feature extractor runs in reduced precision: the head (ReLU,
+pooling, the 14-way linear layer, CAMs and the sigmoid) always runs in float32 on the
+float32 weights.  The accuracy cost of the bf16 path is bounded by a test (maximum
+probability difference against float32 <= 0.005) and measured by ``benchmarks/infer.py``.
+
+The maps of all 14 findings come from the same forward pass as the probabilities
+(see :mod:`chexnet_dicom.model.cam`).  Non-finite inputs or outputs raise
+:class:`~chexnet_dicom.errors.InferenceError`: a NaN never becomes a probability.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from chexnet_dicom.errors import ConfigError, InferenceError
+from chexnet_dicom.model.cam import logits_and_cams
+from chexnet_dicom.model.card import ModelCard, load_bundle
+from chexnet_dicom.model.network import head
+from chexnet_dicom.model.result import Prediction
+
+__all__ = [
+    "Predictor",
+    "RuntimeChoice",
+    "available_cpus",
+    "choose_runtime",
+    "cpu_has_native_bf16",
+    "tune_threads",
+]
+
+log = logging.getLogger(__name__)
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+PrecisionName = Literal["auto", "fp32", "bf16"]
+OptimiseName = Literal["none", "compile"]
+
+_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16).
+
+    Both torch's view (its CPU capability and oneDNN's bf16 support) and the kernel's
+    CPU flags must agree: oneDNN also "supports" bf16 on plain AVX512 by emulation,
+    which is slower than float32.
+    """
+    try:
+        capability = str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):  # pragma: no cover - very old torch
+        capability = ""
+    if not capability.startswith(("AVX512", "AMX")):
+        return False
+    try:
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover
+        onednn = False
+    return onednn and any(flag in _cpu_flags() for flag in _BF16_FLAGS)
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS / Windows
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def tune_threads(threads: int | None = None) -> int:
+    """Set torch's intra-op thread count and return it.
+
+    Parameters
+    ----------
+    threads
+        Explicit count; None uses :func:`available_cpus` (torch's default counts every
+        core of the host, which over-subscribes a container or a pinned process).
+
+    Returns
+    -------
+    int
+        The thread count now in effect.
+    """
+    wanted = available_cpus() if threads is None else int(threads)
+    if wanted < 1:
+        raise ConfigError(f"thread count must be >= 1, got {wanted}")
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+    return torch.get_num_threads()
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """How the predictor runs.
+
+    Attributes
+    ----------
+    device
+        ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
+    precision
+        ``"fp32"`` or ``"bf16"`` (feature extractor; the head is always float32).
+    channels_last
+        NHWC memory format for the convolutions.
+    reason
+        Why this choice was made (printed by ``chexdcm infer -v``).
+    """
+
+    device: str
+    precision: str
+    channels_last: bool
+    reason: str
+
+
+def choose_runtime(
+    device: DeviceName | str = "auto", precision: PrecisionName | str = "auto"
+) -> RuntimeChoice:
+    """Pick device and precision.
+
+    Parameters
+    ----------
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision
+        ``"auto"`` (see the module docstring), ``"fp32"`` or ``"bf16"``.
+
+    Raises
+    ------
+    ConfigError
+        Unknown names, or CUDA requested without a CUDA device.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not str(device).startswith("cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "--device cuda was requested but this torch build sees no CUDA device; use --device cpu"
+        )
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    if precision != "auto":
+        return RuntimeChoice(str(device), str(precision), True, f"{precision} requested")
+    if str(device).startswith("cuda"):
+        if torch.cuda.is_bf16_supported():
+            return RuntimeChoice(str(device), "bf16", True, "GPU with bfloat16 support")
+        return RuntimeChoice(str(device), "fp32", True, "GPU without bfloat16 support")
+    if cpu_has_native_bf16():
+        return RuntimeChoice("cpu", "bf16", True, "CPU with native bfloat16 (AVX512-BF16/AMX)")
+    return RuntimeChoice("cpu", "fp32", True, "CPU without native bfloat16")
+
+
+class Predictor:
+    """CheXNet inference: probabilities and class activation maps for model inputs.
+
+    Build it once per process (:meth:`from_card`), then call :meth:`predict` or
+    :meth:`predict_many` with arrays from
+    :func:`chexnet_dicom.transforms.prepare_model_input` (``(3, S, S)``, or
+    ``(10, 3, S, S)`` with TenCrop).  Thread-safe: calls are serialised.
+
+    Parameters
+    ----------
+    net
+        A CheXNet network (``features`` + ``class_layers.out``) with loaded weights.
+        It is copied, never modified.
+    card
+        Its model card (thresholds, preprocessing, ``cam_scale``).
+    device, precision
+        See :func:`choose_runtime`.
+    optimise
+        ``"none"`` (eager, default) or ``"compile"`` (:func:`torch.compile` of the
+        feature extractor: slow first call, worth it for long-running processes).
+    threads
+        CPU threads (None: :func:`available_cpus`).
+    batch_size
+        Images per forward pass in :meth:`predict_many` (TenCrop: crops / 10).
+    tta
+        Override the card's test-time augmentation (``"none"`` or ``"tencrop"``);
+        inputs must have been prepared the same way.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        card: ModelCard,
+        *,
+        device: DeviceName | str = "auto",
+        precision: PrecisionName | str = "auto",
+        optimise: OptimiseName = "none",
+        threads: int | None = None,
+        batch_size: int = 8,
+        tta: Literal["none", "tencrop"] | None = None,
+        _copy: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if not math.isfinite(card.cam_scale) or card.cam_scale <= 0:
+            raise ConfigError(f"model card cam_scale must be a positive number, got {card.cam_scale!r}")
+        self.card = card
+        self.runtime = choose_runtime(device, precision)
+        self.threads = tune_threads(threads) if self.runtime.device == "cpu" else torch.get_num_threads()
+        self.batch_size = int(batch_size)
+        self.tta: str = card.preprocessing.tta if tta is None else tta
+        if self.tta not in ("none", "tencrop"):
+            raise ConfigError(f"tta must be none or tencrop, not {self.tta!r}")
+        self._lock = threading.Lock()
+        self._device = torch.device(self.runtime.device)
+        self._dtype = torch.bfloat16 if self.runtime.precision == "bf16" else torch.float32
+        self._memory_format = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
+
+        features = getattr(net, "features", None)
+        if not isinstance(features, nn.Module):
+            raise ConfigError("the network has no `features` module: not a CheXNet DenseNet-121")
+        linear = head(net)
+        if linear.out_features != len(card.labels):
+            raise ConfigError(f"network has {linear.out_features} outputs, the card lists {len(card.labels)}")
+        feats = copy.deepcopy(features) if _copy else features
+        feats = feats.eval().requires_grad_(False)
+        feats = feats.to(device=self._device, dtype=self._dtype)
+        self._features: nn.Module = feats.to(memory_format=self._memory_format)  # type: ignore[call-overload]
+        self._weight = linear.weight.detach().to(self._device, torch.float32).clone()
+        self._bias = linear.bias.detach().to(self._device, torch.float32).clone()
+        self._thresholds = np.array([card.threshold(name) for name in card.labels], dtype=np.float64)
+        self.optimise = optimise
+        self._forward_features: nn.Module = self._features
+        if optimise == "compile":
+            self._forward_features = torch.compile(self._features, dynamic=False)  # type: ignore[assignment]
+        elif optimise != "none":
+            raise ConfigError(f"optimise must be none or compile, not {optimise!r}")
+        log.info(
+            "predictor ready: device=%s precision=%s (%s) threads=%d optimise=%s tta=%s",
+            self.runtime.device,
+            self.runtime.precision,
+            self.runtime.reason,
+            self.threads,
+            optimise,
+            self.tta,
+        )
+
+    @classmethod
+    def from_card(
+        cls, card_path: str | os.PathLike[str], *, verify: bool = True, **kwargs: object
+    ) -> Predictor:
+        """Load a bundle (:func:`chexnet_dicom.model.card.load_bundle`) and build a predictor.
+
+        Parameters
+        ----------
+        card_path
+            ``*.card.json`` file.
+        verify
+            Check the weights' sha256 against the card.
+        **kwargs
+            Passed to :class:`Predictor`.
+        """
+        net, card = load_bundle(Path(card_path), verify=verify)
+        return cls(net, card, _copy=False, **kwargs)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def precision(self) -> str:
+        """``"fp32"`` or ``"bf16"``."""
+        return self.runtime.precision
+
+    @property
+    def device(self) -> str:
+        """Device name."""
+        return self.runtime.device
+
+    @property
+    def head_bias(self) -> np.ndarray:
+        """(14,) float64 bias of the linear head (for :func:`~chexnet_dicom.model.cam.llr_maps`)."""
+        return self._bias.detach().cpu().double().numpy()
+
+    @property
+    def crops_per_image(self) -> int:
+        """1, or 10 with TenCrop."""
+        return 10 if self.tta == "tencrop" else 1
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (N, 14) and CAMs (N, 14, h, w) in float32 for a batch of crops.
+
+        The CAMs are raw (logit units per location); :meth:`predict` divides them by
+        the card's ``cam_scale``.
+        """
+        x = x.to(self._device, self._dtype, non_blocking=True).contiguous(memory_format=self._memory_format)
+        with torch.inference_mode():
+            return logits_and_cams(self._forward_features, self._weight, self._bias, x)
+
+    def _check_inputs(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        s = self.card.preprocessing.input_size
+        want = (10, 3, s, s) if self.tta == "tencrop" else (3, s, s)
+        out = []
+        for i, a in enumerate(arrays):
+            arr = np.asarray(a, dtype=np.float32)
+            if arr.shape != want:
+                raise InferenceError(
+                    f"model input {i} has shape {arr.shape}, expected {want} "
+                    f"(prepare it with prepare_model_input and this card's preprocessing, tta={self.tta!r})"
+                )
+            if not np.isfinite(arr).all():
+                raise InferenceError(
+                    f"model input {i} contains NaN or Inf: the image could not be prepared; "
+                    "check the pixel data and its rendering provenance"
+                )
+            out.append(arr)
+        return out
+
+    def predict(self, model_input: np.ndarray, *, cams: bool = True) -> Prediction:
+        """Predict one image.
+
+        Parameters
+        ----------
+        model_input
+            ``(3, S, S)`` or, with TenCrop, ``(10, 3, S, S)`` float32.
+        cams
+            Also return the 14 class activation maps (from the same pass).
+
+        Returns
+        -------
+        Prediction
+            Probabilities, the card's thresholds and (optionally) CAMs in ``cam_scale``
+            units on the crop's feature grid: (14, h, w), or (10, 14, h, w) with TenCrop.
+        """
+        return self.predict_many([model_input], cams=cams)[0]
+
+    def predict_many(self, model_inputs: Sequence[np.ndarray], *, cams: bool = True) -> list[Prediction]:
+        """Predict several images, ``batch_size`` at a time.
+
+        Raises
+        ------
+        InferenceError
+            Wrong input shape, non-finite input, or non-finite model output.
+        """
+        arrays = self._check_inputs(model_inputs)
+        if not arrays:
+            return []
+        k = self.crops_per_image
+        results: list[Prediction] = []
+        with self._lock:
+            for start in range(0, len(arrays), self.batch_size):
+                chunk = arrays[start : start + self.batch_size]
+                x = torch.from_numpy(np.stack(chunk).reshape(-1, *chunk[0].shape[-3:]))
+                logits, maps = self.forward(x)
+                logits = logits.float().cpu()
+                if not torch.isfinite(logits).all():
+                    raise InferenceError(
+                        f"the model produced NaN/Inf logits ({self.precision} on {self.device}); "
+                        "the weights may be corrupt: re-fetch them, or retry with precision fp32"
+                    )
+                probs = torch.sigmoid(logits.double()).numpy().reshape(len(chunk), k, -1).mean(axis=1)
+                cam_np = None
+                if cams:
+                    cam_np = (maps.float().cpu().numpy() / float(self.card.cam_scale)).astype(np.float32)
+                    if not np.isfinite(cam_np).all():
+                        raise InferenceError("the model produced NaN/Inf activation maps; check the weights")
+                    cam_np = cam_np.reshape(len(chunk), k, *cam_np.shape[1:])
+                for i in range(len(chunk)):
+                    img_cams = None
+                    if cam_np is not None:
+                        img_cams = cam_np[i, 0] if k == 1 else cam_np[i]
+                    results.append(
+                        Prediction(
+                            probabilities=probs[i].astype(np.float64),
+                            thresholds=self._thresholds.copy(),
+                            model_name=self.card.name,
+                            model_version=self.card.version,
+                            weights_sha256=self.card.weights_sha256,
+                            cams=img_cams,
+                            precision=self.precision,
+                            device=self.device,
+                            labels=tuple(self.card.labels),
+                        )
+                    )
+        return results
