@@ -7,16 +7,44 @@ call :func:`prepare_model_input`, so the two can never drift apart.
 
 Resizing uses Pillow's BILINEAR filter on float32 (mode ``F``) images, which widens the
 kernel when shrinking (anti-aliased, like torchvision's ``Resize`` on PIL images).
+
+Loading: :func:`load_chest_image` returns a :class:`~chexnet_dicom.dicom.pixels.DisplayImage`
+for DICOM files (through :func:`chexnet_dicom.dicom.pixels.load_display`: VOI,
+MONOCHROME1, orientation, fast reduced-resolution decode) and for PNG/JPEG/TIFF files
+(the public NIH dataset is PNG): 8-bit ``L``, 16-bit ``I;16``, ``LA``, ``RGB``, ``RGBA``
+and palette images become one grey [0, 1] channel (colour by ITU-R BT.601 luma after
+compositing over black by alpha).  The MONAI dictionary transforms
+:class:`LoadChestImaged` and :class:`PrepareModelInputd` wrap the two steps.  Rows and
+columns are never transposed (unlike MONAI's ``PydicomReader``, which is not used).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
 from PIL import Image
 
-__all__ = ["center_crop", "normalise", "prepare_model_input", "resize_image", "ten_crop"]
+from chexnet_dicom.config import IngestConfig
+from chexnet_dicom.dicom.pixels import DisplayImage, load_display
+from chexnet_dicom.errors import CorruptPixelDataError, UnsupportedInputError
+
+__all__ = [
+    "LoadChestImaged",
+    "PrepareModelInputd",
+    "center_crop",
+    "image_to_grey",
+    "load_chest_image",
+    "normalise",
+    "prepare_model_input",
+    "resize_image",
+    "ten_crop",
+]
 
 
 def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -134,3 +162,274 @@ def prepare_model_input(
     if tta != "none":
         raise ValueError(f"unknown test-time augmentation {tta!r}")
     return normalise(center_crop(resized, input_size), mean, std)
+
+
+# --------------------------------------------------------------------------- loading
+
+_RASTER_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+)
+
+
+def _raster_format(head: bytes) -> str | None:
+    for magic, name in _RASTER_MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def image_to_grey(im: Image.Image) -> np.ndarray:
+    """Convert a loaded Pillow image to one grey [0, 1] float32 channel.
+
+    ``L`` / ``1`` / ``P`` (palette) / ``LA`` / ``RGB`` / ``RGBA`` (8 bits per sample)
+    are scaled by 1/255, ``I;16*`` by 1/65535, ``I`` by 1/65535 (or 1/255 when no value
+    exceeds 255), ``F`` clipped.  Colour uses ITU-R BT.601 luma; an alpha channel is
+    composited over black.
+
+    Parameters
+    ----------
+    im
+        A Pillow image.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (H, W) in [0, 1].
+
+    Raises
+    ------
+    UnsupportedInputError
+        ``reason="UNSUPPORTED_IMAGE"`` for other modes (CMYK, YCbCr, ...).
+    """
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA")
+        mode = "RGBA"
+    elif mode == "1":
+        im = im.convert("L")
+        mode = "L"
+    arr = np.asarray(im)
+    if mode == "L":
+        return arr.astype(np.float32) / np.float32(255.0)
+    if mode.startswith("I;16"):
+        return arr.astype(np.float32) / np.float32(65535.0)
+    if mode == "I":
+        a = arr.astype(np.float32)
+        top = 65535.0 if float(a.max(initial=0)) > 255 else 255.0
+        return np.clip(a / np.float32(top), 0.0, 1.0).astype(np.float32)
+    if mode == "F":
+        return np.clip(arr.astype(np.float32), 0.0, 1.0)
+    if mode in ("LA", "RGB", "RGBA"):
+        a = arr.astype(np.float32) / np.float32(255.0)
+        if mode == "LA":
+            grey = a[..., 0] * a[..., 1]
+        else:
+            grey = 0.299 * a[..., 0] + 0.587 * a[..., 1] + 0.114 * a[..., 2]
+            if mode == "RGBA":
+                grey = grey * a[..., 3]
+        return np.clip(grey, 0.0, 1.0).astype(np.float32)
+    raise UnsupportedInputError(
+        f"images in Pillow mode {mode} are not supported; convert the file to 8- or 16-bit greyscale PNG",
+        reason="UNSUPPORTED_IMAGE",
+    )
+
+
+def _load_raster(path: Path, fmt: str) -> DisplayImage:
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            grey = image_to_grey(im)
+    except UnsupportedInputError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise CorruptPixelDataError(
+            f"the {fmt.upper()} image cannot be decoded ({type(exc).__name__}); the file is "
+            "truncated or corrupt, re-export it"
+        ) from exc
+    rows, cols = grey.shape
+    provenance: dict[str, Any] = {
+        "steps": [f"{fmt}:{mode}", "grey[0,1]"],
+        "flags": [],
+        "decode_path": fmt,
+        "voi": "none",
+        "source_format": fmt,
+    }
+    return DisplayImage(image=grey, source_shape=(rows, cols), provenance=provenance)
+
+
+def load_chest_image(
+    path: str | os.PathLike[str] | bytes | BinaryIO,
+    *,
+    config: IngestConfig | None = None,
+    target_size: int | None = None,
+) -> DisplayImage:
+    """Load a chest radiograph (DICOM, PNG, JPEG or TIFF) as the display image.
+
+    The format is recognised from the file's first bytes (not its name): PNG, JPEG and
+    TIFF go through Pillow, everything else through the DICOM pipeline
+    (:func:`chexnet_dicom.dicom.pixels.load_display`).
+
+    Parameters
+    ----------
+    path
+        File path; ``bytes`` or a binary file object are read as DICOM.
+    config
+        Ingest limits and pixel policy for DICOM input.
+    target_size
+        Smallest side the caller needs (the model's resize); lets the DICOM decoder
+        take a reduced-resolution path.  Ignored for PNG/JPEG/TIFF.
+
+    Returns
+    -------
+    DisplayImage
+        ``image`` float32 (H, W) in [0, 1], bright = dense; provenance
+        ``decode_path`` is ``"png"``/``"jpeg"``/``"tiff"`` for raster files.
+
+    Raises
+    ------
+    InputError
+        Any subclass: not DICOM, unsupported, too large, corrupt.
+    """
+    if isinstance(path, (str, os.PathLike)):
+        p = Path(path)
+        try:
+            with p.open("rb") as fh:
+                head = fh.read(16)
+        except OSError:
+            head = b""  # let the DICOM reader produce its typed error
+        fmt = _raster_format(head)
+        if fmt is not None:
+            return _load_raster(p, fmt)
+        return load_display(p, config=config, target_size=target_size)
+    return load_display(path, config=config, target_size=target_size)
+
+
+class LoadChestImaged(MapTransform):
+    """MONAI dictionary transform: file path -> channel-first [0, 1] grey image + meta.
+
+    For each key the path in ``data[key]`` is loaded with :func:`load_chest_image`; the
+    key then holds a float32 ``(1, H, W)`` array (bright = dense, head up, no row/column
+    transposition) and ``data[f"{key}_{meta_key_postfix}"]`` a dict with
+    ``filename_or_obj``, ``source_shape``, ``orientation_ops``, ``decode_factor``,
+    ``provenance`` and the :class:`DisplayImage` itself under ``display`` (for mapping
+    heatmaps back with :meth:`DisplayImage.to_source_grid`).
+
+    Parameters
+    ----------
+    keys
+        Keys holding file paths.
+    config
+        Ingest limits and pixel policy for DICOM input.
+    target_size
+        Smallest side needed (e.g. the model's resize, 256) for the fast DICOM decode.
+    meta_key_postfix
+        Suffix of the meta dict key (MONAI convention ``meta_dict``).
+    allow_missing_keys
+        Skip missing keys instead of raising ``KeyError``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        *,
+        config: IngestConfig | None = None,
+        target_size: int | None = None,
+        meta_key_postfix: str = "meta_dict",
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.config = config
+        self.target_size = target_size
+        self.meta_key_postfix = meta_key_postfix
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            source = d[key]
+            disp = load_chest_image(source, config=self.config, target_size=self.target_size)
+            d[key] = disp.image[None].astype(np.float32, copy=False)
+            d[f"{key}_{self.meta_key_postfix}"] = {
+                "filename_or_obj": str(source) if isinstance(source, (str, os.PathLike)) else "<stream>",
+                "source_shape": disp.source_shape,
+                "orientation_ops": disp.orientation_ops,
+                "decode_factor": disp.decode_factor,
+                "provenance": disp.provenance,
+                "display": disp,
+            }
+        return d
+
+
+class PrepareModelInputd(MapTransform):
+    """MONAI dictionary transform wrapping :func:`prepare_model_input`.
+
+    Takes a ``(H, W)`` or ``(1, H, W)`` [0, 1] image (numpy array or torch tensor) and
+    returns float32 ``(3, input_size, input_size)`` (or ``(10, 3, ...)`` with TenCrop).
+
+    Parameters
+    ----------
+    keys
+        Keys holding display images.
+    resize, input_size, tta, mean, std
+        The model card's preprocessing spec (see :meth:`from_spec`).
+    allow_missing_keys
+        Skip missing keys instead of raising ``KeyError``.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        *,
+        resize: int = 256,
+        input_size: int = 224,
+        tta: Literal["none", "tencrop"] = "none",
+        mean: Sequence[float] = (0.485, 0.456, 0.406),
+        std: Sequence[float] = (0.229, 0.224, 0.225),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError("mean and std need three values (grey replicated into RGB)")
+        self.resize = int(resize)
+        self.input_size = int(input_size)
+        self.tta: Literal["none", "tencrop"] = tta
+        self.mean = (float(mean[0]), float(mean[1]), float(mean[2]))
+        self.std = (float(std[0]), float(std[1]), float(std[2]))
+
+    @classmethod
+    def from_spec(cls, keys: KeysCollection, spec: Any, **kwargs: Any) -> PrepareModelInputd:
+        """Build from an object with ``resize``, ``input_size``, ``tta``, ``mean``, ``std``
+        attributes (a model card's :class:`~chexnet_dicom.model.card.Preprocessing`)."""
+        return cls(
+            keys,
+            resize=spec.resize,
+            input_size=spec.input_size,
+            tta=spec.tta,
+            mean=tuple(spec.mean),
+            std=tuple(spec.std),
+            **kwargs,
+        )
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            value = d[key]
+            if hasattr(value, "detach"):  # torch tensor / MetaTensor
+                value = value.detach().cpu().numpy()
+            img = np.asarray(value, dtype=np.float32)
+            if img.ndim == 3 and img.shape[0] == 1:
+                img = img[0]
+            if img.ndim != 2:
+                raise ValueError(f"PrepareModelInputd needs a (H, W) or (1, H, W) image, got {img.shape}")
+            d[key] = prepare_model_input(
+                img,
+                resize=self.resize,
+                input_size=self.input_size,
+                tta=self.tta,
+                mean=self.mean,
+                std=self.std,
+            )
+        return d
