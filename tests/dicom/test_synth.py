@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +364,79 @@ def test_generated_files_pass_dciodvfy(phantom: np.ndarray, tmp_path: Path, kwar
     synth.write(synth.encode(synth.make_dataset(phantom, **kwargs), ts), path)
     errors = _dciodvfy_errors(path)
     assert errors == []
+
+
+# --------------------------------------------------------------------------- sample_data
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_sample_data_generator_is_deterministic_and_committed(tmp_path: Path) -> None:
+    out = tmp_path / "samples"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_sample_data.py"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    fresh = _digests(out)
+    committed = _digests(REPO / "sample_data")
+    assert fresh == committed, "sample_data/ is stale: run scripts/make_sample_data.py --clean"
+    assert sum((REPO / "sample_data" / name).stat().st_size for name in committed) < 4 * 1024 * 1024
+
+
+def test_sample_data_contents() -> None:
+    root = REPO / "sample_data"
+    seen = {}
+    for path in sorted(root.rglob("*.dcm")):
+        ds = pydicom.dcmread(path, force=True)
+        seen[path.relative_to(root).as_posix()] = ds
+    assert "README.md" in {p.name for p in root.iterdir()}
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "synthetic" in readme.lower()
+    for name in seen:
+        assert f"`{name}`" in readme
+    pa, lat = seen["study1_pa_lateral/pa.dcm"], seen["study1_pa_lateral/lateral.dcm"]
+    assert pa.StudyInstanceUID == lat.StudyInstanceUID and pa.SeriesInstanceUID != lat.SeriesInstanceUID
+    assert (pa.ViewPosition, lat.ViewPosition) == ("PA", "LL")
+    cr = seen["study2_cr_mono1_j2k/cr_pa_mono1.dcm"]
+    assert (cr.Modality, cr.PhotometricInterpretation, cr.BitsStored) == ("CR", "MONOCHROME1", 12)
+    assert cr.file_meta.TransferSyntaxUID in (JPEG2000, pydicom.uid.JPEG2000Lossless)
+    dx16 = seen["study3_dx16_window/dx_ap_16bit.dcm"]
+    assert (dx16.Modality, dx16.BitsStored) == ("DX", 16) and "WindowCenter" in dx16
+    tsyntaxes = {
+        ds.file_meta.TransferSyntaxUID for ds in seen.values() if "TransferSyntaxUID" in ds.file_meta
+    }
+    assert {pydicom.uid.JPEGLSLossless, pydicom.uid.RLELossless, JPEGBaseline8Bit} <= tsyntaxes
+    utf8 = seen["study6_utf8_name/dx_pa_jpeg.dcm"]
+    assert utf8.SpecificCharacterSet == "ISO_IR 192" and not str(utf8.PatientName).isascii()
+    legacy = root / "study7_legacy_implicit" / "cr_pa_no_meta.dcm"
+    assert legacy.read_bytes()[:2] == b"\x08\x00"
+    broken = seen["broken/truncated_pixel_data.dcm"]
+    with pytest.raises(ValueError, match="less than expected"):
+        _ = broken.pixel_array
+    # All studies distinct except the PA + lateral pair.
+    assert len({ds.StudyInstanceUID for ds in seen.values()}) == len(seen) - 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        p.relative_to(REPO / "sample_data").as_posix()
+        for p in (REPO / "sample_data").rglob("*.dcm")
+        if "broken" not in p.parts
+    ),
+)
+def test_sample_files_pass_dciodvfy(name: str) -> None:
+    assert _dciodvfy_errors(REPO / "sample_data" / name) == []
