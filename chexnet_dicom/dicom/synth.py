@@ -463,7 +463,9 @@ def make_dataset(
     stored_range
         Stored values that 0 and 1 of a float image map to.
     rescale_slope, rescale_intercept
-        Modality rescale (RescaleType "US").
+        Modality rescale (RescaleType "US"). The DX IOD requires 1 and 0: other
+        values make a non-conformant DX (fine for robustness tests; use CR for
+        a conformant rescaled image).
     modality_lut
         Write a Modality LUT Sequence instead of rescale: 16-bit output
         stretching the representable stored range linearly over 0..65535.
