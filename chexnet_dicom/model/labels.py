@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["DISPLAY_NAMES", "FINDING_CODES", "LABELS", "NUM_CLASSES", "Code", "label_index"]
+__all__ = ["DISPLAY_NAMES", "FINDING_CODES", "LABELS", "NUM_CLASSES", "PRIVATE_SCHEME", "Code", "label_index"]
 
 #: Dataset names, in CheXNet output order.
 LABELS: tuple[str, ...] = (
@@ -45,10 +45,32 @@ class Code(NamedTuple):
     meaning: str
 
 
-#: Coded concept per finding, filled and verified by the outputs layer tests
-#: (PS3.16 / SNOMED CT where a standard code exists, else the private scheme
-#: documented in :mod:`chexnet_dicom.outputs.codes`).
-FINDING_CODES: dict[str, Code] = {}
+#: Designator of the project's private coding scheme (PS3.3 8.2: private designators
+#: start with ``99``). Used only for findings that have no standard code in pydicom's
+#: PS3.16 dictionaries; documented in :mod:`chexnet_dicom.outputs.codes`.
+PRIVATE_SCHEME: str = "99CHEXDCM"
+
+#: Coded concept per finding. Standard codes (SCT, DCM) are copied from pydicom's
+#: PS3.16 dictionaries and checked against them by ``tests/outputs/test_codes.py``;
+#: findings without a standard code there use :data:`PRIVATE_SCHEME`, never a
+#: look-alike standard code. NIH "Effusion" is a pleural effusion and NIH "Edema" a
+#: pulmonary edema on a chest radiograph, hence the more specific standard concepts.
+FINDING_CODES: dict[str, Code] = {
+    "Atelectasis": Code(PRIVATE_SCHEME, "ATELECTASIS", "Atelectasis"),
+    "Cardiomegaly": Code("SCT", "287272002", "Cardiomegaly"),
+    "Effusion": Code("SCT", "60046008", "Pleural effusion"),
+    "Infiltration": Code("DCM", "112121", "Infiltrate"),
+    "Mass": Code("SCT", "4147007", "Mass"),
+    "Nodule": Code("SCT", "27925004", "Nodule"),
+    "Pneumonia": Code(PRIVATE_SCHEME, "PNEUMONIA", "Pneumonia"),
+    "Pneumothorax": Code("SCT", "36118008", "Pneumothorax"),
+    "Consolidation": Code(PRIVATE_SCHEME, "CONSOLIDATION", "Consolidation"),
+    "Edema": Code("SCT", "19242006", "Pulmonary edema"),
+    "Emphysema": Code(PRIVATE_SCHEME, "EMPHYSEMA", "Emphysema"),
+    "Fibrosis": Code("SCT", "112674009", "Fibrosis"),
+    "Pleural_Thickening": Code(PRIVATE_SCHEME, "PLEURAL_THICK", "Pleural thickening"),
+    "Hernia": Code(PRIVATE_SCHEME, "HERNIA", "Hernia"),
+}
 
 
 def label_index(name: str) -> int:

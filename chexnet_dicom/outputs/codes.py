@@ -1,0 +1,102 @@
+"""Coded concepts used in the DICOM results, and the project's private coding scheme.
+
+Standard concepts come from pydicom's PS3.16 dictionaries (``pydicom.sr.codedict.codes``)
+or, where pydicom has none, from a PS3.16 template table (cited next to the constant).
+Findings without a standard code in those dictionaries use one private scheme:
+
+Private coding scheme ``99CHEXDCM``
+    Designator ``99CHEXDCM`` (PS3.3 section 8.2: designators starting with ``99`` are
+    private), declared in every SR's Coding Scheme Identification Sequence. Code
+    values are upper-case English words of at most 16 characters:
+
+    ==============  =====================  ============================================
+    code value      code meaning           used for
+    ==============  =====================  ============================================
+    ATELECTASIS     Atelectasis            NIH finding "Atelectasis"
+    PNEUMONIA       Pneumonia              NIH finding "Pneumonia"
+    CONSOLIDATION   Consolidation          NIH finding "Consolidation"
+    EMPHYSEMA       Emphysema              NIH finding "Emphysema"
+    PLEURAL_THICK   Pleural thickening     NIH finding "Pleural_Thickening"
+    HERNIA          Hernia                 NIH finding "Hernia"
+    NOT_ANALYSED    Image not analysed     TEXT item naming a skipped instance and why
+    ==============  =====================  ============================================
+
+    The other eight findings have standard codes (see
+    :data:`chexnet_dicom.model.labels.FINDING_CODES`).
+"""
+
+from __future__ import annotations
+
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from highdicom.sr import CodedConcept
+from pydicom.sr.codedict import codes
+
+from chexnet_dicom.model.labels import FINDING_CODES, LABELS, PRIVATE_SCHEME
+
+__all__ = [
+    "ABSENT",
+    "NOT_ANALYSED",
+    "PRESENT",
+    "PRIVATE_SCHEME",
+    "PRIVATE_SCHEME_ITEM",
+    "PROBABILITY",
+    "PROBABILITY_UNIT",
+    "PROCEDURE_REPORTED",
+    "QUALITATIVE_EVALUATIONS",
+    "finding_concept",
+]
+
+#: Probability of the finding (DCM 122157), a NUM without units.
+PROBABILITY = CodedConcept.from_code(codes.DCM.Probability)
+#: UCUM "1" (no units): probabilities are dimensionless.
+PROBABILITY_UNIT = CodedConcept.from_code(codes.UCUM.NoUnits)
+#: Present / absent at the model card's operating point (SCT, CID 240 "Present-Absent").
+PRESENT = CodedConcept.from_code(codes.SCT.Present)
+ABSENT = CodedConcept.from_code(codes.SCT.Absent)
+#: Procedure reported: a chest radiograph, expressed as "Plain radiography" (SCT 168537006,
+#: CID 10005) of the chest ("Chest imaging", SCT 413815006), both from pydicom's dictionary.
+PROCEDURE_REPORTED: tuple[CodedConcept, ...] = (
+    CodedConcept.from_code(codes.SCT.PlainRadiography),
+    CodedConcept.from_code(codes.SCT.ChestImaging),
+)
+#: TID 1500 row 12 container "Qualitative Evaluations" (PS3.16 TID 1500; the same
+#: concept is hard-coded in dcmtk's libcmr). pydicom's dictionary has no UMLS entry for it.
+QUALITATIVE_EVALUATIONS = CodedConcept(
+    value="C0034375", scheme_designator="UMLS", meaning="Qualitative Evaluations"
+)
+#: Private concepts (see the module docstring).
+NOT_ANALYSED = CodedConcept(
+    value="NOT_ANALYSED", scheme_designator=PRIVATE_SCHEME, meaning="Image not analysed"
+)
+
+#: Coding Scheme Identification Sequence item declaring the private scheme.
+PRIVATE_SCHEME_ITEM = CodingSchemeIdentificationItem(
+    designator=PRIVATE_SCHEME,
+    name="chexnet-dicom private findings",
+    version="1",
+    responsible_organization="chexnet-dicom project",
+)
+
+
+def finding_concept(label: str) -> CodedConcept:
+    """Return the coded concept of a finding.
+
+    Parameters
+    ----------
+    label
+        A name from :data:`~chexnet_dicom.model.labels.LABELS`.
+
+    Returns
+    -------
+    highdicom.sr.CodedConcept
+        The standard or private code of the finding.
+
+    Raises
+    ------
+    KeyError
+        For an unknown finding.
+    """
+    if label not in FINDING_CODES:
+        raise KeyError(f"no code for finding {label!r}; known: {', '.join(LABELS)}")
+    code = FINDING_CODES[label]
+    return CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)

@@ -1,0 +1,398 @@
+"""TID 1500 Measurement Report (Comprehensive 3D SR) of the model's findings.
+
+Document layout (one SR per study and model)::
+
+    Imaging Measurement Report (TID 1500)
+      Language, Observation context: device observer = the model (UID = card.device_uid)
+      Procedure reported: Plain radiography + Chest imaging (a chest radiograph)
+      Imaging Measurements
+        one Measurement Group per finding per analysed image (14 x images), each with
+          Tracking Identifier + Tracking UID (deterministic)
+          Finding (the finding's code, see chexnet_dicom.outputs.codes)
+          Algorithm Name / Version / Parameters (operating point, region rule)
+          Probability (DCM 122157), NUM, UCUM "1", value = the predictor's output,
+            source image referenced
+          <finding> = Present | Absent at the model card's operating point
+          positives only: Image Region = closed POLYLINE around the largest connected
+            component of the heatmap at or above card.cam_threshold (TID 1410); when the
+            heatmap never reaches that level the group is an image-level TID 1501 group
+          negatives: image-level TID 1501 group referencing the source image
+      Qualitative Evaluations (TID 1500 row 12)
+        Comment: research use only + how the study summary is built
+        per finding: TEXT "study maximum probability ..." (max over analysed images;
+          present when the maximum reaches the operating point)
+        per skipped instance: "Image not analysed" TEXT with its reason code and message
+
+A study whose instances were all skipped gets the same document without Imaging
+Measurements: only the Qualitative Evaluations saying what was not analysed and why.
+VerificationFlag is UNVERIFIED, CompletionFlag PARTIAL, PreliminaryFlag PRELIMINARY.
+A later version of a study's SR passes the earlier one(s) as ``previous`` and lists them
+in the PredecessorDocumentsSequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from highdicom.sr import (
+    AlgorithmIdentification,
+    CodeContentItem,
+    CodedConcept,
+    Comprehensive3DSR,
+    ContainerContentItem,
+    ContentSequence,
+    DeviceObserverIdentifyingAttributes,
+    GraphicTypeValues,
+    ImageRegion,
+    LanguageOfContentItemAndDescendants,
+    Measurement,
+    MeasurementReport,
+    MeasurementsAndQualitativeEvaluations,
+    ObservationContext,
+    ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
+    QualitativeEvaluation,
+    RelationshipTypeValues,
+    SourceImageForMeasurement,
+    SourceImageForMeasurementGroup,
+    SourceImageForRegion,
+    TextContentItem,
+    TrackingIdentifier,
+)
+from highdicom.sr.templates import DEFAULT_LANGUAGE
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from skimage import measure
+
+from chexnet_dicom.errors import OutputError
+from chexnet_dicom.logs import phi_ref
+from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
+from chexnet_dicom.outputs import codes as cc
+from chexnet_dicom.outputs.common import (
+    MANUFACTURER,
+    RESEARCH_USE_ONLY,
+    SERIES_DESCRIPTIONS,
+    SERIES_NUMBERS,
+    CardLike,
+    ImageResult,
+    SkippedInstance,
+    check_same_study,
+    evidence_header,
+    finalize_file_meta,
+    output_uid,
+    quiet_highdicom,
+    sanitize_copied,
+    series_uid,
+    software_versions,
+    sorted_uids,
+)
+from chexnet_dicom.outputs.provenance import algorithm_equipment
+
+__all__ = ["build_sr", "heatmap_region", "sr_uid", "study_summary"]
+
+logger = logging.getLogger(__name__)
+
+
+def heatmap_region(heatmap: np.ndarray, threshold: float) -> np.ndarray | None:
+    """Return a closed polygon around the largest high region of a heatmap.
+
+    Parameters
+    ----------
+    heatmap
+        (Rows, Columns) heatmap on the source pixel grid, on the model's fixed scale.
+    threshold
+        Level (``card.cam_threshold``) at or above which a pixel belongs to the region.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        (N, 2) float32 (column, row) DICOM image coordinates (origin at the top left
+        corner of the top left pixel) of the outline of the largest 8-connected
+        component, first point repeated at the end; None when no pixel reaches the
+        threshold.
+    """
+    h = np.asarray(heatmap, dtype=np.float32)
+    if h.ndim != 2:
+        raise OutputError(f"a heatmap must be 2-D, got shape {h.shape}")
+    mask = np.nan_to_num(h, nan=0.0) >= float(threshold)
+    if not mask.any():
+        return None
+    labels = measure.label(mask, connectivity=2)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    largest = labels == int(np.argmax(sizes))
+    padded = np.pad(largest, 1).astype(np.float32)
+    contours = measure.find_contours(padded, 0.5)
+    outline = max(contours, key=len) - 1.0  # undo the padding: (row, col) indices
+    tolerance = max(0.5, 0.002 * max(h.shape))
+    outline = measure.approximate_polygon(outline, tolerance=tolerance)
+    # Pixel (r, c) covers [c, c+1) x [r, r+1) in DICOM image coordinates; the contour at
+    # level 0.5 runs half-way between pixel centres, i.e. on the pixel edges.
+    coords = np.stack([outline[:, 1] + 0.5, outline[:, 0] + 0.5], axis=1)
+    coords = np.clip(coords, 0.0, [h.shape[1], h.shape[0]])
+    if len(coords) < 4 or not np.array_equal(coords[0], coords[-1]):
+        coords = np.vstack([coords, coords[:1]])
+    if len(coords) < 4:  # a single pixel: outline its square
+        r, c = np.argwhere(largest)[0]
+        coords = np.array([[c, r], [c + 1, r], [c + 1, r + 1], [c, r + 1], [c, r]], dtype=np.float32)
+    return coords.astype(np.float32)
+
+
+def sr_uid(results: Sequence[ImageResult], skipped: Sequence[SkippedInstance], weights_sha256: str) -> str:
+    """SOP Instance UID of the SR for these analysed and skipped instances and weights."""
+    analysed = sorted_uids([r.dataset for r in results])
+    not_analysed = sorted_uids([s.dataset for s in skipped if s.dataset is not None])
+    return output_uid("sr", weights_sha256, "analysed", *analysed, "skipped", *not_analysed)
+
+
+def study_summary(results: Sequence[ImageResult], card: CardLike) -> dict[str, dict[str, float | int | bool]]:
+    """Study-level summary: per finding the maximum probability over the analysed images.
+
+    Parameters
+    ----------
+    results
+        The analysed images of one study.
+    card
+        Operating points.
+
+    Returns
+    -------
+    dict
+        ``{finding: {"max_probability", "image_index" (0-based, in ``results`` order),
+        "threshold", "present"}}``; empty without analysed images.
+    """
+    if not results:
+        return {}
+    probs = np.stack([np.asarray(r.prediction.probabilities, dtype=np.float64) for r in results])
+    out: dict[str, dict[str, float | int | bool]] = {}
+    for k, label in enumerate(LABELS):
+        idx = int(np.argmax(probs[:, k]))
+        p = float(probs[idx, k])
+        thr = float(card.threshold(label))
+        out[label] = {"max_probability": p, "image_index": idx, "threshold": thr, "present": bool(p >= thr)}
+    return out
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii")
+
+
+def _text(name: CodedConcept, value: str) -> TextContentItem:
+    return TextContentItem(name=name, value=_ascii(value), relationship_type=RelationshipTypeValues.CONTAINS)
+
+
+def _group(
+    result: ImageResult,
+    image_no: int,
+    k: int,
+    card: CardLike,
+) -> MeasurementsAndQualitativeEvaluations | PlanarROIMeasurementsAndQualitativeEvaluations:
+    label = LABELS[k]
+    ds = result.dataset
+    sop = str(ds.SOPInstanceUID)
+    prob = float(result.prediction.probabilities[k])
+    thr = float(card.threshold(label))
+    present = prob >= thr
+    finding = cc.finding_concept(label)
+    tracking = TrackingIdentifier(
+        identifier=f"{DISPLAY_NAMES[label]}, image {image_no}",
+        uid=output_uid("tracking", card.weights_sha256, sop, label),
+    )
+    region_coords = None
+    if present and result.heatmaps is not None:
+        region_coords = heatmap_region(result.heatmaps[k], card.cam_threshold)
+    parameters = [f"operating point {thr:.6g}", f"probability output of finding index {k}"]
+    if region_coords is not None:
+        parameters.append(
+            f"region: largest connected heatmap component >= cam_threshold {card.cam_threshold:.6g}"
+        )
+    algorithm = AlgorithmIdentification(
+        name=str(card.name), version=str(card.version), parameters=parameters, manufacturer=MANUFACTURER
+    )
+    measurement = Measurement(
+        name=cc.PROBABILITY,
+        value=prob,
+        unit=cc.PROBABILITY_UNIT,
+        referenced_images=[SourceImageForMeasurement.from_source_image(ds)],
+    )
+    evaluation = QualitativeEvaluation(name=finding, value=cc.PRESENT if present else cc.ABSENT)
+    if region_coords is not None:
+        region = ImageRegion(
+            graphic_type=GraphicTypeValues.POLYLINE,
+            graphic_data=region_coords,
+            source_image=SourceImageForRegion.from_source_image(ds),
+        )
+        return PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=tracking,
+            referenced_region=region,
+            finding_type=finding,
+            algorithm_id=algorithm,
+            measurements=[measurement],
+            qualitative_evaluations=[evaluation],
+        )
+    return MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=tracking,
+        finding_type=finding,
+        algorithm_id=algorithm,
+        measurements=[measurement],
+        qualitative_evaluations=[evaluation],
+        source_images=[SourceImageForMeasurementGroup.from_source_image(ds)],
+    )
+
+
+def _evaluations(
+    results: Sequence[ImageResult], skipped: Sequence[SkippedInstance], card: CardLike
+) -> ContainerContentItem:
+    items: list[TextContentItem] = []
+    n = len(results)
+    intro = f"{RESEARCH_USE_ONLY}. Not for clinical decisions. {card.intended_use} "
+    if n:
+        intro += (
+            f"Study-level summary: for each finding the maximum probability over the {n} analysed "
+            "image(s); the finding is present when that maximum reaches its operating point."
+        )
+    else:
+        intro += "No image of this study was analysed; the reasons are listed below."
+    items.append(_text(CodedConcept.from_code(codes.DCM.Comment), intro))
+    for label, s in study_summary(results, card).items():
+        state = "present" if s["present"] else "absent"
+        items.append(
+            _text(
+                cc.finding_concept(label),
+                f"study maximum probability {float(s['max_probability']):.6f} (image {int(s['image_index']) + 1} "
+                f"of {n}); {state} at operating point {float(s['threshold']):.6g}",
+            )
+        )
+    for sk in skipped:
+        if sk.dataset is not None:
+            what = f"instance {sk.dataset.get('SOPInstanceUID', '?')} (series {sk.dataset.get('SeriesNumber', '?')})"
+        else:
+            what = "an unreadable file"
+        items.append(_text(cc.NOT_ANALYSED, f"{what} not analysed: {sk.reason}: {sk.message}"))
+    container = ContainerContentItem(
+        name=cc.QUALITATIVE_EVALUATIONS, relationship_type=RelationshipTypeValues.CONTAINS
+    )
+    container.ContentSequence = ContentSequence(items)
+    return container
+
+
+def build_sr(
+    results: Sequence[ImageResult],
+    card: CardLike,
+    *,
+    skipped: Sequence[SkippedInstance] = (),
+    previous: Sequence[Dataset] = (),
+    instance_number: int = 1,
+) -> Comprehensive3DSR:
+    """Build the TID 1500 Comprehensive 3D SR of one study.
+
+    Parameters
+    ----------
+    results
+        The analysed images of the study (may be empty when ``skipped`` is not).
+    card
+        The model card (name, version, operating points, cam_threshold, device UID).
+    skipped
+        Instances of the study that were not analysed, with reasons.
+    previous
+        Earlier SR(s) of the same study and model that this one supersedes (for
+        example after late instances arrived); listed as predecessor documents.
+    instance_number
+        Instance Number of the SR in its series.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        Ready to write (see :func:`chexnet_dicom.outputs.common.write_dataset`).
+
+    Raises
+    ------
+    OutputError
+        Without any readable instance, for instances of several studies, or when
+        highdicom rejects the content.
+    """
+    headers = [evidence_header(r.dataset) for r in results]
+    if not headers:
+        headers = [evidence_header(s.dataset) for s in skipped if s.dataset is not None]
+    if not headers:
+        raise OutputError("no instance of the study could be read: an SR needs at least one DICOM header")
+    study_uid = check_same_study(
+        headers + [evidence_header(s.dataset) for s in skipped if s.dataset is not None]
+    )
+    if any(str(p.StudyInstanceUID) != study_uid for p in previous):
+        raise OutputError("a predecessor SR belongs to another study")
+
+    device = ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=DeviceObserverIdentifyingAttributes(
+            uid=card.device_uid,
+            name=str(card.name)[:64],
+            manufacturer_name=MANUFACTURER,
+            model_name=str(card.name)[:64],
+            serial_number=str(card.weights_sha256)[:64],
+        ),
+    )
+    context = ObservationContext(observer_device_context=device)
+    groups = [_group(r, i + 1, k, card) for i, r in enumerate(results) for k in range(len(LABELS))]
+    evaluations = _evaluations(results, skipped, card)
+    if groups:
+        report = MeasurementReport(
+            observation_context=context,
+            procedure_reported=list(cc.PROCEDURE_REPORTED),
+            imaging_measurements=groups,
+        )
+        root = report[0]
+    else:
+        # highdicom's MeasurementReport insists on Imaging Measurements; TID 1500 allows a
+        # report made only of row 12 (Qualitative Evaluations), so build the root here.
+        root = ContainerContentItem(name=codes.cid7021.ImagingMeasurementReport, template_id="1500")
+        root.ContentSequence = ContentSequence(
+            [
+                *LanguageOfContentItemAndDescendants(DEFAULT_LANGUAGE),
+                *context,
+                *[
+                    CodeContentItem(
+                        name=codes.DCM.ProcedureReported,
+                        value=proc,
+                        relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
+                    )
+                    for proc in cc.PROCEDURE_REPORTED
+                ],
+            ]
+        )
+    root.ContentSequence.append(evaluations)
+
+    sop_uid = sr_uid(results, skipped, card.weights_sha256)
+    try:
+        with quiet_highdicom():
+            sr = Comprehensive3DSR(
+                evidence=headers,
+                content=root,
+                series_instance_uid=series_uid("sr", study_uid, card.weights_sha256),
+                series_number=SERIES_NUMBERS["sr"],
+                sop_instance_uid=sop_uid,
+                instance_number=instance_number,
+                manufacturer=MANUFACTURER,
+                is_complete=False,
+                is_final=False,
+                is_verified=False,
+                previous_versions=list(previous) or None,
+                contributing_equipment=[algorithm_equipment(card, description="Findings (TID 1500 SR)")],
+                coding_schemes=[cc.PRIVATE_SCHEME_ITEM],
+                series_description=SERIES_DESCRIPTIONS["sr"],
+                manufacturer_model_name=str(card.name)[:64],
+                software_versions=software_versions(card),  # LO, multi-valued
+            )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise OutputError(f"highdicom rejected the SR content: {exc}") from exc
+    sanitize_copied(sr)
+    logger.info(
+        "built SR %s: %d image(s), %d skipped, %d predecessor(s)",
+        phi_ref(sop_uid),
+        len(results),
+        len(skipped),
+        len(previous),
+    )
+    return finalize_file_meta(sr)

@@ -1,0 +1,110 @@
+"""Shared helpers of the outputs tests: sources, predictions, cards, validators."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian
+
+from chexnet_dicom.dicom.uids import derive_uid
+from chexnet_dicom.model.card import ModelCard, OperatingPoint
+from chexnet_dicom.model.labels import LABELS
+from chexnet_dicom.model.result import Prediction
+from tests.conftest import require_tool, shared_path
+
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+
+
+def make_card(sha: str = "ab" * 32, *, threshold: float = 0.5, cam_threshold: float = 0.5) -> ModelCard:
+    """A real model card with uniform operating points."""
+    return ModelCard(
+        name="chexnet-test",
+        version="1.2.3",
+        weights_sha256=sha,
+        cam_threshold=cam_threshold,
+        operating_points={label: OperatingPoint(threshold=threshold, method="test") for label in LABELS},
+    )
+
+
+def make_prediction(card: ModelCard, probabilities: np.ndarray) -> Prediction:
+    """A Prediction as the predictor returns it."""
+    return Prediction(
+        probabilities=np.asarray(probabilities, dtype=np.float64),
+        thresholds=np.array([card.threshold(label) for label in LABELS]),
+        model_name=card.name,
+        model_version=card.version,
+        weights_sha256=card.weights_sha256,
+    )
+
+
+def make_dx(
+    *,
+    rows: int = 96,
+    cols: int = 80,
+    name: str = "Doe^Jane",
+    charset: str | None = None,
+    seed: str = "dx",
+    study: str = "study-1",
+) -> Dataset:
+    """A minimal DX For Presentation dataset (MONOCHROME2, 8-bit) built with pydicom."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = UID(DX_FOR_PRESENTATION)
+    sop = derive_uid("tests-outputs", seed, "sop")
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop)
+    if charset:
+        ds.SpecificCharacterSet = charset
+    ds.SOPClassUID = DX_FOR_PRESENTATION
+    ds.SOPInstanceUID = sop
+    ds.StudyInstanceUID = derive_uid("tests-outputs", study)
+    ds.SeriesInstanceUID = derive_uid("tests-outputs", study, "series")
+    ds.PatientName = name
+    ds.PatientID = "PID-1"
+    ds.PatientBirthDate = "19700101"
+    ds.PatientSex = "F"
+    ds.StudyDate = "20240102"
+    ds.StudyTime = "101010"
+    ds.AccessionNumber = "ACC1"
+    ds.StudyID = "S1"
+    ds.ReferringPhysicianName = ""
+    ds.Modality = "DX"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.Manufacturer = "Synthetic"
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PixelData = (np.arange(rows * cols) % 251).astype(np.uint8).tobytes()
+    return ds
+
+
+def real_source(name: str) -> Dataset:
+    """A real chest file from ../shared/data/dicom/chest (skips when absent)."""
+    return pydicom.dcmread(shared_path("dicom", "chest", name), force=True)
+
+
+def blob(rows: int, cols: int, cy: float, cx: float, sigma: float) -> np.ndarray:
+    """A Gaussian blob in [0, 1] on a (rows, cols) grid."""
+    yy, xx = np.mgrid[:rows, :cols]
+    return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2.0 * sigma**2)).astype(np.float32)
+
+
+def dciodvfy_errors(path: Path) -> tuple[list[str], list[str]]:
+    """Run dicom3tools' dciodvfy; return (errors, warnings)."""
+    exe = require_tool("dciodvfy")
+    proc = subprocess.run([exe, str(path)], capture_output=True, text=True, errors="replace", timeout=120)
+    lines = (proc.stdout + proc.stderr).splitlines()
+    errors = [line for line in lines if line.startswith("Error")]
+    warnings = [line for line in lines if line.startswith("Warning")]
+    return errors, warnings

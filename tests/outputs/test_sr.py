@@ -1,0 +1,309 @@
+"""TID 1500 SR: validity (dciodvfy), read-back (pydicom, highdicom, dcmtk), content."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.sr.codedict import codes
+
+from chexnet_dicom.errors import OutputError
+from chexnet_dicom.model.labels import FINDING_CODES, LABELS
+from chexnet_dicom.outputs.common import ImageResult, SkippedInstance, write_dataset
+from chexnet_dicom.outputs.sr import build_sr, heatmap_region, study_summary
+from tests.conftest import require_tool
+from tests.outputs.helpers import (
+    blob,
+    dciodvfy_errors,
+    make_card,
+    make_dx,
+    make_prediction,
+    real_source,
+)
+
+PROBS = np.array([0.91, 0.02, 0.55, 0.1, 0.3, 0.49, 0.5, 0.75, 0.01, 0.2, 0.33, 0.6, 0.123456789, 0.0])
+
+
+def _heatmaps(ds: pydicom.Dataset, cy: float, cx: float) -> np.ndarray:
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    h = blob(rows, cols, cy * rows, cx * cols, max(rows, cols) / 12)
+    return np.repeat(h[None], len(LABELS), axis=0)
+
+
+def _write_read(sr: pydicom.Dataset, tmp_path: Path, name: str = "sr.dcm") -> tuple[Path, pydicom.Dataset]:
+    path = write_dataset(sr, tmp_path / name)
+    return path, pydicom.dcmread(path)
+
+
+def _report(sr: pydicom.Dataset) -> Any:
+    return hd.sr.Comprehensive3DSR.from_dataset(sr, copy=True).content  # typed TID 1500 content
+
+
+def _num_items(group: Any) -> list[float]:
+    return [item.value for item in group.get_measurements(name=codes.DCM.Probability)]
+
+
+@pytest.mark.parametrize("source", ["siim_6904.dcm", "CR-MONO1-10-chest.dcm"])
+def test_sr_of_a_real_chest_is_valid_and_complete(source: str, tmp_path: Path) -> None:
+    ds = real_source(source)
+    card = make_card()
+    pred = make_prediction(card, PROBS)
+    sr = build_sr([ImageResult(ds, pred, _heatmaps(ds, 0.4, 0.6))], card)
+    path, back = _write_read(sr, tmp_path)
+
+    errors, warnings = dciodvfy_errors(path)
+    assert errors == [], errors
+    # the private coding scheme and the AIR Device UID are the only expected extensions
+    unexpected = [
+        w for w in warnings if "99CHEXDCM" not in w and "Device UID" not in w and "DICOMDIR" not in w
+    ]
+    assert all("Person Name" in w or "Standard Extended" in w for w in unexpected), unexpected
+
+    # identity of patient and study, new series, flags
+    for kw in ("PatientName", "PatientID", "StudyInstanceUID", "AccessionNumber", "StudyDate"):
+        if kw in ds:
+            assert str(back.get(kw, "")) == str(ds.get(kw, "")), kw
+    assert back.SeriesInstanceUID != ds.SeriesInstanceUID
+    assert back.SOPClassUID == pydicom.uid.Comprehensive3DSRStorage
+    assert back.VerificationFlag == "UNVERIFIED"
+    assert "RESEARCH USE ONLY" in back.SeriesDescription
+    assert back.file_meta.ImplementationClassUID != "1.2.826.0.1.3680043.9.7433.1.1"  # not highdicom's
+    # source referenced as evidence
+    evidence = back.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+    # AIR contributing equipment: the model as processing equipment with its device UID
+    algo = [
+        item
+        for item in back.ContributingEquipmentSequence
+        if item.PurposeOfReferenceCodeSequence[0].CodeValue == codes.DCM.ProcessingEquipment.value
+        and item.Manufacturer == "chexnet-dicom project"
+    ]
+    assert len(algo) == 1
+    assert algo[0].DeviceUID == card.device_uid
+    assert algo[0].ManufacturerModelName == card.name
+    assert card.version in list(algo[0].SoftwareVersions)
+
+    report: Any = hd.sr.srread(path)
+    groups = (
+        report.content.get_planar_roi_measurement_groups() + report.content.get_image_measurement_groups()
+    )
+    assert len(groups) == len(LABELS)
+    by_code = {(g.finding_type.scheme_designator, g.finding_type.value): g for g in groups}
+    for k, label in enumerate(LABELS):
+        code = FINDING_CODES[label]
+        group = by_code[(code.scheme, code.value)]
+        assert group.finding_type.meaning == code.meaning
+        assert _num_items(group) == [PROBS[k]]  # exact: FloatingPointValue is kept
+        present = PROBS[k] >= card.threshold(label)
+        evaluation = group.get_qualitative_evaluations()[0]
+        assert evaluation.value.value == (codes.SCT.Present if present else codes.SCT.Absent).value
+        if present:
+            region = group.roi
+            assert region is not None, label
+            assert (
+                region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+                == ds.SOPInstanceUID
+            )
+            xy = region.value
+            assert np.array_equal(xy[0], xy[-1])  # closed
+            cx, cy = 0.6 * ds.Columns, 0.4 * ds.Rows
+            assert xy[:, 0].min() < cx < xy[:, 0].max() and xy[:, 1].min() < cy < xy[:, 1].max()
+        else:
+            assert isinstance(group, hd.sr.MeasurementsAndQualitativeEvaluations)
+        assert group.tracking_uid
+    # observer is the model as a device
+    device_uid = [
+        item.value for item in report.content[0].ContentSequence if item.name == codes.DCM.DeviceObserverUID
+    ]
+    assert device_uid == [card.device_uid]
+
+
+def test_dsrdump_prints_the_tree(tmp_path: Path) -> None:
+    exe = require_tool("dsrdump")
+    ds = make_dx()
+    card = make_card()
+    path = write_dataset(build_sr([ImageResult(ds, make_prediction(card, PROBS))], card), tmp_path / "sr.dcm")
+    out = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60, errors="replace")
+    assert out.returncode == 0, out.stderr
+    assert "Imaging Measurement Report" in out.stdout
+    assert out.stdout.count('"Measurement Group"') == len(LABELS)
+    assert "(ATELECTASIS,99CHEXDCM" in out.stdout and "(36118008,SCT," in out.stdout
+    assert '"Qualitative Evaluations"' in out.stdout
+
+
+def test_uids_are_deterministic_and_depend_on_weights_and_sources() -> None:
+    ds, other = make_dx(seed="a"), make_dx(seed="b")
+    card, card2 = make_card("ab" * 32), make_card("cd" * 32)
+    first = build_sr([ImageResult(ds, make_prediction(card, PROBS))], card)
+    again = build_sr([ImageResult(ds, make_prediction(card, PROBS))], card)
+    assert first.SOPInstanceUID == again.SOPInstanceUID
+    assert first.SeriesInstanceUID == again.SeriesInstanceUID
+    tracking = [g.tracking_uid for g in _report(first).get_image_measurement_groups()]
+    assert tracking == [g.tracking_uid for g in _report(again).get_image_measurement_groups()]
+    assert len(set(tracking)) == len(LABELS)
+    weights = build_sr([ImageResult(ds, make_prediction(card2, PROBS))], card2)
+    assert weights.SOPInstanceUID != first.SOPInstanceUID
+    assert weights.SeriesInstanceUID != first.SeriesInstanceUID
+    sources = build_sr([ImageResult(other, make_prediction(card, PROBS))], card)
+    assert sources.SOPInstanceUID != first.SOPInstanceUID
+    assert sources.SeriesInstanceUID == first.SeriesInstanceUID  # same study, same model
+
+
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [("ISO_IR 100", "Müller^Jürgen^Ä"), ("ISO_IR 192", "山田^太郎=Yamada^Tarō")],
+)
+def test_non_ascii_patient_name_round_trips(charset: str, name: str, tmp_path: Path) -> None:
+    ds = make_dx(charset=charset, name=name)
+    src = write_dataset(ds, tmp_path / "src.dcm")
+    ds = pydicom.dcmread(src)
+    card = make_card()
+    path, back = _write_read(build_sr([ImageResult(ds, make_prediction(card, PROBS))], card), tmp_path)
+    assert back.SpecificCharacterSet == charset
+    assert str(back.PatientName) == name
+    errors, _ = dciodvfy_errors(path)
+    assert errors == [], errors
+
+
+def test_study_summary_is_the_maximum_over_images(tmp_path: Path) -> None:
+    card = make_card()
+    a, b = make_dx(seed="a"), make_dx(seed="b")
+    pa = PROBS
+    pb = PROBS[::-1].copy()
+    results = [ImageResult(a, make_prediction(card, pa)), ImageResult(b, make_prediction(card, pb))]
+    summary = study_summary(results, card)
+    for k, label in enumerate(LABELS):
+        assert summary[label]["max_probability"] == max(pa[k], pb[k])
+        assert summary[label]["image_index"] == (0 if pa[k] >= pb[k] else 1)
+    path, back = _write_read(build_sr(results, card), tmp_path)
+    report: Any = hd.sr.srread(path)
+    assert len(report.content.get_image_measurement_groups()) == 2 * len(LABELS)
+    texts = [
+        item.TextValue
+        for item in back.ContentSequence[-1].ContentSequence
+        if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == "36118008"
+    ]
+    assert texts == [
+        f"study maximum probability {max(pa[7], pb[7]):.6f} (image 1 of 2); present at operating point 0.5"
+    ]
+    assert dciodvfy_errors(path)[0] == []
+
+
+def test_all_skipped_study_still_gets_an_sr(tmp_path: Path) -> None:
+    card = make_card()
+    lateral = make_dx(seed="lat")
+    skipped = [
+        SkippedInstance("VIEW_NOT_FRONTAL", "lateral view", lateral),
+        SkippedInstance("NOT_DICOM", "not a DICOM file", None),
+    ]
+    path, back = _write_read(build_sr([], card, skipped=skipped), tmp_path)
+    assert dciodvfy_errors(path)[0] == []
+    report: Any = hd.sr.srread(path)
+    assert report.content.get_image_measurement_groups() == []
+    evaluations = back.ContentSequence[-1]
+    assert evaluations.ConceptNameCodeSequence[0].CodeValue == "C0034375"
+    notes = [
+        i.TextValue
+        for i in evaluations.ContentSequence
+        if i.ConceptNameCodeSequence[0].CodeValue == "NOT_ANALYSED"
+    ]
+    assert len(notes) == 2
+    assert "VIEW_NOT_FRONTAL: lateral view" in notes[0] and lateral.SOPInstanceUID in notes[0]
+    assert "NOT_DICOM" in notes[1]
+    assert back.PatientName == lateral.PatientName
+
+
+def test_skipped_images_are_listed_next_to_analysed_ones() -> None:
+    card = make_card()
+    sr = build_sr(
+        [ImageResult(make_dx(seed="a"), make_prediction(card, PROBS))],
+        card,
+        skipped=[SkippedInstance("VIEW_NOT_FRONTAL", "lateral view", make_dx(seed="lat"))],
+    )
+    codes_ = [i.ConceptNameCodeSequence[0].CodeValue for i in sr.ContentSequence[-1].ContentSequence]
+    assert codes_.count("NOT_ANALYSED") == 1
+
+
+def test_later_version_lists_the_earlier_sr_as_predecessor(tmp_path: Path) -> None:
+    card = make_card()
+    a, late = make_dx(seed="a"), make_dx(seed="late")
+    first = build_sr([ImageResult(a, make_prediction(card, PROBS))], card)
+    _, first_back = _write_read(first, tmp_path, "first.dcm")
+    second = build_sr(
+        [ImageResult(a, make_prediction(card, PROBS)), ImageResult(late, make_prediction(card, PROBS))],
+        card,
+        previous=[first_back],
+        instance_number=2,
+    )
+    path, back = _write_read(second, tmp_path, "second.dcm")
+    assert back.SOPInstanceUID != first.SOPInstanceUID
+    assert back.SeriesInstanceUID == first.SeriesInstanceUID
+    pred = back.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert pred.ReferencedSOPInstanceUID == first.SOPInstanceUID
+    assert dciodvfy_errors(path)[0] == []
+
+
+def test_heatmap_region_outlines_the_largest_component() -> None:
+    h = np.zeros((60, 80), np.float32)
+    h[10:20, 10:20] = 1.0  # 100 px
+    h[30:50, 40:70] = 0.8  # 600 px: the largest
+    xy = heatmap_region(h, 0.5)
+    assert xy is not None and np.array_equal(xy[0], xy[-1])
+    # the outline runs on pixel edges (marching squares cuts corners by half a pixel)
+    extents = (xy[:, 0].min(), xy[:, 0].max(), xy[:, 1].min(), xy[:, 1].max())
+    np.testing.assert_allclose(extents, (40.0, 70.0, 30.0, 50.0), atol=0.5)
+    assert heatmap_region(h, 1.5) is None
+    single = np.zeros((5, 5), np.float32)
+    single[2, 3] = 1
+    xy1 = heatmap_region(single, 0.5)
+    assert xy1 is not None
+    extents1 = (xy1[:, 0].min(), xy1[:, 0].max(), xy1[:, 1].min(), xy1[:, 1].max())
+    np.testing.assert_allclose(extents1, (3.0, 4.0, 2.0, 3.0), atol=0.5)
+    assert len(xy1) >= 4
+
+
+def test_positive_without_a_high_heatmap_has_no_region() -> None:
+    card = make_card(cam_threshold=0.99)
+    ds = make_dx()
+    heat = np.full((len(LABELS), ds.Rows, ds.Columns), 0.5, np.float32)
+    sr = build_sr([ImageResult(ds, make_prediction(card, PROBS), heat)], card)
+    assert _report(sr).get_planar_roi_measurement_groups() == []
+    assert len(_report(sr).get_image_measurement_groups()) == len(LABELS)
+
+
+def test_invalid_inputs_are_output_errors() -> None:
+    card = make_card()
+    ds = make_dx()
+    with pytest.raises(OutputError, match="on the source grid"):
+        ImageResult(ds, make_prediction(card, PROBS), np.zeros((14, 3, 3), np.float32))
+    with pytest.raises(OutputError, match="finite"):
+        ImageResult(ds, make_prediction(card, np.full(14, np.nan)))
+    with pytest.raises(OutputError, match="exactly one study"):
+        build_sr(
+            [
+                ImageResult(make_dx(seed="a"), make_prediction(card, PROBS)),
+                ImageResult(make_dx(seed="b", study="other"), make_prediction(card, PROBS)),
+            ],
+            card,
+        )
+    with pytest.raises(OutputError, match="at least one DICOM header"):
+        build_sr([], card, skipped=[SkippedInstance("NOT_DICOM", "not DICOM")])
+    no_uid = make_dx()
+    del no_uid.SeriesInstanceUID
+    with pytest.raises(OutputError, match="SeriesInstanceUID"):
+        ImageResult(no_uid, make_prediction(card, PROBS))
+
+
+def test_invalid_source_values_are_left_out_not_copied(tmp_path: Path) -> None:
+    ds = make_dx()
+    with pytest.warns(UserWarning, match="AS"):
+        ds.PatientAge = "62"  # AS needs 4 characters, e.g. "062Y": a real-world defect
+    card = make_card()
+    path, back = _write_read(build_sr([ImageResult(ds, make_prediction(card, PROBS))], card), tmp_path)
+    assert "PatientAge" not in back
+    assert dciodvfy_errors(path)[0] == []
