@@ -1,0 +1,130 @@
+"""``chexdcm check PATH... [--json] [--no-decode] [--strict]``: gate DICOM files.
+
+Each file (folders are walked recursively in sorted order) gets one line: a
+human-readable ``STATUS REASON path: message [flags]`` or, with ``--json``, one JSON
+object per line with ``path``, ``status`` (``accepted`` / ``skipped`` / ``error``),
+``reason``, ``message``, ``flags``, ``view_evidence`` and ``decode_path``. A summary goes
+to stderr.
+
+Exit codes
+----------
+0
+    Every file was checked (accepted, skipped or error alike), unless ``--strict``.
+1
+    Runtime failure: a path that does not exist, an unexpected failure while checking a
+    file (reported as status ``error`` with reason ``INTERNAL``), no file found, or,
+    with ``--strict``, at least one file with status ``error``.
+2
+    Usage or configuration error (bad options, invalid ``--config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from chexnet_dicom.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+
+if TYPE_CHECKING:
+    from chexnet_dicom.config import IngestConfig
+
+__all__ = ["register", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``check`` subcommand."""
+    p = sub.add_parser(
+        "check",
+        help="gate DICOM files: accepted / skipped / error with a reason",
+        description="Read each DICOM file safely, decide from its header whether it is a "
+        "single-frame frontal chest radiograph, and decode the pixels of accepted files. "
+        "Exit status: 0 all checked, 1 runtime failure (or an error file with --strict), "
+        "2 usage error.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (recursed)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--no-decode", action="store_true", help="header gate only; do not decode pixels")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any file has status error")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="decode to at least N pixels a side (fast path; default 256); 0 decodes full resolution",
+    )
+    p.add_argument("--config", type=Path, help="TOML file with an [ingest] table (limits, pixels)")
+    p.set_defaults(func=run)
+
+
+def _load_config(path: Path | None) -> IngestConfig:
+    from chexnet_dicom.config import IngestConfig, from_mapping, load_toml
+
+    if path is None:
+        return IngestConfig()
+    doc = load_toml(path)
+    table = doc.get("ingest", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[ingest] in {path} must be a table")
+    return from_mapping(IngestConfig, table, _prefix="ingest")
+
+
+def _line(result: dict[str, object]) -> str:
+    flags = result["flags"]
+    tail = f" [{', '.join(str(f) for f in flags)}]" if flags else ""  # type: ignore[attr-defined]
+    reason = result["reason"] or "-"
+    return f"{str(result['status']).upper():8s} {reason:18s} {result['path']}: {result['message']}{tail}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the files; return the exit code (see the module docstring)."""
+    from chexnet_dicom.dicom.gate import CHECK_TARGET_SIZE, INTERNAL, CheckResult, check_file, iter_files
+
+    if args.size is not None and args.size < 0:
+        raise ConfigError("--size must be >= 0")
+    config = _load_config(args.config)
+    target = CHECK_TARGET_SIZE if args.size is None else (args.size or None)
+    missing = [p for p in args.paths if not os.path.exists(p)]
+    for p in missing:
+        print(f"chexdcm check: no such file or folder: {p}", file=sys.stderr)
+    counts = {"accepted": 0, "skipped": 0, "error": 0}
+    failed = bool(missing)
+    with warnings.catch_warnings():
+        # pydicom warns about invalid values and may quote them (PHI); the result says enough.
+        warnings.simplefilter("ignore", UserWarning)
+        for path in iter_files(p for p in args.paths if p not in missing):
+            try:
+                result = check_file(path, config=config, decode=not args.no_decode, target_size=target)
+            except Exception as exc:  # a bug must not hide the other files' results
+                log.exception("unexpected failure while checking a file")
+                result = CheckResult(
+                    path, "error", INTERNAL, f"unexpected {type(exc).__name__}; please report"
+                )
+                failed = True
+            counts[result.status] += 1
+            record = result.to_dict()
+            try:
+                print(json.dumps(record, ensure_ascii=False) if args.json else _line(record), flush=True)
+            except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                return EXIT_FAILURE
+    total = sum(counts.values())
+    print(
+        f"chexdcm check: {total} file(s): {counts['accepted']} accepted, "
+        f"{counts['skipped']} skipped, {counts['error']} error",
+        file=sys.stderr,
+    )
+    if total == 0 and not missing:
+        print("chexdcm check: no files found", file=sys.stderr)
+        return EXIT_FAILURE
+    if failed or (args.strict and counts["error"]):
+        return EXIT_FAILURE
+    return EXIT_OK

@@ -1,0 +1,726 @@
+"""Safe reading of DICOM files: typed errors, size caps before any pixel decode.
+
+:func:`read_dataset` reads a DICOM Part 10 file (or a bare dataset without preamble and
+file meta) into a :class:`pydicom.dataset.Dataset` and guarantees that
+
+* the file size is checked against :attr:`IngestLimits.max_file_bytes` before a byte is
+  read, and no read ever asks for more bytes than the file has (a corrupt element length
+  of 4 GiB costs nothing);
+* Deflated Explicit VR Little Endian data are inflated with a capped
+  ``zlib.decompressobj(...).decompress(data, max_length)``: a deflate bomb stops at
+  :attr:`IngestLimits.max_inflated_bytes` (pydicom's own reader inflates without a cap);
+* the image header caps (:func:`check_header_caps`: rows, columns, frames, bits, decoded
+  bytes) are checked after the header and *before* the Pixel Data bytes are read, so a
+  60000 x 60000 "decompression bomb" header is rejected at no cost;
+* a truncated element, a sequence without its delimiter or any parser failure becomes a
+  typed :class:`~chexnet_dicom.errors.InputError` (never ``struct.error``,
+  ``IndexError``, a silently empty dataset, ...), with a message that quotes no header
+  values (no PHI).
+
+Supported encodings: Implicit VR Little Endian, Explicit VR Little/Big Endian, Deflated
+Explicit VR Little Endian and every encapsulated (compressed) transfer syntax; files with
+the 128-byte preamble and ``DICM`` prefix, with only the prefix, or with neither (a bare
+dataset, encoding detected from its first element as pydicom does). When the file meta
+has no TransferSyntaxUID, the syntax the dataset was actually read with is recorded
+there, so the pixel decoders know it.
+
+:func:`codec_supported` tells whether the installed decoders (pydicom, pylibjpeg,
+pyjpegls, Pillow) can decode a transfer syntax, so that the gate can skip, for example,
+JPEG XL before any decode is attempted.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import stat
+import struct
+import zlib
+from collections.abc import Callable
+from typing import IO, Any, BinaryIO, cast
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filereader import data_element_generator
+from pydicom.tag import BaseTag
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
+from chexnet_dicom.config import IngestLimits
+from chexnet_dicom.errors import (
+    CorruptHeaderError,
+    CorruptPixelDataError,
+    InputError,
+    InputTooLargeError,
+    NotDicomError,
+)
+
+__all__ = [
+    "read_dataset",
+    "check_header_caps",
+    "decoded_nbytes",
+    "codec_supported",
+    "decodable_transfer_syntaxes",
+    "PIXEL_DATA_TAGS",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Pixel Data, Float Pixel Data, Double Float Pixel Data.
+PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+
+_UNDEFINED = 0xFFFFFFFF
+_SAFE_EXCEPTIONS = (
+    struct.error,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    NotImplementedError,
+    OverflowError,
+    UnicodeError,
+    RecursionError,
+    LookupError,
+    OSError,
+    EOFError,
+)
+
+
+class _BoundedReader(io.RawIOBase):
+    """A read-only view of ``size`` bytes of a binary stream.
+
+    ``read(n)`` never asks the underlying stream for more than the bytes that remain, so
+    a corrupt element length cannot make Python allocate a huge buffer.
+    """
+
+    def __init__(self, raw: IO[bytes], size: int, start: int = 0) -> None:
+        super().__init__()
+        self._raw = raw
+        self._start = start
+        self._size = size
+        self._pos = 0
+        raw.seek(start)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self._size + offset
+        else:  # pragma: no cover - io contract
+            raise ValueError(f"invalid whence {whence}")
+        self._pos = max(0, pos)
+        if self._pos <= self._size:
+            self._raw.seek(self._start + self._pos)
+        return self._pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        remaining = max(0, self._size - self._pos)
+        if n is None or n < 0 or n > remaining:
+            n = remaining
+        if n == 0:
+            return b""
+        data = self._raw.read(n)
+        self._pos += len(data)
+        return data
+
+    def readinto(self, b: Any) -> int:  # pragma: no cover - not used by pydicom
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def _redact(text: str, limit: int = 160) -> str:
+    """Shorten a parser message and blank out quoted values (they may be PHI)."""
+    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", " ".join(str(text).split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _printable(text: str, limit: int = 16) -> str:
+    """A short printable form of a numeric header value (never used for PHI attributes)."""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tag_str(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+# --------------------------------------------------------------------------------------
+# Transfer syntax support
+# --------------------------------------------------------------------------------------
+
+
+def codec_supported(transfer_syntax: str) -> bool:
+    """Return True if the installed decoders can decode pixel data in ``transfer_syntax``.
+
+    Parameters
+    ----------
+    transfer_syntax
+        Transfer syntax UID.
+
+    Returns
+    -------
+    bool
+        True for the native syntaxes and for every compressed syntax that pydicom has a
+        decoder for whose plugins (pylibjpeg, pyjpegls, Pillow, ...) are installed;
+        False for, e.g., JPEG XL, MPEG video or an unknown UID.
+    """
+    from pydicom.pixels import get_decoder
+
+    try:
+        decoder = get_decoder(UID(str(transfer_syntax)))
+    except (NotImplementedError, ValueError, KeyError):
+        return False
+    return bool(decoder.is_available)
+
+
+def decodable_transfer_syntaxes() -> frozenset[str]:
+    """Return the transfer syntax UIDs that :func:`codec_supported` accepts.
+
+    Returns
+    -------
+    frozenset of str
+    """
+    from pydicom.pixels.decoders.base import _PIXEL_DATA_DECODERS
+
+    return frozenset(str(ts) for ts in _PIXEL_DATA_DECODERS if codec_supported(ts))
+
+
+# --------------------------------------------------------------------------------------
+# Header caps
+# --------------------------------------------------------------------------------------
+
+
+def _header_int(ds: Dataset, keyword: str, default: int | None) -> int | None:
+    try:
+        raw = ds.get(keyword)
+    except _SAFE_EXCEPTIONS as exc:
+        raise CorruptHeaderError(f"{keyword} cannot be parsed ({type(exc).__name__})") from exc
+    if raw is None or raw == "":
+        return default
+    value: Any = raw
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        if len(value) != 1:
+            raise CorruptHeaderError(f"{keyword} must hold exactly one value; fix the header")
+        value = value[0]
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise CorruptHeaderError(
+            f"{keyword} is not an integer ({_printable(str(value))!r}); fix the header or re-export"
+        ) from None
+    if number < 0:
+        raise CorruptHeaderError(f"{keyword} is negative ({number}); fix the header or re-export")
+    return number
+
+
+def decoded_nbytes(ds: Dataset) -> int | None:
+    """Return the decoded pixel buffer size that the header declares, or None.
+
+    ``Rows x Columns x NumberOfFrames x SamplesPerPixel x ceil(BitsAllocated / 8)``.
+
+    Parameters
+    ----------
+    ds
+        Dataset (header) to inspect.
+
+    Returns
+    -------
+    int or None
+        None when the dataset declares no image matrix (no Rows or Columns).
+
+    Raises
+    ------
+    CorruptHeaderError
+        If one of the attributes is not a non-negative integer.
+    """
+    rows = _header_int(ds, "Rows", None)
+    cols = _header_int(ds, "Columns", None)
+    if rows is None or cols is None:
+        return None
+    frames = _header_int(ds, "NumberOfFrames", 1) or 1
+    samples = _header_int(ds, "SamplesPerPixel", 1) or 1
+    bits = _header_int(ds, "BitsAllocated", 8) or 8
+    return rows * cols * frames * samples * ((bits + 7) // 8)
+
+
+def check_header_caps(ds: Dataset, limits: IngestLimits | None = None) -> None:
+    """Check the image header against the ingest caps before any pixel decode.
+
+    Parameters
+    ----------
+    ds
+        Dataset, at least its header (read with ``stop_before_pixels`` is enough).
+    limits
+        Caps; :class:`~chexnet_dicom.config.IngestLimits` defaults when None.
+
+    Raises
+    ------
+    InputTooLargeError
+        Rows, Columns, NumberOfFrames, BitsAllocated or the decoded size
+        (rows x columns x frames x samples x ceil(bits / 8)) exceeds its cap.
+    CorruptHeaderError
+        One of those attributes is not a non-negative integer.
+    """
+    lim = limits or IngestLimits()
+    checks = (
+        ("Rows", lim.max_rows),
+        ("Columns", lim.max_columns),
+        ("NumberOfFrames", lim.max_frames),
+        ("BitsAllocated", lim.max_bits_allocated),
+    )
+    for keyword, cap in checks:
+        value = _header_int(ds, keyword, None)
+        if value is not None and value > cap:
+            raise InputTooLargeError(
+                f"{keyword} {value} exceeds the cap of {cap}; raise [ingest.limits] only "
+                "if such images are expected"
+            )
+    nbytes = decoded_nbytes(ds)
+    if nbytes is not None and nbytes > lim.max_decoded_bytes:
+        raise InputTooLargeError(
+            f"the header declares {nbytes} decoded pixel bytes, above the cap of "
+            f"{lim.max_decoded_bytes}; this looks like a decompression bomb or an unexpectedly "
+            "large image"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Opening sources
+# --------------------------------------------------------------------------------------
+
+
+def _too_large(size: int, cap: int) -> InputTooLargeError:
+    return InputTooLargeError(
+        f"file is {size} bytes, above the cap of {cap} (max_file_bytes); "
+        "raise [ingest.limits] only if such files are expected"
+    )
+
+
+def _open_source(source: Any, limits: IngestLimits) -> tuple[_BoundedReader, str | None, IO[bytes] | None]:
+    """Return (reader, filename, handle to close)."""
+    cap = limits.max_file_bytes
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) > cap:
+            raise _too_large(len(data), cap)
+        return _BoundedReader(io.BytesIO(data), len(data)), None, None
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise NotDicomError(
+                f"cannot read the file ({exc.strerror or type(exc).__name__}); check the path"
+            ) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise NotDicomError("not a regular file (a folder, device or pipe); give a DICOM file")
+        if st.st_size > cap:
+            raise _too_large(st.st_size, cap)
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed by read_dataset
+        except OSError as exc:
+            raise NotDicomError(
+                f"cannot read the file ({exc.strerror or type(exc).__name__}); check permissions"
+            ) from None
+        return _BoundedReader(fh, st.st_size), path, fh
+    if hasattr(source, "read"):
+        stream = cast(IO[bytes], source)
+        seekable = False
+        try:
+            seekable = bool(stream.seekable())
+        except (AttributeError, OSError, ValueError):
+            seekable = False
+        if seekable:
+            start = stream.tell()
+            end = stream.seek(0, io.SEEK_END)
+            size = end - start
+            if size > cap:
+                raise _too_large(size, cap)
+            return _BoundedReader(stream, size, start), None, None
+        data = stream.read(cap + 1)
+        if not isinstance(data, bytes):
+            raise NotDicomError("the stream does not yield bytes; open the file in binary mode")
+        if len(data) > cap:
+            raise InputTooLargeError(f"stream is larger than the cap of {cap} bytes (max_file_bytes)")
+        return _BoundedReader(io.BytesIO(data), len(data)), None, None
+    raise TypeError(f"read_dataset needs a path, bytes or a binary file object, not {type(source).__name__}")
+
+
+# --------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------
+
+
+def _valid_vr(vr: bytes) -> bool:
+    return len(vr) == 2 and 0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B
+
+
+def _plausible_start(head: bytes) -> tuple[bool, bool] | None:
+    """Guess (implicit, little) from the first element of a bare dataset, or None."""
+    if len(head) < 8:
+        return None
+    group_le = struct.unpack("<H", head[:2])[0]
+    group_be = struct.unpack(">H", head[:2])[0]
+    explicit = _valid_vr(head[4:6])
+    # A dataset without file meta starts with a low, even group (0008 nearly always).
+    if group_le <= 0x0030 and group_le % 2 == 0:
+        return (not explicit, True)
+    if explicit and group_be <= 0x0030 and group_be % 2 == 0:
+        return (False, False)
+    return None
+
+
+def _read_elements(
+    fp: _BoundedReader,
+    implicit: bool,
+    little: bool,
+    stop_when: Callable[[BaseTag, str | None, int], bool] | None,
+    encoding: str | list[str],
+    where: str,
+) -> dict[BaseTag, Any]:
+    elements: dict[BaseTag, Any] = {}
+    gen = data_element_generator(cast(BinaryIO, fp), implicit, little, stop_when, None, encoding)
+    start = fp.tell()
+    try:
+        for elem in gen:
+            elements[elem.tag] = elem
+    except EOFError:
+        if any(int(t) in PIXEL_DATA_TAGS for t in elements) or _next_is_pixel_data(fp, little):
+            raise CorruptPixelDataError(
+                "the encapsulated Pixel Data has no sequence delimiter: the file is truncated; "
+                "re-export or re-send it"
+            ) from None
+        raise CorruptHeaderError(
+            f"the {where} ends inside an element of undefined length (no delimiter): "
+            "the file is truncated or corrupt"
+        ) from None
+    except InputError:
+        raise
+    except _SAFE_EXCEPTIONS as exc:
+        raise CorruptHeaderError(
+            f"the {where} cannot be parsed near byte {fp.tell()} of {fp.size} "
+            f"({type(exc).__name__}: {_redact(str(exc))}); the file is corrupt"
+        ) from None
+    logger.debug("read %d elements of the %s from byte %d", len(elements), where, start)
+    return elements
+
+
+def _next_is_pixel_data(fp: _BoundedReader, little: bool) -> bool:
+    """After an EOFError pydicom rewinds to the value start; look back for the tag."""
+    pos = fp.tell()
+    for back in (12, 8):
+        if pos >= back:
+            fp.seek(pos - back)
+            raw = fp.read(4)
+            if len(raw) == 4:
+                group, elem = struct.unpack("<HH" if little else ">HH", raw)
+                if (group << 16 | elem) in PIXEL_DATA_TAGS:
+                    fp.seek(pos)
+                    return True
+    fp.seek(pos)
+    return False
+
+
+def _check_lengths(elements: dict[BaseTag, Any], where: str) -> None:
+    """Turn values shorter than their declared length (truncated file) into errors."""
+    for tag, elem in list(elements.items()):
+        if not isinstance(elem, RawDataElement) or elem.length == _UNDEFINED:
+            continue
+        have = len(elem.value) if isinstance(elem.value, (bytes, bytearray)) else elem.length
+        if have >= elem.length:
+            continue
+        t = int(tag)
+        if t in PIXEL_DATA_TAGS:
+            raise CorruptPixelDataError(
+                f"Pixel Data is truncated: the file holds {have} of the {elem.length} bytes its "
+                "header declares; re-export or re-send the image"
+            )
+        if t > 0x7FE00010:
+            # Trailing padding/garbage after the pixel data does not change the image.
+            logger.warning("dropping truncated trailing element %s", _tag_str(t))
+            del elements[tag]
+            continue
+        raise CorruptHeaderError(
+            f"element {_tag_str(t)} in the {where} declares {elem.length} bytes but the file "
+            f"ends after {have}: the file is truncated or the length is corrupt"
+        )
+
+
+def _materialise(ds: Dataset, depth: int = 0) -> None:
+    """Convert every raw element (recursively) so that parse errors surface here."""
+    if depth > 64:
+        raise CorruptHeaderError("sequences are nested more than 64 levels deep; the header is corrupt")
+    for elem in ds:  # iteration converts raw elements
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _materialise(item, depth + 1)
+
+
+def _inflate(data: bytes, cap: int) -> bytes:
+    """Inflate a Deflated Explicit VR Little Endian dataset without exceeding ``cap``."""
+    last: zlib.error | None = None
+    for wbits in (-zlib.MAX_WBITS, zlib.MAX_WBITS):  # raw deflate (PS3.5 A.5), then zlib-wrapped
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(data, cap + 1)
+        except zlib.error as exc:
+            last = exc
+            continue
+        if len(out) > cap or inflater.unconsumed_tail:
+            raise InputTooLargeError(
+                f"the deflated dataset inflates to more than {cap} bytes (max_inflated_bytes); "
+                "this looks like a deflate bomb"
+            )
+        if not inflater.eof:
+            raise CorruptHeaderError("the deflated dataset is truncated (incomplete deflate stream)")
+        return out
+    raise CorruptHeaderError(f"the deflated dataset cannot be inflated ({_redact(str(last))})")
+
+
+def _parse(
+    fp: _BoundedReader, name: str | None, limits: IngestLimits, stop_before_pixels: bool
+) -> FileDataset:
+    head = fp.read(132)
+    if len(head) < 8:
+        raise NotDicomError("the file is empty or shorter than one DICOM element; it is not DICOM")
+    preamble: bytes | None = None
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        preamble, start = head[:128], 132
+    elif head[:4] == b"DICM":
+        start = 4
+    else:
+        start = 0
+    fp.seek(start)
+    first = fp.read(8)
+    fp.seek(start)
+
+    # File Meta Information (group 0002, always Explicit VR Little Endian by PS3.10;
+    # tolerate implicit encoding as pydicom does).
+    meta = FileMetaDataset()
+    if len(first) == 8 and struct.unpack("<H", first[:2])[0] == 0x0002:
+        meta_elems = _read_elements(
+            fp,
+            not _valid_vr(first[4:6]),
+            True,
+            lambda tag, vr, length: tag.group != 0x0002,
+            default_encoding,
+            "file meta information",
+        )
+        _check_lengths(meta_elems, "file meta information")
+        try:
+            meta = FileMetaDataset(Dataset(meta_elems))
+            _materialise(meta)
+        except InputError:
+            raise
+        except _SAFE_EXCEPTIONS as exc:
+            raise CorruptHeaderError(
+                f"the file meta information is invalid ({type(exc).__name__}: {_redact(str(exc))})"
+            ) from None
+    elif start == 0 and _plausible_start(first) is None:
+        raise NotDicomError(
+            "no DICOM preamble/'DICM' prefix and the data do not start with a DICOM element; "
+            "the file is not DICOM or its first bytes are damaged"
+        )
+
+    ts_raw = meta.get("TransferSyntaxUID")
+    ts = UID(str(ts_raw).strip().rstrip("\x00")) if ts_raw else None
+    body_start = fp.tell()
+    peek = fp.read(8)
+    fp.seek(body_start)
+    if ts is None:
+        guess = _plausible_start(peek) if len(peek) == 8 else (True, True)
+        if guess is None and len(meta) and len(peek) == 8:
+            # File meta present (so this is DICOM) but no TransferSyntaxUID: guess the
+            # encoding from the first element as pydicom does (little endian).
+            guess = (not _valid_vr(peek[4:6]), True)
+        if guess is None:
+            raise CorruptHeaderError(
+                "the file meta has no TransferSyntaxUID and the dataset's encoding cannot be "
+                "recognised; the file is corrupt"
+            )
+        implicit, little = guess
+        ts = (
+            ImplicitVRLittleEndian
+            if implicit
+            else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        )
+        meta.TransferSyntaxUID = ts
+        logger.debug("no TransferSyntaxUID: dataset read as %s", ts.name)
+    elif ts == ImplicitVRLittleEndian:
+        implicit, little = True, True
+    elif ts == ExplicitVRBigEndian:
+        implicit, little = False, False
+    elif ts == DeflatedExplicitVRLittleEndian:
+        inflated = _inflate(fp.read(), limits.max_inflated_bytes)
+        fp = _BoundedReader(io.BytesIO(inflated), len(inflated))
+        implicit, little = False, True
+        peek = fp.read(8)
+        fp.seek(0)
+    else:
+        # Explicit VR Little Endian and every encapsulated syntax (PS3.5 A.4).
+        implicit, little = False, True
+    # Some writers declare one VR encoding and use the other (pydicom tolerates it too).
+    if len(peek) == 8 and struct.unpack("<H" if little else ">H", peek[:2])[0] != 0xFFFE:
+        found_implicit = not _valid_vr(peek[4:6])
+        if found_implicit != implicit and little:
+            logger.warning(
+                "dataset declared %s VR but is encoded %s VR; reading it as found",
+                "implicit" if implicit else "explicit",
+                "implicit" if found_implicit else "explicit",
+            )
+            implicit = found_implicit
+
+    def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
+        return int(tag) in PIXEL_DATA_TAGS
+
+    header = _read_elements(fp, implicit, little, at_pixels, default_encoding, "dataset")
+    _check_lengths(header, "dataset")
+    if not header and fp.tell() < fp.size and not _next_is_pixel_data_here(fp, little):
+        raise CorruptHeaderError("the dataset holds no readable element; the file is corrupt")
+    ds = _build(header, implicit, little)
+    check_header_caps(ds, limits)
+
+    if not stop_before_pixels and fp.tell() < fp.size:
+        charset = ds.get("SpecificCharacterSet") or default_encoding
+        rest = _read_elements(fp, implicit, little, None, _encodings(charset), "pixel data")
+        _check_lengths(rest, "dataset")
+        try:
+            for elem in rest.values():
+                ds[elem.tag] = elem  # raw elements are converted lazily by pydicom
+            _materialise_pixels(ds)
+        except InputError:
+            raise
+        except _SAFE_EXCEPTIONS as exc:
+            raise CorruptPixelDataError(
+                f"the elements after the header cannot be parsed ({type(exc).__name__}); the file is corrupt"
+            ) from None
+
+    out = FileDataset(
+        name or io.BytesIO(),
+        ds,
+        preamble=preamble,
+        file_meta=meta,
+        is_implicit_VR=implicit,
+        is_little_endian=little,
+    )
+    out.set_original_encoding(implicit, little, ds.original_character_set)
+    return out
+
+
+def _next_is_pixel_data_here(fp: _BoundedReader, little: bool) -> bool:
+    pos = fp.tell()
+    raw = fp.read(4)
+    fp.seek(pos)
+    if len(raw) < 4:
+        return False
+    group, elem = struct.unpack("<HH" if little else ">HH", raw)
+    return (group << 16 | elem) in PIXEL_DATA_TAGS
+
+
+def _encodings(charset: Any) -> str | list[str]:
+    try:
+        return list(convert_encodings(charset))
+    except _SAFE_EXCEPTIONS:
+        return default_encoding
+
+
+def _build(elements: dict[BaseTag, Any], implicit: bool, little: bool) -> Dataset:
+    try:
+        ds = Dataset(elements)
+        charset = ds.get("SpecificCharacterSet")
+        ds.set_original_encoding(implicit, little, _encodings(charset) if charset else default_encoding)
+        _materialise(ds)
+    except InputError:
+        raise
+    except _SAFE_EXCEPTIONS as exc:
+        raise CorruptHeaderError(
+            f"the dataset header cannot be parsed ({type(exc).__name__}: {_redact(str(exc))}); "
+            "the file is corrupt"
+        ) from None
+    return ds
+
+
+def _materialise_pixels(ds: Dataset) -> None:
+    for tag in PIXEL_DATA_TAGS:
+        if tag in ds:
+            ds[tag]
+
+
+def read_dataset(
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    *,
+    limits: IngestLimits | None = None,
+    stop_before_pixels: bool = False,
+) -> Dataset:
+    """Read a DICOM file or dataset safely.
+
+    Parameters
+    ----------
+    source
+        A path, the file's bytes or a binary file object (read from its current
+        position).
+    limits
+        Size caps; :class:`~chexnet_dicom.config.IngestLimits` defaults when None.
+    stop_before_pixels
+        Stop before the Pixel Data element (the header is all that gating needs).
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+        A :class:`pydicom.dataset.FileDataset` with ``file_meta`` (TransferSyntaxUID
+        always set) and every header element already parsed.
+
+    Raises
+    ------
+    NotDicomError
+        The file is missing, unreadable, empty, or does not start like DICOM.
+    CorruptHeaderError
+        A header element is truncated or unparsable, or a value the caps need is not an
+        integer.
+    InputTooLargeError
+        The file, the inflated dataset or the declared image exceeds ``limits``.
+    CorruptPixelDataError
+        The Pixel Data element is truncated (only when the pixels are read).
+    """
+    lim = limits or IngestLimits()
+    fp, name, handle = _open_source(source, lim)
+    try:
+        return _parse(fp, name, lim, stop_before_pixels)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputTooLargeError("the file needs more memory than is available to read") from None
+    except _SAFE_EXCEPTIONS as exc:
+        raise CorruptHeaderError(
+            f"the file cannot be parsed ({type(exc).__name__}: {_redact(str(exc))}); it is corrupt"
+        ) from None
+    finally:
+        if handle is not None:
+            handle.close()
