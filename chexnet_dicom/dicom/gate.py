@@ -152,6 +152,12 @@ _SECONDARY_CAPTURE_SOP = frozenset(
     }
 )
 _ACCEPTED_MODALITIES = frozenset({"CR", "DX"})
+# Transfer syntaxes newer than pydicom 3.0's UID dictionary.
+_TS_NAMES = {
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
 
 _CHEST_TERMS = frozenset(
     {"CHEST", "THORAX", "TORAX", "TORACE", "THORAKS", "LUNG", "LUNGS", "CXR", "PECHO", "POUMON", "POUMONS"}
@@ -702,9 +708,11 @@ def gate_header(ds: Dataset, *, limits: IngestLimits | None = None) -> GateDecis
     if ts and not codec_supported(ts):
         from pydicom.uid import UID
 
+        name = _TS_NAMES.get(ts) or UID(ts).name
+        shown = ts if name == ts else f"{name} ({ts})"
         return _skip(
             UNSUPPORTED_CODEC,
-            f"no installed decoder for transfer syntax {UID(ts).name}; convert the file "
+            f"no installed decoder for transfer syntax {shown}; convert the file "
             "(for example with gdcmconv --raw) or install a decoder",
             view_evidence=view_evidence,
             body_part_evidence=body_evidence,
