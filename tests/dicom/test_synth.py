@@ -440,3 +440,88 @@ def test_sample_data_contents() -> None:
 )
 def test_sample_files_pass_dciodvfy(name: str) -> None:
     assert _dciodvfy_errors(REPO / "sample_data" / name) == []
+
+
+# --------------------------------------------------------------------------- argument checks and options
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"photometric": "YBR_FULL"},
+        {"modality": "CT"},
+        {"bits_stored": 12, "bits_allocated": 8},
+        {"bits_allocated": 32},
+        {"pixel_representation": 2},
+        {"stored_range": (100, 50)},
+        {"stored_range": (0, 5000), "bits_stored": 12},
+        {"window": "narrow"},
+    ],
+)
+def test_make_dataset_rejects_inconsistent_arguments(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        synth.make_dataset(synth.chest_phantom(16, seed=0), **kwargs)
+
+
+def test_make_dataset_rejects_bad_pixels() -> None:
+    with pytest.raises(ValueError):
+        synth.make_dataset(np.zeros((2, 2, 2, 2)))
+    with pytest.raises(ValueError):
+        synth.make_dataset(np.zeros((4, 4), dtype=np.complex64))
+    with pytest.raises(ValueError):
+        synth.make_dataset(np.zeros((4, 4, 2), dtype=np.uint8), photometric="RGB")
+
+
+def test_stored_range_helpers() -> None:
+    assert synth.stored_range_for(12) == (0, 4095)
+    assert synth.stored_range_for(12, 1) == (-2048, 2047)
+    assert synth.stored_range_for(16, 1) == (-32768, 32767)
+    with pytest.raises(ValueError):
+        synth.stored_range_for(17)
+    img = np.array([[0.0, 0.5, 1.0, 2.0]])
+    assert synth.to_stored(img, bits_stored=8).tolist() == [[0, 128, 255, 255]]
+    assert synth.to_stored(img, bits_stored=8, invert=True).tolist() == [[255, 128, 0, 0]]
+    assert synth.to_stored(img, bits_stored=12, stored_range=(100, 200)).tolist() == [[100, 150, 200, 200]]
+
+
+def test_header_options(phantom: np.ndarray) -> None:
+    ds = synth.make_dataset(
+        phantom,
+        view_position="AP",
+        patient_orientation=("R", "H"),
+        laterality="B",
+        body_part=None,
+        imager_pixel_spacing=0.5,
+        patient_id="ABC",
+        series_description="custom",
+        extra={"StudyDescription": "override", "AcquisitionDeviceProcessingDescription": "CHEST"},
+    )
+    assert ds.ViewPosition == "AP"
+    assert ds.ViewCodeSequence[0].CodeMeaning == "antero-posterior"
+    assert list(ds.PatientOrientation) == ["R", "H"]
+    assert ds.ImageLaterality == "B"
+    assert "BodyPartExamined" not in ds
+    assert [float(v) for v in ds.ImagerPixelSpacing] == [0.5, 0.5]
+    assert ds.PatientID == "ABC" and ds.SeriesDescription == "custom"
+    assert ds.StudyDescription == "override"
+    bare = synth.make_dataset(
+        phantom, view_position=None, view_code=False, patient_orientation=None, laterality=None
+    )
+    assert bare.ViewPosition == "" and "ViewCodeSequence" not in bare
+    assert bare.PatientOrientation == "" and "ImageLaterality" not in bare
+    cr = synth.make_dataset(phantom, modality="CR")
+    assert "PresentationLUTShape" not in cr and "ViewCodeSequence" not in cr
+    sc = synth.make_dataset(phantom, modality="SC", modality_value="CR", rescale_slope=2.0)
+    assert sc.Modality == "CR" and sc.ConversionType == "SYN" and float(sc.RescaleSlope) == 2.0
+    assert synth.make_dataset(phantom, modality="SC").Modality == "OT"
+    assert "RescaleSlope" not in synth.make_dataset(phantom, modality="SC")
+
+
+def test_several_lesions_and_float_rgb() -> None:
+    lesions = [synth.Lesion(cy=0.3, cx=0.3), synth.Lesion(cy=0.6, cx=0.7)]
+    base = synth.chest_phantom(64, seed=1, noise=0.0)
+    two = synth.chest_phantom(64, seed=1, noise=0.0, lesion=lesions)
+    diff = two - base
+    assert diff[19, 19] > 0.1 and diff[38, 45] > 0.1
+    rgb = synth.make_dataset(np.full((8, 8, 3), 0.5), photometric="RGB", modality="SC")
+    assert rgb.pixel_array.max() == 128 and rgb.BitsStored == 8
