@@ -210,3 +210,16 @@ def test_real_corpus_every_file_accounted(shared_dicom: Path) -> None:
         rel = Path(s.path).relative_to(shared_dicom)
         if rel.parts[0] in {"other_xray", "non_xray"}:
             assert s.status == "skipped" or s.reason in {"CORRUPT_HEADER"}, (rel, s.reason)
+
+
+def test_duplicate_across_studies_and_explicit_file_order(tmp_path: Path) -> None:
+    uid = "2.25.987654321"
+    a = _write(tmp_path / "a.dcm", study_key="s1", sop_uid=uid)
+    b = _write(tmp_path / "b.dcm", study_key="s2", sop_uid=uid)
+    # Explicit files are read in the order given: b first, so b is kept.
+    result = scan([b, a])
+    kept = [i.path for s in result.studies for i in s.selected]
+    assert kept == [str(b)]
+    dup_study = next(s for s in result.studies if not s.selected)
+    assert dup_study.series == () and [s.reason for s in dup_study.skipped] == [DUPLICATE_INSTANCE]
+    assert [s.path for s in result.skipped] == [str(a)]
