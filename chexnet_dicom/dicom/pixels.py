@@ -14,7 +14,10 @@ The grey-scale pipeline follows PS3.3 C.11 and DESIGN.md section 4, in this orde
    VOILUTFunction LINEAR (PS3.3 C.11.2.1.2.1, with its ``-0.5`` and ``-1`` terms),
    LINEAR_EXACT (C.11.2.1.3.2) or SIGMOID (C.11.2.1.3.1).  Which of several windows or
    LUTs is used is chosen explicitly by :attr:`PixelPolicy.window_index`.  Without any
-   VOI the minimum and maximum of the valid (non-padding) data span the output.
+   VOI there is no VOI transformation: the nominal output range of the Modality LUT
+   (e.g. 0..255 for 8-bit data) spans the output, as dcmtk renders it; this does
+   not depend on the decode resolution.  Only when the valid data cover less than
+   half of that range does their minimum/maximum span the output instead.
 4. **Presentation**: MONOCHROME1 is inverted *after* VOI.  PresentationLUTShape
    INVERSE is, by PS3.3 C.8.11.1.1.1 (DX) and C.11.6.1, the statement that the
    output is inverted, i.e. the same single inversion a MONOCHROME1 image gets; so
@@ -145,6 +148,10 @@ INVERSION_MARGIN = 0.08
 #: clearer along the columns than along the rows (:func:`verticality_score`; a
 #: rotated NIH image never scores above 0.12).
 VERTICALITY_MARGIN = 0.15
+
+#: Without VOI in the header, the nominal range of the data spans the output when the
+#: valid data cover at least this fraction of it; otherwise their min/max does.
+NOMINAL_MIN_SPAN = 0.5
 
 #: Smallest side (pixels) on which the content checks are measured.
 MIN_CONTENT_SIDE = 64
@@ -625,8 +632,14 @@ def _choose_voi(
     signed: bool,
     little_endian: bool,
     chain: _Chain,
+    nominal: tuple[float, float] | None = None,
 ) -> Any:
-    """Return a function mapping modality values to [0, 1]."""
+    """Return a function mapping modality values to [0, 1].
+
+    ``nominal`` is the range of the Modality LUT output over every possible stored
+    value; without any VOI in the header it spans the output (no VOI transformation,
+    as dcmtk does) unless the data use less than half of it.
+    """
     idx = policy.window_index
 
     def minmax(reason: str) -> Any:
@@ -673,7 +686,13 @@ def _choose_voi(
     widths = _floats(ds, "WindowWidth")
     n = min(len(centers), len(widths))
     if n == 0:
-        return minmax("no VOI in the header")
+        if nominal is not None:
+            nlo, nhi = nominal
+            if nhi > nlo and float(values.max() - values.min()) >= NOMINAL_MIN_SPAN * (nhi - nlo):
+                chain.voi = f"none (identity over the nominal range {nlo:g}..{nhi:g})"
+                chain.steps.append(f"voi: no VOI in the header; {chain.voi}")
+                return lambda x: np.clip((x - nlo) / (nhi - nlo), 0.0, 1.0)
+        return minmax("no VOI in the header, data narrower than its nominal range")
     if idx >= n:
         chain.flag(FLAG_WINDOW_INDEX_OUT_OF_RANGE)
         idx = 0
@@ -802,6 +821,7 @@ def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = No
     signed = _int(ds, "PixelRepresentation", 0) == 1
     little = _little_endian(ds)
     integer = np.issubdtype(arr.dtype, np.integer)
+    bits = 0
     if integer:
         bits = _int(ds, "BitsStored", _int(ds, "BitsAllocated", arr.dtype.itemsize * 8))
         arr = _mask_stored(arr, bits, signed)
@@ -835,7 +855,15 @@ def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = No
             flat = arr.astype(np.float64).ravel()
         values, weights = modality(flat.ravel()), None
 
-    voi = _choose_voi(ds, values, weights, policy, signed, little, chain)
+    nominal: tuple[float, float] | None = None
+    if integer:
+        lo_s, hi_s = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        if isinstance(modality, _Lut):
+            ends = modality.table
+        else:
+            ends = modality(np.array([lo_s, hi_s], dtype=np.float64))
+        nominal = (float(np.min(ends)), float(np.max(ends)))
+    voi = _choose_voi(ds, values, weights, policy, signed, little, chain, nominal)
     invert = _presentation(ds, chain)
 
     if use_lut:

@@ -119,6 +119,17 @@ def test_no_voi_uses_min_max_of_the_data() -> None:
     assert out.provenance["voi"].startswith("min-max 70..130")
 
 
+def test_no_voi_spans_the_nominal_range_when_the_data_fill_it() -> None:
+    arr = np.array([[10, 100, 200, 250]], dtype=np.uint8)
+    out = show(arr, make_ds(arr, bits_stored=8))
+    np.testing.assert_allclose(out.image[0], arr[0] / 255.0, atol=1e-6)
+    assert out.provenance["voi"] == "none (identity over the nominal range 0..255)"
+    # signed 12-bit with rescale: nominal range (-2048..2047) * 2 + 10
+    arr2 = np.array([[-2000, 0, 2000]], dtype=np.int16)
+    out2 = show(arr2, make_ds(arr2, bits_stored=12, signed=True, RescaleSlope=2, RescaleIntercept=10))
+    np.testing.assert_allclose(out2.image[0], (arr2[0] + 2048) / 4095.0, atol=1e-6)
+
+
 def test_window_outside_the_data_falls_back_to_percentiles() -> None:
     arr = np.arange(1000, 2001, dtype=np.uint16).reshape(7, 143)
     out = show(arr, make_ds(arr, WindowCenter=50, WindowWidth=20))

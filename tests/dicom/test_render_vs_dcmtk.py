@@ -56,12 +56,18 @@ def dcmtk_render(src: Path, tmp: Path, voi: list[str]) -> np.ndarray:
     return arr / 65535.0
 
 
-def _voi_args(path: Path) -> list[str]:
+def _voi_args(path: Path, voi: str) -> list[str]:
+    """dcmj2pnm options selecting the VOI that ``voi`` (our provenance) says was used."""
     ds = read_dataset(path, stop_before_pixels=True)
-    if "VOILUTSequence" in ds:
+    if voi.startswith("VOI LUT[0]"):
+        assert "VOILUTSequence" in ds
         return ["+Wl", "1"]
-    if "WindowCenter" in ds and "WindowWidth" in ds:
+    if voi.startswith("window[0]"):
+        assert "WindowCenter" in ds and "WindowWidth" in ds
         return ["+Wi", "1"]
+    if voi.startswith("none"):
+        return ["-W"]  # no VOI transformation
+    assert voi.startswith("min-max"), voi
     return ["+Wm"]
 
 
@@ -79,7 +85,7 @@ def test_real_chest_file_matches_dcmtk(name: str, tmp_path: Path) -> None:
     assert shown.flags == [], shown.provenance["steps"]
     assert shown.orientation_ops == ()
     assert shown.image.shape == shown.source_shape
-    theirs = dcmtk_render(path, tmp_path, _voi_args(path))
+    theirs = dcmtk_render(path, tmp_path, _voi_args(path, shown.provenance["voi"]))
     assert theirs.shape == shown.image.shape
     corr, mad = _compare(shown.image, theirs)
     assert corr > 0.99, (name, corr)
@@ -104,6 +110,7 @@ SYNTH_CASES: dict[str, dict[str, object]] = {
     "voi-lut-sequence": {"bits_stored": 12, "voi_lut": True},
     "modality-lut-sequence": {"modality": "CR", "bits_stored": 12, "modality_lut": True},
     "narrow-window": {"bits_stored": 12, "window": (1800.0, 900.0)},
+    "no-voi-12bit": {"bits_stored": 12, "window": None},
 }
 
 
@@ -116,7 +123,7 @@ def test_synthetic_lut_paths_match_dcmtk(case: str, tmp_path: Path) -> None:
     synth.write(ds, path)
     shown = load_display(path, config=IngestConfig(pixels=PixelPolicy(inversion="flag")))
     assert shown.flags == [], shown.provenance["steps"]
-    theirs = dcmtk_render(path, tmp_path, _voi_args(path))
+    theirs = dcmtk_render(path, tmp_path, _voi_args(path, shown.provenance["voi"]))
     corr, mad = _compare(shown.image, theirs)
     assert corr > 0.999, (case, corr)
     assert mad < 0.001, (case, mad)
