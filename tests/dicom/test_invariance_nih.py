@@ -73,7 +73,7 @@ def _encoded(syntax: str, base: Builder = _dx12, **kw: float) -> Builder:
     return build
 
 
-def _mono1_j2k_8bit_jpeg(img: np.ndarray, seed: int) -> Dataset:
+def _jpeg_baseline_8bit(img: np.ndarray, seed: int) -> Dataset:
     ds = synth.make_dataset(img, bits_stored=8, seed=seed)
     return synth.encode(ds, JPEGBaseline8Bit, jpeg_quality=95)
 
@@ -90,7 +90,7 @@ VARIANTS: dict[str, tuple[Builder, float, int | None, bool]] = {
     "implicit-vr-no-meta": (_encoded(ImplicitVRLittleEndian, _mono1_window), LOSSLESS, None, False),
     "j2k-lossless-fast": (_encoded(JPEG2000Lossless), APPROX, 256, True),
     "j2k-lossy-fast": (_encoded(JPEG2000, j2k_ratio=10.0), APPROX, 256, True),
-    "jpeg-baseline-fast": (_mono1_j2k_8bit_jpeg, APPROX, 256, True),
+    "jpeg-baseline-fast": (_jpeg_baseline_8bit, APPROX, 256, True),
 }
 
 
