@@ -1,0 +1,309 @@
+"""RGB Secondary Capture overlays: a finding's heatmap blended over the source image.
+
+One SC per analysed image shows the highest-scoring finding (optionally one per
+positive finding). The overlay lies on the source pixel grid, so it lines up with the
+source instance it references (SourceImageSequence) and keeps its PatientOrientation:
+
+* grey base: the [0, 1] display image (VOI and MONOCHROME1 already applied by
+  :mod:`chexnet_dicom.dicom.pixels`), mapped to the source grid;
+* colour: the heatmap (fixed model scale, never min-max normalised per image) through
+  the perceptual *inferno* colormap (17 anchors of matplotlib's table, linear in
+  between: within 7/255 of it);
+* opacity: 0 below half the card's ``cam_threshold``, rising linearly to
+  ``max_alpha`` at ``cam_threshold``: only the high part of the map is coloured;
+* burned-in legend (Pillow's default font, top left): "RESEARCH USE ONLY", the
+  finding shown, the top three findings with probabilities (``*`` = present at the
+  operating point) and the model name and version. BurnedInAnnotation is YES.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+from highdicom.sc import SCImage
+from highdicom.sr import CodedConcept
+from PIL import Image, ImageDraw, ImageFont
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+)
+
+from chexnet_dicom.dicom.pixels import DisplayImage
+from chexnet_dicom.errors import OutputError
+from chexnet_dicom.logs import phi_ref
+from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
+from chexnet_dicom.outputs.common import (
+    MANUFACTURER,
+    RESEARCH_USE_ONLY,
+    SERIES_DESCRIPTIONS,
+    SERIES_NUMBERS,
+    CardLike,
+    ImageResult,
+    evidence_header,
+    finalize_file_meta,
+    output_uid,
+    quiet_highdicom,
+    sanitize_copied,
+    series_uid,
+    software_versions,
+)
+from chexnet_dicom.outputs.provenance import algorithm_equipment
+
+__all__ = ["INFERNO_ANCHORS", "blend_overlay", "build_sc", "build_scs", "colormap", "legend_lines"]
+
+logger = logging.getLogger(__name__)
+
+#: matplotlib's "inferno" at 0, 1/16, ..., 1 (8-bit RGB).
+INFERNO_ANCHORS = np.array(
+    [
+        (0, 0, 4), (11, 7, 36), (33, 12, 74), (61, 9, 101), (87, 16, 110), (113, 25, 110),
+        (138, 34, 106), (163, 44, 97), (188, 55, 84), (210, 70, 68), (228, 90, 49), (241, 115, 29),
+        (249, 142, 9), (252, 172, 17), (249, 203, 53), (242, 234, 105), (252, 255, 164),
+    ],
+    dtype=np.float32,
+)  # fmt: skip
+
+_LUT = np.stack(
+    [
+        np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(INFERNO_ANCHORS)), INFERNO_ANCHORS[:, c])
+        for c in range(3)
+    ],
+    axis=1,
+).astype(np.float32)
+
+_LOSSY_SYNTAXES = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEG2000, JPEGLSNearLossless}
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to inferno RGB (float32 in [0, 255], shape ``values.shape + (3,)``)."""
+    idx = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return _LUT[idx]
+
+
+def blend_overlay(
+    display: np.ndarray, heatmap: np.ndarray, cam_threshold: float, *, max_alpha: float = 0.6
+) -> np.ndarray:
+    """Blend a heatmap over a grey image.
+
+    Parameters
+    ----------
+    display
+        (H, W) grey image in [0, 1] (bright = dense).
+    heatmap
+        (H, W) heatmap in [0, 1] on the model's fixed scale.
+    cam_threshold
+        Level at which the colour reaches full opacity; transparent below half of it.
+    max_alpha
+        Opacity of the colour where the map is high.
+
+    Returns
+    -------
+    numpy.ndarray
+        (H, W, 3) uint8 RGB.
+    """
+    grey = np.clip(np.nan_to_num(np.asarray(display, dtype=np.float32)), 0.0, 1.0) * 255.0
+    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
+    if grey.shape != heat.shape:
+        raise OutputError(f"display image {grey.shape} and heatmap {heat.shape} must share the source grid")
+    lo = 0.5 * float(cam_threshold)
+    hi = max(float(cam_threshold), lo + 1e-6)
+    alpha = (np.clip((heat - lo) / (hi - lo), 0.0, 1.0) * float(max_alpha))[..., None]
+    rgb = grey[..., None] * (1.0 - alpha) + colormap(heat) * alpha
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def legend_lines(result: ImageResult, card: CardLike, finding: str) -> list[str]:
+    """Text burned into the overlay (ASCII only)."""
+    probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
+    order = np.argsort(-probs, kind="stable")[:3]
+    k = LABELS.index(finding)
+    lines = [f"{RESEARCH_USE_ONLY} - not for diagnosis", f"Heatmap: {DISPLAY_NAMES[finding]} {probs[k]:.2f}"]
+    for rank, i in enumerate(order, start=1):
+        mark = " *" if probs[i] >= card.threshold(LABELS[i]) else ""
+        lines.append(f"{rank}. {DISPLAY_NAMES[LABELS[i]]} {probs[i]:.2f}{mark}")
+    lines.append(f"{card.name} {card.version}"[:60])
+    return [line.encode("ascii", "replace").decode("ascii") for line in lines]
+
+
+def _draw_legend(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    img = Image.fromarray(rgb, mode="RGB")
+    rows, cols = rgb.shape[:2]
+    size = max(8, round(min(rows, cols) / 45))
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(img)
+    pad = max(2, size // 3)
+    widths = [draw.textlength(line, font=font) for line in lines]
+    box_w = int(max(widths)) + 2 * pad
+    box_h = len(lines) * (size + pad) + pad
+    draw.rectangle((0, 0, min(box_w, cols - 1), min(box_h, rows - 1)), fill=(0, 0, 0))
+    for n, line in enumerate(lines):
+        draw.text((pad, pad + n * (size + pad)), line, fill=(255, 255, 255), font=font)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _source_grid_display(display: np.ndarray | DisplayImage, ds: Dataset) -> np.ndarray:
+    shape = (int(ds.Rows), int(ds.Columns))
+    arr = display.to_source_grid(display.image) if isinstance(display, DisplayImage) else np.asarray(display)
+    if arr.shape != shape:
+        raise OutputError(
+            f"display image has shape {arr.shape}, the source grid is {shape}; pass the DisplayImage "
+            "or map it with DisplayImage.to_source_grid"
+        )
+    return arr
+
+
+def _orientation(ds: Dataset) -> tuple[str, str] | None:
+    value = ds.get("PatientOrientation")
+    if value is None or isinstance(value, str) or len(value) != 2:
+        return None
+    return (str(value[0]), str(value[1]))
+
+
+def build_sc(
+    result: ImageResult,
+    display: np.ndarray | DisplayImage,
+    card: CardLike,
+    *,
+    finding: str | None = None,
+    instance_number: int = 1,
+    max_alpha: float = 0.6,
+) -> SCImage:
+    """Build one RGB Secondary Capture overlay for an analysed image.
+
+    Parameters
+    ----------
+    result
+        The analysed image with its heatmaps (required here).
+    display
+        The [0, 1] display image: a :class:`~chexnet_dicom.dicom.pixels.DisplayImage` or
+        an array already on the source grid (Rows, Columns).
+    card
+        Model card (name, version, operating points, cam_threshold, weights hash).
+    finding
+        Which heatmap to show; default the highest-scoring finding.
+    instance_number
+        Instance Number in the overlay series.
+    max_alpha
+        Opacity of the colour where the heatmap is high.
+
+    Returns
+    -------
+    highdicom.sc.SCImage
+        With BurnedInAnnotation YES and the source in SourceImageSequence.
+
+    Raises
+    ------
+    OutputError
+        Without heatmaps, with mismatched grids or when highdicom rejects the image.
+    """
+    if result.heatmaps is None:
+        raise OutputError("an overlay needs heatmaps; run the predictor with heatmaps enabled")
+    probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
+    label = finding if finding is not None else LABELS[int(np.argmax(probs))]
+    if label not in LABELS:
+        raise OutputError(f"unknown finding {label!r}")
+    ds = result.dataset
+    header = evidence_header(ds)
+    grey = _source_grid_display(display, ds)
+    rgb = blend_overlay(grey, result.heatmaps[LABELS.index(label)], card.cam_threshold, max_alpha=max_alpha)
+    rgb = _draw_legend(rgb, legend_lines(result, card, label))
+
+    orientation = _orientation(ds)
+    study = str(ds.StudyInstanceUID)
+    sop_uid = output_uid(
+        "sc", card.weights_sha256, str(ds.SOPInstanceUID), label if finding is not None else "top"
+    )
+    try:
+        with quiet_highdicom():
+            sc = SCImage.from_ref_dataset(
+                ref_dataset=header,
+                pixel_array=rgb,
+                photometric_interpretation="RGB",
+                bits_allocated=8,
+                coordinate_system="PATIENT",
+                series_instance_uid=series_uid("sc", study, card.weights_sha256),
+                series_number=SERIES_NUMBERS["sc"],
+                sop_instance_uid=sop_uid,
+                instance_number=instance_number,
+                manufacturer=MANUFACTURER,
+                patient_orientation=orientation or ("L", "F"),
+                transfer_syntax_uid=ExplicitVRLittleEndian,
+                contributing_equipment=[algorithm_equipment(card, description="Heatmap overlay")],
+                series_description=SERIES_DESCRIPTIONS["sc"],
+                manufacturer_model_name=str(card.name)[:64],
+                software_versions=software_versions(card),
+            )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise OutputError(f"highdicom rejected the overlay: {exc}") from exc
+    if orientation is None:
+        sc["PatientOrientation"].value = None  # type 2: unknown for this source, never guessed
+    if ds.get("BodyPartExamined"):
+        sc.BodyPartExamined = ds.BodyPartExamined  # e.g. CHEST: unpaired, so no Laterality
+    elif "Laterality" not in sc:
+        sc.add_new(
+            "Laterality", "CS", None
+        )  # type 2C (General Series): the body part is unknown, so is laterality
+    sc.BurnedInAnnotation = "YES"
+    sc.ImageComments = f"{RESEARCH_USE_ONLY}: {DISPLAY_NAMES[label]} heatmap of {card.name} {card.version}"[
+        :10240
+    ]
+    sc.DerivationDescription = (
+        f"{DISPLAY_NAMES[label]} class activation map (fixed model scale, inferno colormap, opaque from "
+        f"{card.cam_threshold:.3g}) blended over the rendered source image; legend burned in"
+    )[:1024]
+    sc.DerivationCodeSequence = [CodedConcept.from_code(codes.DCM.ImageProcessing)]
+    source_item = Dataset()
+    source_item.ReferencedSOPClassUID = ds.SOPClassUID
+    source_item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    source_item.PurposeOfReferenceCodeSequence = [
+        CodedConcept.from_code(codes.DCM.SourceImageForImageProcessingOperation)
+    ]
+    sc.SourceImageSequence = [source_item]
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if str(ds.get("LossyImageCompression", "")) == "01" or syntax in _LOSSY_SYNTAXES:
+        sc.LossyImageCompression = "01"  # derived from lossy-compressed pixels
+    sanitize_copied(sc)
+    logger.info("built SC overlay %s (%s)", phi_ref(sop_uid), label)
+    return finalize_file_meta(sc)
+
+
+def build_scs(
+    result: ImageResult,
+    display: np.ndarray | DisplayImage,
+    card: CardLike,
+    *,
+    per_finding: bool = False,
+    first_instance_number: int = 1,
+) -> list[SCImage]:
+    """Overlays of one analysed image: the top finding, or one per positive finding.
+
+    Parameters
+    ----------
+    result, display, card
+        As for :func:`build_sc`.
+    per_finding
+        One overlay per finding present at its operating point (in label order); when
+        none is present, the single top-finding overlay is returned.
+    first_instance_number
+        Instance Number of the first overlay; the others follow.
+
+    Returns
+    -------
+    list of highdicom.sc.SCImage
+    """
+    labels: list[str | None] = [None]
+    if per_finding:
+        positives = [label for label, p in zip(LABELS, result.prediction.probabilities, strict=True)
+                     if float(p) >= card.threshold(label)]  # fmt: skip
+        labels = list(positives) or [None]
+    return [
+        build_sc(result, display, card, finding=label, instance_number=first_instance_number + n)
+        for n, label in enumerate(labels)
+    ]

@@ -1,0 +1,189 @@
+"""Secondary Capture overlays: validity, references, and the heatmap where the CAM is high."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from chexnet_dicom.dicom.pixels import load_display
+from chexnet_dicom.errors import OutputError
+from chexnet_dicom.model.labels import LABELS
+from chexnet_dicom.outputs.common import ImageResult, write_dataset
+from chexnet_dicom.outputs.sc import blend_overlay, build_sc, build_scs, colormap, legend_lines
+from tests.conftest import shared_path
+from tests.outputs.helpers import blob, dciodvfy_errors, make_card, make_dx, make_prediction
+
+PROBS = np.array([0.2, 0.1, 0.3, 0.05, 0.9, 0.6, 0.1, 0.7, 0.0, 0.1, 0.2, 0.3, 0.4, 0.05])  # top: Mass
+
+
+def _png_roundtrip(ds: pydicom.Dataset) -> np.ndarray:
+    """Render the stored SC to PNG and read it back (what a person without a viewer sees)."""
+    buf = io.BytesIO()
+    Image.fromarray(ds.pixel_array).save(buf, format="PNG")
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")).astype(np.int16)
+
+
+def _colourfulness(rgb: np.ndarray) -> np.ndarray:
+    return rgb.max(axis=2) - rgb.min(axis=2)
+
+
+@pytest.mark.parametrize("source", ["siim_6904.dcm", "CR-MONO1-10-chest.dcm"])
+def test_overlay_of_a_real_chest_is_valid_and_references_the_source(source: str, tmp_path: Path) -> None:
+    path = shared_path("dicom", "chest", source)
+    ds = pydicom.dcmread(path, force=True)
+    display = load_display(path)
+    card = make_card()
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    heat = np.repeat(blob(rows, cols, 0.6 * rows, 0.6 * cols, rows / 10)[None], len(LABELS), axis=0)
+    sc = build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), display, card)
+    out = write_dataset(sc, tmp_path / "sc.dcm")
+    errors, warnings = dciodvfy_errors(out)
+    assert errors == [], errors
+    expected = ("DICOMDIR", "Person Name", "Device UID", "Standard Extended")
+    assert [w for w in warnings if not any(e in w for e in expected)] == []
+    back = pydicom.dcmread(out)
+    assert back.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+    assert (back.PhotometricInterpretation, back.SamplesPerPixel, back.Rows, back.Columns) == (
+        "RGB",
+        3,
+        rows,
+        cols,
+    )
+    assert back.BurnedInAnnotation == "YES"
+    assert "RESEARCH USE ONLY" in back.SeriesDescription
+    ref = back.SourceImageSequence[0]
+    assert (ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID) == (ds.SOPClassUID, ds.SOPInstanceUID)
+    for kw in ("PatientName", "PatientID", "StudyInstanceUID", "AccessionNumber"):
+        if kw in ds:
+            assert str(back.get(kw)) == str(ds.get(kw)), kw
+    assert back.SeriesInstanceUID != ds.SeriesInstanceUID
+    algo = [i for i in back.ContributingEquipmentSequence if i.Manufacturer == "chexnet-dicom project"]
+    assert [i.DeviceUID for i in algo] == [card.device_uid]
+    if source == "siim_6904.dcm":  # JPEG baseline source: the overlay is derived from lossy pixels
+        assert back.LossyImageCompression == "01"
+    # the overlay is coloured at the blob and grey far from it
+    rgb = _png_roundtrip(back)
+    colour = _colourfulness(rgb)
+    assert colour[int(0.6 * rows), int(0.6 * cols)] > 30
+    assert colour[int(0.95 * rows), int(0.05 * cols)] <= 2
+
+
+def test_heatmap_of_the_top_finding_lies_where_its_cam_is_high(tmp_path: Path) -> None:
+    ds = make_dx(rows=240, cols=256)
+    card = make_card()
+    heat = np.zeros((len(LABELS), 240, 256), np.float32)
+    centres = {k: (60 + 12 * k, 40 + 14 * k) for k in range(len(LABELS))}
+    for k, (cy, cx) in centres.items():
+        heat[k] = blob(240, 256, cy, cx, 6.0)
+    top = int(np.argmax(PROBS))
+    display = np.full((240, 256), 0.5, np.float32)
+    sc = build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), display, card)
+    back = pydicom.dcmread(write_dataset(sc, tmp_path / "sc.dcm"))
+    colour = _colourfulness(_png_roundtrip(back))
+    legend_rows = 80  # legend box at the top left
+    colour[:legend_rows, :] = 0
+    ys, xs = np.nonzero(colour > 10)
+    cy, cx = centres[top]
+    assert abs(ys.mean() - cy) <= 1.5 and abs(xs.mean() - cx) <= 1.5, ((ys.mean(), xs.mean()), (cy, cx))
+    other = centres[5]  # Nodule's blob is not shown
+    assert colour[other] <= 2
+    # the coloured area is the part of the blob at or above half the cam threshold
+    coloured = colour > 10
+    expected = heat[top] >= 0.5 * card.cam_threshold + 0.05
+    assert coloured[expected].mean() > 0.95
+    assert coloured[heat[top] < 0.5 * card.cam_threshold].mean() < 0.01
+
+
+def test_legend_lists_top_three_model_version_and_research_use() -> None:
+    card = make_card()
+    lines = legend_lines(ImageResult(make_dx(), make_prediction(card, PROBS)), card, "Mass")
+    assert lines[0].startswith("RESEARCH USE ONLY")
+    assert lines[2:5] == ["1. Mass 0.90 *", "2. Pneumothorax 0.70 *", "3. Nodule 0.60 *"]
+    assert lines[-1] == f"{card.name} {card.version}"
+
+
+def test_legend_is_burned_in() -> None:
+    ds = make_dx(rows=240, cols=256)
+    card = make_card()
+    heat = np.zeros((len(LABELS), 240, 256), np.float32)
+    sc = build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), np.full((240, 256), 0.5), card)
+    rgb = sc.pixel_array.astype(int)
+    box = rgb[:40, :120]
+    assert (box == 0).all(axis=2).mean() > 0.5  # black box
+    assert (box > 150).all(axis=2).sum() > 50  # white (antialiased) text
+    assert (rgb[200:, 200:] == 128).all()  # untouched grey elsewhere (no heat)
+
+
+def test_per_finding_overlays_and_deterministic_uids() -> None:
+    ds = make_dx()
+    card = make_card()
+    heat = np.zeros((len(LABELS), ds.Rows, ds.Columns), np.float32)
+    result = ImageResult(ds, make_prediction(card, PROBS), heat)
+    display = np.full((ds.Rows, ds.Columns), 0.5, np.float32)
+    scs = build_scs(result, display, card, per_finding=True)
+    positives = [label for label, p in zip(LABELS, PROBS, strict=True) if p >= 0.5]
+    assert len(scs) == len(positives) == 3
+    assert len({s.SOPInstanceUID for s in scs}) == 3
+    assert [s.InstanceNumber for s in scs] == [1, 2, 3]
+    again = build_scs(result, display, card, per_finding=True)
+    assert [s.SOPInstanceUID for s in again] == [s.SOPInstanceUID for s in scs]
+    top = build_scs(result, display, card)
+    assert len(top) == 1 and top[0].SOPInstanceUID not in {s.SOPInstanceUID for s in scs}
+    other = build_sc(
+        ImageResult(ds, make_prediction(make_card("cd" * 32), PROBS), heat), display, make_card("cd" * 32)
+    )
+    assert (
+        other.SOPInstanceUID != top[0].SOPInstanceUID and other.SeriesInstanceUID != top[0].SeriesInstanceUID
+    )
+    negative = ImageResult(ds, make_prediction(card, np.zeros(14)), heat)
+    assert len(build_scs(negative, display, card, per_finding=True)) == 1  # falls back to the top finding
+
+
+@pytest.mark.parametrize(
+    ("charset", "name"),
+    [("ISO_IR 100", "Müller^Jürgen^Ä"), ("ISO_IR 192", "山田^太郎=Yamada^Tarō")],
+)
+def test_non_ascii_patient_name_round_trips(charset: str, name: str, tmp_path: Path) -> None:
+    ds = pydicom.dcmread(write_dataset(make_dx(charset=charset, name=name), tmp_path / "src.dcm"))
+    card = make_card()
+    heat = np.zeros((len(LABELS), ds.Rows, ds.Columns), np.float32)
+    sc = build_sc(
+        ImageResult(ds, make_prediction(card, PROBS), heat), np.full((ds.Rows, ds.Columns), 0.5), card
+    )
+    out = write_dataset(sc, tmp_path / "sc.dcm")
+    back = pydicom.dcmread(out)
+    assert back.SpecificCharacterSet == charset
+    assert str(back.PatientName) == name
+    assert dciodvfy_errors(out)[0] == []
+
+
+def test_colormap_is_matplotlib_inferno() -> None:
+    matplotlib = pytest.importorskip("matplotlib")
+    x = np.linspace(0, 1, 256)
+    ref = matplotlib.colormaps["inferno"](x)[:, :3] * 255
+    assert np.abs(colormap(x) - ref).max() < 8
+    lum = colormap(x) @ np.array([0.2126, 0.7152, 0.0722])
+    assert np.all(np.diff(lum) >= -0.5)  # perceptual: luminance never decreases
+
+
+def test_blend_is_transparent_below_half_the_threshold() -> None:
+    grey = np.full((4, 4), 0.25, np.float32)
+    heat = np.array([[0.0, 0.2, 0.3, 1.0]] * 4, np.float32)
+    rgb = blend_overlay(grey, heat, 0.5, max_alpha=0.6).astype(int)
+    assert (rgb[:, :2] == 64).all()  # 0.25 * 255 rounded, untouched
+    assert _colourfulness(rgb)[0, 3] > 50
+
+
+def test_bad_inputs_are_output_errors() -> None:
+    ds = make_dx()
+    card = make_card()
+    with pytest.raises(OutputError, match="needs heatmaps"):
+        build_sc(ImageResult(ds, make_prediction(card, PROBS)), np.zeros((ds.Rows, ds.Columns)), card)
+    heat = np.zeros((len(LABELS), ds.Rows, ds.Columns), np.float32)
+    with pytest.raises(OutputError, match="source grid"):
+        build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), np.zeros((5, 5)), card)
