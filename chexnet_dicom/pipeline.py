@@ -389,11 +389,13 @@ class Analyzer:
         * ``sc-<image>-<k>.dcm``: RGB overlay(s) of each analysed image (top finding, or
           one per positive finding with ``sc_per_finding``);
         * ``preview-<image>-<k>.png``: the same overlay as PNG for people without a
-          DICOM viewer (the top finding on the display grid when ``sc`` is off).
+          DICOM viewer (the top finding on the display grid when ``sc`` is off);
+        * ``result.json``: the PHI-free JSON sidecar (:mod:`chexnet_dicom.outputs.sidecar`).
 
         File names hold only indices, never UIDs or names.
         """
         from chexnet_dicom.outputs.sc import blend_overlay, build_scs
+        from chexnet_dicom.outputs.sidecar import build_sidecar, write_sidecar
 
         t0 = time.perf_counter()
         out = Path(out_dir)
@@ -401,8 +403,11 @@ class Analyzer:
         images, skipped = self.image_results(result)
         written: list[Path] = []
         with_header = [s for s in skipped if s.dataset is not None]
+        sr = None
         if images or with_header:
-            written.append(write_dataset(build_sr(images, self.card, skipped=with_header), out / "sr.dcm"))
+            sr = build_sr(images, self.card, skipped=with_header)
+            written.append(write_dataset(sr, out / "sr.dcm"))
+        all_overlays: list[Dataset] = []
         number = 1
         for i, (img, analysis) in enumerate(zip(images, result.images, strict=True), 1):
             if img.heatmaps is None:
@@ -416,6 +421,7 @@ class Analyzer:
                     first_instance_number=number,
                 )
                 number += len(overlays)
+                all_overlays.extend(overlays)
                 for k, overlay in enumerate(overlays, 1):
                     written.append(write_dataset(overlay, out / f"sc-{i}-{k}.dcm"))
                     if previews:
@@ -429,6 +435,8 @@ class Analyzer:
                 heat = to_display(cam_to_image_grid(cams, self._pre(), analysis.display.image.shape))[0]
                 rgb = blend_overlay(analysis.display.image, heat, self.card.cam_threshold)
                 written.append(_write_png(rgb, out / f"preview-{i}-1.png"))
+        sidecar = build_sidecar(images, self.card, skipped=skipped, sr=sr, overlays=all_overlays)
+        written.append(write_sidecar(sidecar, out / "result.json"))
         result.outputs.extend(written)
         result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - t0
         return written

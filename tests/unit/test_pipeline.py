@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def analysed(analyzer: Analyzer, tmp_path_factory: pytest.TempPathFactory) -> tu
 
 
 def test_study_is_scanned_gated_and_analysed(analysed: tuple[StudyResult, list, dict]) -> None:
-    result, orphans, files = analysed
+    result, orphans, _ = analysed
     assert result.ref == study_ref(STUDY_UID) and STUDY_UID not in result.ref
     assert [Path(im.path).name for im in result.images] == ["a_pa.dcm", "c_pa2.dcm"]
     assert [(Path(s.path).name, s.reason) for s in result.skipped] == [("b_lateral.dcm", "VIEW_NOT_FRONTAL")]
@@ -75,7 +76,9 @@ def test_predictions_equal_the_predictor_on_the_shared_model_input(
     result, _, _ = analysed
     im = result.images[0]
     pre = analyzer.card.preprocessing
-    direct = analyzer.predictor.predict(prepare_model_input(im.display.image, resize=pre.resize, input_size=pre.input_size))
+    direct = analyzer.predictor.predict(
+        prepare_model_input(im.display.image, resize=pre.resize, input_size=pre.input_size)
+    )
     np.testing.assert_allclose(im.prediction.probabilities, direct.probabilities, atol=1e-6)
     assert im.display.source_shape == (300, 260)
 
@@ -108,7 +111,9 @@ def test_study_summary_is_the_maximum_over_images(analysed: tuple[StudyResult, l
         assert entry["present"] == (entry["probability"] >= entry["threshold"])
     assert study_summary([]) == {}
     d = result.to_dict()
-    assert d["study"] == result.ref and len(d["images"]) == 2 and d["skipped"][0]["reason"] == "VIEW_NOT_FRONTAL"
+    assert (
+        d["study"] == result.ref and len(d["images"]) == 2 and d["skipped"][0]["reason"] == "VIEW_NOT_FRONTAL"
+    )
 
 
 def test_outputs_are_written_and_reference_the_source(
@@ -117,7 +122,14 @@ def test_outputs_are_written_and_reference_the_source(
     result, _, files = analysed
     written = analyzer.write(result, tmp_path / result.ref)
     names = sorted(p.name for p in written)
-    assert names == ["preview-1-1.png", "preview-2-1.png", "sc-1-1.dcm", "sc-2-1.dcm", "sr.dcm"]
+    assert names == [
+        "preview-1-1.png",
+        "preview-2-1.png",
+        "result.json",
+        "sc-1-1.dcm",
+        "sc-2-1.dcm",
+        "sr.dcm",
+    ]
     src = pydicom.dcmread(files["pa"])
     sr = pydicom.dcmread(tmp_path / result.ref / "sr.dcm")
     assert sr.StudyInstanceUID == src.StudyInstanceUID and sr.PatientID == src.PatientID
@@ -127,6 +139,9 @@ def test_outputs_are_written_and_reference_the_source(
     png = np.asarray(Image.open(tmp_path / result.ref / "preview-1-1.png"))
     np.testing.assert_array_equal(png, sc.pixel_array)
     assert "write" in result.timings
+    sidecar = json.loads((tmp_path / result.ref / "result.json").read_text())
+    for entry, im in zip(sidecar["images"], result.images, strict=True):
+        assert entry["probabilities"] == pytest.approx(im.prediction.as_dict())
     # Deterministic: writing again gives the same UIDs.
     again = analyzer.write(result, tmp_path / "again")
     sr2 = pydicom.dcmread(next(p for p in again if p.name == "sr.dcm"))
@@ -138,7 +153,7 @@ def test_without_sc_a_preview_is_still_written(
 ) -> None:
     result, _, _ = analysed
     written = analyzer.write(result, tmp_path, sc=False)
-    assert sorted(p.name for p in written) == ["preview-1-1.png", "preview-2-1.png", "sr.dcm"]
+    assert sorted(p.name for p in written) == ["preview-1-1.png", "preview-2-1.png", "result.json", "sr.dcm"]
     rgb = np.asarray(Image.open(tmp_path / "preview-1-1.png"))
     assert rgb.shape == (*result.images[0].display.image.shape, 3)
 
@@ -155,4 +170,6 @@ def test_a_study_with_nothing_analysable_still_gets_an_sr(analyzer: Analyzer, tm
     results, _ = analyzer.analyse_paths([tmp_path / "in"])
     assert len(results) == 1 and results[0].images == [] and results[0].summary == {}
     written = analyzer.write(results[0], tmp_path / "out")
-    assert [p.name for p in written] == ["sr.dcm"]
+    assert [p.name for p in written] == ["sr.dcm", "result.json"]
+    sidecar = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert sidecar["images"] == [] and sidecar["skipped"][0]["reason"] == "VIEW_NOT_FRONTAL"
