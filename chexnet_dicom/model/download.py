@@ -11,6 +11,7 @@ verified and used without touching the network.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import os
 import tempfile
@@ -85,7 +86,8 @@ def fetch_file(
     dest
         Target file; default :func:`~chexnet_dicom.model.registry.download_path`.
     expected
-        Hash to check; default ``entry.hash``.  One of the two is required.
+        Extra hash to check (required when the entry publishes none); the published
+        hash is always checked too.
     timeout
         Socket timeout in seconds.
 
@@ -100,17 +102,19 @@ def fetch_file(
         No hash to verify against, a network failure (the message says where to put
         the file by hand), an oversized answer, or a hash/size mismatch.
     """
-    spec = expected or entry.hash
+    specs = [s for s in (entry.hash, expected) if s is not None]
     target = dest or download_path(entry)
-    if spec is None:
+    if not specs:
         raise WeightsError(
             f"{entry.name} has no published hash, so it cannot be downloaded verified; "
             f"check the file yourself and pass its sha256 with --sha256, or "
             f"`chexdcm weights import {entry.format} FILE --out DIR` ({entry.url})"
         )
+    spec = specs[0]
     if target.is_file():
         log.info("verifying cached %s", entry.name)
-        verify_file(target, spec, size=entry.size)
+        for s in specs:
+            verify_file(target, s, size=entry.size)
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
@@ -120,13 +124,19 @@ def fetch_file(
         log.info("downloading %s from %s", entry.name, entry.url)
         try:
             n = _stream(entry.url, tmp, max_bytes=entry.max_bytes, timeout=timeout)
-        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             why = getattr(exc, "reason", None) or exc
             raise WeightsError(
                 f"cannot download {entry.name} ({why}); offline? "
                 + manual_placement_hint(entry, spec, target)
             ) from exc
-        verify_file(tmp, spec, size=entry.size)
+        for s in specs:
+            verify_file(
+                tmp,
+                s,
+                size=entry.size,
+                advice=f"nothing was stored; check the source {entry.url} or the network path (proxy, captive portal)",
+            )
         os.replace(tmp, target)
         _fsync_dir(target.parent)
         log.info("stored %s (%d bytes, verified %s)", entry.name, n, spec.kind)

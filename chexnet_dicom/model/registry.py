@@ -201,7 +201,9 @@ def file_digests(path: str | Path, chunk: int = 1 << 20) -> dict[str, str]:
     return {"sha256": sha.hexdigest(), "git-blob-sha1": blob.hexdigest()}
 
 
-def verify_file(path: str | Path, spec: HashSpec, *, size: int | None = None) -> dict[str, str]:
+def verify_file(
+    path: str | Path, spec: HashSpec, *, size: int | None = None, advice: str | None = None
+) -> dict[str, str]:
     """Check a file against a published hash (and size when known).
 
     Parameters
@@ -212,6 +214,8 @@ def verify_file(path: str | Path, spec: HashSpec, *, size: int | None = None) ->
         The published hash.
     size
         The published size in bytes, if any.
+    advice
+        What the user should do on a mismatch (default: delete the file and fetch it again).
 
     Returns
     -------
@@ -224,11 +228,12 @@ def verify_file(path: str | Path, spec: HashSpec, *, size: int | None = None) ->
         On a size or hash mismatch (the message names both values).
     """
     p = Path(path)
+    todo = advice or f"delete {p} and fetch it again"
     actual_size = p.stat().st_size
     if size is not None and actual_size != size:
         raise WeightsError(
             f"{p.name} is {actual_size} bytes, the publisher says {size}: the file is truncated or "
-            f"not the published one; delete {p} and fetch it again"
+            f"not the published one; {todo}"
         )
     digests = file_digests(p)
     if spec.kind == "sha256-prefix":
@@ -240,6 +245,6 @@ def verify_file(path: str | Path, spec: HashSpec, *, size: int | None = None) ->
     if not ok:
         raise WeightsError(
             f"{spec.describe()} expected for {p.name}, the file has {actual}: it is corrupt or was "
-            f"tampered with; delete {p} and fetch it again"
+            f"tampered with; {todo}"
         )
     return digests

@@ -30,7 +30,6 @@ checkpoint has none at all they are set to 0 (they only matter for ``momentum=No
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import re
@@ -77,6 +76,7 @@ __all__ = [
     "load_checkpoint",
     "load_imagenet_init",
     "map_torchvision_key",
+    "network_from_torchvision_state",
     "resolve_weights",
 ]
 
@@ -182,7 +182,27 @@ def _map_state(state: Mapping[str, torch.Tensor], head: HeadStyle, net: nn.Modul
     return mapped
 
 
-def _into_network(state: Mapping[str, torch.Tensor], head: HeadStyle) -> nn.Module:
+def network_from_torchvision_state(state: Mapping[str, torch.Tensor], head: HeadStyle) -> nn.Module:
+    """Build the MONAI DenseNet121 from a torchvision-named DenseNet-121 state dict.
+
+    Parameters
+    ----------
+    state
+        Tensors under torchvision names (wrapper prefixes already removed).
+    head
+        ``"imagenet"`` (1000-class head dropped, 14-class head keeps its own init) or
+        ``"sequential"`` (CheXNet ``classifier.0`` mapped to ``class_layers.out``).
+
+    Returns
+    -------
+    torch.nn.Module
+        The network on CPU in eval mode.
+
+    Raises
+    ------
+    WeightsError
+        Unknown, missing or mis-shaped tensors, non-finite values, a head that is not 14 findings.
+    """
     net = build_network(NUM_CLASSES)
     mapped = _map_state(state, head, net)
     if head == "imagenet":
@@ -261,19 +281,19 @@ def load_checkpoint(path: str | Path, fmt: str = "auto") -> tuple[nn.Module, For
     obj = safe_torch_load(path)
     found = detect_format(obj)
     if fmt != "auto" and fmt != found:
-        raise WeightsError(f"{Path(path).name} looks like a {found} checkpoint, not {fmt}")
+        raise WeightsError(f"{Path(path).name} has the layout of format {found!r}, not {fmt!r}")
     state: dict[str, torch.Tensor]
     if found == "torchvision-imagenet":
         state = _tensor_dict(obj, "torchvision state dict")
-        net = _into_network(state, "imagenet")
+        net = network_from_torchvision_state(state, "imagenet")
     elif found == "arnoweng":
         assert isinstance(obj, Mapping)
         raw = _tensor_dict(obj["state_dict"], "arnoweng state_dict")
         state = _strip_prefix(raw, "module.densenet121.", "arnoweng state_dict")
-        net = _into_network(state, "sequential")
+        net = network_from_torchvision_state(state, "sequential")
     else:
         assert isinstance(obj, Mapping)
-        net = _into_network(_reproduce_state(obj), "sequential")
+        net = network_from_torchvision_state(_reproduce_state(obj), "sequential")
     log.info("loaded a %s checkpoint", found)
     return net, found
 
@@ -497,8 +517,3 @@ def resolve_weights(explicit: str | None = None) -> tuple[Path, str]:
         "no model weights found: pass --weights CARD, set CHEXDCM_WEIGHTS, or run "
         f"`chexdcm weights fetch {entry.name}` (offline: put {entry.url} at {download_path(entry)})"
     )
-
-
-def state_summary(state: Mapping[str, torch.Tensor]) -> collections.Counter[str]:
-    """Count tensors by top-level key component (for ``chexdcm weights info``)."""
-    return collections.Counter(k.split(".", 1)[0] for k in state)

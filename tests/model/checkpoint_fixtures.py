@@ -26,6 +26,7 @@ import io
 import pickle
 import sys
 import types
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -256,10 +257,13 @@ _torch03_pickle.HIGHEST_PROTOCOL = pickle.HIGHEST_PROTOCOL  # type: ignore[attr-
 
 def save_legacy(obj: Any, path: Path, *, torch03: bool) -> Path:
     """``torch.save`` in the legacy (non-zip) serialization, optionally with the 0.3 pickle layout."""
-    if torch03:
-        torch.save(obj, path, pickle_module=_torch03_pickle, _use_new_zipfile_serialization=False)
-    else:
-        torch.save(obj, path, _use_new_zipfile_serialization=False)
+    with warnings.catch_warnings():
+        # Fake torchvision classes have no retrievable source (a legacy-format nicety).
+        warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
+        if torch03:
+            torch.save(obj, path, pickle_module=_torch03_pickle, _use_new_zipfile_serialization=False)
+        else:
+            torch.save(obj, path, _use_new_zipfile_serialization=False)
     return path
 
 
@@ -392,3 +396,29 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --------------------------------------------------------------------------- local HTTP server
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path) -> Iterator[str]:
+    """Serve ``root`` over HTTP on 127.0.0.1 (ephemeral port); yields the base URL."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
