@@ -78,21 +78,10 @@ logger = logging.getLogger(__name__)
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 _UNDEFINED = 0xFFFFFFFF
-_SAFE_EXCEPTIONS = (
-    struct.error,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    NotImplementedError,
-    OverflowError,
-    UnicodeError,
-    RecursionError,
-    LookupError,
-    OSError,
-    EOFError,
-)
+# Parsing untrusted bytes: pydicom raises whatever its converters raise (struct.error,
+# ValueError, IndexError, BytesLengthException, RecursionError, ...). Everything is turned
+# into a typed InputError; MemoryError and our own errors pass through untouched.
+_SAFE_EXCEPTIONS: tuple[type[Exception], ...] = (Exception,)
 
 
 class _BoundedReader(io.RawIOBase):
@@ -421,7 +410,7 @@ def _read_elements(
             f"the {where} ends inside an element of undefined length (no delimiter): "
             "the file is truncated or corrupt"
         ) from None
-    except InputError:
+    except (InputError, MemoryError):
         raise
     except _SAFE_EXCEPTIONS as exc:
         raise CorruptHeaderError(
@@ -537,7 +526,7 @@ def _parse(
         try:
             meta = FileMetaDataset(Dataset(meta_elems))
             _materialise(meta)
-        except InputError:
+        except (InputError, MemoryError):
             raise
         except _SAFE_EXCEPTIONS as exc:
             raise CorruptHeaderError(
@@ -615,7 +604,7 @@ def _parse(
             for elem in rest.values():
                 ds[elem.tag] = elem  # raw elements are converted lazily by pydicom
             _materialise_pixels(ds)
-        except InputError:
+        except (InputError, MemoryError):
             raise
         except _SAFE_EXCEPTIONS as exc:
             raise CorruptPixelDataError(
@@ -657,7 +646,7 @@ def _build(elements: dict[BaseTag, Any], implicit: bool, little: bool) -> Datase
         charset = ds.get("SpecificCharacterSet")
         ds.set_original_encoding(implicit, little, _encodings(charset) if charset else default_encoding)
         _materialise(ds)
-    except InputError:
+    except (InputError, MemoryError):
         raise
     except _SAFE_EXCEPTIONS as exc:
         raise CorruptHeaderError(
