@@ -65,6 +65,7 @@ from chexnet_dicom.errors import CorruptHeaderError, CorruptPixelDataError, Unsu
 __all__ = [
     "DisplayImage",
     "render",
+    "resize_display",
     "load_display",
     "inversion_score",
     "chest_content_features",
@@ -219,12 +220,29 @@ class DisplayImage:
         if a.ndim != 2:
             raise ValueError(f"to_source_grid needs a 2-D or 3-D array, got shape {a.shape}")
         back = undo_orientation_ops(a, self.orientation_ops)
-        return _resize(back, self.source_shape)
+        return resize_display(back, self.source_shape)
 
 
-def _resize(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    src = np.ascontiguousarray(a, dtype=np.float32)
-    if src.shape == shape:
+def resize_display(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D float image with Pillow's anti-aliased bilinear filter.
+
+    The same operation as :func:`chexnet_dicom.transforms.resize_image` (which the
+    model input uses), available without importing MONAI.
+
+    Parameters
+    ----------
+    image
+        (H, W) array, any real dtype.
+    shape
+        (rows, columns) of the result.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (rows, columns).
+    """
+    src = np.ascontiguousarray(image, dtype=np.float32)
+    if src.shape == tuple(shape):
         return src.copy()
     rows, cols = shape
     out = Image.fromarray(src, mode="F").resize((cols, rows), Image.Resampling.BILINEAR)
@@ -320,7 +338,7 @@ def orientation_ops_for(row_dir: str, col_dir: str) -> tuple[str, ...] | None:
 
 
 def _thumb(img: np.ndarray, side: int = 96) -> np.ndarray:
-    return _resize(img, (side, side))
+    return resize_display(img, (side, side))
 
 
 def _band(n: int, lo: float, hi: float) -> slice:
