@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -46,6 +46,7 @@ __all__ = [
     "CardLike",
     "ImageResult",
     "SkippedInstance",
+    "atomic_write",
     "evidence_header",
     "finalize_file_meta",
     "output_uid",
@@ -333,8 +334,35 @@ def software_versions(card: CardLike) -> list[str]:
     return [str(card.version)[:64], f"chexnet-dicom {__version__}"]
 
 
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on ``<path>.part`` and rename it to ``path`` (no half-written file).
+
+    Parameters
+    ----------
+    path
+        Destination file (parent folders are created).
+    write
+        Writes the complete content to the path it is given.
+
+    Returns
+    -------
+    Path
+        The destination.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    try:
+        write(tmp)
+        tmp.replace(out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out
+
+
 def write_dataset(ds: Dataset, path: str | Path) -> Path:
-    """Write ``ds`` as a DICOM Part 10 file (atomically: ``.part`` then rename).
+    """Write ``ds`` as a DICOM Part 10 file, atomically (see :func:`atomic_write`).
 
     Parameters
     ----------
@@ -348,16 +376,7 @@ def write_dataset(ds: Dataset, path: str | Path) -> Path:
     Path
         The written file.
     """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    try:
-        pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
-        tmp.replace(out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
+    return atomic_write(path, lambda tmp: pydicom.dcmwrite(tmp, ds, enforce_file_format=True))
 
 
 def sorted_uids(datasets: Sequence[Dataset]) -> list[str]:

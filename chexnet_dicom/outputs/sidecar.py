@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,13 @@ from pydicom.dataset import Dataset
 
 from chexnet_dicom import __version__
 from chexnet_dicom.model.labels import FINDING_CODES, LABELS
-from chexnet_dicom.outputs.common import RESEARCH_USE_ONLY, CardLike, ImageResult, SkippedInstance
+from chexnet_dicom.outputs.common import (
+    RESEARCH_USE_ONLY,
+    CardLike,
+    ImageResult,
+    SkippedInstance,
+    atomic_write,
+)
 from chexnet_dicom.outputs.sr import study_summary
 
 __all__ = ["SIDECAR_SCHEMA", "build_sidecar", "hashed_ref", "write_sidecar"]
@@ -168,9 +173,5 @@ def write_sidecar(sidecar: dict[str, Any], path: str | Path) -> Path:
     Path
         The written file.
     """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    text = json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
