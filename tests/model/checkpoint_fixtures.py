@@ -255,15 +255,30 @@ _torch03_pickle.dump = pickle.dump  # type: ignore[attr-defined]
 _torch03_pickle.HIGHEST_PROTOCOL = pickle.HIGHEST_PROTOCOL  # type: ignore[attr-defined]
 
 
-def save_legacy(obj: Any, path: Path, *, torch03: bool) -> Path:
-    """``torch.save`` in the legacy (non-zip) serialization, optionally with the 0.3 pickle layout."""
+def save_legacy(obj: Any, path: Path, *, torch03: bool, cuda: bool = False) -> Path:
+    """``torch.save`` in the legacy (non-zip) serialization, optionally with the 0.3 pickle layout.
+
+    ``cuda=True`` rewrites the storage records as a file saved from GPU memory has them
+    (``torch.cuda.FloatStorage`` with location ``cuda:0``), as arnoweng's DataParallel
+    training on GPUs wrote them; loading must map them to the CPU.
+    """
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         # Fake torchvision classes have no retrievable source (a legacy-format nicety).
         warnings.filterwarnings("ignore", message="Couldn't retrieve source code")
         if torch03:
-            torch.save(obj, path, pickle_module=_torch03_pickle, _use_new_zipfile_serialization=False)
+            torch.save(obj, buf, pickle_module=_torch03_pickle, _use_new_zipfile_serialization=False)
         else:
-            torch.save(obj, path, _use_new_zipfile_serialization=False)
+            torch.save(obj, buf, _use_new_zipfile_serialization=False)
+    data = buf.getvalue()
+    if cuda:
+        cpu = b"X\x03\x00\x00\x00cpu"  # BINUNICODE 'cpu' (memoized: one occurrence)
+        if data.count(cpu) != 1 or data.count(b"ctorch\nFloatStorage\n") != 1:
+            raise AssertionError("unexpected legacy pickle layout")
+        data = data.replace(cpu, b"X\x06\x00\x00\x00cuda:0").replace(
+            b"ctorch\nFloatStorage\n", b"ctorch.cuda\nFloatStorage\n"
+        )
+    path.write_bytes(data)
     return path
 
 

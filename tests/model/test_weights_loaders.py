@@ -7,6 +7,8 @@ never from the loader's key map) and saved the way the published files were.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import zipfile
 from pathlib import Path
@@ -14,10 +16,18 @@ from pathlib import Path
 import pytest
 import torch
 
+from chexnet_dicom.cli import main
 from chexnet_dicom.errors import WeightsError
 from chexnet_dicom.model.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard, load_bundle
 from chexnet_dicom.model.network import head
-from chexnet_dicom.model.weights import import_checkpoint, load_checkpoint, network_from_torchvision_state
+from chexnet_dicom.model.registry import DEFAULT_CHECKPOINT, REGISTRY, HashSpec, git_blob_sha1
+from chexnet_dicom.model.weights import (
+    fetch,
+    import_checkpoint,
+    load_checkpoint,
+    network_from_torchvision_state,
+    resolve_weights,
+)
 from tests.model.checkpoint_fixtures import (
     KEYS_DIR,
     SPECS,
@@ -28,6 +38,7 @@ from tests.model.checkpoint_fixtures import (
     reference_forward,
     save_legacy,
     save_reproduce_checkpoint,
+    serve_directory,
 )
 
 ATOL = 1e-5
@@ -52,7 +63,8 @@ def ckpt_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def arnoweng(ckpt_dir: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     sd = random_state(read_spec("arnoweng_chexnet_state_dict.tsv"), seed=1)
-    return save_legacy({"state_dict": sd}, ckpt_dir / "model.pth.tar", torch03=True), sd
+    # PyTorch 0.3, legacy serialization, storages saved from GPU memory (DataParallel training)
+    return save_legacy({"state_dict": sd}, ckpt_dir / "model.pth.tar", torch03=True, cuda=True), sd
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -266,3 +278,63 @@ def test_declared_format_must_match(arnoweng: tuple[Path, dict[str, torch.Tensor
         load_checkpoint(arnoweng[0], "reproduce-chexnet")
     with pytest.raises(WeightsError, match="unknown checkpoint format"):
         load_checkpoint(arnoweng[0], "keras")
+
+
+# ------------------------------------------------------------------ fetch + CLI end to end
+
+
+@pytest.mark.network
+def test_fetch_downloads_verifies_converts_and_resolves(
+    arnoweng: tuple[Path, dict[str, torch.Tensor]],
+    image: torch.Tensor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path, sd = arnoweng
+    monkeypatch.setenv("CHEXDCM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CHEXDCM_WEIGHTS", raising=False)
+    real = REGISTRY[DEFAULT_CHECKPOINT]
+    blob = git_blob_sha1(path)
+    with serve_directory(path.parent) as base:
+        entry = dataclasses.replace(
+            real, url=f"{base}/{path.name}", hash=HashSpec("git-blob-sha1", blob), max_bytes=64 << 20
+        )
+        monkeypatch.setitem(REGISTRY, entry.name, entry)
+        raw, card_path = fetch(entry.name)
+    assert raw.read_bytes() == path.read_bytes()
+    assert card_path is not None
+    assert resolve_weights()[0] == card_path
+    net, card = load_bundle(card_path)
+    assert card.training["imported_file"]["git_blob_sha1"] == blob
+    with torch.no_grad():
+        _, ref = reference_forward(sd, image, dotted=True, prefix=ARNOWENG_PREFIX)
+        assert ref is not None
+        assert _max_diff(net(image), ref) <= ATOL
+    # a second fetch is offline (server gone) and reuses the verified bundle
+    assert fetch(entry.name) == (raw, card_path)
+
+
+def test_cli_import_and_info(
+    arnoweng: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path, _ = arnoweng
+    out = tmp_path / "bundle"
+    assert main(["weights", "import", "arnoweng", str(path), "--out", str(out), "--dtype", "float16"]) == 0
+    card_path = out / "chexnet-arnoweng.card.json"
+    assert ModelCard.read(card_path).weights_dtype == "float16"
+    capsys.readouterr()
+    assert main(["weights", "info", str(card_path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["kind"] == "bundle" and info["preprocessing"]["tta"] == "tencrop"
+    assert main(["weights", "info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["format"], info["serialization"]) == ("arnoweng", "legacy")
+    assert info["git_blob_sha1"] == git_blob_sha1(path)
+    # tampering with the bundle's tensors is caught by info (sha256 in the card)
+    tensors = out / "chexnet-arnoweng.safetensors"
+    data = bytearray(tensors.read_bytes())
+    data[-10] ^= 0xFF
+    tensors.write_bytes(bytes(data))
+    assert main(["weights", "info", str(card_path)]) == 1
+    assert "tampered" in capsys.readouterr().err
+    assert main(["weights", "import", "keras", str(path), "--out", str(out)]) == 1
