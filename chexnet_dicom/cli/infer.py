@@ -1,0 +1,203 @@
+"""``chexdcm infer STUDY_DIR``: analyse a study folder and write DICOM results.
+
+Prints a table per study (finding, probability, present/absent at the model card's
+operating point, the operating point with its sensitivity/specificity and 95% CIs when
+the card has them) and writes into ``--out`` (default ``./chexdcm-out/<study ref>/``,
+where ``<study ref>`` is a hash of the StudyInstanceUID, never a UID or a name):
+
+* ``sr.dcm``            TID 1500 Comprehensive 3D SR (all 14 findings per image);
+* ``sc-<i>-<k>.dcm``    RGB Secondary Capture heatmap overlays (unless ``--no-sc``);
+* ``preview-<i>-<k>.png`` the overlays as PNG, for people without a DICOM viewer;
+* ``result.json``       the PHI-free JSON sidecar.
+
+With several studies under STUDY_DIR, each gets its own ``<study ref>`` folder (inside
+``--out`` when given).  Weights are resolved in the order ``--weights``,
+``CHEXDCM_WEIGHTS``, the cache, the bundled demo weights; the choice is printed on
+stderr, as are progress and timings.
+
+Exit codes
+----------
+0
+    Every study found was written (including a study whose images were all skipped:
+    its SR says why).
+1
+    Runtime failure: no DICOM study found, unreadable weights, a model or output error.
+2
+    Usage or configuration error (bad options, missing STUDY_DIR, no CUDA for
+    ``--device cuda``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chexnet_dicom.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from chexnet_dicom.model.card import ModelCard
+    from chexnet_dicom.pipeline import StudyResult
+
+__all__ = ["process_age", "register", "run"]
+
+#: Studies with more selected images than this report progress per image on stderr.
+PROGRESS_MIN_IMAGES = 4
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``infer`` subcommand."""
+    p = sub.add_parser(
+        "infer",
+        help="analyse a study folder and write DICOM SR/SC results",
+        description="Analyse the frontal chest radiographs in STUDY_DIR with CheXNet and write a "
+        "TID 1500 SR, heatmap Secondary Captures, PNG previews and a JSON sidecar. "
+        "Research use only. Exit status: 0 written, 1 runtime failure, 2 usage error.",
+    )
+    p.add_argument("study_dir", metavar="STUDY_DIR", type=Path, help="folder (or file) of DICOM instances")
+    p.add_argument("--out", type=Path, help="output folder (default ./chexdcm-out/<study ref>/)")
+    p.add_argument("--weights", help="model card, folder holding one, or registry name")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--no-sc", action="store_true", help="do not write Secondary Capture overlays")
+    p.add_argument("--sc-per-finding", action="store_true", help="one overlay per positive finding")
+    p.add_argument("--pmap", action="store_true", help="Parametric Map of the heatmaps (not available)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    p.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="default: auto (per device)"
+    )
+    p.add_argument("--tta", action="store_true", help="TenCrop test-time augmentation (10x slower)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: available)")
+    p.set_defaults(func=run)
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), None elsewhere."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start_ticks = int(stat[19])  # field 22 (starttime), counted after the ")"
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _fmt_ci(ci: tuple[float, float] | None) -> str:
+    return f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+
+
+def _operating_point(card: ModelCard, label: str) -> str:
+    op = card.operating_points.get(label)
+    if op is None:
+        return "0.500 (default)"
+    text = f"{op.threshold:.3f}"
+    if op.sensitivity is not None:
+        text += f" sens {op.sensitivity:.2f}{_fmt_ci(op.sensitivity_ci)}"
+    if op.specificity is not None:
+        text += f" spec {op.specificity:.2f}{_fmt_ci(op.specificity_ci)}"
+    return text
+
+
+def _table(result: StudyResult, card: ModelCard) -> str:
+    from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
+
+    lines = [
+        f"study {result.ref}: {len(result.images)} image(s) analysed, {len(result.skipped)} not analysed"
+    ]
+    for s in result.skipped:
+        lines.append(f"  not analysed: {s.path}: {s.reason}: {s.message}")
+    if result.images:
+        several = len(result.images) > 1
+        head = "study max" if several else "probability"
+        lines.append(f"  {'finding':<20} {head:>11}  {'result':<8} operating point")
+        for label in LABELS:
+            entry = result.summary[label]
+            mark = "PRESENT" if entry["present"] else "absent"
+            lines.append(
+                f"  {DISPLAY_NAMES[label]:<20} {entry['probability']:>11.3f}  {mark:<8} {_operating_point(card, label)}"
+            )
+        for n, im in enumerate(result.images, 1):
+            flags = f" [{', '.join(im.flags)}]" if im.flags else ""
+            lines.append(f"  image {n}: {im.path}{flags}")
+    lines.append("  Research use only. Not for clinical use.")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``chexdcm infer``."""
+    t_run = time.perf_counter()
+    age = process_age()
+    study_dir: Path = args.study_dir
+    if not study_dir.exists():
+        print(f"chexdcm infer: error: {study_dir} does not exist", file=sys.stderr)
+        return EXIT_USAGE
+    if args.threads is not None and args.threads < 1:
+        print("chexdcm infer: error: --threads must be >= 1", file=sys.stderr)
+        return EXIT_USAGE
+
+    from chexnet_dicom.model.predict import Predictor
+    from chexnet_dicom.model.weights import resolve_weights
+    from chexnet_dicom.pipeline import Analyzer
+
+    card_path, why = resolve_weights(args.weights)
+    print(f"weights: {card_path} ({why})", file=sys.stderr)
+    predictor = Predictor.from_card(
+        card_path,
+        device=args.device,
+        precision=args.precision,
+        threads=args.threads,
+        tta="tencrop" if args.tta else None,
+    )
+    card = predictor.card
+    print(
+        f"model: {card.name} {card.version} on {predictor.device} ({predictor.precision}, "
+        f"{predictor.runtime.reason}; {predictor.threads} threads)",
+        file=sys.stderr,
+    )
+    if args.pmap:
+        from chexnet_dicom.outputs.pmap import PMAP_UNAVAILABLE
+
+        print(f"--pmap: not written: {PMAP_UNAVAILABLE}", file=sys.stderr)
+    analyzer = Analyzer(predictor)
+    startup = (age or 0.0) + (time.perf_counter() - t_run)
+
+    def progress(done: int, total: int) -> None:
+        if total >= PROGRESS_MIN_IMAGES:
+            print(f"\r  read {done}/{total} images", end="" if done < total else "\n", file=sys.stderr)
+
+    results, orphans = analyzer.analyse_paths([study_dir], progress=progress)
+    for o in orphans:
+        print(f"not a study file: {o.path}: {o.reason}: {o.message}", file=sys.stderr)
+    if not results:
+        print(f"chexdcm infer: error: no DICOM study found under {study_dir}", file=sys.stderr)
+        return EXIT_FAILURE
+    base = args.out if args.out is not None else Path("chexdcm-out")
+    report: list[dict[str, Any]] = []
+    for result in results:
+        out_dir = base / result.ref if (args.out is None or len(results) > 1) else base
+        analyzer.write(result, out_dir, sc=not args.no_sc, sc_per_finding=args.sc_per_finding)
+        result.timings["startup"] = startup
+        if args.json:
+            report.append(result.to_dict())
+        else:
+            print(_table(result, card))
+            print(f"  written to {out_dir}/:")
+            for path in result.outputs:
+                print(f"    {path.name}")
+        t = result.timings
+        print(
+            f"timings: startup {t['startup']:.2f}s, read {t['read']:.2f}s, predict {t['predict']:.2f}s, "
+            f"write {t.get('write', 0.0):.2f}s",
+            file=sys.stderr,
+        )
+    if args.json:
+        doc = {
+            "weights": {"card": str(card_path), "reason": why, "name": card.name, "version": card.version},
+            "studies": report,
+            "unassigned": [o.to_dict() for o in orphans],
+        }
+        print(json.dumps(doc, indent=2))
+    return EXIT_OK

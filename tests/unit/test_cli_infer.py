@@ -1,0 +1,112 @@
+"""``chexdcm infer``: table, JSON, output folder naming, weight resolution, exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+import torch
+
+from chexnet_dicom.cli import main
+from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
+from chexnet_dicom.pipeline import study_ref
+from tests.model.test_predict import make_bundle
+from tests.unit.test_pipeline import STUDY_UID, write_study
+
+
+@pytest.fixture(scope="module")
+def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("study") / "in"
+    write_study(folder)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_table_and_files(card: Path, study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results"
+    code = main(["infer", str(study), "--weights", str(card), "--out", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"weights: {card} (--weights {card})" in captured.err
+    assert "timings: startup" in captured.err and " predict " in captured.err
+    for label in LABELS:
+        assert DISPLAY_NAMES[label] in captured.out
+    assert "study max" in captured.out  # two frontal images: the study-level maximum is shown
+    assert "VIEW_NOT_FRONTAL" in captured.out and "Research use only" in captured.out
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "preview-1-1.png",
+        "preview-2-1.png",
+        "result.json",
+        "sc-1-1.dcm",
+        "sc-2-1.dcm",
+        "sr.dcm",
+    ]
+    sr = pydicom.dcmread(out / "sr.dcm")
+    assert sr.StudyInstanceUID == STUDY_UID
+
+
+def test_json_output_matches_the_sidecar(
+    card: Path, study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["infer", str(study), "--weights", str(card), "--out", str(tmp_path), "--json", "--no-sc"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    doc = json.loads(captured.out)
+    assert doc["weights"]["card"] == str(card)
+    (st,) = doc["studies"]
+    assert st["study"] == study_ref(STUDY_UID)
+    assert [Path(s["path"]).name for s in st["skipped"]] == ["b_lateral.dcm"]
+    assert [Path(u["path"]).name for u in doc["unassigned"]] == ["notes.txt"]
+    sidecar = json.loads((tmp_path / "result.json").read_text())
+    for ours, theirs in zip(st["images"], sidecar["images"], strict=True):
+        assert ours["probabilities"] == pytest.approx(theirs["probabilities"])
+    assert not list(tmp_path.glob("sc-*.dcm"))  # --no-sc
+    assert sorted(p.name for p in tmp_path.glob("preview-*.png")) == ["preview-1-1.png", "preview-2-1.png"]
+
+
+def test_default_output_folder_is_a_study_reference_never_a_uid(
+    card: Path,
+    study: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CHEXDCM_WEIGHTS", str(card))
+    code = main(["infer", str(study), "--no-sc"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"CHEXDCM_WEIGHTS={card}" in captured.err
+    (folder,) = (tmp_path / "chexdcm-out").iterdir()
+    assert folder.name == study_ref(STUDY_UID)
+    assert STUDY_UID not in folder.name and "Synthetic" not in folder.name
+    assert (folder / "sr.dcm").is_file()
+
+
+def test_exit_codes(card: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["infer", str(tmp_path / "missing"), "--weights", str(card)]) == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no DICOM here")
+    assert main(["infer", str(empty), "--weights", str(card), "--out", str(tmp_path / "o")]) == 1
+    assert "no DICOM study found" in capsys.readouterr().err
+    assert main(["infer", str(empty), "--weights", str(tmp_path / "nope.card.json")]) == 1
+    if not torch.cuda.is_available():
+        assert main(["infer", str(empty), "--weights", str(card), "--device", "cuda"]) == 2
+        assert "cuda" in capsys.readouterr().err
+    assert main(["infer", str(empty), "--weights", str(card), "--threads", "0"]) == 2
