@@ -591,8 +591,10 @@ def _parse(
 
     header = _read_elements(fp, implicit, little, at_pixels, default_encoding, "dataset")
     _check_lengths(header, "dataset")
-    if not header and fp.tell() < fp.size and not _next_is_pixel_data_here(fp, little):
-        raise CorruptHeaderError("the dataset holds no readable element; the file is corrupt")
+    if fp.size - fp.tell() >= 8 and not _next_is_pixel_data_here(fp, little):
+        # pydicom stops silently at an item delimiter outside any sequence.
+        what = "holds no readable element" if not header else f"stops early, at byte {fp.tell()} of {fp.size}"
+        raise CorruptHeaderError(f"the dataset {what} (a stray delimiter); the file is corrupt")
     ds = _build(header, implicit, little)
     check_header_caps(ds, limits)
 
@@ -604,6 +606,7 @@ def _parse(
             for elem in rest.values():
                 ds[elem.tag] = elem  # raw elements are converted lazily by pydicom
             _materialise_pixels(ds)
+            check_header_caps(ds, limits)  # in case image attributes follow the pixel data
         except (InputError, MemoryError):
             raise
         except _SAFE_EXCEPTIONS as exc:

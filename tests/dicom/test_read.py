@@ -327,3 +327,12 @@ def test_codec_support() -> None:
         assert codec_supported(ts) and ts in supported
     for ts in ("1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.100", "9.9.9", "not a uid"):
         assert not codec_supported(ts)
+
+
+def test_stray_item_delimiter_is_not_a_silently_short_header(tmp_path: Path) -> None:
+    data = _bytes(_chest(), tmp_path)
+    pos = data.find(b"\x10\x00\x10\x00PN")  # Patient Name, explicit VR LE
+    cut = data[:pos] + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00" + data[pos:]
+    for sbp in (True, False):
+        with pytest.raises(CorruptHeaderError, match="stops early"):
+            read_dataset(cut, stop_before_pixels=sbp)
