@@ -1,0 +1,806 @@
+"""CheXNet training loop: recipe, data, augmentation, optimisation, checkpoints.
+
+The recipe (a TOML file in ``pipelines/``, loaded by :func:`load_config`) follows
+CheXNet: DenseNet-121 (ImageNet initialisation when ``init_weights`` names a file),
+Adam lr 1e-3, batch 16, ReduceLROnPlateau x0.1 on the validation loss, random
+horizontal flip (plus optional small affine and brightness/contrast jitter),
+binary cross-entropy with optional class weights, and the checkpoint with the best
+validation mean AUROC kept.
+
+Determinism: the order of training images in epoch ``e`` and every augmentation
+draw of step ``s`` on rank ``r`` come from generators seeded by ``(seed, e)`` and
+``(seed, e, s, r)``, so a run resumed from the checkpoint of epoch ``e`` repeats
+exactly what an uninterrupted run does (model, optimiser, scheduler, epoch and the
+global RNG state are restored as well).
+
+Precision: ``precision = "bf16"`` runs forward passes under ``torch.autocast``
+(bfloat16), the loss and optimiser in float32; ``channels_last`` stores activations
+NHWC (fast on tensor-core GPUs).  ``"auto"`` picks bf16 + channels_last on CUDA and
+fp32 on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from chexnet_dicom.config import from_mapping, load_toml
+from chexnet_dicom.errors import ConfigError
+from chexnet_dicom.model.card import IMAGENET_MEAN, IMAGENET_STD, load_state_dict_strict
+from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
+from chexnet_dicom.model.network import build_network
+from chexnet_dicom.train import ddp
+from chexnet_dicom.train.cache import ImageCache, build_cache
+from chexnet_dicom.train.data import Record, chexpert_records, dicom_records, nih_records
+from chexnet_dicom.train.splits import (
+    apply_split,
+    official_split,
+    read_split_csv,
+    stratified_patient_split,
+)
+
+__all__ = [
+    "AugmentConfig",
+    "DataConfig",
+    "FitResult",
+    "OptimConfig",
+    "OutputConfig",
+    "PreprocessConfig",
+    "RunConfig",
+    "augment_batch",
+    "epoch_schedule",
+    "fit",
+    "load_config",
+    "load_dataset",
+    "make_split",
+    "step_generator",
+    "to_model_input",
+]
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- recipe
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``[data]``: where the images and labels are and how they are split.
+
+    Relative paths are relative to the current directory (run from the repository root).
+    """
+
+    format: Literal["nih", "chexpert", "dicom"] = "nih"
+    images: str = ""
+    labels: str = ""
+    split_file: str = ""
+    fractions: tuple[float, ...] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
+    official_test_list: str = ""
+    official_train_val_list: str = ""
+    val_fraction: float = 0.1
+    uncertain: Literal["zeros", "ones"] = "zeros"
+    dicom_key: Literal["SOPInstanceUID", "AccessionNumber"] = "SOPInstanceUID"
+    patient_column: str = ""
+    cache: bool = True
+    cache_dir: str = "runs/cache"
+    cache_dtype: Literal["uint8", "uint16"] = "uint8"
+    cache_workers: int = 0
+    max_images: int = 0
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """``[preprocessing]``: resize side and network input side (centre crop)."""
+
+    resize: int = 256
+    input_size: int = 224
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.input_size <= self.resize:
+            raise ConfigError("preprocessing needs 16 <= input_size <= resize")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """``[augment]``: training-time augmentation applied to the resized image.
+
+    ``hflip`` probability of a horizontal flip; ``rotate_deg`` maximum rotation;
+    ``scale`` zoom range; ``translate`` maximum shift as a fraction of the side;
+    ``brightness``/``contrast`` maximum additive / multiplicative jitter.
+    """
+
+    hflip: float = 0.5
+    rotate_deg: float = 0.0
+    scale: tuple[float, ...] = (1.0, 1.0)
+    translate: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ConfigError("augment.hflip must be a probability")
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
+            raise ConfigError("augment.scale must be [low, high] with 0 < low <= high")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """``[train]``: optimisation, schedule, precision and budget."""
+
+    epochs: int = 10
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    lr: float = 1e-3
+    betas: tuple[float, ...] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    plateau_factor: float = 0.1
+    plateau_patience: int = 1
+    min_lr: float = 0.0
+    class_weights: Literal["none", "balanced"] = "none"
+    seed: int = 0
+    max_minutes: float = 0.0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    deterministic: bool = True
+    threads: int = 0
+    num_workers: int = 0
+    init_weights: str = ""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2 or self.eval_batch_size < 1:
+            raise ConfigError("train.epochs >= 1 and train.batch_size >= 2 are required")
+        if self.lr <= 0 or not 0 < self.plateau_factor < 1:
+            raise ConfigError("train.lr must be > 0 and train.plateau_factor in (0, 1)")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``[output]``: run folder and the exported bundle."""
+
+    run_dir: str = "runs/train"
+    export_dir: str = ""
+    stem: str = "chexnet"
+    name: str = "chexnet-dicom"
+    version: str = "0.0.0"
+    intended_use: str = "Research use only. Not for clinical use."
+    bootstrap: int = 2000
+    cam_percentile: float = 99.0
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training recipe."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (stored in checkpoints and the model card)."""
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load and validate a training recipe.
+
+    Parameters
+    ----------
+    path
+        TOML file.
+    overrides
+        ``{"train.epochs": 2, ...}`` applied on top (dotted section.key).
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys, wrong types, invalid values.
+    """
+    doc = load_toml(Path(path))
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(f"override {dotted!r} must be section.key")
+        doc.setdefault(section, {})[key] = value
+    return from_mapping(RunConfig, doc)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_dataset(cfg: DataConfig) -> tuple[list[Record], list[str]]:
+    """Read the records of the recipe and their subset (train/validation/test/unused).
+
+    The subset comes from ``split_file`` when given (a committed split), else from the
+    official lists, else from :func:`stratified_patient_split` with ``fractions``.
+    """
+    records = _records(cfg)
+    if cfg.split_file:
+        assignment = apply_split([r.key for r in records], read_split_csv(cfg.split_file))
+    else:
+        assignment = make_split(cfg, records)
+    return records, assignment
+
+
+def _records(cfg: DataConfig) -> list[Record]:
+    if not cfg.labels:
+        raise ConfigError("[data] labels is required")
+    if cfg.format == "nih":
+        records = nih_records(cfg.images, cfg.labels)
+    elif cfg.format == "chexpert":
+        records, missing = chexpert_records(
+            cfg.labels, cfg.images, uncertain=cfg.uncertain, patient_column=cfg.patient_column or None
+        )
+        if missing:
+            log.warning("the CheXpert CSV has no column for %s: treated as negative", ", ".join(missing))
+    else:
+        records = dicom_records(
+            cfg.images, cfg.labels, key=cfg.dicom_key, patient_column=cfg.patient_column or "PatientID"
+        )
+    if cfg.max_images > 0:
+        records = records[: cfg.max_images]
+    return records
+
+
+def _read_list(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"official split list not found: {p}")
+    return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def make_split(cfg: DataConfig, records: Sequence[Record]) -> list[str]:
+    """Compute the patient split of ``records`` from the recipe (deterministic)."""
+    keys = [r.key for r in records]
+    patients = [r.patient for r in records]
+    labels = np.stack([r.labels for r in records])
+    if cfg.official_test_list:
+        tv = _read_list(cfg.official_train_val_list) if cfg.official_train_val_list else None
+        return official_split(
+            keys,
+            patients,
+            labels,
+            _read_list(cfg.official_test_list),
+            train_val_keys=tv,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.split_seed,
+        )
+    return stratified_patient_split(patients, labels, cfg.fractions, seed=cfg.split_seed)
+
+
+class CachedImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Rows of an :class:`ImageCache` with their labels (raw integer images)."""
+
+    def __init__(self, cache: ImageCache, rows: np.ndarray, labels: np.ndarray) -> None:
+        self.cache = cache
+        self.rows = rows
+        self.labels = torch.from_numpy(np.asarray(labels, np.float32))
+        self.wide = cache.dtype == "uint16"
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img = np.asarray(self.cache.array[self.rows[i]])
+        t = torch.from_numpy(img.astype(np.int32) if self.wide else img.copy())
+        return t, self.labels[i]
+
+
+class DecodedImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Records decoded and resized on every access (no cache); same output as the cache."""
+
+    def __init__(self, records: Sequence[Record], size: int, dtype: Literal["uint8", "uint16"]) -> None:
+        self.records = list(records)
+        self.size = size
+        self.dtype = dtype
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from chexnet_dicom.train.cache import _prepare_one
+
+        img = _prepare_one((str(self.records[i].path), self.size, self.dtype))
+        t = torch.from_numpy(img.astype(np.int32) if self.dtype == "uint16" else img)
+        return t, torch.from_numpy(self.records[i].labels.astype(np.float32))
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def epoch_schedule(n: int, epoch: int, seed: int, batch_size: int, world: int = 1) -> list[list[np.ndarray]]:
+    """Indices of every step of an epoch, per rank.
+
+    A permutation of ``range(n)`` seeded by ``(seed, epoch)`` is cut into global
+    batches of ``batch_size * world``; each global batch is split into ``world``
+    consecutive per-rank batches.  A final short global batch is split evenly and
+    dropped only if a rank would get fewer than 2 images (BatchNorm needs 2).
+
+    Returns
+    -------
+    list of list of numpy.ndarray
+        ``steps[s][r]`` = indices for rank ``r`` at step ``s``.
+    """
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    steps = []
+    glob = batch_size * world
+    for start in range(0, n, glob):
+        parts = np.array_split(perm[start : start + glob], world)
+        if min(len(p) for p in parts) < 2:
+            continue
+        steps.append(parts)
+    return steps
+
+
+def step_generator(seed: int, epoch: int, step: int, rank: int) -> torch.Generator:
+    """CPU generator for the augmentation draws of one step on one rank."""
+    state = np.random.SeedSequence([seed, epoch, step, rank]).generate_state(2, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+
+
+def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Augment a batch of [0, 1] images (B, H, W) on its device, draws from ``gen``.
+
+    Flip, then one affine warp (rotation, zoom, shift; bilinear, zero = air outside),
+    then contrast and brightness jitter, clipped to [0, 1].
+    """
+    b = x.shape[0]
+    dev = x.device
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return (torch.rand(b, generator=gen, dtype=torch.float32) * (hi - lo) + lo).to(dev)
+
+    flip = (torch.rand(b, generator=gen) < cfg.hflip).to(dev)
+    x = torch.where(flip[:, None, None], x.flip(-1), x)
+    if cfg.rotate_deg > 0 or cfg.scale != (1.0, 1.0) or cfg.translate > 0:
+        ang = uniform(-cfg.rotate_deg, cfg.rotate_deg) * (math.pi / 180.0)
+        zoom = uniform(cfg.scale[0], cfg.scale[1])
+        tx = uniform(-cfg.translate, cfg.translate) * 2.0
+        ty = uniform(-cfg.translate, cfg.translate) * 2.0
+        cos, sin = torch.cos(ang) / zoom, torch.sin(ang) / zoom
+        theta = torch.stack([torch.stack([cos, -sin, tx], dim=1), torch.stack([sin, cos, ty], dim=1)], dim=1)
+        grid = F.affine_grid(theta, [b, 1, x.shape[-2], x.shape[-1]], align_corners=False)
+        x = F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+    if cfg.contrast > 0 or cfg.brightness > 0:
+        c = uniform(1.0 - cfg.contrast, 1.0 + cfg.contrast)
+        br = uniform(-cfg.brightness, cfg.brightness)
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        x = ((x - mean) * c[:, None, None] + mean + br[:, None, None]).clamp(0.0, 1.0)
+    return x
+
+
+def to_model_input(
+    x: torch.Tensor,
+    input_size: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """Centre crop, replicate grey to 3 channels, normalise: (B, H, W) -> (B, 3, s, s).
+
+    The batched torch twin of :func:`chexnet_dicom.transforms.prepare_model_input`
+    applied to an already resized image (tested to agree to 1e-6).
+    """
+    h, w = x.shape[-2:]
+    top, left = (h - input_size) // 2, (w - input_size) // 2
+    x = x[..., top : top + input_size, left : left + input_size]
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return (x[:, None].float() - m) / s
+
+
+# --------------------------------------------------------------------------- fit
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit` (meaningful on rank 0)."""
+
+    run_dir: Path
+    epochs_done: int
+    best_epoch: int
+    best_auroc: float
+    stopped_by_budget: bool
+    history: list[dict[str, float]]
+    card_path: Path | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device {name!r} is not a torch device") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available; use 'auto' or 'cpu'")
+    return dev
+
+
+def _precision(cfg: OptimConfig, device: torch.device) -> tuple[bool, bool]:
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    return bf16, cl
+
+
+def pos_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
+    """BCE ``pos_weight`` per class: None, or negatives/positives ("balanced", capped at 100)."""
+    if mode == "none":
+        return None
+    pos = labels.sum(axis=0)
+    neg = labels.shape[0] - pos
+    w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+    return torch.tensor(np.clip(w, 1.0, 100.0), dtype=torch.float32)
+
+
+def _init_weights(net: nn.Module, path: str) -> str:
+    """Initialise from an ImageNet torchvision file or a project bundle; returns a description."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"train.init_weights file not found: {p}")
+    if p.name.endswith(".card.json"):
+        from chexnet_dicom.model.card import load_bundle
+
+        loaded, card = load_bundle(p)
+        load_state_dict_strict(net, loaded.state_dict())
+        return f"bundle {card.name} {card.version}"
+    from chexnet_dicom.model.weights import load_imagenet_init
+
+    init = load_imagenet_init(p)
+    load_state_dict_strict(net, init.state_dict())
+    return f"ImageNet torchvision {p.name} (head randomly initialised)"
+
+
+def _roc_aucs(y: np.ndarray, p: np.ndarray) -> list[float]:
+    from sklearn.metrics import roc_auc_score
+
+    out = []
+    for j in range(y.shape[1]):
+        col = y[:, j]
+        out.append(float(roc_auc_score(col, p[:, j])) if 0 < col.sum() < len(col) else float("nan"))
+    return out
+
+
+@torch.no_grad()
+def predict_cached(
+    net: nn.Module,
+    images: Dataset[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    input_size: int,
+    scale: float,
+    device: torch.device,
+    batch_size: int,
+    bf16: bool,
+    channels_last: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate a dataset of resized images; returns (logits, labels) as float64 arrays."""
+    net.eval()
+    logits, labels = [], []
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False)
+    for x, y in loader:
+        inp = to_model_input(x.to(device).float() * scale, input_size)
+        if channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = net(inp)
+        logits.append(out.float().cpu().numpy())
+        labels.append(y.numpy())
+    return np.concatenate(logits).astype(np.float64), np.concatenate(labels).astype(np.float64)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(int(v) for v in state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+LOG_FIELDS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_mean_auroc",
+    "lr",
+    "epoch_seconds",
+    "elapsed_minutes",
+    *[f"auroc_{n}" for n in LABELS],
+]
+
+
+def fit(
+    cfg: RunConfig,
+    *,
+    resume: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    export: bool = True,
+) -> FitResult:
+    """Train a CheXNet model from a recipe.
+
+    Writes to ``output.run_dir``: ``last.pt`` (full state after every epoch, for
+    exact resume), ``best.pt`` (model with the best validation mean AUROC),
+    ``log.csv`` (one row per epoch) and ``config.json``.  When ``output.export_dir``
+    is set and ``export`` is true, the best model is exported as an fp16 bundle with
+    its model card (:func:`chexnet_dicom.train.export.export_bundle`).
+
+    Parameters
+    ----------
+    cfg
+        The recipe.
+    resume
+        A ``last.pt`` checkpoint to continue from.
+    progress
+        Show tqdm progress bars (rank 0).
+    on_epoch
+        Called with each epoch's log row (rank 0).
+    export
+        Export the bundle at the end (rank 0).
+
+    Returns
+    -------
+    FitResult
+    """
+    from tqdm import tqdm
+
+    info = ddp.dist_info()
+    tcfg = cfg.train
+    device = resolve_device(tcfg.device)
+    if device.type == "cuda" and info.distributed:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if tcfg.threads > 0:
+        torch.set_num_threads(tcfg.threads)
+    if tcfg.deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.backends.cudnn.benchmark = True
+    ddp.init_distributed(info, device)
+    bf16, channels_last = _precision(tcfg, device)
+    run_dir = Path(cfg.output.run_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    started = time.monotonic()
+
+    records, assignment = load_dataset(cfg.data)
+    train_idx = [i for i, s in enumerate(assignment) if s == "train"]
+    val_idx = [i for i, s in enumerate(assignment) if s == "validation"]
+    if len(train_idx) < 2 or len(val_idx) < 2:
+        raise ConfigError("the split leaves fewer than 2 training or validation images")
+    labels = np.stack([r.labels for r in records])
+    size, dtype = cfg.preprocessing.resize, cfg.data.cache_dtype
+    scale = 1.0 / (255.0 if dtype == "uint8" else 65535.0)
+    train_set: Dataset[tuple[torch.Tensor, torch.Tensor]]
+    val_set: Dataset[tuple[torch.Tensor, torch.Tensor]]
+    if cfg.data.cache:
+        cache_dir = Path(cfg.data.cache_dir) / f"{cfg.data.format}-{size}-{dtype}"
+        used = [records[i] for i in sorted(train_idx + val_idx)]
+        if info.is_main:
+            bar = tqdm(total=len(used), desc="cache", disable=not progress, mininterval=5)
+            build_cache(
+                used, cache_dir, size=size, dtype=dtype, workers=cfg.data.cache_workers, progress=bar.update
+            )
+            bar.close()
+        ddp.barrier(info)
+        cache = ImageCache(cache_dir)
+        train_set = CachedImages(cache, cache.rows([records[i].key for i in train_idx]), labels[train_idx])
+        val_set = CachedImages(cache, cache.rows([records[i].key for i in val_idx]), labels[val_idx])
+    else:
+        train_set = DecodedImages([records[i] for i in train_idx], size, dtype)
+        val_set = DecodedImages([records[i] for i in val_idx], size, dtype)
+
+    torch.manual_seed(tcfg.seed)
+    random.seed(tcfg.seed)
+    net = build_network()
+    init_note = _init_weights(net, tcfg.init_weights) if tcfg.init_weights else "random (from scratch)"
+    net.to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model: nn.Module = net
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    betas = (float(tcfg.betas[0]), float(tcfg.betas[1]))
+    opt = torch.optim.Adam(net.parameters(), lr=tcfg.lr, betas=betas, weight_decay=tcfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=tcfg.plateau_factor, patience=tcfg.plateau_patience, min_lr=tcfg.min_lr
+    )
+    pw = pos_weights(labels[train_idx], tcfg.class_weights)
+    pw_dev = pw.to(device) if pw is not None else None
+
+    start_epoch, best_auroc, best_epoch = 0, -math.inf, -1
+    history: list[dict[str, float]] = []
+    if resume is not None:
+        ck = torch.load(resume, map_location="cpu", weights_only=True)
+        if int(ck.get("world", 1)) != info.world:
+            raise ConfigError(
+                f"checkpoint was written by {ck.get('world')} processes, this run has {info.world}"
+            )
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        _set_rng_state(ck["rng"])
+        start_epoch = int(ck["epoch"])
+        best_auroc, best_epoch = float(ck["best_auroc"]), int(ck["best_epoch"])
+        history = [dict(h) for h in json.loads(ck["history"])]
+        log.info("resumed from epoch %d", start_epoch)
+
+    budget = tcfg.max_minutes * 60.0
+    longest_epoch = 0.0
+    stopped = False
+    epoch = start_epoch
+    for epoch in range(start_epoch, tcfg.epochs):
+        elapsed = time.monotonic() - started
+        if budget > 0 and epoch > start_epoch and elapsed + 1.1 * longest_epoch > budget:
+            stopped = True
+            break
+        t0 = time.monotonic()
+        model.train()
+        steps = epoch_schedule(len(train_idx), epoch, tcfg.seed, tcfg.batch_size, info.world)
+        batches = [s[info.rank] for s in steps]
+        loader = DataLoader(
+            train_set,
+            batch_sampler=[b.tolist() for b in batches],
+            num_workers=tcfg.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        total, count = 0.0, 0
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{tcfg.epochs}",
+            disable=not (progress and info.is_main),
+            mininterval=5,
+        )
+        for step, (x, y) in enumerate(bar):
+            gen = step_generator(tcfg.seed, epoch, step, info.rank)
+            img = x.to(device, non_blocking=True).float() * scale
+            img = augment_batch(img, cfg.augment, gen)
+            inp = to_model_input(img, cfg.preprocessing.input_size)
+            if channels_last:
+                inp = inp.contiguous(memory_format=torch.channels_last)
+            target = y.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(inp)
+            loss = F.binary_cross_entropy_with_logits(out.float(), target, pos_weight=pw_dev)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        bar.close()
+        train_loss = total / max(count, 1)
+
+        # validation on rank 0, broadcast to all ranks so the schedulers agree
+        if info.is_main:
+            logits, yv = predict_cached(
+                net,
+                val_set,
+                input_size=cfg.preprocessing.input_size,
+                scale=scale,
+                device=device,
+                batch_size=tcfg.eval_batch_size,
+                bf16=bf16,
+                channels_last=channels_last,
+            )
+            val_loss = float(
+                F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(yv)).item()
+            )
+            aucs = _roc_aucs(yv, 1.0 / (1.0 + np.exp(-logits)))
+            finite = [a for a in aucs if np.isfinite(a)]
+            mean_auc = float(np.mean(finite)) if finite else float("nan")
+        else:
+            val_loss, mean_auc, aucs = 0.0, 0.0, [0.0] * NUM_CLASSES
+        val_loss, mean_auc, *aucs = ddp.broadcast_floats([val_loss, mean_auc, *aucs], info, device)
+        sched.step(val_loss)
+        epoch_s = time.monotonic() - t0
+        longest_epoch = max(longest_epoch, epoch_s)
+        row: dict[str, float] = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_mean_auroc": mean_auc,
+            "lr": opt.param_groups[0]["lr"],
+            "epoch_seconds": epoch_s,
+            "elapsed_minutes": (time.monotonic() - started) / 60.0,
+            **{f"auroc_{n}": a for n, a in zip(LABELS, aucs, strict=True)},
+        }
+        history.append(row)
+        improved = np.isfinite(mean_auc) and mean_auc > best_auroc
+        if improved:
+            best_auroc, best_epoch = mean_auc, epoch + 1
+        if info.is_main:
+            if improved:
+                _atomic_save(
+                    {"model": net.state_dict(), "epoch": epoch + 1, "val_mean_auroc": mean_auc},
+                    run_dir / "best.pt",
+                )
+            _atomic_save(
+                {
+                    "model": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": _rng_state(),
+                    "epoch": epoch + 1,
+                    "best_auroc": best_auroc,
+                    "best_epoch": best_epoch,
+                    "history": json.dumps(history),
+                    "config": json.dumps(cfg.to_dict()),
+                    "world": info.world,
+                },
+                run_dir / "last.pt",
+            )
+            _write_log(run_dir / "log.csv", history)
+            if on_epoch is not None:
+                on_epoch(row)
+        ddp.barrier(info)
+    else:
+        epoch = tcfg.epochs
+    done = len(history)
+    result = FitResult(run_dir, done, best_epoch, best_auroc, stopped, history)
+    if info.is_main and export and cfg.output.export_dir and best_epoch > 0:
+        from chexnet_dicom.train.export import export_bundle
+
+        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        final = build_network()
+        final.load_state_dict(best["model"])
+        result.card_path = export_bundle(
+            final,
+            cfg,
+            records,
+            assignment,
+            history=history,
+            best_epoch=best_epoch,
+            init_note=init_note,
+            stopped_by_budget=stopped,
+            train_minutes=(time.monotonic() - started) / 60.0,
+            device=device,
+        )
+    ddp.cleanup(info)
+    return result
+
+
+def _atomic_save(obj: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".part")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _write_log(path: Path, history: list[dict[str, float]]) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, lineterminator="\n")
+        w.writeheader()
+        for row in history:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    os.replace(tmp, path)

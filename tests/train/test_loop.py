@@ -1,0 +1,139 @@
+"""Training loop: input equivalence, schedules, augmentation, resume, cache, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from chexnet_dicom.errors import ConfigError
+from chexnet_dicom.train.cache import ImageCache, build_cache, quantise
+from chexnet_dicom.train.data import load_image, nih_records
+from chexnet_dicom.train.loop import (
+    AugmentConfig,
+    augment_batch,
+    epoch_schedule,
+    fit,
+    load_config,
+    step_generator,
+    to_model_input,
+)
+from chexnet_dicom.transforms import prepare_model_input, resize_image
+from tests.conftest import REPO
+from tests.train.helpers import make_nih_dataset, tiny_recipe
+
+
+def test_torch_input_matches_prepare_model_input() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.random((70, 90)).astype(np.float32)
+    resized = resize_image(image, 40)
+    ours = to_model_input(torch.from_numpy(resized.copy())[None], 32)[0].numpy()
+    ref = prepare_model_input(image, resize=40, input_size=32)
+    assert ours.shape == ref.shape == (3, 32, 32)
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_epoch_schedule_covers_and_splits_ranks() -> None:
+    steps = epoch_schedule(37, epoch=3, seed=5, batch_size=4, world=2)
+    flat = np.concatenate([np.concatenate(s) for s in steps])
+    assert len(flat) == len(set(flat.tolist())) == 37  # last global batch 5 -> 3 + 2, kept
+    assert all(len(s) == 2 for s in steps)
+    assert [len(p) for p in steps[0]] == [4, 4]
+    # the same per-rank batches for every call; a different order next epoch
+    again = epoch_schedule(37, epoch=3, seed=5, batch_size=4, world=2)
+    assert all(
+        np.array_equal(a, b) for s, t in zip(steps, again, strict=True) for a, b in zip(s, t, strict=True)
+    )
+    other = epoch_schedule(37, epoch=4, seed=5, batch_size=4, world=2)
+    assert not np.array_equal(steps[0][0], other[0][0])
+    # a final batch that would give a rank a single image is dropped
+    short = epoch_schedule(17, epoch=0, seed=0, batch_size=4, world=2)
+    assert sum(len(p) for s in short for p in s) == 16
+
+
+def test_augmentation_is_deterministic_and_bounded() -> None:
+    x = torch.rand(6, 40, 40)
+    cfg = AugmentConfig(
+        hflip=0.5, rotate_deg=7, scale=(0.9, 1.1), translate=0.05, brightness=0.1, contrast=0.2
+    )
+    a = augment_batch(x, cfg, step_generator(1, 2, 3, 0))
+    b = augment_batch(x, cfg, step_generator(1, 2, 3, 0))
+    c = augment_batch(x, cfg, step_generator(1, 2, 3, 1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    # flip only: every image is either itself or its mirror
+    f = augment_batch(x, AugmentConfig(hflip=0.5), step_generator(0, 0, 0, 0))
+    for i in range(6):
+        assert torch.equal(f[i], x[i]) or torch.equal(f[i], x[i].flip(-1))
+
+
+def test_cache_stores_quantised_resized_display_images(tmp_path: Path) -> None:
+    images, labels = make_nih_dataset(tmp_path, n=5, size=40)
+    recs = nih_records(images, labels)
+    cache = build_cache(recs, tmp_path / "c", size=24, dtype="uint8")
+    assert len(cache) == 5 and cache.array.dtype == np.uint8 and cache.array.shape == (5, 24, 24)
+    for r in recs:
+        ref = quantise(resize_image(load_image(r.path), 24), "uint8")
+        assert np.array_equal(cache.array[cache.row(r.key)], ref)
+    mtime = (tmp_path / "c" / "images.npy").stat().st_mtime_ns
+    build_cache(recs, tmp_path / "c", size=24, dtype="uint8")  # same fingerprint: reused
+    assert (tmp_path / "c" / "images.npy").stat().st_mtime_ns == mtime
+    wide = build_cache(recs, tmp_path / "c", size=24, dtype="uint16")  # different spec: rebuilt
+    assert wide.array.dtype == np.uint16
+    assert np.abs(wide.image(0) - ImageCache(tmp_path / "c").image(0)).max() == 0
+    assert np.abs(wide.image(0) - resize_image(load_image(recs[0].path), 24)).max() <= 0.5 / 65535 + 1e-7
+
+
+def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
+    p = tmp_path / "r.toml"
+    p.write_text("[train]\nepochs = 2\nlearning_rate = 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        load_config(p)
+    p.write_text("[augment]\nhflip = 2.0\n")
+    with pytest.raises(ConfigError):
+        load_config(p)
+
+
+def test_recipes_in_pipelines_load() -> None:
+    demo = load_config(REPO / "pipelines" / "demo_nih500.toml")
+    assert demo.train.batch_size == 16 and demo.train.lr == 1e-3 and demo.train.plateau_factor == 0.1
+    assert demo.augment.hflip == 0.5 and demo.output.stem == "chexnet_demo"
+    full = load_config(REPO / "pipelines" / "train_chexnet_nih.toml")
+    assert full.preprocessing.resize == 256 and full.preprocessing.input_size == 224
+
+
+def _params(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_resume_is_exact(tmp_path: Path) -> None:
+    images, labels = make_nih_dataset(tmp_path, n=20, size=40)
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    cfg_a = load_config(tiny_recipe(a_dir, images, labels, epochs=2))
+    res = fit(cfg_a, progress=False)
+    assert res.epochs_done == 2
+    cfg_b1 = load_config(tiny_recipe(b_dir, images, labels, epochs=1))
+    fit(cfg_b1, progress=False)
+    cfg_b2 = load_config(tiny_recipe(b_dir, images, labels, epochs=2))
+    res_b = fit(cfg_b2, resume=b_dir / "run" / "last.pt", progress=False)
+    assert res_b.epochs_done == 2
+    pa, pb = _params(a_dir / "run" / "last.pt"), _params(b_dir / "run" / "last.pt")
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert torch.equal(pa[k], pb[k]), k
+    ca = torch.load(a_dir / "run" / "last.pt", weights_only=True)
+    cb = torch.load(b_dir / "run" / "last.pt", weights_only=True)
+    assert ca["scheduler"] == cb["scheduler"]
+    for sa, sb in zip(ca["optimizer"]["state"].values(), cb["optimizer"]["state"].values(), strict=True):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    rows_a = list(csv.DictReader((a_dir / "run" / "log.csv").open()))
+    rows_b = list(csv.DictReader((b_dir / "run" / "log.csv").open()))
+    assert [r["train_loss"] for r in rows_a] == [r["train_loss"] for r in rows_b]
+    assert [r["val_loss"] for r in rows_a] == [r["val_loss"] for r in rows_b]
+    assert json.loads((a_dir / "run" / "config.json").read_text())["train"]["epochs"] == 2
