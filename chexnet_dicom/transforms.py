@@ -31,7 +31,7 @@ from monai.transforms import MapTransform
 from PIL import Image
 
 from chexnet_dicom.config import IngestConfig
-from chexnet_dicom.dicom.pixels import DisplayImage, load_display
+from chexnet_dicom.dicom.pixels import DisplayImage, load_display, resize_display
 from chexnet_dicom.errors import CorruptPixelDataError, UnsupportedInputError
 
 __all__ = [
@@ -50,6 +50,9 @@ __all__ = [
 def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """Resize a 2-D float image with anti-aliased bilinear interpolation.
 
+    This is :func:`chexnet_dicom.dicom.pixels.resize_display` (one implementation, so the
+    display image, the training cache and the model input can never resize differently).
+
     Parameters
     ----------
     image
@@ -64,12 +67,8 @@ def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     """
     if image.ndim != 2:
         raise ValueError(f"resize_image needs a 2-D image, got shape {image.shape}")
-    rows, cols = (size, size) if isinstance(size, int) else size
-    src = np.ascontiguousarray(image, dtype=np.float32)
-    if src.shape == (rows, cols):
-        return src.copy()
-    out = Image.fromarray(src, mode="F").resize((cols, rows), Image.Resampling.BILINEAR)
-    return np.asarray(out, dtype=np.float32)
+    shape = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return resize_display(image, shape)
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
