@@ -265,6 +265,9 @@ _NON_FRONTAL_TERMS = frozenset(
         "SEITLICH",
     }
 )
+# In free text, two-letter LL/RL are too often "left/right lower (lobe)": only the coded
+# ViewPosition uses them.
+_TEXT_NON_FRONTAL_TERMS = _NON_FRONTAL_TERMS - {"LL", "RL"}
 _SPECIES_TERMS = frozenset(
     {
         "CANINE",
@@ -621,14 +624,14 @@ def _classify_view(ds: Dataset) -> tuple[str, str]:
             return "frontal", f"ViewCodeSequence:{value or 'meaning'}"
     texts = [(kw, _tokens(t)) for kw, t in _text_fields(ds)]
     for keyword, toks in texts:
-        non, front = toks & _NON_FRONTAL_TERMS, toks & _FRONTAL_TERMS
+        non, front = toks & _TEXT_NON_FRONTAL_TERMS, toks & _FRONTAL_TERMS
         if non and not front:
             return "other", f"{keyword}:{sorted(non)[0]}"
     orientation = _patient_orientation_view(ds)
     if orientation is not None:
         return orientation
     for keyword, toks in texts:
-        non, front = toks & _NON_FRONTAL_TERMS, toks & _FRONTAL_TERMS
+        non, front = toks & _TEXT_NON_FRONTAL_TERMS, toks & _FRONTAL_TERMS
         if front and not non:
             return "frontal", f"{keyword}:{sorted(front)[0]}"
     if _text(_get(ds, "ImageLaterality")).strip().upper() == "B":

@@ -225,6 +225,7 @@ def test_plain_chest_accepted() -> None:
         ({"ViewPosition": None, "PatientOrientation": ["H", "R"]}, None, "PatientOrientation:H\\R"),
         ({"ViewPosition": None, "StudyDescription": "XR CHEST AP PORTABLE"}, None, "StudyDescription:AP"),
         ({"ViewPosition": None, "ImageLaterality": "B"}, None, "ImageLaterality:B"),
+        ({"ViewPosition": None, "SeriesDescription": "LL nodule follow-up"}, None, "none"),
     ],
 )
 def test_view_evidence(edit: dict[str, Any], reason: str | None, evidence: str) -> None:
