@@ -323,6 +323,7 @@ _CARD_DEFAULTS: dict[str, dict[str, Any]] = {
             "Its predictions are meaningless. Research use only."
         ),
         "training": {"data": "ImageNet-1k (torchvision DenseNet121_Weights.IMAGENET1K_V1)", "head": "random"},
+        "license": "BSD-3-Clause (pytorch/vision); ImageNet terms of use apply to the training data",
     },
     "arnoweng": {
         "name": "chexnet-arnoweng",
@@ -332,6 +333,7 @@ _CARD_DEFAULTS: dict[str, dict[str, Any]] = {
             "data": "NIH ChestX-ray14 (arnoweng/CheXNet split)",
             "recipe": "arnoweng/CheXNet model.py: resize 256, TenCrop 224, ImageNet mean/std",
         },
+        "license": "not stated (no license file in arnoweng/CheXNet): check before redistributing",
     },
     "reproduce-chexnet": {
         "name": "chexnet-reproduce",
@@ -341,6 +343,7 @@ _CARD_DEFAULTS: dict[str, dict[str, Any]] = {
             "data": "NIH ChestX-ray14 (reproduce-chexnet split)",
             "recipe": "jrzech/reproduce-chexnet: Scale 224 + CenterCrop 224, ImageNet mean/std, SGD",
         },
+        "license": "BSD-3-Clause (jrzech/reproduce-chexnet)",
     },
 }
 
@@ -396,6 +399,7 @@ def import_checkpoint(
                 "git_blob_sha1": digests["git-blob-sha1"],
             },
         },
+        license=str(defaults["license"]),
         source=f"imported {found} checkpoint{where} (sha256 {digests['sha256']}) by chexdcm weights import",
     )
     card_path = save_bundle(net, card, out_dir, stem or str(defaults["name"]), dtype=dtype)
