@@ -29,6 +29,7 @@ import io
 import logging
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -212,6 +213,18 @@ def mask_stored_bits(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndar
     return wide.astype(np.uint32)
 
 
+#: Transfer syntaxes whose installed decoders (pylibjpeg-openjpeg, Pillow) are all OpenJPEG.
+_OPENJPEG_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+        "1.2.840.10008.1.2.4.201",
+        "1.2.840.10008.1.2.4.202",
+        "1.2.840.10008.1.2.4.203",
+    }
+)
+
+
 def _full_decode(ds: Dataset, ts: UID) -> np.ndarray:
     from pydicom.pixels import get_decoder
 
@@ -229,8 +242,13 @@ def _full_decode(ds: Dataset, ts: UID) -> np.ndarray:
             "pylibjpeg with its openjpeg/libjpeg/rle plugins and pyjpegls",
             reason="UNSUPPORTED_CODEC",
         )
+    kwargs: dict[str, Any] = {}
+    if ts in _OPENJPEG_SYNTAXES and "pylibjpeg" in decoder.available_plugins:
+        # Pillow's JPEG 2000 decoder is OpenJPEG too: retrying a stream OpenJPEG rejected
+        # only doubles the time a corrupt file costs.
+        kwargs["decoding_plugin"] = "pylibjpeg"
     try:
-        arr, _props = decoder.as_array(ds, index=0, raw=True)
+        arr, _props = decoder.as_array(ds, index=0, raw=True, **kwargs)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:  # decoders raise RuntimeError, ValueError, struct.error, ...
