@@ -14,7 +14,7 @@ from chexnet_dicom.cli import main
 from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 from chexnet_dicom.pipeline import study_ref
 from tests.model.test_predict import make_bundle
-from tests.unit.test_pipeline import STUDY_UID, write_study
+from tests.unit.test_pipeline import EXPECTED_OUTPUTS, STUDY_UID, write_study
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +48,7 @@ def test_table_and_files(card: Path, study: Path, tmp_path: Path, capsys: pytest
     assert "study max" in captured.out  # two frontal images: the study-level maximum is shown
     assert "VIEW_NOT_FRONTAL" in captured.out and "Research use only" in captured.out
     names = sorted(p.name for p in out.iterdir())
-    assert names == [
-        "preview-1-1.png",
-        "preview-2-1.png",
-        "result.json",
-        "sc-1-1.dcm",
-        "sc-2-1.dcm",
-        "sr.dcm",
-    ]
+    assert names == EXPECTED_OUTPUTS
     sr = pydicom.dcmread(out / "sr.dcm")
     assert sr.StudyInstanceUID == STUDY_UID
 

@@ -19,6 +19,8 @@ from chexnet_dicom.transforms import prepare_model_input
 from tests.model.test_predict import make_bundle
 
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
+#: Files written for the study of :func:`write_study` (two frontal images).
+EXPECTED_OUTPUTS = ["preview-1-1.png", "preview-2-1.png", "result.json", "sc-1-1.dcm", "sc-2-1.dcm", "sr.dcm"]
 
 
 def write_study(folder: Path) -> dict[str, Path]:
@@ -122,14 +124,7 @@ def test_outputs_are_written_and_reference_the_source(
     result, _, files = analysed
     written = analyzer.write(result, tmp_path / result.ref)
     names = sorted(p.name for p in written)
-    assert names == [
-        "preview-1-1.png",
-        "preview-2-1.png",
-        "result.json",
-        "sc-1-1.dcm",
-        "sc-2-1.dcm",
-        "sr.dcm",
-    ]
+    assert names == EXPECTED_OUTPUTS
     src = pydicom.dcmread(files["pa"])
     sr = pydicom.dcmread(tmp_path / result.ref / "sr.dcm")
     assert sr.StudyInstanceUID == src.StudyInstanceUID and sr.PatientID == src.PatientID
@@ -173,3 +168,45 @@ def test_a_study_with_nothing_analysable_still_gets_an_sr(analyzer: Analyzer, tm
     assert [p.name for p in written] == ["sr.dcm", "result.json"]
     sidecar = json.loads((tmp_path / "out" / "result.json").read_text())
     assert sidecar["images"] == [] and sidecar["skipped"][0]["reason"] == "VIEW_NOT_FRONTAL"
+
+
+@pytest.mark.slow
+def test_real_chest_files_give_heatmaps_on_their_native_grid(analyzer: Analyzer, shared_dicom: Path) -> None:
+    """The real corpus: every frontal chest is analysed, maps land on (Rows, Columns), lies are flagged."""
+    chest = shared_dicom / "chest"
+    fake_name = "siim_6904_fake_monochrome1.dcm"  # same SOP Instance UID as siim_6904.dcm
+    results, orphans = analyzer.analyse_paths([chest])
+    assert orphans == []
+    analysed = {Path(im.path).name: im for r in results for im in r.images}
+    skipped = [(Path(s.path).name, s.reason) for r in results for s in r.skipped]
+    assert skipped == [(fake_name, "DUPLICATE_INSTANCE")]
+    assert sorted(analysed) == sorted(p.name for p in chest.glob("*.dcm") if p.name != fake_name)
+    (fake_result,), _ = analyzer.analyse_paths([chest / fake_name])
+    (fake,) = fake_result.images
+    for name, im in [*analysed.items(), (fake_name, fake)]:
+        ds = pydicom.dcmread(chest / name, stop_before_pixels=True, force=True)
+        assert im.heatmaps is not None and im.heatmaps.shape == (14, int(ds.Rows), int(ds.Columns)), name
+        assert np.isfinite(im.prediction.probabilities).all()
+    # The header that lies about MONOCHROME1 is noticed, corrected and recorded with the result.
+    assert "content-inverted" in fake.flags
+    np.testing.assert_allclose(
+        fake.prediction.probabilities, analysed["siim_6904.dcm"].prediction.probabilities, atol=0.01
+    )
+
+
+def test_real_lying_header_is_flagged_and_corrected(analyzer: Analyzer, shared_dicom: Path) -> None:
+    """Quick subset of the above: the MONOCHROME1 lie and a file with no preamble or meta."""
+    chest = shared_dicom / "chest"
+    files = [chest / "siim_6904.dcm", chest / "CR-MONO1-10-chest.dcm"]
+    results, _ = analyzer.analyse_paths(files)
+    honest = {Path(im.path).name: im for r in results for im in r.images}
+    assert sorted(honest) == ["CR-MONO1-10-chest.dcm", "siim_6904.dcm"]
+    (fake_result,), _ = analyzer.analyse_paths([chest / "siim_6904_fake_monochrome1.dcm"])
+    (fake,) = fake_result.images
+    assert "content-inverted" in fake.flags and "content-inverted" not in honest["siim_6904.dcm"].flags
+    np.testing.assert_allclose(
+        fake.prediction.probabilities, honest["siim_6904.dcm"].prediction.probabilities, atol=0.01
+    )
+    for im in [*honest.values(), fake]:
+        ds = pydicom.dcmread(im.path, stop_before_pixels=True, force=True)
+        assert im.heatmaps is not None and im.heatmaps.shape == (14, int(ds.Rows), int(ds.Columns))

@@ -1,0 +1,208 @@
+#!/usr/bin/env python
+"""Inference benchmark: predictor vs naive PyTorch, heatmap cost, end-to-end ``chexdcm infer``.
+
+Usage::
+
+    .venv/bin/python benchmarks/infer.py [--repeat N] [--skip-e2e]
+
+Everything is measured in this one run, on this machine:
+
+(a) images/s of :class:`~chexnet_dicom.model.predict.Predictor` (``precision="auto"``:
+    bf16 + channels_last on CPUs with native bf16, fp32 + channels_last otherwise) at
+    batch 1 and 8, against naive fp32 eager PyTorch (``net(x)`` under ``no_grad``,
+    default memory format and threads); the fp32 predictor is shown too;
+(b) the cost of CAM heatmaps for all 14 findings on top of prediction (same forward
+    pass), and of the naive way: one MONAI Grad-CAM (forward + backward) per finding;
+(c) wall time of ``python -m chexnet_dicom infer`` on a one-image synthetic study (1024 x
+    1024, 12-bit, JPEG 2000 lossless), run twice (cold, then warm: OS file cache and
+    Python bytecode warm), with the CLI's own start-up / read / predict / write split.
+
+The weights are the resolved model weights when available (``resolve_weights``), else a
+random-weight bundle in fp16 (speed does not depend on the values).  Timings on a shared
+machine are noisy: the medians of ``--repeat`` runs are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from chexnet_dicom.errors import WeightsError  # noqa: E402
+from chexnet_dicom.model.card import ModelCard, load_bundle, save_bundle  # noqa: E402
+from chexnet_dicom.model.network import build_network  # noqa: E402
+from chexnet_dicom.model.predict import Predictor, cpu_has_native_bf16  # noqa: E402
+
+
+def median_time(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def get_card(tmp: Path) -> tuple[Path, str]:
+    try:
+        from chexnet_dicom.model.weights import resolve_weights
+
+        return resolve_weights(None)
+    except (WeightsError, ImportError) as exc:
+        torch.manual_seed(0)
+        card = ModelCard(name="bench-random", version="0")
+        path = save_bundle(build_network().eval(), card, tmp, "bench")
+        return path, f"random-weight bundle ({type(exc).__name__}: no resolvable weights)"
+
+
+def make_study(folder: Path) -> Path:
+    from pydicom.uid import JPEG2000Lossless
+
+    from chexnet_dicom.dicom import synth
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ds = synth.make_dataset(synth.chest_phantom(1024, seed=11), bits_stored=12, seed=11)
+    synth.write(synth.encode(ds, JPEG2000Lossless), folder / "pa.dcm")
+    return folder
+
+
+def bench_throughput(card_path: Path, repeat: int) -> None:
+    net, card = load_bundle(card_path)
+    net.eval()
+    s = card.preprocessing.input_size
+    auto = Predictor(net, card, device="cpu")
+    fp32 = Predictor(net, card, device="cpu", precision="fp32")
+    print(
+        f"(a) throughput, {torch.get_num_threads()} threads; native bf16: {cpu_has_native_bf16()}; "
+        f"auto precision = {auto.precision} ({auto.runtime.reason})"
+    )
+    rng = np.random.default_rng(0)
+    for batch in (1, 8):
+        xs = [rng.standard_normal((3, s, s)).astype(np.float32) for _ in range(batch)]
+        xt = torch.from_numpy(np.stack(xs))
+
+        def naive(xt: torch.Tensor = xt) -> None:
+            with torch.no_grad():
+                torch.sigmoid(net(xt))
+
+        auto.batch_size = fp32.batch_size = batch
+        t_naive = median_time(naive, repeat)
+        t_fp32 = median_time(lambda xs=xs: fp32.predict_many(xs, cams=False), repeat)
+        t_auto = median_time(lambda xs=xs: auto.predict_many(xs, cams=False), repeat)
+        print(
+            f"    batch {batch}: naive fp32 eager {batch / t_naive:6.1f} img/s | predictor fp32+CL "
+            f"{batch / t_fp32:6.1f} img/s ({t_naive / t_fp32:.2f}x) | predictor {auto.precision} "
+            f"{batch / t_auto:6.1f} img/s ({t_naive / t_auto:.2f}x)"
+        )
+    # Accuracy of the non-fp32 path on the same inputs (bounded at 0.005 by a test).
+    if auto.precision != "fp32":
+        xs = [rng.standard_normal((3, s, s)).astype(np.float32) for _ in range(8)]
+        d = max(
+            float(np.abs(a.probabilities - b.probabilities).max())
+            for a, b in zip(fp32.predict_many(xs), auto.predict_many(xs), strict=True)
+        )
+        print(f"    max |p_{auto.precision} - p_fp32| on 8 random inputs: {d:.5f}")
+
+
+def bench_heatmaps(card_path: Path, repeat: int) -> None:
+    from monai.visualize import GradCAM
+
+    net, card = load_bundle(card_path)
+    s = card.preprocessing.input_size
+    x = np.random.default_rng(1).standard_normal((3, s, s)).astype(np.float32)
+    pred = Predictor(net, card, device="cpu")
+    t_pred = median_time(lambda: pred.predict(x, cams=False), repeat)
+    t_cams = median_time(lambda: pred.predict(x, cams=True), repeat)
+    xt = torch.from_numpy(x)[None]
+    with torch.no_grad():
+        t_naive_pred = median_time(lambda: net(xt), max(2, repeat // 2), warmup=1)
+    gc = GradCAM(nn_module=net, target_layers="class_layers.relu")
+
+    def naive_all() -> None:
+        for c in range(len(card.labels)):
+            gc(xt, class_idx=c)
+
+    t_grad = median_time(naive_all, max(1, repeat // 3), warmup=1)
+    print("(b) heatmaps for all 14 findings, batch 1")
+    print(
+        f"    predictor {pred.precision}: prediction {t_pred * 1e3:.0f} ms, prediction + 14 CAMs "
+        f"{t_cams * 1e3:.0f} ms -> {t_cams / t_pred:.3f}x"
+    )
+    print(
+        f"    naive fp32: prediction {t_naive_pred * 1e3:.0f} ms, 14 x MONAI Grad-CAM (forward + "
+        f"backward each) {t_grad * 1e3:.0f} ms -> {t_grad / t_naive_pred:.1f}x"
+    )
+
+
+_TIMINGS = re.compile(r"startup ([\d.]+)s, read ([\d.]+)s, predict ([\d.]+)s, write ([\d.]+)s")
+
+
+def bench_e2e(card_path: Path, tmp: Path) -> None:
+    study = make_study(tmp / "study")
+    print("(c) end-to-end `python -m chexnet_dicom infer` on a one-image study (1024x1024 J2K lossless)")
+    for label in ("cold", "warm"):
+        out = tmp / f"out-{label}"
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "chexnet_dicom",
+                "infer",
+                str(study),
+                "--weights",
+                str(card_path),
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+        wall = time.perf_counter() - t
+        m = _TIMINGS.search(proc.stderr)
+        if proc.returncode != 0 or m is None:
+            print(f"    {label}: failed (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+            continue
+        startup, read, predict, write = (float(v) for v in m.groups())
+        print(
+            f"    {label}: wall {wall:.2f}s = start-up (imports + model load) {startup:.2f}s + read "
+            f"{read:.2f}s + predict {predict:.2f}s + write {write:.2f}s (+ exit {max(0.0, wall - startup - read - predict - write):.2f}s)"
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--skip-e2e", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        card_path, why = get_card(tmp)
+        print(f"weights: {card_path.name} ({why}); torch {torch.__version__}; CPUs {os.cpu_count()}")
+        bench_throughput(card_path, args.repeat)
+        bench_heatmaps(card_path, args.repeat)
+        if not args.skip_e2e:
+            bench_e2e(card_path, tmp)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
