@@ -73,8 +73,10 @@ def make_nih_dataset(
     return images, labels
 
 
-def tiny_recipe(root: Path, images: Path, labels: Path, **train: object) -> Path:
-    """A recipe for 32 px images, batch 4, fp32 on CPU, written to ``root/recipe.toml``."""
+def tiny_recipe(
+    root: Path, images: Path, labels: Path, *, resize: int = 36, input_size: int = 32, **train: object
+) -> Path:
+    """A recipe for small images (default 32 px crops of 36 px), batch 4, fp32 on CPU, written to ``root/recipe.toml``."""
     settings = {"epochs": 2, "batch_size": 4, "eval_batch_size": 16, "seed": 7, "threads": 1, "device": "cpu"}
     settings.update(train)
 
@@ -94,8 +96,8 @@ fractions = [0.6, 0.2, 0.2]
 cache_dir = "{root / "cache"}"
 
 [preprocessing]
-resize = 36
-input_size = 32
+resize = {resize}
+input_size = {input_size}
 
 [augment]
 hflip = 0.5
