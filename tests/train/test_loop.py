@@ -137,3 +137,56 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     assert [r["train_loss"] for r in rows_a] == [r["train_loss"] for r in rows_b]
     assert [r["val_loss"] for r in rows_a] == [r["val_loss"] for r in rows_b]
     assert json.loads((a_dir / "run" / "config.json").read_text())["train"]["epochs"] == 2
+
+
+def test_cli_trains_and_exports_a_loadable_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from chexnet_dicom.cli import main
+    from chexnet_dicom.model.card import load_bundle
+    from chexnet_dicom.model.labels import LABELS
+
+    images, labels = make_nih_dataset(tmp_path, n=30, size=40)
+    recipe = tiny_recipe(tmp_path, images, labels, epochs=1)
+    export = tmp_path / "bundle"
+    code = main(
+        [
+            "train",
+            "--config",
+            str(recipe),
+            "--no-progress",
+            "--set",
+            f"output.export_dir={export}",
+            "--set",
+            "output.stem=tiny",
+            "--set",
+            "output.bootstrap=50",
+        ]
+    )
+    assert code == 0
+    assert "epoch 1:" in capsys.readouterr().out
+    _net, card = load_bundle(export / "tiny.card.json")
+    assert card.weights_dtype == "float16" and card.preprocessing.resize == 36
+    assert card.cam_scale > 0
+    assert all(op.method == "youden:validation" for op in card.operating_points.values())
+    split = card.training["split"]
+    assert sum(split["sizes"].values()) == 30 and set(split["positives"]) == {"train", "validation", "test"}
+    rows = list(csv.DictReader((export / "tiny.test_predictions.csv").open()))
+    assert len(rows) == split["sizes"]["test"]
+    per_class = card.metrics["test"]["per_class"]
+    for name in LABELS:  # the card's test AUROC is recomputable from the predictions file
+        y = [int(r[f"label_{name}"]) for r in rows]
+        if 0 < sum(y) < len(y):
+            auc = roc_auc_score(y, [float(r[name]) for r in rows])
+            assert per_class[name]["auroc"] == pytest.approx(auc, abs=1e-4)
+        else:
+            assert per_class[name]["auroc"] is None
+
+
+def test_cli_config_errors_exit_2(tmp_path: Path) -> None:
+    from chexnet_dicom.cli import main
+
+    images, labels = make_nih_dataset(tmp_path, n=6, size=16)
+    recipe = tiny_recipe(tmp_path, images, labels)
+    assert main(["train", "--config", str(recipe), "--set", "train.nonsense=1"]) == 2
+    assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 2
