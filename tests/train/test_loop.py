@@ -19,6 +19,7 @@ from chexnet_dicom.train.loop import (
     epoch_schedule,
     fit,
     load_config,
+    load_dataset,
     step_generator,
     to_model_input,
 )
@@ -190,3 +191,38 @@ def test_cli_config_errors_exit_2(tmp_path: Path) -> None:
     recipe = tiny_recipe(tmp_path, images, labels)
     assert main(["train", "--config", str(recipe), "--set", "train.nonsense=1"]) == 2
     assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_fit_on_dicom_folder_with_uint16_cache_and_bf16(tmp_path: Path) -> None:
+    from chexnet_dicom.dicom import synth
+
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    rows = ["SOPInstanceUID,PatientID,Finding Labels"]
+    for i in range(16):
+        ds = synth.make_dataset(
+            synth.chest_phantom(48, seed=i), patient_id=f"P{i}", seed=i, study_key=f"s{i}", bits_stored=12
+        )
+        synth.write(ds, folder / f"{i}.dcm")
+        rows.append(f"{ds.SOPInstanceUID},P{i},{'Effusion' if i % 3 == 0 else 'No Finding'}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    recipe = tiny_recipe(
+        tmp_path,
+        folder,
+        tmp_path / "labels.csv",
+        epochs=3,
+        precision="bf16",
+        channels_last="on",
+        max_minutes=0.001,
+    )
+    text = recipe.read_text().replace('format = "nih"', 'format = "dicom"\ncache_dtype = "uint16"')
+    recipe.write_text(text)
+    cfg = load_config(recipe)
+    res = fit(cfg, progress=False)
+    # the time budget stops the run after the first epoch; losses are finite under bf16
+    assert res.epochs_done == 1 and res.stopped_by_budget
+    assert np.isfinite(res.history[0]["train_loss"]) and np.isfinite(res.history[0]["val_loss"])
+    cache = ImageCache(tmp_path / "cache" / "dicom-36-uint16")
+    _, assign = load_dataset(cfg.data)
+    # only training and validation images are cached: the held-out test set is never read
+    assert cache.array.dtype == np.uint16 and len(cache) == sum(s != "test" for s in assign) < 16
