@@ -312,15 +312,19 @@ class Predictor:
         return 10 if self.tta == "tencrop" else 1
 
     # ------------------------------------------------------------------ inference
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, *, cams: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (N, 14) and CAMs (N, 14, h, w) in float32 for a batch of crops.
 
         The CAMs are raw (logit units per location); :meth:`predict` divides them by
-        the card's ``cam_scale``.
+        the card's ``cam_scale``.  With ``cams=False`` the head pools first (the plain
+        CheXNet head) and no maps are made.
         """
         x = x.to(self._device, self._dtype, non_blocking=True).contiguous(memory_format=self._memory_format)
         with torch.inference_mode():
-            return logits_and_cams(self._forward_features, self._weight, self._bias, x)
+            if cams:
+                return logits_and_cams(self._forward_features, self._weight, self._bias, x)
+            pooled = torch.relu(self._forward_features(x).float()).mean(dim=(2, 3))
+            return torch.nn.functional.linear(pooled, self._weight, self._bias), None
 
     def _check_inputs(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         s = self.card.preprocessing.input_size
@@ -376,7 +380,7 @@ class Predictor:
             for start in range(0, len(arrays), self.batch_size):
                 chunk = arrays[start : start + self.batch_size]
                 x = torch.from_numpy(np.stack(chunk).reshape(-1, *chunk[0].shape[-3:]))
-                logits, maps = self.forward(x)
+                logits, maps = self.forward(x, cams=cams)
                 logits = logits.float().cpu()
                 if not torch.isfinite(logits).all():
                     raise InferenceError(
@@ -385,7 +389,7 @@ class Predictor:
                     )
                 probs = torch.sigmoid(logits.double()).numpy().reshape(len(chunk), k, -1).mean(axis=1)
                 cam_np = None
-                if cams:
+                if maps is not None:
                     cam_np = (maps.float().cpu().numpy() / float(self.card.cam_scale)).astype(np.float32)
                     if not np.isfinite(cam_np).all():
                         raise InferenceError("the model produced NaN/Inf activation maps; check the weights")
