@@ -226,3 +226,32 @@ def test_fit_on_dicom_folder_with_uint16_cache_and_bf16(tmp_path: Path) -> None:
     _, assign = load_dataset(cfg.data)
     # only training and validation images are cached: the held-out test set is never read
     assert cache.array.dtype == np.uint16 and len(cache) == sum(s != "test" for s in assign) < 16
+
+
+def test_validation_on_cache_matches_inference_path(tmp_path: Path) -> None:
+    from chexnet_dicom.model.card import Preprocessing
+    from chexnet_dicom.model.network import build_network
+    from chexnet_dicom.train.export import predict_records
+    from chexnet_dicom.train.loop import CachedImages, predict_cached
+
+    images, labels = make_nih_dataset(tmp_path, n=6, size=64)
+    recs = nih_records(images, labels)
+    cache = build_cache(recs, tmp_path / "c", size=40, dtype="uint8")
+    torch.manual_seed(0)
+    net = build_network().eval()
+    logits, _ = predict_cached(
+        net,
+        CachedImages(cache, np.arange(6), np.stack([r.labels for r in recs])),
+        input_size=32,
+        scale=1 / 255,
+        device=torch.device("cpu"),
+        batch_size=4,
+        bf16=False,
+        channels_last=False,
+    )
+    probs, cam_ref = predict_records(
+        net, recs, Preprocessing(resize=40, input_size=32), cam_labels=np.ones((6, 14), np.float32)
+    )
+    # same network input up to the cache's 8-bit quantisation of the resized image
+    assert np.abs(1 / (1 + np.exp(-logits)) - probs).max() < 1e-3  # a 44 px resize gives ~9e-3
+    assert cam_ref is not None and cam_ref > 0
