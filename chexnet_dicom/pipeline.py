@@ -306,36 +306,44 @@ class Analyzer:
         result = StudyResult(ref=study_ref(study.study_uid), study_instance_uid=study.study_uid)
         t0 = time.perf_counter()
         result.skipped.extend(SkippedFile.from_skipped(s, config=self.config) for s in study.skipped)
-        loaded: list[tuple[str, Dataset, DisplayImage]] = []
+        t_read = time.perf_counter() - t0
+        t_predict = 0.0
         total = len(study.selected)
-        for n, inst in enumerate(study.selected, 1):
-            try:
-                ds, display = self.load(inst.path)
-            except InputError as exc:
-                result.skipped.append(
-                    SkippedFile.from_skipped(Skipped(inst.path, "error", exc.reason, str(exc)))
-                )
-                log.warning("%s: not analysed (%s)", phi_ref(inst.path, prefix="file"), exc.reason)
-            else:
-                loaded.append((inst.path, ds, display))
-            if progress is not None:
-                progress(n, total)
-        t1 = time.perf_counter()
-        inputs = [self.model_input(display) for _, _, display in loaded]
-        predictions = self.predictor.predict_many(inputs, cams=self.heatmaps)
-        for (path, ds, display), pred in zip(loaded, predictions, strict=True):
-            maps = self.source_heatmaps(pred, display) if self.heatmaps else None
-            result.images.append(ImageAnalysis(path, ds, display, pred, maps))
-        t2 = time.perf_counter()
+        chunk = max(1, self.predictor.batch_size)
+        # Read and predict chunk by chunk, so that a large study never holds more than one
+        # batch of decoded images besides the results.
+        for start in range(0, total, chunk):
+            t_a = time.perf_counter()
+            loaded: list[tuple[str, Dataset, DisplayImage]] = []
+            for n, inst in enumerate(study.selected[start : start + chunk], start + 1):
+                try:
+                    ds, display = self.load(inst.path)
+                except InputError as exc:
+                    result.skipped.append(
+                        SkippedFile.from_skipped(Skipped(inst.path, "error", exc.reason, str(exc)))
+                    )
+                    log.warning("%s: not analysed (%s)", phi_ref(inst.path, prefix="file"), exc.reason)
+                else:
+                    loaded.append((inst.path, ds, display))
+                if progress is not None:
+                    progress(n, total)
+            t_b = time.perf_counter()
+            inputs = [self.model_input(display) for _, _, display in loaded]
+            predictions = self.predictor.predict_many(inputs, cams=self.heatmaps)
+            for (path, ds, display), pred in zip(loaded, predictions, strict=True):
+                maps = self.source_heatmaps(pred, display) if self.heatmaps else None
+                result.images.append(ImageAnalysis(path, ds, display, pred, maps))
+            t_read += t_b - t_a
+            t_predict += time.perf_counter() - t_b
         result.summary = study_summary([im.prediction for im in result.images])
-        result.timings = {"read": t1 - t0, "predict": t2 - t1}
+        result.timings = {"read": t_read, "predict": t_predict}
         log.info(
             "%s: %d analysed, %d skipped (read %.2fs, predict %.2fs)",
             result.ref,
             len(result.images),
             len(result.skipped),
-            t1 - t0,
-            t2 - t1,
+            t_read,
+            t_predict,
         )
         return result
 

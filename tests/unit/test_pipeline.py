@@ -49,9 +49,13 @@ def write_study(folder: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def analyzer(tmp_path_factory: pytest.TempPathFactory) -> Analyzer:
-    card = make_bundle(tmp_path_factory.mktemp("bundle"))
-    return Analyzer(Predictor.from_card(card, device="cpu", precision="fp32"))
+def card_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def analyzer(card_path: Path) -> Analyzer:
+    return Analyzer(Predictor.from_card(card_path, device="cpu", precision="fp32"))
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +214,15 @@ def test_real_lying_header_is_flagged_and_corrected(analyzer: Analyzer, shared_d
     for im in [*honest.values(), fake]:
         ds = pydicom.dcmread(im.path, stop_before_pixels=True, force=True)
         assert im.heatmaps is not None and im.heatmaps.shape == (14, int(ds.Rows), int(ds.Columns))
+
+
+def test_chunked_reading_gives_the_same_results_and_reports_progress(
+    card_path: Path, analysed: tuple[StudyResult, list, dict]
+) -> None:
+    result, _, files = analysed
+    one_by_one = Analyzer(Predictor.from_card(card_path, device="cpu", precision="fp32", batch_size=1))
+    calls: list[tuple[int, int]] = []
+    (again,), _ = one_by_one.analyse_paths([files["pa"].parent], progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(1, 2), (2, 2)]
+    for a, b in zip(result.images, again.images, strict=True):
+        np.testing.assert_allclose(a.prediction.probabilities, b.prediction.probabilities, atol=1e-6)
