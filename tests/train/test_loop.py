@@ -255,3 +255,31 @@ def test_validation_on_cache_matches_inference_path(tmp_path: Path) -> None:
     # same network input up to the cache's 8-bit quantisation of the resized image
     assert np.abs(1 / (1 + np.exp(-logits)) - probs).max() < 1e-3  # a 44 px resize gives ~9e-3
     assert cam_ref is not None and cam_ref > 0
+
+
+@pytest.mark.parametrize("policy", ["zeros", "ones"])
+def test_fit_on_chexpert_style_csv(tmp_path: Path, policy: str) -> None:
+    from PIL import Image
+
+    from chexnet_dicom.dicom.synth import chest_phantom
+
+    lines = ["Path,Sex,Age,Frontal/Lateral,AP/PA,Cardiomegaly,Pleural Effusion,Edema"]
+    for i in range(12):
+        rel = f"train/patient{i // 2:05d}/study1/view{i % 2 + 1}_frontal.png"
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        img = np.rint(chest_phantom(40, seed=i) * 255).astype(np.uint8)
+        Image.fromarray(img, mode="L").save(tmp_path / rel)
+        lines.append(f"{rel},F,50,Frontal,PA,{[1, 0, -1][i % 3]},{[0, -1, 1][i % 3]},")
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    recipe = tiny_recipe(tmp_path, tmp_path, tmp_path / "train.csv", epochs=1)
+    recipe.write_text(
+        recipe.read_text().replace('format = "nih"', f'format = "chexpert"\nuncertain = "{policy}"')
+    )
+    cfg = load_config(recipe)
+    records, _ = load_dataset(cfg.data)
+    assert len({r.patient for r in records}) == 6
+    card_idx = 1  # Cardiomegaly
+    expected = [1.0, 0.0, 1.0 if policy == "ones" else 0.0]
+    assert [records[i].labels[card_idx] for i in range(3)] == expected
+    res = fit(cfg, progress=False)
+    assert res.epochs_done == 1 and np.isfinite(res.history[0]["val_loss"])
