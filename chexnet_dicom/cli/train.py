@@ -35,6 +35,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--write-split", action="store_true", help="(re)write the recipe's split_file and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-export", action="store_true", help="do not export the bundle at the end")
+    p.add_argument(
+        "--export-only", action="store_true", help="re-export the bundle of a finished run (no training)"
+    )
     p.set_defaults(func=run)
 
 
@@ -69,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
         )
         counts = {s: assignment.count(s) for s in sorted(set(assignment))}
         print(f"wrote {path}: {counts}")
+        return EXIT_OK
+
+    if args.export_only:
+        from chexnet_dicom.train.loop import export_run
+
+        print(f"model bundle: {export_run(cfg)}")
         return EXIT_OK
 
     def show(row: dict[str, float]) -> None:

@@ -65,6 +65,7 @@ __all__ = [
     "RunConfig",
     "augment_batch",
     "epoch_schedule",
+    "export_run",
     "fit",
     "load_config",
     "load_dataset",
@@ -788,6 +789,46 @@ def fit(
         )
     ddp.cleanup(info)
     return result
+
+
+def export_run(cfg: RunConfig) -> Path:
+    """Export the bundle of a finished run (``best.pt`` + ``last.pt`` in ``output.run_dir``).
+
+    The same export :func:`fit` does at its end, for re-exporting without training.
+
+    Raises
+    ------
+    ConfigError
+        When the run folder has no checkpoints or the recipe no ``export_dir``.
+    """
+    from chexnet_dicom.train.export import export_bundle
+
+    run_dir = Path(cfg.output.run_dir)
+    if not cfg.output.export_dir:
+        raise ConfigError("the recipe has no [output] export_dir")
+    if not (run_dir / "best.pt").is_file() or not (run_dir / "last.pt").is_file():
+        raise ConfigError(f"no best.pt/last.pt in {run_dir}: train first")
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    history = [dict(h) for h in json.loads(last["history"])]
+    net = build_network()
+    net.load_state_dict(best["model"])
+    records, assignment = load_dataset(cfg.data)
+    init_note = (
+        "random (from scratch)" if not cfg.train.init_weights else f"from {Path(cfg.train.init_weights).name}"
+    )
+    return export_bundle(
+        net,
+        cfg,
+        records,
+        assignment,
+        history=history,
+        best_epoch=int(best["epoch"]),
+        init_note=init_note,
+        stopped_by_budget=len(history) < cfg.train.epochs,
+        train_minutes=float(history[-1]["elapsed_minutes"]) if history else 0.0,
+        device=torch.device("cpu"),
+    )
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:

@@ -182,6 +182,13 @@ def test_cli_trains_and_exports_a_loadable_bundle(tmp_path: Path, capsys: pytest
             assert per_class[name]["auroc"] == pytest.approx(auc, abs=1e-4)
         else:
             assert per_class[name]["auroc"] is None
+    # re-exporting the finished run gives the same weights and the same numbers
+    again = tmp_path / "again"
+    args = ["train", "--config", str(recipe), "--export-only", "--set", "output.stem=tiny"]
+    assert main([*args, "--set", f"output.export_dir={again}", "--set", "output.bootstrap=50"]) == 0
+    _net2, card2 = load_bundle(again / "tiny.card.json")
+    assert card2.weights_sha256 == card.weights_sha256
+    assert card2.metrics == card.metrics and card2.operating_points == card.operating_points
 
 
 def test_cli_config_errors_exit_2(tmp_path: Path) -> None:
