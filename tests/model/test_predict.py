@@ -215,3 +215,14 @@ def test_cuda_matches_cpu_fp32(bundle: Path, fp32: Predictor) -> None:
     gpu = Predictor.from_card(bundle, device="cuda")
     assert gpu.precision in ("bf16", "fp32")
     np.testing.assert_allclose(gpu.predict(x).probabilities, fp32.predict(x).probabilities, atol=0.005)
+
+
+@pytest.mark.slow
+def test_torch_compile_matches_eager(bundle: Path, fp32: Predictor) -> None:
+    """The optional compiled path (long-running processes) gives the eager results."""
+    x = prepare_model_input(synthetic_images(1, seed=21)[0], resize=80, input_size=64)
+    compiled = Predictor.from_card(bundle, device="cpu", precision="fp32", optimise="compile")
+    ref = fp32.predict(x)
+    got = compiled.predict(x)
+    np.testing.assert_allclose(got.probabilities, ref.probabilities, atol=1e-5)
+    np.testing.assert_allclose(got.cams, ref.cams, atol=1e-4)
