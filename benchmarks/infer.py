@@ -19,7 +19,9 @@ Everything is measured in this one run, on this machine:
 
 The weights are the resolved model weights when available (``resolve_weights``), else a
 random-weight bundle in fp16 (speed does not depend on the values).  Timings on a shared
-machine are noisy: the medians of ``--repeat`` runs are printed.
+machine are noisy: the medians of ``--repeat`` runs are printed.  ``--compile`` also
+times the ``torch.compile`` predictor (long-running processes only: compiling takes
+minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def make_study(folder: Path) -> Path:
     return folder
 
 
-def bench_throughput(card_path: Path, repeat: int) -> None:
+def bench_throughput(card_path: Path, repeat: int, *, compiled: bool = False) -> None:
     net, card = load_bundle(card_path)
     net.eval()
     s = card.preprocessing.input_size
@@ -104,10 +106,21 @@ def bench_throughput(card_path: Path, repeat: int) -> None:
         t_naive = median_time(naive, repeat)
         t_fp32 = median_time(lambda xs=xs: fp32.predict_many(xs, cams=False), repeat)
         t_auto = median_time(lambda xs=xs: auto.predict_many(xs, cams=False), repeat)
+        extra = ""
+        if compiled:
+            comp = Predictor(net, card, device="cpu", optimise="compile", batch_size=batch)
+            t = time.perf_counter()
+            comp.predict_many(xs, cams=False)
+            first = time.perf_counter() - t
+            t_comp = median_time(lambda xs=xs, comp=comp: comp.predict_many(xs, cams=False), repeat)
+            extra = (
+                f" | compiled {comp.precision} {batch / t_comp:6.1f} img/s ({t_naive / t_comp:.2f}x; "
+                f"first call incl. compile {first:.0f}s)"
+            )
         print(
             f"    batch {batch}: naive fp32 eager {batch / t_naive:6.1f} img/s | predictor fp32+CL "
             f"{batch / t_fp32:6.1f} img/s ({t_naive / t_fp32:.2f}x) | predictor {auto.precision} "
-            f"{batch / t_auto:6.1f} img/s ({t_naive / t_auto:.2f}x)"
+            f"{batch / t_auto:6.1f} img/s ({t_naive / t_auto:.2f}x){extra}"
         )
     # Accuracy of the non-fp32 path on the same inputs (bounded at 0.005 by a test).
     if auto.precision != "fp32":
@@ -192,12 +205,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compile)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         card_path, why = get_card(tmp)
         print(f"weights: {card_path.name} ({why}); torch {torch.__version__}; CPUs {os.cpu_count()}")
-        bench_throughput(card_path, args.repeat)
+        bench_throughput(card_path, args.repeat, compiled=args.compile)
         bench_heatmaps(card_path, args.repeat)
         if not args.skip_e2e:
             bench_e2e(card_path, tmp)
