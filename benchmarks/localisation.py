@@ -28,13 +28,14 @@ ratio model / baseline.  It is an honest number with no threshold to pass.
 Usage::
 
     python benchmarks/localisation.py [--weights CARD] [--images DIR] [--boxes CSV]
-        [--margin 32] [--threads 2] [--precision auto] [--json OUT.json]
+        [--margin 32] [--threads 2] [--precision auto] [--tta none|tencrop] [--json OUT.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import gzip
 import json
 import math
@@ -236,6 +237,8 @@ def model_heatmaps(predictor: Predictor, image: Path) -> Heatmaps:
     from chexnet_dicom.transforms import load_chest_image, prepare_model_input
 
     pre = predictor.card.preprocessing
+    if predictor.tta != pre.tta:
+        pre = dataclasses.replace(pre, tta="tencrop" if predictor.tta == "tencrop" else "none")
     disp = load_chest_image(image, target_size=pre.resize)
     x = prepare_model_input(
         disp.image, resize=pre.resize, input_size=pre.input_size, tta=pre.tta, mean=pre.mean, std=pre.std
@@ -360,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--tta", default=None, choices=("none", "tencrop"), help="override the card's test-time augmentation"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the per-pair results here")
     args = parser.parse_args(argv)
 
@@ -370,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         card_path, reason = resolve_weights(args.weights)
         t0 = time.perf_counter()
         predictor = Predictor.from_card(
-            card_path, device=args.device, precision=args.precision, threads=args.threads
+            card_path, device=args.device, precision=args.precision, threads=args.threads, tta=args.tta
         )
     except ChexDicomError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -385,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"weights: {card.name} {card.version} ({reason}); card {card_path}")
     print(
         f"runtime: {predictor.precision} on {predictor.device}, {predictor.threads} threads; preprocessing "
-        f"resize {card.preprocessing.resize} crop {card.preprocessing.input_size} tta {card.preprocessing.tta}"
+        f"resize {card.preprocessing.resize} crop {card.preprocessing.input_size} tta {predictor.tta}"
     )
     print(
         f"pairs: {len(pairs)} (image, box) pairs on {len({p.image for p in pairs})} images "

@@ -194,3 +194,22 @@ def test_main_prints_report_and_writes_json(
     data = json.loads(out.read_text())
     assert len(data["pairs"]) == n and data["summary"]["overall"]["n"] == n
     assert loc.main(["--weights", str(tmp_path / "missing.card.json")]) == 2
+
+
+def test_tencrop_heatmaps_cover_the_whole_image(nih_dir: Path, tmp_path: Path) -> None:
+    """With TenCrop the four corner crops reach the border: every pixel may be pointed at."""
+    from chexnet_dicom.model.card import Preprocessing
+
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        net = build_network().eval()
+    card = ModelCard(name="seeded-loc", version="0", preprocessing=Preprocessing(resize=80, input_size=64))
+    path = save_bundle(net, card, tmp_path, "small", dtype=torch.float32)
+    image = sorted((nih_dir / "images").glob("*.png"))[0]
+    centre = loc.model_heatmaps(Predictor.from_card(path, device="cpu", precision="fp32", threads=1), image)
+    tta = Predictor.from_card(path, device="cpu", precision="fp32", threads=1, tta="tencrop")
+    ten = loc.model_heatmaps(tta, image)
+    assert centre.valid is not None and ten.valid is not None
+    assert ten.maps.shape == centre.maps.shape == (14, 512, 512)
+    assert ten.valid.all() and not centre.valid.all()
+    assert ten.probabilities is not None and not np.allclose(ten.probabilities, centre.probabilities)
