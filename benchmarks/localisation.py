@@ -108,14 +108,27 @@ def inside(point: Point, rect: Rect, margin: float = 0.0) -> bool:
 
 
 def peak(heatmap: np.ndarray, valid: np.ndarray | None = None) -> Point:
-    """Arg-max pixel (row, column) of a 2-D map, restricted to ``valid`` pixels."""
+    """Arg-max pixel (row, column) of a 2-D map, restricted to ``valid`` pixels.
+
+    Ties (a plateau) resolve to the tied pixel nearest the plateau's centroid, never
+    to the first pixel in memory order (which would always point top-left).
+    """
     h = np.asarray(heatmap, dtype=np.float64)
     if valid is not None:
         h = np.where(valid, h, -np.inf)
     if not np.isfinite(h).any():
         raise ValueError("heatmap has no valid finite pixel")
-    r, c = np.unravel_index(int(np.nanargmax(h)), h.shape)
-    return (float(r), float(c))
+    rows, cols = np.nonzero(h == np.nanmax(h))
+    k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
+    return (float(rows[k]), float(cols[k]))
+
+
+def is_flat(heatmap: np.ndarray, valid: np.ndarray | None = None, rtol: float = 1e-6) -> bool:
+    """True when a map is constant over ``valid`` (it localises nothing: a 1x1 feature grid)."""
+    h = np.asarray(heatmap, dtype=np.float64)
+    v = h[valid] if valid is not None else h.ravel()
+    span = float(v.max() - v.min())
+    return span <= rtol * max(1e-12, float(np.abs(v).max()))
 
 
 def uniform_hit_rate(rect: Rect, shape: tuple[int, int], margin: float = 0.0) -> float:
@@ -147,12 +160,9 @@ def prior_points(pair: BoxPair, all_boxes: Iterable[BoxPair], shape: tuple[int, 
         diff[r1 + 1, c0] -= 1
         diff[r1 + 1, c1 + 1] += 1
     cover = diff.cumsum(axis=0).cumsum(axis=1)[: shape[0], : shape[1]]
-    rows, cols = np.nonzero(cover == cover.max())
-    # the most-covered pixel nearest the centroid of all most-covered pixels (ties)
-    k = int(np.argmin((rows - rows.mean()) ** 2 + (cols - cols.mean()) ** 2))
     my, mx = np.mean(centres, axis=0)
     return {
-        "prior-mode": (float(rows[k]), float(cols[k])),
+        "prior-mode": peak(cover),  # the most-covered pixel (ties: nearest their centroid)
         "prior-mean": (float(np.floor(my)), float(np.floor(mx))),
     }
 
@@ -167,6 +177,7 @@ class PairResult:
     point: Point
     hit: bool
     hit_margin: bool
+    flat: bool  # the map was constant: no point, counted as a miss
     probability: float | None
     baseline: dict[str, float] = field(default_factory=dict)  # strict hit (0/1, or expectation)
     baseline_margin: dict[str, float] = field(default_factory=dict)
@@ -208,6 +219,7 @@ def score(
         rect = scale_box(pair.box, shape)
         m = margin * shape[1] / ORIGINAL_SIDE
         idx = LABELS.index(pair.finding)
+        flat = is_flat(hm.maps[idx], hm.valid)
         point = peak(hm.maps[idx], hm.valid)
         points = {"centre": ((shape[0] - 1) / 2, (shape[1] - 1) / 2), **prior_points(pair, all_boxes, shape)}
         base = {name: float(inside(p, rect)) for name, p in points.items()}
@@ -217,15 +229,16 @@ def score(
         prob = None if hm.probabilities is None else float(hm.probabilities[idx])
         out.append(
             PairResult(
-                pair.image,
-                pair.finding,
-                rect,
-                point,
-                inside(point, rect),
-                inside(point, rect, m),
-                prob,
-                base,
-                base_m,
+                image=pair.image,
+                finding=pair.finding,
+                rect=rect,
+                point=point,
+                hit=not flat and inside(point, rect),
+                hit_margin=not flat and inside(point, rect, m),
+                flat=flat,
+                probability=prob,
+                baseline=base,
+                baseline_margin=base_m,
             )
         )
     return out
@@ -325,6 +338,7 @@ def report(results: Sequence[PairResult], margin: float) -> list[str]:
             f"  {r.image:<18} {r.finding:<14} {prob}point=({r.point[0]:.0f},{r.point[1]:.0f}) "
             f"box=({r.rect[0]:.0f},{r.rect[1]:.0f})-({r.rect[2]:.0f},{r.rect[3]:.0f}) "
             f"hit={'yes' if r.hit else 'no'} hit+{margin:g}px={'yes' if r.hit_margin else 'no'}"
+            + (" FLAT MAP (no point; a miss)" if r.flat else "")
         )
     summ = summarise(results)
     head = f"  {'finding':<14} {'n':>3} {'model':>13} {'+margin':>13}  " + "  ".join(
@@ -344,6 +358,11 @@ def report(results: Sequence[PairResult], margin: float) -> list[str]:
         f"overall pointing-game hit rate: {o.rate:.3f} ({o.hits}/{o.n}, Wilson 95% CI {lo:.2f}-{hi:.2f}); "
         f"with margin: {o.rate_margin:.3f} ({o.hits_margin}/{o.n}, CI {lo_m:.2f}-{hi_m:.2f})",
     ]
+    flat = sum(r.flat for r in results)
+    if flat:
+        lines.append(
+            f"  {flat} of {o.n} maps were flat (a 1x1 feature grid localises nothing): counted as misses"
+        )
     for b in BASELINES:
         lines.append(
             f"  vs {b:<10} baseline {o.baseline[b]:.3f} -> ratio {_ratio(o.rate, o.baseline[b])}; "

@@ -213,3 +213,20 @@ def test_tencrop_heatmaps_cover_the_whole_image(nih_dir: Path, tmp_path: Path) -
     assert ten.maps.shape == centre.maps.shape == (14, 512, 512)
     assert ten.valid.all() and not centre.valid.all()
     assert ten.probabilities is not None and not np.allclose(ten.probabilities, centre.probabilities)
+
+
+def test_plateau_ties_and_flat_maps() -> None:
+    shape = (64, 64)
+    plateau = np.zeros(shape)
+    plateau[10:21, 30:41] = 1.0  # a flat-topped peak: the answer is its centre, not its corner
+    assert loc.peak(plateau) == (15.0, 35.0)
+    assert not loc.is_flat(plateau)
+    flat = np.full((len(LABELS), *shape), 0.25, dtype=np.float32)
+    assert loc.is_flat(flat[0]) and loc.peak(flat[0]) == (31.0, 31.0)
+    # a box around the image centre: a flat map's tie point would land in it, but a
+    # flat map points nowhere and counts as a miss
+    pair = loc.BoxPair("f.png", "Edema", (448.0, 448.0, 128.0, 128.0))
+    (res,) = loc.score([pair], {"f.png": loc.Heatmaps(flat)}, [pair])
+    assert res.flat and not res.hit and not res.hit_margin
+    assert res.baseline["centre"] == 1.0
+    assert any("FLAT MAP" in line for line in loc.report([res], 32.0))
