@@ -17,6 +17,9 @@ Sources
   with every grey-scale attribute of the header kept.  Reference: the original file at
   full resolution; the original through the fast (reduced-resolution) path is a case too.
 
+The 14 heatmaps of the same pass (display units: CAM / ``cam_scale`` clipped to [0, 1],
+on the model's feature grid) must agree within 0.02 of the colour scale too.
+
 Every image goes through the production path: ``load_chest_image`` (DICOM:
 :func:`chexnet_dicom.dicom.pixels.load_display`, ``target_size`` = the card's resize,
 fast path on unless a case says otherwise) -> :func:`prepare_model_input` with the
@@ -72,10 +75,12 @@ from chexnet_dicom.dicom import synth
 from chexnet_dicom.dicom.decode import decode_stored
 from chexnet_dicom.dicom.pixels import DisplayImage
 from chexnet_dicom.dicom.read import read_dataset
+from chexnet_dicom.model.cam import to_display
 from chexnet_dicom.model.card import ModelCard, Preprocessing, save_bundle
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network, head
 from chexnet_dicom.model.predict import Predictor, available_cpus
+from chexnet_dicom.model.result import Prediction
 from chexnet_dicom.model.weights import DEMO_CARD
 from chexnet_dicom.transforms import load_chest_image, prepare_model_input, resize_image
 from tests.conftest import shared_path
@@ -83,6 +88,8 @@ from tests.dicom.test_invariance_nih import _encoded, _mono1_window, _rescale16,
 
 #: Maximum absolute probability difference allowed between encodings of one image.
 TOL = 0.01
+#: Heatmaps (display units: CAM / cam_scale clipped to [0, 1]) may differ by this much.
+CAM_TOL = 0.02
 #: The seeded network's logits are rescaled to this standard deviation across the
 #: reference images (per finding), giving probability spreads like a trained model's.
 SEEDED_LOGIT_STD = 1.5
@@ -260,6 +267,9 @@ def seeded_bundle(directory: Path, calibration: list[np.ndarray], *, seed: int =
 
     Each finding's head row is scaled so that its logit has standard deviation
     :data:`SEEDED_LOGIT_STD` over the calibration inputs, and its bias centres them on 0.
+    The card's ``cam_scale`` is the 99th percentile of the positive CAM values there (the
+    rule of :mod:`chexnet_dicom.train.export`), so heatmap display units mean what they
+    mean for trained weights.
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -267,13 +277,15 @@ def seeded_bundle(directory: Path, calibration: list[np.ndarray], *, seed: int =
     linear = head(net)
     with torch.inference_mode():
         x = torch.from_numpy(np.stack(calibration))
-        pooled = torch.relu(net.features(x)).mean(dim=(2, 3)).double()
-        z = pooled @ linear.weight.double().T
+        rect = torch.relu(net.features(x)).double()
+        z = rect.mean(dim=(2, 3)) @ linear.weight.double().T
         std = z.std(dim=0).clamp(min=1e-12)
         scale = SEEDED_LOGIT_STD / std
         linear.weight.mul_(scale[:, None].float())
         linear.bias.copy_((-(z * scale).mean(dim=0)).float())
-    card = ModelCard(name="seeded-invariance", version="0", cam_scale=1.0)
+        cams = torch.einsum("ck,bkhw->bchw", linear.weight.double(), rect)
+        cam_scale = float(np.percentile(cams[cams > 0].numpy(), 99.0))
+    card = ModelCard(name="seeded-invariance", version="0", cam_scale=round(cam_scale, 6))
     return save_bundle(net, card, directory, "seeded", dtype=torch.float32)
 
 
@@ -304,6 +316,9 @@ class Outcome:
     finding: str
     same_flags: bool
     resampled: bool  # another pixel grid: reduced-resolution decode or upsampled source
+    cam_diff: (
+        float  # max |difference| of the 14 heatmaps in display units (CAM / cam_scale, clipped to [0, 1])
+    )
 
 
 @dataclass(frozen=True)
@@ -320,7 +335,9 @@ class Evaluation:
         return "\n".join(
             [
                 f"model {self.model}; largest across-image spread of a finding: {self.spread:.3f}",
-                *_table(f"cases (judged here: {judged}, must be <= {TOL}):", self.cases),
+                *_table(
+                    f"cases (judged here: {judged}; max|dp| <= {TOL}, heatmaps <= {CAM_TOL}):", self.cases
+                ),
                 *_table(f"negative controls (must be > {TOL}):", self.controls),
             ]
         )
@@ -332,10 +349,13 @@ def evaluate(predictor: Predictor, corpus: Corpus) -> Evaluation:
     pre = predictor.card.preprocessing
     ref_keys = list(corpus.refs)
     sources = [corpus.refs[k] for k in ref_keys] + corpus.cases + corpus.controls
-    preds = predictor.predict_many([corpus.model_input(s, pre) for s in sources], cams=False)
+    preds = predictor.predict_many([corpus.model_input(s, pre) for s in sources], cams=True)
     probs = {k: p.probabilities for k, p in zip(ref_keys, preds, strict=False)}
+    maps = {k: to_display(p.cams) for k, p in zip(ref_keys, preds, strict=False) if p.cams is not None}
 
-    def outcome(src: Source, p: np.ndarray) -> Outcome:
+    def outcome(src: Source, pred: Prediction) -> Outcome:
+        p = pred.probabilities
+        assert pred.cams is not None
         diff = np.abs(p - probs[src.ref])
         ref_flags = sorted(corpus.display(corpus.refs[src.ref], pre.resize).flags)
         disp = corpus.display(src, pre.resize)
@@ -346,13 +366,12 @@ def evaluate(predictor: Predictor, corpus: Corpus) -> Evaluation:
             LABELS[int(diff.argmax())],
             sorted(disp.flags) == ref_flags,
             src.resampled or disp.decode_factor > 1,
+            float(np.abs(to_display(pred.cams) - maps[src.ref]).max()),
         )
 
     rest = preds[len(ref_keys) :]
-    cases = [outcome(s, p.probabilities) for s, p in zip(corpus.cases, rest, strict=False)]
-    controls = [
-        outcome(s, p.probabilities) for s, p in zip(corpus.controls, rest[len(corpus.cases) :], strict=True)
-    ]
+    cases = [outcome(s, p) for s, p in zip(corpus.cases, rest, strict=False)]
+    controls = [outcome(s, p) for s, p in zip(corpus.controls, rest[len(corpus.cases) :], strict=True)]
     assert len(cases) == len(corpus.cases) and {c.ref for c in cases} == set(corpus.refs)
     nih = np.stack([probs[k] for k in ref_keys if k.endswith(".png")])
     spread = float((nih.max(axis=0) - nih.min(axis=0)).max())
@@ -365,7 +384,10 @@ def _table(title: str, rows: list[Outcome]) -> Iterator[str]:
     for r in rows:
         note = " [resampled]" if r.resampled else ""
         note += "" if r.same_flags else " (provenance flags differ)"
-        yield f"  {r.ref:<18} {r.name:<38} max|dp| = {r.max_diff:.5f} ({r.finding}){note}"
+        yield (
+            f"  {r.ref:<18} {r.name:<38} max|dp| = {r.max_diff:.5f} ({r.finding:<18}) "
+            f"heatmaps max|d| = {r.cam_diff:.4f}{note}"
+        )
 
 
 def check(ev: Evaluation, *, min_spread: float, resampled: bool) -> None:
@@ -383,13 +405,19 @@ def check(ev: Evaluation, *, min_spread: float, resampled: bool) -> None:
     assert ev.spread >= min_spread, (
         f"the model barely depends on its input, the test could not fail\n{report}"
     )
-    assert all(c.max_diff > TOL for c in ev.controls), f"a negative control passed the tolerance\n{report}"
+    assert all(c.max_diff > TOL and c.cam_diff > CAM_TOL for c in ev.controls), (
+        f"a negative control passed the tolerance\n{report}"
+    )
     assert all(c.same_flags for c in ev.cases), f"rendering flags differ between encodings\n{report}"
     judged = [c for c in ev.cases if c.resampled == resampled]
     assert len(judged) >= 2
     worst = max(judged, key=lambda c: c.max_diff)
     assert worst.max_diff <= TOL, (
         f"{worst.ref} {worst.name}: predictions differ by {worst.max_diff:.4f}\n{report}"
+    )
+    worst = max(judged, key=lambda c: c.cam_diff)
+    assert worst.cam_diff <= CAM_TOL, (
+        f"{worst.ref} {worst.name}: heatmaps differ by {worst.cam_diff:.4f} of the colour scale\n{report}"
     )
 
 
