@@ -19,7 +19,8 @@ Everything is measured in this one run, on this machine:
 
 The weights are the resolved model weights when available (``resolve_weights``), else a
 random-weight bundle in fp16 (speed does not depend on the values).  Timings on a shared
-machine are noisy: the medians of ``--repeat`` runs are printed.  ``--compile`` also
+machine are noisy: every comparison interleaves its contenders and reports the best of
+``--repeat`` runs.  ``--compile`` also
 times the ``torch.compile`` predictor (long-running processes only: compiling takes
 minutes on 2 cores).
 """
@@ -29,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,15 +49,22 @@ from chexnet_dicom.model.network import build_network  # noqa: E402
 from chexnet_dicom.model.predict import Predictor, cpu_has_native_bf16  # noqa: E402
 
 
-def median_time(fn: Callable[[], object], repeat: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def best_times(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1) -> dict[str, float]:
+    """Best (minimum) wall time of each function, calls interleaved round-robin.
+
+    Interleaving exposes every contender to the same background load, and the minimum
+    is the least disturbed run (the ``timeit`` convention) on a shared machine.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: min(ts) for name, ts in times.items()}
 
 
 def get_card(tmp: Path) -> tuple[Path, str]:
@@ -103,16 +110,24 @@ def bench_throughput(card_path: Path, repeat: int, *, compiled: bool = False) ->
                 torch.sigmoid(net(xt))
 
         auto.batch_size = fp32.batch_size = batch
-        t_naive = median_time(naive, repeat)
-        t_fp32 = median_time(lambda xs=xs: fp32.predict_many(xs, cams=False), repeat)
-        t_auto = median_time(lambda xs=xs: auto.predict_many(xs, cams=False), repeat)
+        best = best_times(
+            {
+                "naive": naive,
+                "fp32": lambda xs=xs: fp32.predict_many(xs, cams=False),
+                "auto": lambda xs=xs: auto.predict_many(xs, cams=False),
+            },
+            repeat,
+        )
+        t_naive, t_fp32, t_auto = best["naive"], best["fp32"], best["auto"]
         extra = ""
         if compiled:
             comp = Predictor(net, card, device="cpu", optimise="compile", batch_size=batch)
             t = time.perf_counter()
             comp.predict_many(xs, cams=False)
             first = time.perf_counter() - t
-            t_comp = median_time(lambda xs=xs, comp=comp: comp.predict_many(xs, cams=False), repeat)
+            t_comp = best_times({"c": lambda xs=xs, comp=comp: comp.predict_many(xs, cams=False)}, repeat)[
+                "c"
+            ]
             extra = (
                 f" | compiled {comp.precision} {batch / t_comp:6.1f} img/s ({t_naive / t_comp:.2f}x; "
                 f"first call incl. compile {first:.0f}s)"
@@ -139,18 +154,23 @@ def bench_heatmaps(card_path: Path, repeat: int) -> None:
     s = card.preprocessing.input_size
     x = np.random.default_rng(1).standard_normal((3, s, s)).astype(np.float32)
     pred = Predictor(net, card, device="cpu")
-    t_pred = median_time(lambda: pred.predict(x, cams=False), repeat)
-    t_cams = median_time(lambda: pred.predict(x, cams=True), repeat)
+    best = best_times(
+        {"pred": lambda: pred.predict(x, cams=False), "cams": lambda: pred.predict(x, cams=True)}, repeat
+    )
+    t_pred, t_cams = best["pred"], best["cams"]
     xt = torch.from_numpy(x)[None]
-    with torch.no_grad():
-        t_naive_pred = median_time(lambda: net(xt), max(2, repeat // 2), warmup=1)
     gc = GradCAM(nn_module=net, target_layers="class_layers.relu")
+
+    def naive_pred() -> None:
+        with torch.no_grad():
+            net(xt)
 
     def naive_all() -> None:
         for c in range(len(card.labels)):
             gc(xt, class_idx=c)
 
-    t_grad = median_time(naive_all, max(1, repeat // 3), warmup=1)
+    best = best_times({"pred": naive_pred, "gradcam": naive_all}, max(2, repeat // 3))
+    t_naive_pred, t_grad = best["pred"], best["gradcam"]
     print("(b) heatmaps for all 14 findings, batch 1")
     print(
         f"    predictor {pred.precision}: prediction {t_pred * 1e3:.0f} ms, prediction + 14 CAMs "
