@@ -22,7 +22,8 @@ random-weight bundle in fp16 (speed does not depend on the values).  Timings on 
 machine are noisy: every comparison interleaves its contenders and reports the best of
 ``--repeat`` runs.  ``--compile`` also
 times the ``torch.compile`` predictor (long-running processes only: compiling takes
-minutes on 2 cores).
+minutes on 2 cores).  ``OMP_WAIT_POLICY`` defaults to PASSIVE, as in ``chexdcm infer``: on
+a shared machine spinning OpenMP threads make every contender 10-60x slower at random.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+# Same OpenMP setting as ``chexdcm infer`` (see cli/infer.py), for every contender alike.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 import torch
@@ -230,7 +234,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         card_path, why = get_card(tmp)
-        print(f"weights: {card_path.name} ({why}); torch {torch.__version__}; CPUs {os.cpu_count()}")
+        print(
+            f"weights: {card_path.name} ({why}); torch {torch.__version__}; CPUs {os.cpu_count()}; "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; load average {os.getloadavg()[0]:.1f}"
+        )
         bench_throughput(card_path, args.repeat, compiled=args.compile)
         bench_heatmaps(card_path, args.repeat)
         if not args.skip_e2e:

@@ -12,6 +12,13 @@ pooling, the 14-way linear layer, CAMs and the sigmoid) always runs in float32 o
 float32 weights.  The accuracy cost of the bf16 path is bounded by a test (maximum
 probability difference against float32 <= 0.005) and measured by ``benchmarks/infer.py``.
 
+Threads: :func:`tune_threads` uses the CPUs this process may use (affinity mask and
+cgroup quota), not every core of the host.  On a machine whose cores are shared with
+other busy processes, OpenMP threads that spin while waiting make each forward pass
+10-60x slower at random (measured on the 2-core development box: 4 s instead of 0.05 s
+per image); set ``OMP_WAIT_POLICY=PASSIVE`` *before* torch is imported (``chexdcm infer``
+does).
+
 The maps of all 14 findings come from the same forward pass as the probabilities
 (see :mod:`chexnet_dicom.model.cam`).  Non-finite inputs or outputs raise
 :class:`~chexnet_dicom.errors.InferenceError`: a NaN never becomes a probability.
