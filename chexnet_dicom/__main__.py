@@ -1,5 +1,5 @@
 """``python -m chexnet_dicom`` runs the ``chexdcm`` command line."""
 
-from chexnet_dicom.cli import main
+from chexnet_dicom.cli import console_main
 
-raise SystemExit(main())
+console_main()

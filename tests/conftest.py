@@ -10,6 +10,10 @@ import os
 import shutil
 from pathlib import Path
 
+# Idle OpenMP workers must sleep, not spin (before anything imports torch): spinning
+# workers on a small shared machine made forward passes 10-100x slower at random.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
