@@ -3,7 +3,7 @@
 ::
 
     files ─► dicom.study.scan (headers only: gate, group by study, select the images)
-          ─► per accepted image: read_dataset ─► decode_stored(target_size=card resize)
+          ─► per accepted image: read_dataset ─► decode_stored(target_size=2 x card resize)
              ─► render  (== dicom.pixels.load_display, keeping the dataset for outputs)
           ─► prepare_model_input (the card's preprocessing) ─► Predictor (one forward
              pass: 14 probabilities + 14 CAMs, batched over the study's images)
@@ -52,7 +52,7 @@ from chexnet_dicom.model.predict import Predictor
 from chexnet_dicom.model.result import Prediction
 from chexnet_dicom.outputs.common import ImageResult, SkippedInstance, write_dataset
 from chexnet_dicom.outputs.sr import build_sr
-from chexnet_dicom.transforms import prepare_model_input
+from chexnet_dicom.transforms import decode_target_size, prepare_model_input
 
 __all__ = [
     "Analyzer",
@@ -256,13 +256,17 @@ class Analyzer:
         """Read, decode (reduced where the codec allows) and render one image.
 
         Same steps as :func:`chexnet_dicom.dicom.pixels.load_display`, keeping the
-        dataset for the outputs.  The decode target is the card's ``resize``: the model
-        never sees more pixels than that.
+        dataset for the outputs.  The decode target is
+        :func:`~chexnet_dicom.transforms.decode_target_size` of the card's ``resize``
+        (twice it), so the last downscaling step is always the anti-aliased resize.
         """
         cfg = self.config
         ds = read_dataset(path, limits=cfg.limits)
         stored = decode_stored(
-            ds, limits=cfg.limits, target_size=self.card.preprocessing.resize, fast_path=cfg.pixels.fast_path
+            ds,
+            limits=cfg.limits,
+            target_size=decode_target_size(self.card.preprocessing.resize),
+            fast_path=cfg.pixels.fast_path,
         )
         return ds, render(ds, stored, policy=cfg.pixels)
 

@@ -30,13 +30,13 @@ import numpy as np
 from chexnet_dicom.errors import ConfigError, InputError
 from chexnet_dicom.logs import phi_ref
 from chexnet_dicom.train.data import Record, load_image
-from chexnet_dicom.transforms import resize_image
+from chexnet_dicom.transforms import decode_target_size, resize_image
 
 __all__ = ["CACHE_VERSION", "ImageCache", "build_cache", "quantise"]
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: DICOM decoded at decode_target_size (twice the cache size)
 CacheDtype = Literal["uint8", "uint16"]
 _MAX = {"uint8": 255.0, "uint16": 65535.0}
 
@@ -61,7 +61,7 @@ def _fingerprint(records: Sequence[Record], size: int, dtype: str) -> str:
 
 def _prepare_one(args: tuple[str, int, str]) -> np.ndarray:
     path, size, dtype = args
-    image = load_image(path, target_size=size)
+    image = load_image(path, target_size=decode_target_size(size))
     return quantise(resize_image(image, size), dtype)  # type: ignore[arg-type]
 
 

@@ -46,7 +46,7 @@ from chexnet_dicom.model.card import (
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import feature_maps, head
 from chexnet_dicom.train.data import Record, load_image, positives_per_class
-from chexnet_dicom.transforms import prepare_model_input
+from chexnet_dicom.transforms import decode_target_size, prepare_model_input
 
 __all__ = ["cam_reference", "export_bundle", "predict_records", "write_predictions_csv"]
 
@@ -91,7 +91,7 @@ def predict_records(
         chunk = records[start : start + batch_size]
         arrs = [
             prepare_model_input(
-                load_image(r.path, target_size=pre.resize),
+                load_image(r.path, target_size=decode_target_size(pre.resize)),
                 resize=pre.resize,
                 input_size=pre.input_size,
                 tta=pre.tta,

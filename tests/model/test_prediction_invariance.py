@@ -473,24 +473,6 @@ def test_demo_model_predictions_invariant_across_encodings(demo_evaluation: Eval
     check(demo_evaluation, min_spread=2 * TOL, resampled=False)
 
 
-#: Known defect, measured with the demo weights: the production decode target is the
-#: card's resize, so a JPEG 2000 fast-path decode lands *exactly* on it and the model
-#: sees the codec's wavelet low-pass instead of the anti-aliased bilinear resize of
-#: every other path: probabilities move by up to 0.084 (heatmaps by the whole colour
-#: scale).  Decoding to 2x the resize (one resolution level less; the bilinear resize
-#: does the last halving) brings every case to <= 0.0072 (checked on 8 images with
-#: ``Analyzer.load`` patched).  The fix belongs to the callers of ``decode_stored``
-#: (pipeline.Analyzer.load, and train/data.load_image + train/export for DICOM training
-#: data, which must match).  strict: once fixed, this XPASSes and fails, so the marker
-#: gets removed.
-FAST_PATH_TARGET_DEFECT = pytest.mark.xfail(
-    strict=True,
-    reason="decode target == card resize: JPEG 2000 fast path replaces the anti-aliased resize "
-    "(max |dp| 0.084 on the demo weights); decode to 2x the resize instead",
-)
-
-
-@FAST_PATH_TARGET_DEFECT
 def test_demo_model_fast_path_and_upsampled_copy_agree(demo_evaluation: Evaluation) -> None:
     """The production fast path (JPEG 2000 reduced-resolution decode) and a 2048x2048
     upsampled copy must give the same predictions as the full-resolution reference."""
@@ -500,7 +482,7 @@ def test_demo_model_fast_path_and_upsampled_copy_agree(demo_evaluation: Evaluati
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("model", "resampled"),
-    [("seeded", False), ("demo", False), pytest.param("demo", True, marks=FAST_PATH_TARGET_DEFECT)],
+    [("seeded", False), ("demo", False), ("demo", True)],
 )
 def test_all_encodings_on_more_images(tmp_path: Path, model: str, resampled: bool) -> None:
     paths = _nih_paths(8)
