@@ -3,7 +3,7 @@
 Both paths run in the same process, on the same files, with the same thread count:
 
 * **project** (``fast``): :func:`chexnet_dicom.transforms.load_chest_image` with
-  ``target_size`` = the model's resize (safe read, header caps, reduced-resolution
+  ``target_size`` = ``decode_target_size(resize)``, as in production (safe read, header caps, reduced-resolution
   decode where the codec allows it, grey-scale pipeline), then
   :func:`~chexnet_dicom.transforms.prepare_model_input`, then ``torch.from_numpy``;
 * **project, fast path off** (``full``): the same with ``PixelPolicy(fast_path=False)``;
@@ -54,7 +54,7 @@ from chexnet_dicom.config import IngestConfig, PixelPolicy  # noqa: E402
 from chexnet_dicom.dicom import synth  # noqa: E402
 from chexnet_dicom.dicom.decode import StoredPixels, mask_stored_bits, transfer_syntax_of  # noqa: E402
 from chexnet_dicom.dicom.pixels import render  # noqa: E402
-from chexnet_dicom.transforms import load_chest_image, prepare_model_input  # noqa: E402
+from chexnet_dicom.transforms import decode_target_size, load_chest_image, prepare_model_input  # noqa: E402
 
 RESIZE = 256
 STD = np.asarray((0.229, 0.224, 0.225), dtype=np.float32).reshape(3, 1, 1)
@@ -75,7 +75,7 @@ class Outcome:
 
 
 def project_path(path: Path, config: IngestConfig) -> Outcome:
-    disp = load_chest_image(path, config=config, target_size=RESIZE)
+    disp = load_chest_image(path, config=config, target_size=decode_target_size(RESIZE))
     x = torch.from_numpy(prepare_model_input(disp.image, resize=RESIZE))
     return Outcome(x, str(disp.provenance.get("decode_path", "")))
 
