@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.dataset import Dataset
 
+from chexnet_dicom.dicom.synth import make_dataset
 from chexnet_dicom.dicom.uids import derive_uid
 from chexnet_dicom.model.card import ModelCard, OperatingPoint
 from chexnet_dicom.model.labels import LABELS
@@ -50,43 +50,24 @@ def make_dx(
     seed: str = "dx",
     study: str = "study-1",
 ) -> Dataset:
-    """A minimal DX For Presentation dataset (MONOCHROME2, 8-bit) built with pydicom."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = UID(DX_FOR_PRESENTATION)
-    sop = derive_uid("tests-outputs", seed, "sop")
-    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop)
-    if charset:
-        ds.SpecificCharacterSet = charset
-    ds.SOPClassUID = DX_FOR_PRESENTATION
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = derive_uid("tests-outputs", study)
-    ds.SeriesInstanceUID = derive_uid("tests-outputs", study, "series")
-    ds.PatientName = name
-    ds.PatientID = "PID-1"
-    ds.PatientBirthDate = "19700101"
-    ds.PatientSex = "F"
-    ds.StudyDate = "20240102"
-    ds.StudyTime = "101010"
-    ds.AccessionNumber = "ACC1"
-    ds.StudyID = "S1"
-    ds.ReferringPhysicianName = ""
-    ds.Modality = "DX"
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.Manufacturer = "Synthetic"
-    ds.ViewPosition = "PA"
-    ds.PatientOrientation = ["L", "F"]
-    ds.ImageType = ["ORIGINAL", "PRIMARY"]
-    ds.Rows, ds.Columns = rows, cols
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.PixelData = (np.arange(rows * cols) % 251).astype(np.uint8).tobytes()
-    return ds
+    """A small DX For Presentation dataset (MONOCHROME2, 8-bit) from :mod:`chexnet_dicom.dicom.synth`.
+
+    Identity comes from ``seed`` (the instance) and ``study``, so tests can build several
+    instances of one study, or of different studies.
+    """
+    pixels = (np.arange(rows * cols) % 251).astype(np.uint8).reshape(rows, cols)
+    return make_dataset(
+        pixels,
+        modality="DX",
+        bits_stored=8,
+        patient_name=name,
+        patient_id="PID-1",
+        specific_character_set=charset,
+        study_uid=derive_uid("tests-outputs", study),
+        series_uid=derive_uid("tests-outputs", study, "series"),
+        sop_uid=derive_uid("tests-outputs", seed, "sop"),
+        patient_orientation=("L", "F"),
+    )
 
 
 def real_source(name: str) -> Dataset:
