@@ -16,8 +16,6 @@ from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.result import Prediction
 from tests.conftest import require_tool, shared_path
 
-DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
-
 
 def make_card(sha: str = "ab" * 32, *, threshold: float = 0.5, cam_threshold: float = 0.5) -> ModelCard:
     """A real model card with uniform operating points."""
