@@ -310,7 +310,11 @@ def save_bundle(
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".part")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"format": "chexnet-dicom", "labels": ",".join(card.labels)})
+        # One metadata key only: safetensors keeps metadata in a Rust HashMap whose order is
+        # randomised per map, so two keys would make the file bytes (and its sha256) differ
+        # between two saves of the same tensors.
+        meta = json.dumps({"format": "chexnet-dicom", "labels": list(card.labels)}, sort_keys=True)
+        save_file(tensors, tmp, metadata={"chexnet-dicom": meta})
         os.replace(tmp, tensor_path)
     finally:
         if os.path.exists(tmp):

@@ -193,6 +193,18 @@ def test_thread_tuning_and_bad_settings(bundle: Path) -> None:
         Predictor.from_card(bundle, device="cpu", optimise="onnx")  # type: ignore[arg-type]
 
 
+def test_saving_the_same_network_twice_gives_identical_bytes(tmp_path: Path) -> None:
+    """A re-export must reproduce the card's sha256 (safetensors orders metadata by a random hash)."""
+    torch.manual_seed(3)
+    net = build_network().eval()
+    card = ModelCard(name="det", version="0.0.1", preprocessing=SMALL)
+    hashes = {
+        ModelCard.read(save_bundle(net, card, tmp_path / str(i), "det", dtype=torch.float16)).weights_sha256
+        for i in range(8)
+    }
+    assert len(hashes) == 1
+
+
 def test_a_tampered_bundle_is_refused(tmp_path: Path) -> None:
     card_path = make_bundle(tmp_path)
     card = ModelCard.read(card_path)
