@@ -14,18 +14,20 @@ ALLOWED: dict[str, set[str]] = {
     "config": {"errors"},
     "logs": set(),
     "dicom": BASE,
-    "transforms": BASE | {"dicom"},
+    "preprocess": BASE | {"dicom"},
+    "transforms": BASE | {"dicom", "preprocess"},
     "model": BASE,
     "outputs": BASE | {"dicom", "model"},
     "net": BASE | {"dicom", "outputs"},
-    "pipeline": BASE | {"dicom", "transforms", "model", "outputs"},
-    "node": BASE | {"dicom", "transforms", "model", "outputs", "pipeline", "net"},
-    "batch": BASE | {"dicom", "transforms", "model", "outputs", "pipeline", "net"},
-    "train": BASE | {"dicom", "transforms", "model", "evaluate"},
+    "pipeline": BASE | {"dicom", "preprocess", "transforms", "model", "outputs"},
+    "node": BASE | {"dicom", "preprocess", "transforms", "model", "outputs", "pipeline", "net"},
+    "batch": BASE | {"dicom", "preprocess", "transforms", "model", "outputs", "pipeline", "net"},
+    "train": BASE | {"dicom", "preprocess", "transforms", "model", "evaluate"},
     "evaluate": BASE | {"model"},
     "cli": BASE
     | {
         "dicom",
+        "preprocess",
         "transforms",
         "model",
         "outputs",
@@ -49,6 +51,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     "logs": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "outputs": {"torch", "monai", "pynetdicom"},
     "transforms": {"highdicom", "pynetdicom"},
+    "preprocess": {"torch", "monai", "highdicom", "pynetdicom"},
 }
 
 
