@@ -34,15 +34,18 @@ not look there.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F  # noqa: N812
-from torch import nn
+from PIL import Image
 
 from chexnet_dicom.errors import ModelError
 from chexnet_dicom.model.card import ModelCard, Preprocessing
 from chexnet_dicom.model.labels import LABELS
+
+if TYPE_CHECKING:  # the maps' geometry and scale need no torch (the ONNX Runtime path has none)
+    import torch
+    from torch import nn
 
 __all__ = [
     "class_activation_maps",
@@ -69,6 +72,8 @@ def class_activation_maps(features: torch.Tensor, weight: torch.Tensor) -> torch
     torch.Tensor
         (B, C, h, w) in the dtype of ``weight``.
     """
+    import torch
+
     rect = torch.relu(features.to(weight.dtype))
     return torch.einsum("ck,bkhw->bchw", weight, rect)
 
@@ -143,7 +148,7 @@ def cam_to_image_grid(
         float32 (C, rows, columns) in the same units as ``cams``; 0 where no crop
         reached.
     """
-    t = torch.as_tensor(np.asarray(cams, dtype=np.float32))
+    t = np.asarray(cams, dtype=np.float32)
     boxes = crop_boxes(preprocessing)
     if t.ndim == 3:
         t = t[None]
@@ -157,19 +162,29 @@ def cam_to_image_grid(
         raise ModelError(f"invalid image shape {image_shape}")
     r, s = preprocessing.resize, preprocessing.input_size
     n_cls = t.shape[1]
-    up = F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False)
-    canvas = torch.zeros((n_cls, r, r), dtype=torch.float32)
-    count = torch.zeros((1, r, r), dtype=torch.float32)
+    canvas = np.zeros((n_cls, r, r), dtype=np.float64)
+    count = np.zeros((r, r), dtype=np.float64)
     for k, (top, left, mirrored) in enumerate(boxes):
-        tile = up[k].flip(-1) if mirrored else up[k]
+        tile = np.stack([_bilinear(m, (s, s)) for m in t[k]])
+        if mirrored:
+            tile = tile[:, :, ::-1]
         canvas[:, top : top + s, left : left + s] += tile
-        count[:, top : top + s, left : left + s] += 1.0
-    canvas = torch.where(count > 0, canvas / count.clamp(min=1.0), torch.zeros(()))
-    antialias = rows < r or cols < r
-    out = F.interpolate(
-        canvas[None], size=(rows, cols), mode="bilinear", align_corners=False, antialias=antialias
-    )[0]
-    return out.numpy().astype(np.float32, copy=False)
+        count[top : top + s, left : left + s] += 1.0
+    canvas = np.where(count > 0, canvas / np.maximum(count, 1.0), 0.0).astype(np.float32)
+    return np.stack([_bilinear(m, (rows, cols)) for m in canvas]).astype(np.float32, copy=False)
+
+
+def _bilinear(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize a float plane bilinearly (half-pixel centres; a triangle filter widened when shrinking).
+
+    This is ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False,
+    antialias=True)``, which was written to match Pillow's float resampling (a test
+    checks the two agree to 1e-5).
+    """
+    if plane.shape == shape:
+        return plane.astype(np.float32, copy=True)
+    img = Image.fromarray(np.ascontiguousarray(plane, dtype=np.float32), mode="F")
+    return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def to_display(cams: np.ndarray) -> np.ndarray:

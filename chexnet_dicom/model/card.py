@@ -21,13 +21,14 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Literal
 
 from chexnet_dicom.errors import WeightsError
 from chexnet_dicom.model.labels import LABELS
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled: reading a card never needs it
+    import torch
+    from torch import nn
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -40,6 +41,7 @@ __all__ = [
     "load_state_dict_strict",
     "save_bundle",
     "sha256_file",
+    "verified_weights",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -286,7 +288,7 @@ def load_state_dict_strict(net: nn.Module, state: dict[str, torch.Tensor]) -> No
 
 
 def save_bundle(
-    net: nn.Module, card: ModelCard, directory: str | Path, stem: str, *, dtype: torch.dtype = torch.float16
+    net: nn.Module, card: ModelCard, directory: str | Path, stem: str, *, dtype: torch.dtype | None = None
 ) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.card.json`` atomically.
 
@@ -298,8 +300,10 @@ def save_bundle(
     Path
         The card file.
     """
+    import torch
     from safetensors.torch import save_file
 
+    dtype = torch.float16 if dtype is None else dtype
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {
@@ -332,6 +336,41 @@ def save_bundle(
     return card_path
 
 
+def verified_weights(card_path: str | Path, *, verify: bool = True) -> tuple[ModelCard, Path]:
+    """Read a bundle's card and check its tensor file against the card's sha256 (no torch).
+
+    Parameters
+    ----------
+    card_path
+        The ``*.card.json`` file.
+    verify
+        Hash the tensor file (on by default).
+
+    Returns
+    -------
+    (ModelCard, Path)
+        The card and its verified ``*.safetensors`` file.
+
+    Raises
+    ------
+    WeightsError
+        Missing files or hash mismatch.
+    """
+    card_p = Path(card_path)
+    card = ModelCard.read(card_p)
+    tensor_path = card_p.parent / card.weights_file
+    if not card.weights_file or not tensor_path.is_file():
+        raise WeightsError(f"weights file {tensor_path} named by {card_p.name} is missing")
+    if verify:
+        actual = sha256_file(tensor_path)
+        if actual != card.weights_sha256:
+            raise WeightsError(
+                f"sha256 of {tensor_path.name} is {actual[:16]}..., the card says "
+                f"{card.weights_sha256[:16]}...: the file is corrupt or was tampered with; re-fetch it"
+            )
+    return card, tensor_path
+
+
 def load_bundle(card_path: str | Path, *, verify: bool = True) -> tuple[nn.Module, ModelCard]:
     """Load a bundle written by :func:`save_bundle` into a fresh fp32 network on CPU.
 
@@ -357,18 +396,7 @@ def load_bundle(card_path: str | Path, *, verify: bool = True) -> tuple[nn.Modul
 
     from chexnet_dicom.model.network import build_network
 
-    card_p = Path(card_path)
-    card = ModelCard.read(card_p)
-    tensor_path = card_p.parent / card.weights_file
-    if not card.weights_file or not tensor_path.is_file():
-        raise WeightsError(f"weights file {tensor_path} named by {card_p.name} is missing")
-    if verify:
-        actual = sha256_file(tensor_path)
-        if actual != card.weights_sha256:
-            raise WeightsError(
-                f"sha256 of {tensor_path.name} is {actual[:16]}..., the card says "
-                f"{card.weights_sha256[:16]}...: the file is corrupt or was tampered with; re-fetch it"
-            )
+    card, tensor_path = verified_weights(card_path, verify=verify)
     try:
         state = load_file(str(tensor_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

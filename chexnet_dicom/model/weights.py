@@ -31,7 +31,6 @@ checkpoint has none at all they are set to 0 (they only matter for ``momentum=No
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -43,7 +42,6 @@ from torch import nn
 
 from chexnet_dicom.errors import WeightsError
 from chexnet_dicom.model.card import (
-    CARD_SUFFIX,
     ModelCard,
     Preprocessing,
     load_state_dict_strict,
@@ -53,17 +51,13 @@ from chexnet_dicom.model.download import fetch_file
 from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
 from chexnet_dicom.model.network import build_network
 from chexnet_dicom.model.registry import (
-    DEFAULT_CHECKPOINT,
-    REGISTRY,
-    CheckpointEntry,
     FormatName,
     HashSpec,
-    bundle_dir,
-    download_path,
     file_digests,
     get_entry,
     verify_file,
 )
+from chexnet_dicom.model.resolve import DEMO_CARD, bundle_card, resolve_weights
 from chexnet_dicom.model.safe_unpickle import module_state_dict, pickled_class_name, safe_torch_load
 
 __all__ = [
@@ -84,8 +78,6 @@ log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = get_args(FormatName)
 
-#: Demo weights shipped with the package (written by ``chexdcm train``, see pipelines/).
-DEMO_CARD = Path(__file__).resolve().parent / "data" / "chexnet_demo.card.json"
 
 _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 # torchvision dense layer: old dotted (norm.1) or new (norm1) naming.
@@ -407,10 +399,6 @@ def import_checkpoint(
     return ImportedCheckpoint(card_path, found, digests["sha256"], digests["git-blob-sha1"])
 
 
-def _bundle_card(entry: CheckpointEntry) -> Path:
-    return bundle_dir(entry) / f"{entry.name}{CARD_SUFFIX}"
-
-
 def fetch(
     name: str, *, expected: HashSpec | None = None, convert: bool = True, timeout: float = 60.0
 ) -> tuple[Path, Path | None]:
@@ -436,7 +424,7 @@ def fetch(
     raw = fetch_file(entry, expected=expected, timeout=timeout)
     if not convert:
         return raw, None
-    card = _bundle_card(entry)
+    card = bundle_card(entry)
     digests = file_digests(raw)
     if card.is_file():
         existing = ModelCard.read(card)
@@ -451,73 +439,3 @@ def fetch(
         expected=expected or entry.hash,
     )
     return raw, imported.card_path
-
-
-def _card_in(value: str) -> Path:
-    """Interpret an explicit weights value: card file, folder with one card, or registry name."""
-    p = Path(value).expanduser()
-    if p.is_file():
-        if not p.name.endswith(CARD_SUFFIX):
-            raise WeightsError(
-                f"{p} is not a model card (*{CARD_SUFFIX}); foreign checkpoints must be converted first: "
-                f"`chexdcm weights import auto {p} --out DIR`"
-            )
-        return p
-    if p.is_dir():
-        cards = sorted(p.glob(f"*{CARD_SUFFIX}"))
-        if len(cards) != 1:
-            raise WeightsError(f"{p} holds {len(cards)} model cards; name the *{CARD_SUFFIX} file to use")
-        return cards[0]
-    if value in REGISTRY:
-        entry = REGISTRY[value]
-        card = _bundle_card(entry)
-        if card.is_file():
-            return card
-        raise WeightsError(f"{value} is not in the cache yet: run `chexdcm weights fetch {value}`")
-    raise WeightsError(
-        f"weights {value!r} not found: give a *{CARD_SUFFIX} file, a folder or a registry name"
-    )
-
-
-def resolve_weights(explicit: str | None = None) -> tuple[Path, str]:
-    """Find the model card to use.
-
-    Order: ``explicit`` (card file, folder holding one card, or registry name), the
-    ``CHEXDCM_WEIGHTS`` environment variable (same forms), the cached bundle of the
-    registry default (converted on the spot if only its verified download is cached),
-    then the bundled demo weights.
-
-    Parameters
-    ----------
-    explicit
-        Value of a ``--weights`` option, or None.
-
-    Returns
-    -------
-    (Path, str)
-        The ``*.card.json`` path and a human-readable reason for the choice.
-
-    Raises
-    ------
-    WeightsError
-        If an explicit or environment value is invalid, or nothing is available.
-    """
-    if explicit:
-        return _card_in(explicit), f"--weights {explicit}"
-    env = os.environ.get("CHEXDCM_WEIGHTS")
-    if env:
-        return _card_in(env), f"CHEXDCM_WEIGHTS={env}"
-    entry = REGISTRY[DEFAULT_CHECKPOINT]
-    card = _bundle_card(entry)
-    if card.is_file():
-        return card, f"cached {entry.name} bundle in {card.parent}"
-    if download_path(entry).is_file():
-        _, converted = fetch(entry.name)
-        assert converted is not None
-        return converted, f"cached {entry.name} download, converted into {converted.parent}"
-    if DEMO_CARD.is_file():
-        return DEMO_CARD, "bundled demo weights (pipeline demonstration only, not for clinical use)"
-    raise WeightsError(
-        "no model weights found: pass --weights CARD, set CHEXDCM_WEIGHTS, or run "
-        f"`chexdcm weights fetch {entry.name}` (offline: put {entry.url} at {download_path(entry)})"
-    )

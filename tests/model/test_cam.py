@@ -157,6 +157,43 @@ def test_tencrop_maps_are_unmirrored_and_averaged() -> None:
     assert out[128, 220] - out[128, 36] > 1.2
 
 
+def _torch_cam_to_image_grid(cams: np.ndarray, pre: Preprocessing, shape: tuple[int, int]) -> np.ndarray:
+    """The mapping written with torch's interpolate (the reference the numpy/Pillow one must equal)."""
+    t = torch.as_tensor(np.asarray(cams, dtype=np.float32))
+    t = t[None] if t.ndim == 3 else t
+    r, s = pre.resize, pre.input_size
+    up = F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False)
+    canvas = torch.zeros((t.shape[1], r, r))
+    count = torch.zeros((1, r, r))
+    for k, (top, left, mirrored) in enumerate(crop_boxes(pre)):
+        canvas[:, top : top + s, left : left + s] += up[k].flip(-1) if mirrored else up[k]
+        count[:, top : top + s, left : left + s] += 1.0
+    canvas = torch.where(count > 0, canvas / count.clamp(min=1.0), torch.zeros(()))
+    antialias = shape[0] < r or shape[1] < r
+    out = F.interpolate(canvas[None], size=shape, mode="bilinear", align_corners=False, antialias=antialias)
+    return out[0].numpy()
+
+
+@pytest.mark.parametrize(
+    ("tta", "shape"),
+    [
+        ("none", (300, 260)),
+        ("none", (64, 50)),
+        ("none", (90, 700)),
+        ("tencrop", (97, 133)),
+        ("none", (80, 80)),
+    ],
+)
+def test_image_grid_mapping_equals_torch_interpolate(tta: str, shape: tuple[int, int]) -> None:
+    pre = Preprocessing(resize=80, input_size=64, tta=tta)  # type: ignore[arg-type]
+    rng = np.random.default_rng(len(tta) * 1000 + shape[0])
+    cams = rng.standard_normal((10, 3, 2, 2) if tta == "tencrop" else (3, 2, 2)).astype(np.float32)
+    ours = cam_to_image_grid(cams, pre, shape)
+    ref = _torch_cam_to_image_grid(cams, pre, shape)
+    assert ours.shape == ref.shape == (3, *shape) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, ref, atol=2e-5)
+
+
 def test_map_shape_must_match_the_preprocessing() -> None:
     with pytest.raises(ModelError, match="tta"):
         cam_to_image_grid(np.zeros((10, 14, 7, 7)), Preprocessing(), (64, 64))

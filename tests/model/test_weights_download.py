@@ -11,7 +11,7 @@ import pytest
 
 from chexnet_dicom.cli import main
 from chexnet_dicom.errors import WeightsError
-from chexnet_dicom.model import weights
+from chexnet_dicom.model import resolve
 from chexnet_dicom.model.download import fetch_file
 from chexnet_dicom.model.registry import (
     DEFAULT_CHECKPOINT,
@@ -181,7 +181,7 @@ def _card(folder: Path, stem: str) -> Path:
 
 def test_resolve_order(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     demo = _card(tmp_path / "demo", "chexnet_demo")
-    monkeypatch.setattr(weights, "DEMO_CARD", demo)
+    monkeypatch.setattr(resolve, "DEMO_CARD", demo)
     assert resolve_weights() == (
         demo,
         "bundled demo weights (pipeline demonstration only, not for clinical use)",
@@ -198,7 +198,7 @@ def test_resolve_order(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_resolve_errors(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(weights, "DEMO_CARD", tmp_path / "absent.card.json")
+    monkeypatch.setattr(resolve, "DEMO_CARD", tmp_path / "absent.card.json")
     with pytest.raises(WeightsError, match=r"no model weights found.*chexdcm weights fetch"):
         resolve_weights()
     raw = tmp_path / "model.pth.tar"
