@@ -48,11 +48,11 @@ from chexnet_dicom.logs import phi_ref
 from chexnet_dicom.model.cam import cam_to_image_grid, to_display
 from chexnet_dicom.model.card import ModelCard, Preprocessing
 from chexnet_dicom.model.labels import LABELS
-from chexnet_dicom.model.predict import Predictor
 from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.model.runtime import PredictorBase
 from chexnet_dicom.outputs.common import ImageResult, SkippedInstance, write_dataset
 from chexnet_dicom.outputs.sr import build_sr
-from chexnet_dicom.transforms import decode_target_size, prepare_model_input
+from chexnet_dicom.preprocess import decode_target_size, prepare_model_input
 
 __all__ = [
     "Analyzer",
@@ -160,6 +160,7 @@ class ImageAnalysis:
             "present": [n for n, p in zip(LABELS, self.prediction.present, strict=True) if p],
             "precision": self.prediction.precision,
             "device": self.prediction.device,
+            "backend": self.prediction.backend,
             "display_shape": list(self.display.image.shape),
             "source_shape": list(self.display.source_shape),
             "decode_path": prov.get("decode_path", ""),
@@ -244,7 +245,7 @@ class Analyzer:
     """
 
     def __init__(
-        self, predictor: Predictor, *, config: IngestConfig | None = None, heatmaps: bool = True
+        self, predictor: PredictorBase, *, config: IngestConfig | None = None, heatmaps: bool = True
     ) -> None:
         self.predictor = predictor
         self.card: ModelCard = predictor.card

@@ -20,6 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CHEXDCM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the tests' downloads and ONNX exports out of the user's ~/.cache (one per run)."""
+    os.environ["CHEXDCM_CACHE"] = str(tmp_path_factory.mktemp("chexdcm-cache"))
+
+
 def _required() -> bool:
     return os.environ.get("CHEXDCM_REQUIRE_SHARED", "") == "1"
 

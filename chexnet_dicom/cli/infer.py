@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="default: auto (per device)"
     )
+    p.add_argument(
+        "--backend",
+        choices=("auto", "onnxruntime", "torch"),
+        default="auto",
+        help="default: auto (ONNX Runtime float32 on a CPU, PyTorch on a GPU or for bf16)",
+    )
     p.add_argument("--tta", action="store_true", help="TenCrop test-time augmentation (10x slower)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: available)")
     p.set_defaults(func=run)
@@ -142,14 +148,15 @@ def run(args: argparse.Namespace) -> int:
     # (measured here: 2 threads on a busy 2-core machine, 4 s per image spinning vs 0.05 s
     # passive).  Read once when torch loads its OpenMP runtime, so set it before importing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from chexnet_dicom.model.predict import Predictor
-    from chexnet_dicom.model.weights import resolve_weights
+    from chexnet_dicom.model.resolve import resolve_weights
+    from chexnet_dicom.model.runtime import load_predictor
     from chexnet_dicom.pipeline import Analyzer
 
     card_path, why = resolve_weights(args.weights)
     print(f"weights: {card_path} ({why})", file=sys.stderr)
-    predictor = Predictor.from_card(
+    predictor = load_predictor(
         card_path,
+        backend=args.backend,
         device=args.device,
         precision=args.precision,
         threads=args.threads,
@@ -157,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     )
     card = predictor.card
     print(
-        f"model: {card.name} {card.version} on {predictor.device} ({predictor.precision}, "
+        f"model: {card.name} {card.version} on {predictor.device} ({predictor.backend}, {predictor.precision}, "
         f"{predictor.runtime.reason}; {predictor.threads} threads)",
         file=sys.stderr,
     )

@@ -1,4 +1,10 @@
-"""Predictor: load a model once, then batch images through it on CPU or GPU.
+"""Predictor (PyTorch backend): load a model once, then batch images through it on CPU or GPU.
+
+This is the reference implementation and the GPU path.  On a CPU,
+:func:`chexnet_dicom.model.runtime.load_predictor` prefers the ONNX Runtime backend
+(:mod:`chexnet_dicom.model.onnx_runtime`, float32, several times faster at batch 1);
+both share :class:`~chexnet_dicom.model.runtime.PredictorBase`, so checks, guards and
+results are the same code.
 
 Precision is chosen per device (``precision="auto"``):
 
@@ -28,11 +34,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -40,16 +42,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from chexnet_dicom.errors import ConfigError, InferenceError
+from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.model.cam import logits_and_cams
 from chexnet_dicom.model.card import ModelCard, load_bundle
 from chexnet_dicom.model.network import head
-from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.model.runtime import PredictorBase, RuntimeChoice, available_cpus
 
 __all__ = [
     "Predictor",
-    "RuntimeChoice",
-    "available_cpus",
     "choose_runtime",
     "cpu_has_native_bf16",
     "tune_threads",
@@ -95,21 +95,6 @@ def cpu_has_native_bf16() -> bool:
     return onednn and any(flag in _cpu_flags() for flag in _BF16_FLAGS)
 
 
-def available_cpus() -> int:
-    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - macOS / Windows
-        n = os.cpu_count() or 1
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
-
-
 def tune_threads(threads: int | None = None) -> int:
     """Set torch's intra-op thread count and return it.
 
@@ -130,28 +115,6 @@ def tune_threads(threads: int | None = None) -> int:
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
     return torch.get_num_threads()
-
-
-@dataclass(frozen=True)
-class RuntimeChoice:
-    """How the predictor runs.
-
-    Attributes
-    ----------
-    device
-        ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
-    precision
-        ``"fp32"`` or ``"bf16"`` (feature extractor; the head is always float32).
-    channels_last
-        NHWC memory format for the convolutions.
-    reason
-        Why this choice was made (printed by ``chexdcm infer -v``).
-    """
-
-    device: str
-    precision: str
-    channels_last: bool
-    reason: str
 
 
 def choose_runtime(
@@ -192,7 +155,7 @@ def choose_runtime(
     return RuntimeChoice("cpu", "fp32", True, "CPU without native bfloat16")
 
 
-class Predictor:
+class Predictor(PredictorBase):
     """CheXNet inference: probabilities and class activation maps for model inputs.
 
     Build it once per process (:meth:`from_card`), then call :meth:`predict` or
@@ -234,18 +197,9 @@ class Predictor:
         tta: Literal["none", "tencrop"] | None = None,
         _copy: bool = True,
     ) -> None:
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if not math.isfinite(card.cam_scale) or card.cam_scale <= 0:
-            raise ConfigError(f"model card cam_scale must be a positive number, got {card.cam_scale!r}")
-        self.card = card
-        self.runtime = choose_runtime(device, precision)
-        self.threads = tune_threads(threads) if self.runtime.device == "cpu" else torch.get_num_threads()
-        self.batch_size = int(batch_size)
-        self.tta: str = card.preprocessing.tta if tta is None else tta
-        if self.tta not in ("none", "tencrop"):
-            raise ConfigError(f"tta must be none or tencrop, not {self.tta!r}")
-        self._lock = threading.Lock()
+        runtime = choose_runtime(device, precision)
+        threads_now = tune_threads(threads) if runtime.device == "cpu" else torch.get_num_threads()
+        super().__init__(card, runtime, threads=threads_now, batch_size=batch_size, tta=tta)
         self._device = torch.device(self.runtime.device)
         self._dtype = torch.bfloat16 if self.runtime.precision == "bf16" else torch.float32
         self._memory_format = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
@@ -262,7 +216,6 @@ class Predictor:
         self._features: nn.Module = feats.to(memory_format=self._memory_format)  # type: ignore[call-overload]
         self._weight = linear.weight.detach().to(self._device, torch.float32).clone()
         self._bias = linear.bias.detach().to(self._device, torch.float32).clone()
-        self._thresholds = np.array([card.threshold(name) for name in card.labels], dtype=np.float64)
         self.optimise = optimise
         self._forward_features: nn.Module = self._features
         if optimise == "compile":
@@ -299,24 +252,9 @@ class Predictor:
 
     # ------------------------------------------------------------------ properties
     @property
-    def precision(self) -> str:
-        """``"fp32"`` or ``"bf16"``."""
-        return self.runtime.precision
-
-    @property
-    def device(self) -> str:
-        """Device name."""
-        return self.runtime.device
-
-    @property
     def head_bias(self) -> np.ndarray:
         """(14,) float64 bias of the linear head (for :func:`~chexnet_dicom.model.cam.llr_maps`)."""
         return self._bias.detach().cpu().double().numpy()
-
-    @property
-    def crops_per_image(self) -> int:
-        """1, or 10 with TenCrop."""
-        return 10 if self.tta == "tencrop" else 1
 
     # ------------------------------------------------------------------ inference
     def forward(self, x: torch.Tensor, *, cams: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -333,89 +271,9 @@ class Predictor:
             pooled = torch.relu(self._forward_features(x).float()).mean(dim=(2, 3))
             return torch.nn.functional.linear(pooled, self._weight, self._bias), None
 
-    def _check_inputs(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        s = self.card.preprocessing.input_size
-        want = (10, 3, s, s) if self.tta == "tencrop" else (3, s, s)
-        out = []
-        for i, a in enumerate(arrays):
-            arr = np.asarray(a, dtype=np.float32)
-            if arr.shape != want:
-                raise InferenceError(
-                    f"model input {i} has shape {arr.shape}, expected {want} "
-                    f"(prepare it with prepare_model_input and this card's preprocessing, tta={self.tta!r})"
-                )
-            if not np.isfinite(arr).all():
-                raise InferenceError(
-                    f"model input {i} contains NaN or Inf: the image could not be prepared; "
-                    "check the pixel data and its rendering provenance"
-                )
-            out.append(arr)
-        return out
-
-    def predict(self, model_input: np.ndarray, *, cams: bool = True) -> Prediction:
-        """Predict one image.
-
-        Parameters
-        ----------
-        model_input
-            ``(3, S, S)`` or, with TenCrop, ``(10, 3, S, S)`` float32.
-        cams
-            Also return the 14 class activation maps (from the same pass).
-
-        Returns
-        -------
-        Prediction
-            Probabilities, the card's thresholds and (optionally) CAMs in ``cam_scale``
-            units on the crop's feature grid: (14, h, w), or (10, 14, h, w) with TenCrop.
-        """
-        return self.predict_many([model_input], cams=cams)[0]
-
-    def predict_many(self, model_inputs: Sequence[np.ndarray], *, cams: bool = True) -> list[Prediction]:
-        """Predict several images, ``batch_size`` at a time.
-
-        Raises
-        ------
-        InferenceError
-            Wrong input shape, non-finite input, or non-finite model output.
-        """
-        arrays = self._check_inputs(model_inputs)
-        if not arrays:
-            return []
-        k = self.crops_per_image
-        results: list[Prediction] = []
-        with self._lock:
-            for start in range(0, len(arrays), self.batch_size):
-                chunk = arrays[start : start + self.batch_size]
-                x = torch.from_numpy(np.stack(chunk).reshape(-1, *chunk[0].shape[-3:]))
-                logits, maps = self.forward(x, cams=cams)
-                logits = logits.float().cpu()
-                if not torch.isfinite(logits).all():
-                    raise InferenceError(
-                        f"the model produced NaN/Inf logits ({self.precision} on {self.device}); "
-                        "the weights may be corrupt: re-fetch them, or retry with precision fp32"
-                    )
-                probs = torch.sigmoid(logits.double()).numpy().reshape(len(chunk), k, -1).mean(axis=1)
-                cam_np = None
-                if maps is not None:
-                    cam_np = (maps.float().cpu().numpy() / float(self.card.cam_scale)).astype(np.float32)
-                    if not np.isfinite(cam_np).all():
-                        raise InferenceError("the model produced NaN/Inf activation maps; check the weights")
-                    cam_np = cam_np.reshape(len(chunk), k, *cam_np.shape[1:])
-                for i in range(len(chunk)):
-                    img_cams = None
-                    if cam_np is not None:
-                        img_cams = cam_np[i, 0] if k == 1 else cam_np[i]
-                    results.append(
-                        Prediction(
-                            probabilities=probs[i].astype(np.float64),
-                            thresholds=self._thresholds.copy(),
-                            model_name=self.card.name,
-                            model_version=self.card.version,
-                            weights_sha256=self.card.weights_sha256,
-                            cams=img_cams,
-                            precision=self.precision,
-                            device=self.device,
-                            labels=tuple(self.card.labels),
-                        )
-                    )
-        return results
+    def _run(self, x: np.ndarray, *, cams: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, maps = self.forward(torch.from_numpy(x), cams=cams)
+        return (
+            logits.float().cpu().numpy(),
+            None if maps is None else maps.float().cpu().numpy(),
+        )

@@ -27,8 +27,8 @@ class Prediction:
         (1.0 = the model's reference activation; never normalised per image), or None.
     model_name, model_version, weights_sha256
         Identify the algorithm (for DICOM Algorithm Identification).
-    precision, device
-        How the forward pass ran (e.g. ``"fp32"``, ``"cpu"``).
+    precision, device, backend
+        How the forward pass ran (e.g. ``"fp32"``, ``"cpu"``, ``"onnxruntime"``).
     labels
         Output order.
     """
@@ -41,6 +41,7 @@ class Prediction:
     cams: np.ndarray | None = None
     precision: str = "fp32"
     device: str = "cpu"
+    backend: str = "torch"
     labels: tuple[str, ...] = field(default=LABELS)
 
     @property

@@ -122,6 +122,7 @@ def build_sidecar(
                 "flags": list(r.flags),
                 "precision": r.prediction.precision,
                 "device": r.prediction.device,
+                "backend": r.prediction.backend,
                 "outputs": by_source.get(sop, []),
             }
         )

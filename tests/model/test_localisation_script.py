@@ -20,7 +20,8 @@ import torch
 from chexnet_dicom.model.card import ModelCard, save_bundle
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network
-from chexnet_dicom.model.predict import Predictor, available_cpus
+from chexnet_dicom.model.predict import Predictor
+from chexnet_dicom.model.runtime import available_cpus
 from tests.conftest import REPO
 
 

@@ -14,13 +14,8 @@ from chexnet_dicom.errors import ConfigError, InferenceError, WeightsError
 from chexnet_dicom.model.card import ModelCard, OperatingPoint, Preprocessing, save_bundle
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network, head
-from chexnet_dicom.model.predict import (
-    Predictor,
-    available_cpus,
-    choose_runtime,
-    cpu_has_native_bf16,
-    tune_threads,
-)
+from chexnet_dicom.model.predict import Predictor, choose_runtime, cpu_has_native_bf16, tune_threads
+from chexnet_dicom.model.runtime import available_cpus
 from chexnet_dicom.transforms import prepare_model_input
 from tests.conftest import shared_path
 

@@ -83,8 +83,9 @@ from chexnet_dicom.model.cam import to_display
 from chexnet_dicom.model.card import ModelCard, Preprocessing, save_bundle
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network, head
-from chexnet_dicom.model.predict import Predictor, available_cpus
+from chexnet_dicom.model.predict import Predictor
 from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.model.runtime import available_cpus
 from chexnet_dicom.model.weights import DEMO_CARD
 from chexnet_dicom.pipeline import Analyzer
 from chexnet_dicom.transforms import load_chest_image, prepare_model_input, resize_image

@@ -1,0 +1,363 @@
+"""Choosing how the model runs, and the predictor interface every backend shares.
+
+Two backends compute the same network:
+
+* ``"onnxruntime"``: the bundle exported once to ONNX (verified against PyTorch and
+  cached by weights hash, see :mod:`chexnet_dicom.model.onnx_runtime`) and run by ONNX
+  Runtime in float32 on the CPU.  It is the CPU default: on DenseNet-121 it is several
+  times faster than eager PyTorch at batch 1 (``benchmarks/infer.py``), its outputs
+  equal PyTorch float32 to about 1e-5, and a warm process needs neither torch nor MONAI.
+* ``"torch"``: :class:`chexnet_dicom.model.predict.Predictor` (eager or
+  ``torch.compile``; bf16 + channels_last on GPUs and on CPUs with native bf16).  It is
+  the reference implementation, the GPU path, and the fallback when ONNX Runtime is not
+  installed.
+
+:func:`load_predictor` picks one (``backend="auto"``) and this module never imports
+torch unless the torch backend is chosen or a GPU may be present.
+
+Every backend subclasses :class:`PredictorBase`, which owns what must not differ between
+them: input checks, batching, the NaN/Inf guard, the sigmoid, TenCrop averaging, CAM
+scaling and the :class:`~chexnet_dicom.model.result.Prediction` records.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from chexnet_dicom.errors import ConfigError, InferenceError
+from chexnet_dicom.model.card import ModelCard
+from chexnet_dicom.model.result import Prediction
+
+__all__ = [
+    "BACKENDS",
+    "PredictorBase",
+    "RuntimeChoice",
+    "available_cpus",
+    "cuda_may_be_present",
+    "load_predictor",
+    "onnxruntime_available",
+]
+
+log = logging.getLogger(__name__)
+
+BackendName = Literal["auto", "torch", "onnxruntime"]
+#: Accepted ``backend`` values.
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """How the predictor runs.
+
+    Attributes
+    ----------
+    device
+        ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
+    precision
+        ``"fp32"`` or ``"bf16"`` (feature extractor; the head is always float32).
+    channels_last
+        NHWC memory format for the convolutions (torch backend).
+    reason
+        Why this choice was made (printed by ``chexdcm infer``).
+    backend
+        ``"torch"`` or ``"onnxruntime"``.
+    """
+
+    device: str
+    precision: str
+    channels_last: bool
+    reason: str
+    backend: str = "torch"
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: the affinity mask, capped by a cgroup v2 CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS / Windows
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def cuda_may_be_present() -> bool:
+    """False when no NVIDIA driver is loaded, so CUDA cannot be available (no torch import)."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
+def onnxruntime_available() -> bool:
+    """True when the ``onnxruntime`` package is installed."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)))  # = 1 / (1 + exp(-x)), no overflow
+
+
+class PredictorBase:
+    """What every backend shares: checks, batching, guards and the result records.
+
+    Subclasses set :attr:`runtime` and implement :meth:`_run` (one batch of crops in,
+    float32 logits and raw CAMs out).
+
+    Parameters
+    ----------
+    card
+        The model card (thresholds, preprocessing, ``cam_scale``, labels).
+    runtime
+        How the subclass runs.
+    threads
+        CPU threads in use.
+    batch_size
+        Images per forward pass in :meth:`predict_many` (TenCrop: crops / 10).
+    tta
+        Override the card's test-time augmentation (``"none"`` or ``"tencrop"``);
+        inputs must have been prepared the same way.
+    """
+
+    def __init__(
+        self,
+        card: ModelCard,
+        runtime: RuntimeChoice,
+        *,
+        threads: int,
+        batch_size: int = 8,
+        tta: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if not math.isfinite(card.cam_scale) or card.cam_scale <= 0:
+            raise ConfigError(f"model card cam_scale must be a positive number, got {card.cam_scale!r}")
+        self.card = card
+        self.runtime = runtime
+        self.threads = int(threads)
+        self.batch_size = int(batch_size)
+        self.tta: str = card.preprocessing.tta if tta is None else tta
+        if self.tta not in ("none", "tencrop"):
+            raise ConfigError(f"tta must be none or tencrop, not {self.tta!r}")
+        self._lock = threading.Lock()
+        self._thresholds = np.array([card.threshold(name) for name in card.labels], dtype=np.float64)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def precision(self) -> str:
+        """``"fp32"`` or ``"bf16"``."""
+        return self.runtime.precision
+
+    @property
+    def device(self) -> str:
+        """Device name."""
+        return self.runtime.device
+
+    @property
+    def backend(self) -> str:
+        """``"torch"`` or ``"onnxruntime"``."""
+        return self.runtime.backend
+
+    @property
+    def head_bias(self) -> np.ndarray:
+        """(14,) float64 bias of the linear head (for :func:`~chexnet_dicom.model.cam.llr_maps`)."""
+        raise NotImplementedError
+
+    @property
+    def crops_per_image(self) -> int:
+        """1, or 10 with TenCrop."""
+        return 10 if self.tta == "tencrop" else 1
+
+    # ------------------------------------------------------------------ inference
+    def _run(self, x: np.ndarray, *, cams: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits (N, 14) and raw CAMs (N, 14, h, w) as float32 for a (N, 3, S, S) batch."""
+        raise NotImplementedError
+
+    def _check_inputs(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        s = self.card.preprocessing.input_size
+        want = (10, 3, s, s) if self.tta == "tencrop" else (3, s, s)
+        out = []
+        for i, a in enumerate(arrays):
+            arr = np.asarray(a, dtype=np.float32)
+            if arr.shape != want:
+                raise InferenceError(
+                    f"model input {i} has shape {arr.shape}, expected {want} "
+                    f"(prepare it with prepare_model_input and this card's preprocessing, tta={self.tta!r})"
+                )
+            if not np.isfinite(arr).all():
+                raise InferenceError(
+                    f"model input {i} contains NaN or Inf: the image could not be prepared; "
+                    "check the pixel data and its rendering provenance"
+                )
+            out.append(arr)
+        return out
+
+    def predict(self, model_input: np.ndarray, *, cams: bool = True) -> Prediction:
+        """Predict one image.
+
+        Parameters
+        ----------
+        model_input
+            ``(3, S, S)`` or, with TenCrop, ``(10, 3, S, S)`` float32.
+        cams
+            Also return the 14 class activation maps (from the same pass).
+
+        Returns
+        -------
+        Prediction
+            Probabilities, the card's thresholds and (optionally) CAMs in ``cam_scale``
+            units on the crop's feature grid: (14, h, w), or (10, 14, h, w) with TenCrop.
+        """
+        return self.predict_many([model_input], cams=cams)[0]
+
+    def predict_many(self, model_inputs: Sequence[np.ndarray], *, cams: bool = True) -> list[Prediction]:
+        """Predict several images, ``batch_size`` at a time.
+
+        Raises
+        ------
+        InferenceError
+            Wrong input shape, non-finite input, or non-finite model output.
+        """
+        arrays = self._check_inputs(model_inputs)
+        if not arrays:
+            return []
+        k = self.crops_per_image
+        results: list[Prediction] = []
+        with self._lock:
+            for start in range(0, len(arrays), self.batch_size):
+                chunk = arrays[start : start + self.batch_size]
+                x = np.ascontiguousarray(np.stack(chunk).reshape(-1, *chunk[0].shape[-3:]))
+                logits, maps = self._run(x, cams=cams)
+                if not np.isfinite(logits).all():
+                    raise InferenceError(
+                        f"the model produced NaN/Inf logits ({self.precision} on {self.device}, "
+                        f"{self.backend}); the weights may be corrupt: re-fetch them, or retry with fp32"
+                    )
+                probs = _sigmoid(logits).reshape(len(chunk), k, -1).mean(axis=1)
+                cam_np = None
+                if maps is not None:
+                    cam_np = (np.asarray(maps, dtype=np.float32) / float(self.card.cam_scale)).astype(
+                        np.float32, copy=False
+                    )
+                    if not np.isfinite(cam_np).all():
+                        raise InferenceError("the model produced NaN/Inf activation maps; check the weights")
+                    cam_np = cam_np.reshape(len(chunk), k, *cam_np.shape[1:])
+                for i in range(len(chunk)):
+                    img_cams = None
+                    if cam_np is not None:
+                        img_cams = cam_np[i, 0] if k == 1 else cam_np[i]
+                    results.append(
+                        Prediction(
+                            probabilities=probs[i].astype(np.float64),
+                            thresholds=self._thresholds.copy(),
+                            model_name=self.card.name,
+                            model_version=self.card.version,
+                            weights_sha256=self.card.weights_sha256,
+                            cams=img_cams,
+                            precision=self.precision,
+                            device=self.device,
+                            backend=self.backend,
+                            labels=tuple(self.card.labels),
+                        )
+                    )
+        return results
+
+
+def load_predictor(
+    card_path: str | os.PathLike[str],
+    *,
+    backend: BackendName | str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    optimise: str = "none",
+    threads: int | None = None,
+    batch_size: int = 8,
+    tta: str | None = None,
+    verify: bool = True,
+) -> PredictorBase:
+    """Load a bundle and build the predictor that suits this machine.
+
+    ``backend="auto"`` runs the torch :class:`~chexnet_dicom.model.predict.Predictor`
+    on a GPU, or whenever bf16 or ``torch.compile`` is asked for, and ONNX Runtime
+    (float32) on a CPU when it is installed; the torch predictor otherwise.
+
+    Parameters
+    ----------
+    card_path
+        ``*.card.json`` file.
+    backend
+        ``"auto"``, ``"torch"`` or ``"onnxruntime"``.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    precision
+        ``"auto"``, ``"fp32"`` or ``"bf16"`` (bf16 needs the torch backend).
+    optimise
+        ``"none"`` or ``"compile"`` (torch backend).
+    threads, batch_size, tta
+        See :class:`PredictorBase`.
+    verify
+        Check the weights' sha256 against the card.
+
+    Raises
+    ------
+    ConfigError
+        Unknown names, or a combination no backend can run.
+    WeightsError
+        Missing or corrupt weights.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    wants_torch = precision == "bf16" or optimise != "none" or str(device).startswith("cuda")
+    if backend == "onnxruntime" and wants_torch:
+        raise ConfigError(
+            "the onnxruntime backend runs float32 on the CPU only; use --backend torch for "
+            "cuda, bf16 or compile"
+        )
+    if backend == "auto":
+        if wants_torch or (device == "auto" and cuda_may_be_present() and _torch_sees_cuda()):
+            backend = "torch"
+        elif onnxruntime_available():
+            backend = "onnxruntime"
+        else:
+            log.info("onnxruntime is not installed: running the torch predictor")
+            backend = "torch"
+    if backend == "onnxruntime":
+        if precision not in ("auto", "fp32"):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+        if device not in ("auto", "cpu"):
+            raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
+        from chexnet_dicom.model.onnx_runtime import OrtPredictor
+
+        return OrtPredictor.from_card(
+            card_path, threads=threads, batch_size=batch_size, tta=tta, verify=verify
+        )
+    from chexnet_dicom.model.predict import Predictor
+
+    return Predictor.from_card(
+        card_path,
+        verify=verify,
+        device=device,
+        precision=precision,
+        optimise=optimise,
+        threads=threads,
+        batch_size=batch_size,
+        tta=tta,
+    )
+
+
+def _torch_sees_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
