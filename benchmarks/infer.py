@@ -7,15 +7,20 @@ Usage::
 
 Everything is measured in this one run, on this machine:
 
-(a) images/s of :class:`~chexnet_dicom.model.predict.Predictor` (``precision="auto"``:
-    bf16 + channels_last on CPUs with native bf16, fp32 + channels_last otherwise) at
-    batch 1 and 8, against naive fp32 eager PyTorch (``net(x)`` under ``no_grad``,
-    default memory format and threads); the fp32 predictor is shown too;
+(a) images/s of the default CPU predictor (:func:`~chexnet_dicom.model.runtime.load_predictor`:
+    ONNX Runtime, float32) at batch 1 and 8, at the demo model's 128 px and at CheXNet's
+    224 px, against naive fp32 eager PyTorch (``net(x)`` under ``no_grad``, default
+    memory format and threads); the torch predictor (eager fp32 + channels_last, and
+    bf16 + channels_last on CPUs with native bf16) is shown too, with each path's
+    probability difference to the torch float32 reference;
 (b) the cost of CAM heatmaps for all 14 findings on top of prediction (same forward
-    pass), and of the naive way: one MONAI Grad-CAM (forward + backward) per finding;
+    pass), for both backends, and of the naive way: one MONAI Grad-CAM (forward +
+    backward) per finding;
 (c) wall time of ``python -m chexnet_dicom infer`` on a one-image synthetic study (1024 x
-    1024, 12-bit, JPEG 2000 lossless), run twice (cold, then warm: OS file cache and
-    Python bytecode warm), with the CLI's own start-up / read / predict / write split.
+    1024, 12-bit, JPEG 2000 lossless), run twice with a fresh ``CHEXDCM_CACHE``: cold
+    (the first run ever for these weights, including the one-time verified ONNX export)
+    and warm (the graph comes from the cache, so neither torch nor MONAI is imported),
+    with the CLI's own start-up / read / predict / write split.
 
 The weights are the resolved model weights when available (``resolve_weights``), else a
 random-weight bundle in fp16 (speed does not depend on the values).  Timings on a shared
@@ -48,9 +53,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from chexnet_dicom.errors import WeightsError  # noqa: E402
-from chexnet_dicom.model.card import ModelCard, load_bundle, save_bundle  # noqa: E402
+from chexnet_dicom.model.card import ModelCard, Preprocessing, load_bundle, save_bundle  # noqa: E402
 from chexnet_dicom.model.network import build_network  # noqa: E402
 from chexnet_dicom.model.predict import Predictor, cpu_has_native_bf16  # noqa: E402
+from chexnet_dicom.model.runtime import load_predictor  # noqa: E402
 
 
 def best_times(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1) -> dict[str, float]:
@@ -98,11 +104,12 @@ def bench_throughput(card_path: Path, repeat: int, *, compiled: bool = False) ->
     net, card = load_bundle(card_path)
     net.eval()
     s = card.preprocessing.input_size
-    auto = Predictor(net, card, device="cpu")
-    fp32 = Predictor(net, card, device="cpu", precision="fp32")
+    default = load_predictor(card_path, device="cpu")
+    torch_auto = Predictor(net, card, device="cpu")
+    torch_fp32 = Predictor(net, card, device="cpu", precision="fp32")
     print(
-        f"(a) throughput, {torch.get_num_threads()} threads; native bf16: {cpu_has_native_bf16()}; "
-        f"auto precision = {auto.precision} ({auto.runtime.reason})"
+        f"(a) throughput at {s}x{s} input ({card.name}), {torch.get_num_threads()} threads; native bf16: "
+        f"{cpu_has_native_bf16()}; default predictor = {default.backend} {default.precision}"
     )
     rng = np.random.default_rng(0)
     for batch in (1, 8):
@@ -113,16 +120,20 @@ def bench_throughput(card_path: Path, repeat: int, *, compiled: bool = False) ->
             with torch.no_grad():
                 torch.sigmoid(net(xt))
 
-        auto.batch_size = fp32.batch_size = batch
+        default.batch_size = torch_auto.batch_size = torch_fp32.batch_size = batch
         best = best_times(
             {
                 "naive": naive,
-                "fp32": lambda xs=xs: fp32.predict_many(xs, cams=False),
-                "auto": lambda xs=xs: auto.predict_many(xs, cams=False),
+                "torch_fp32": lambda xs=xs: torch_fp32.predict_many(xs, cams=False),
+                "torch_auto": lambda xs=xs: torch_auto.predict_many(xs, cams=False),
+                "default": lambda xs=xs: default.predict_many(xs, cams=False),
             },
             repeat,
         )
-        t_naive, t_fp32, t_auto = best["naive"], best["fp32"], best["auto"]
+        t_naive = best["naive"]
+
+        rate = {k: f"{batch / t:6.1f} img/s ({t_naive / t:.2f}x)" for k, t in best.items()}
+
         extra = ""
         if compiled:
             comp = Predictor(net, card, device="cpu", optimise="compile", batch_size=batch)
@@ -133,22 +144,26 @@ def bench_throughput(card_path: Path, repeat: int, *, compiled: bool = False) ->
                 "c"
             ]
             extra = (
-                f" | compiled {comp.precision} {batch / t_comp:6.1f} img/s ({t_naive / t_comp:.2f}x; "
+                f" | torch.compile {comp.precision} {batch / t_comp:6.1f} img/s ({t_naive / t_comp:.2f}x; "
                 f"first call incl. compile {first:.0f}s)"
             )
         print(
-            f"    batch {batch}: naive fp32 eager {batch / t_naive:6.1f} img/s | predictor fp32+CL "
-            f"{batch / t_fp32:6.1f} img/s ({t_naive / t_fp32:.2f}x) | predictor {auto.precision} "
-            f"{batch / t_auto:6.1f} img/s ({t_naive / t_auto:.2f}x){extra}"
+            f"    batch {batch}: naive fp32 eager {batch / t_naive:6.1f} img/s | DEFAULT {default.backend} "
+            f"{default.precision} {rate['default']} | torch eager fp32+CL {rate['torch_fp32']} | torch eager "
+            f"{torch_auto.precision} {rate['torch_auto']}{extra}"
         )
-    # Accuracy of the non-fp32 path on the same inputs (bounded at 0.005 by a test).
-    if auto.precision != "fp32":
-        xs = [rng.standard_normal((3, s, s)).astype(np.float32) for _ in range(8)]
+    # Accuracy of each path against the float32 torch reference on the same inputs.
+    xs = [rng.standard_normal((3, s, s)).astype(np.float32) for _ in range(8)]
+    ref = torch_fp32.predict_many(xs)
+    for name, pred in (
+        ("default " + default.backend, default),
+        ("torch " + torch_auto.precision, torch_auto),
+    ):
         d = max(
             float(np.abs(a.probabilities - b.probabilities).max())
-            for a, b in zip(fp32.predict_many(xs), auto.predict_many(xs), strict=True)
+            for a, b in zip(ref, pred.predict_many(xs), strict=True)
         )
-        print(f"    max |p_{auto.precision} - p_fp32| on 8 random inputs: {d:.5f}")
+        print(f"    max |p - p_torch_fp32| on 8 random inputs, {name}: {d:.2e}")
 
 
 def bench_heatmaps(card_path: Path, repeat: int) -> None:
@@ -157,11 +172,17 @@ def bench_heatmaps(card_path: Path, repeat: int) -> None:
     net, card = load_bundle(card_path)
     s = card.preprocessing.input_size
     x = np.random.default_rng(1).standard_normal((3, s, s)).astype(np.float32)
-    pred = Predictor(net, card, device="cpu")
-    best = best_times(
-        {"pred": lambda: pred.predict(x, cams=False), "cams": lambda: pred.predict(x, cams=True)}, repeat
-    )
-    t_pred, t_cams = best["pred"], best["cams"]
+    print("(b) heatmaps for all 14 findings, batch 1")
+    for pred in (load_predictor(card_path, device="cpu"), Predictor(net, card, device="cpu")):
+        best = best_times(
+            {"pred": lambda p=pred: p.predict(x, cams=False), "cams": lambda p=pred: p.predict(x, cams=True)},
+            repeat,
+        )
+        t_pred, t_cams = best["pred"], best["cams"]
+        print(
+            f"    predictor {pred.backend} {pred.precision}: prediction {t_pred * 1e3:.1f} ms, prediction + "
+            f"14 CAMs {t_cams * 1e3:.1f} ms -> {t_cams / t_pred:.3f}x"
+        )
     xt = torch.from_numpy(x)[None]
     gc = GradCAM(nn_module=net, target_layers="class_layers.relu")
 
@@ -175,11 +196,6 @@ def bench_heatmaps(card_path: Path, repeat: int) -> None:
 
     best = best_times({"pred": naive_pred, "gradcam": naive_all}, max(2, repeat // 3))
     t_naive_pred, t_grad = best["pred"], best["gradcam"]
-    print("(b) heatmaps for all 14 findings, batch 1")
-    print(
-        f"    predictor {pred.precision}: prediction {t_pred * 1e3:.0f} ms, prediction + 14 CAMs "
-        f"{t_cams * 1e3:.0f} ms -> {t_cams / t_pred:.3f}x"
-    )
     print(
         f"    naive fp32: prediction {t_naive_pred * 1e3:.0f} ms, 14 x MONAI Grad-CAM (forward + "
         f"backward each) {t_grad * 1e3:.0f} ms -> {t_grad / t_naive_pred:.1f}x"
@@ -210,7 +226,8 @@ def bench_e2e(card_path: Path, tmp: Path) -> None:
             capture_output=True,
             text=True,
             cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            # a fresh cache: the cold run includes the one-time ONNX export, the warm run reuses it
+            env={**os.environ, "PYTHONPATH": str(REPO), "CHEXDCM_CACHE": str(tmp / "cache-e2e")},
             check=False,
         )
         wall = time.perf_counter() - t
@@ -229,16 +246,24 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument(
+        "--no-224", dest="size224", action="store_false", help="skip the 224 px (published CheXNet) input"
+    )
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compile)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        os.environ["CHEXDCM_CACHE"] = str(tmp / "cache")  # exports stay out of ~/.cache
         card_path, why = get_card(tmp)
         print(
             f"weights: {card_path.name} ({why}); torch {torch.__version__}; CPUs {os.cpu_count()}; "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; load average {os.getloadavg()[0]:.1f}"
         )
         bench_throughput(card_path, args.repeat, compiled=args.compile)
+        if args.size224:
+            torch.manual_seed(0)
+            big = ModelCard(name="random-224", version="0", preprocessing=Preprocessing())
+            bench_throughput(save_bundle(build_network().eval(), big, tmp / "b224", "b224"), args.repeat)
         bench_heatmaps(card_path, args.repeat)
         if not args.skip_e2e:
             bench_e2e(card_path, tmp)
