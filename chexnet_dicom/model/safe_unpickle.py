@@ -18,18 +18,26 @@ their storages, while every global the pickle names goes through
   so ``_parameters``, ``_buffers`` and ``_modules`` can be walked by
   :func:`module_state_dict` without importing torchvision,
 * refuses everything else with :class:`RefusedGlobalError` *before* anything is called.
+
+Torch allocates each storage at the size the pickle *declares* before it reads the
+bytes, so a small file could ask for terabytes.  Every storage record is checked first:
+the storages of a checkpoint are stored uncompressed inside it, so their declared sizes
+together can never exceed the file's size, and a file whose records say otherwise is
+refused (:class:`StorageBudgetError`) before anything is allocated.
 """
 
 from __future__ import annotations
 
 import _compat_pickle
 import collections
+import contextvars
 import io
 import logging
 import pickle
 import sys
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -41,6 +49,7 @@ __all__ = [
     "InertObject",
     "InertParameter",
     "RefusedGlobalError",
+    "StorageBudgetError",
     "Unpickler",
     "load",
     "loads",
@@ -60,6 +69,29 @@ INERT_MODULE_PREFIXES: tuple[str, ...] = ("torchvision.", "torch.nn.modules.", "
 
 class RefusedGlobalError(pickle.UnpicklingError):
     """The pickle names a global that is not on the allow-list."""
+
+
+class StorageBudgetError(pickle.UnpicklingError):
+    """The pickle declares more storage bytes than its file can hold."""
+
+
+#: Bytes the storages of the file being loaded may declare in total (None: no file, no limit).
+_STORAGE_BUDGET: contextvars.ContextVar[int | None] = contextvars.ContextVar("storage_budget", default=None)
+
+
+def _declared_storage(saved_id: object) -> tuple[object, int] | None:
+    """(key, bytes) of a torch storage record, for the legacy and the zip layouts."""
+    if not isinstance(saved_id, tuple) or len(saved_id) < 5:
+        return None
+    typename = saved_id[0].decode("ascii", "replace") if isinstance(saved_id[0], bytes) else saved_id[0]
+    if typename != "storage":
+        return None
+    storage_type, key, numel = saved_id[1], saved_id[2], saved_id[4]
+    if not isinstance(numel, int) or numel < 0:
+        raise StorageBudgetError(f"storage record with an invalid element count {numel!r}")
+    dtype = getattr(storage_type, "dtype", torch.uint8)
+    itemsize = torch._utils._element_size(dtype) if isinstance(dtype, torch.dtype) else 1
+    return key, numel * itemsize
 
 
 class InertObject:
@@ -226,7 +258,41 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 
 
 class Unpickler(pickle.Unpickler):
-    """A :class:`pickle.Unpickler` whose ``find_class`` only grants :data:`ALLOWED_GLOBALS`."""
+    """A :class:`pickle.Unpickler` whose ``find_class`` only grants :data:`ALLOWED_GLOBALS`.
+
+    The ``persistent_load`` torch installs is wrapped: each storage record's declared
+    size is charged against the file's size before torch allocates it.
+    """
+
+    def __init__(self, file: IO[bytes], **kwargs: Any) -> None:
+        self._torch_persistent_load: Callable[[Any], Any] | None = None
+        self._declared: dict[object, int] = {}
+        super().__init__(file, **kwargs)
+
+    @property
+    def persistent_load(self) -> Callable[[Any], Any]:
+        """The checked persistent-id loader (torch assigns its own, which this wraps)."""
+        return self._checked_persistent_load
+
+    @persistent_load.setter
+    def persistent_load(self, fn: Callable[[Any], Any]) -> None:
+        self._torch_persistent_load = fn
+
+    def _checked_persistent_load(self, saved_id: Any) -> Any:
+        declared = _declared_storage(saved_id)
+        budget = _STORAGE_BUDGET.get()
+        if declared is not None and budget is not None:
+            key, nbytes = declared
+            self._declared[key] = max(nbytes, self._declared.get(key, 0))
+            total = sum(self._declared.values())
+            if total > budget:
+                raise StorageBudgetError(
+                    f"the checkpoint declares {total} bytes of tensor storage but the file has only "
+                    f"{budget} bytes"
+                )
+        if self._torch_persistent_load is None:
+            raise pickle.UnpicklingError("persistent id in a plain pickle: not a checkpoint")
+        return self._torch_persistent_load(saved_id)
 
     def find_class(self, module: str, name: str, /) -> Any:
         """Return the allowed stand-in for ``module.name`` or raise :class:`RefusedGlobalError`."""
@@ -288,11 +354,17 @@ def safe_torch_load(path: str | Path) -> Any:
             f"checkpoint {p.name} is {size} bytes, above the {MAX_CHECKPOINT_BYTES}-byte limit"
         )
     this_module = sys.modules[__name__]
+    token = _STORAGE_BUDGET.set(size)
     try:
         with warnings.catch_warnings():
             # Legacy files carry module source for a check that cannot apply to placeholders.
             warnings.simplefilter("ignore")
             return torch.load(str(p), map_location="cpu", pickle_module=this_module, weights_only=False)
+    except StorageBudgetError as exc:
+        raise WeightsError(
+            f"checkpoint {p.name} is truncated or corrupt: {exc} (refused before allocating); "
+            "download it again"
+        ) from exc
     except RefusedGlobalError as exc:
         raise WeightsError(f"refused to load {p.name}: {exc}; it is not a plain weights checkpoint") from exc
     except (
@@ -313,6 +385,8 @@ def safe_torch_load(path: str | Path) -> Any:
             f"checkpoint {p.name} is truncated or corrupt ({type(exc).__name__}: {str(exc)[:200]}); "
             "download it again"
         ) from exc
+    finally:
+        _STORAGE_BUDGET.reset(token)
 
 
 def _state_dict_of(obj: InertObject) -> dict[str, Any]:

@@ -126,6 +126,33 @@ def test_truncated_file_is_a_weights_error(tmp_path: Path, zip_format: bool, kee
         safe_torch_load(cut)
 
 
+@pytest.mark.parametrize("zip_format", [False, True], ids=["legacy", "zip"])
+def test_a_storage_declared_larger_than_the_file_is_refused_before_allocation(
+    tmp_path: Path, zip_format: bool
+) -> None:
+    """A small file whose storage record claims 8 GiB must not make torch allocate 8 GiB."""
+    path = tmp_path / "honest.pth"
+    torch.save({"w": torch.zeros(65537)}, path, _use_new_zipfile_serialization=zip_format)
+    data = path.read_bytes()
+    # BININT 65537: first the storage record's element count, then the tensor's shape
+    honest_numel = b"J\x01\x00\x01\x00"
+    assert data.count(honest_numel) == 2
+    crafted = tmp_path / "crafted.pth"
+    crafted.write_bytes(data.replace(honest_numel, b"J\xff\xff\xff\x7f", 1))  # 2**31 - 1 floats
+    if zip_format:  # the zip format keeps the pickle in a checksummed member: re-pack it
+        import zipfile
+
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(crafted, "w", zipfile.ZIP_STORED) as dst:
+            for item in src.infolist():
+                body = src.read(item)
+                if item.filename.endswith("data.pkl"):
+                    body = body.replace(honest_numel, b"J\xff\xff\xff\x7f", 1)
+                dst.writestr(item, body)
+    with pytest.raises(WeightsError, match="declares 8589934588 bytes of tensor storage"):
+        safe_torch_load(crafted)
+    assert safe_torch_load(path)["w"].shape == (65537,)  # the honest file still loads
+
+
 def test_not_a_checkpoint_and_missing_file(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
