@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chexnet_dicom.errors import ConfigError, ModelError, WeightsError
+from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
 from chexnet_dicom.model.card import ModelCard, verified_weights
 from chexnet_dicom.model.registry import cache_dir
 from chexnet_dicom.model.runtime import PredictorBase, RuntimeChoice, available_cpus
@@ -148,7 +148,12 @@ def _session(model: bytes, threads: int) -> Any:
     # Threads that spin while waiting collapse throughput when the cores are shared
     # (the same effect as OMP_WAIT_POLICY for torch, see model/predict.py).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors (Fail, InvalidGraph, ...)
+        raise ModelError(
+            f"ONNX Runtime cannot load the graph ({type(exc).__name__}: {str(exc)[:200]})"
+        ) from exc
 
 
 def _check_export(model: bytes, module: nn.Module, input_size: int) -> float:
@@ -369,7 +374,13 @@ class OrtPredictor(PredictorBase):
 
     def _run(self, x: np.ndarray, *, cams: bool) -> tuple[np.ndarray, np.ndarray | None]:
         names = list(OUTPUT_NAMES) if cams else [OUTPUT_NAMES[0]]
-        outs = self._session.run(names, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
+        try:
+            outs = self._session.run(names, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
+        except Exception as exc:  # e.g. out of memory: onnxruntime's errors are untyped
+            raise InferenceError(
+                f"ONNX Runtime failed on a batch of {len(x)} ({type(exc).__name__}: {str(exc)[:200]}); "
+                "retry with a smaller batch or --backend torch"
+            ) from exc
         return np.asarray(outs[0], dtype=np.float32), (
             np.asarray(outs[1], dtype=np.float32) if cams else None
         )

@@ -137,6 +137,11 @@ def test_non_finite_input_is_refused(bundle: Path, cache: Path) -> None:
         pred.predict(x)
     with pytest.raises(InferenceError, match="shape"):
         pred.predict(np.zeros((3, 32, 32), dtype=np.float32))
+    # ONNX Runtime's own (untyped) failures become typed errors
+    with pytest.raises(InferenceError, match="ONNX Runtime failed"):
+        pred._run(np.zeros((1, 3, 32, 32), dtype=np.float32), cams=True)
+    with pytest.raises(ModelError, match="cannot load the graph"):
+        onnx_runtime._session(b"not an onnx graph", 1)
 
 
 def test_backend_selection(bundle: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
