@@ -362,13 +362,16 @@ def verified_weights(card_path: str | Path, *, verify: bool = True) -> tuple[Mod
     if not card.weights_file or not tensor_path.is_file():
         raise WeightsError(f"weights file {tensor_path} named by {card_p.name} is missing")
     if verify:
-        actual = sha256_file(tensor_path)
-        if actual != card.weights_sha256:
-            raise WeightsError(
-                f"sha256 of {tensor_path.name} is {actual[:16]}..., the card says "
-                f"{card.weights_sha256[:16]}...: the file is corrupt or was tampered with; re-fetch it"
-            )
+        _check_digest(tensor_path, sha256_file(tensor_path), card)
     return card, tensor_path
+
+
+def _check_digest(tensor_path: Path, actual: str, card: ModelCard) -> None:
+    if actual != card.weights_sha256:
+        raise WeightsError(
+            f"sha256 of {tensor_path.name} is {actual[:16]}..., the card says "
+            f"{card.weights_sha256[:16]}...: the file is corrupt or was tampered with; re-fetch it"
+        )
 
 
 def load_bundle(card_path: str | Path, *, verify: bool = True) -> tuple[nn.Module, ModelCard]:
@@ -392,13 +395,19 @@ def load_bundle(card_path: str | Path, *, verify: bool = True) -> tuple[nn.Modul
         Missing files, hash mismatch, wrong labels or tensors.
     """
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     from chexnet_dicom.model.network import build_network
 
-    card, tensor_path = verified_weights(card_path, verify=verify)
+    card, tensor_path = verified_weights(card_path, verify=False)
     try:
-        state = load_file(str(tensor_path), device="cpu")
+        data = tensor_path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read {tensor_path.name}: {exc.strerror or exc}") from exc
+    if verify:  # hash the very bytes that are loaded: a file swapped after a check is never used
+        _check_digest(tensor_path, hashlib.sha256(data).hexdigest(), card)
+    try:
+        state = load(data)
     except (SafetensorError, OSError, ValueError) as exc:
         raise WeightsError(f"cannot read {tensor_path.name}: {exc}") from exc
     net = build_network(len(card.labels))

@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 
-from chexnet_dicom.errors import ConfigError, InferenceError
+from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
 from chexnet_dicom.model.card import ModelCard
 from chexnet_dicom.model.result import Prediction
 
@@ -101,8 +101,8 @@ def cuda_may_be_present() -> bool:
 
 
 def onnxruntime_available() -> bool:
-    """True when the ``onnxruntime`` package is installed."""
-    return importlib.util.find_spec("onnxruntime") is not None
+    """True when ``onnxruntime`` (to run) and ``onnx`` (to export) are installed."""
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -291,7 +291,8 @@ def load_predictor(
 
     ``backend="auto"`` runs the torch :class:`~chexnet_dicom.model.predict.Predictor`
     on a GPU, or whenever bf16 or ``torch.compile`` is asked for, and ONNX Runtime
-    (float32) on a CPU when it is installed; the torch predictor otherwise.
+    (float32) on a CPU when it is installed; the torch predictor otherwise, and also
+    when the ONNX export fails (logged as a warning; corrupt weights still raise).
 
     Parameters
     ----------
@@ -325,24 +326,36 @@ def load_predictor(
             "the onnxruntime backend runs float32 on the CPU only; use --backend torch for "
             "cuda, bf16 or compile"
         )
+    chosen_automatically = backend == "auto"
     if backend == "auto":
         if wants_torch or (device == "auto" and cuda_may_be_present() and _torch_sees_cuda()):
             backend = "torch"
         elif onnxruntime_available():
             backend = "onnxruntime"
         else:
-            log.info("onnxruntime is not installed: running the torch predictor")
+            log.info("onnxruntime/onnx are not installed: running the torch predictor")
             backend = "torch"
     if backend == "onnxruntime":
         if precision not in ("auto", "fp32"):
             raise ConfigError(f"precision must be auto, fp32 or bf16, not {precision!r}")
         if device not in ("auto", "cpu"):
             raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
+        if not onnxruntime_available():
+            raise ConfigError(
+                "--backend onnxruntime needs the onnxruntime and onnx packages; use --backend torch"
+            )
         from chexnet_dicom.model.onnx_runtime import OrtPredictor
 
-        return OrtPredictor.from_card(
-            card_path, threads=threads, batch_size=batch_size, tta=tta, verify=verify
-        )
+        try:
+            return OrtPredictor.from_card(
+                card_path, threads=threads, batch_size=batch_size, tta=tta, verify=verify
+            )
+        except (WeightsError, InferenceError):
+            raise  # the weights or the inputs are wrong: another backend would not help
+        except ModelError as exc:
+            if not chosen_automatically:
+                raise
+            log.warning("ONNX Runtime backend unavailable (%s); running the torch predictor", exc)
     from chexnet_dicom.model.predict import Predictor
 
     return Predictor.from_card(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chexnet_dicom.errors import ConfigError, InferenceError, ModelError
+from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
 from chexnet_dicom.model import onnx_runtime, runtime
 from chexnet_dicom.model.card import Preprocessing
 from chexnet_dicom.model.onnx_runtime import OrtPredictor, onnx_model_bytes
@@ -161,9 +162,51 @@ def test_backend_selection(bundle: Path, cache: Path, monkeypatch: pytest.Monkey
 
 
 def test_cache_key_includes_the_input_size(tmp_path: Path, cache: Path) -> None:
-    card = make_bundle(tmp_path / "b", preprocessing=Preprocessing(resize=40, input_size=32), seed=4)
-    onnx_model_bytes(card)
-    assert [p.name.split("-")[1] for p in (cache / "onnx").glob("*.onnx")] == ["s32"]
+    """The same weights at two input sizes are two graphs, each exported and each reused."""
+    small = make_bundle(tmp_path / "a", preprocessing=Preprocessing(resize=40, input_size=32), seed=4)
+    large = make_bundle(tmp_path / "b", preprocessing=Preprocessing(resize=80, input_size=64), seed=4)
+    assert onnx_model_bytes(small)[2] == "exported" and onnx_model_bytes(large)[2] == "exported"
+    assert sorted(p.name.split("-")[1] for p in (cache / "onnx").glob("*.onnx")) == ["s32", "s64"]
+    assert onnx_model_bytes(small)[2] == "cache" and onnx_model_bytes(large)[2] == "cache"
+    x = np.zeros((3, 32, 32), dtype=np.float32)
+    assert load_predictor(small, backend="onnxruntime").predict(x).cams.shape == (14, 1, 1)
+
+
+def test_unverified_weights_never_use_or_fill_the_cache(bundle: Path, tmp_path: Path, cache: Path) -> None:
+    """``verify=False`` with a weights file that does not match its card must not poison the cache."""
+    other = make_bundle(tmp_path / "other", seed=9)
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    shutil.copy(bundle, swapped / bundle.name)
+    shutil.copy(other.parent / "tiny.safetensors", swapped / "tiny.safetensors")
+    onnx_model_bytes(bundle)  # the genuine graph is cached under the card's hash
+    model, _, source = onnx_model_bytes(swapped / bundle.name, verify=False)
+    assert source.startswith("exported (not cached")
+    assert len(list((cache / "onnx").glob("*.onnx"))) == 1
+    genuine, _, source = onnx_model_bytes(bundle)
+    assert source == "cache" and genuine != model
+    with pytest.raises(WeightsError, match="corrupt or was tampered"):
+        load_predictor(swapped / bundle.name, backend="onnxruntime")
+    with pytest.raises(WeightsError, match="corrupt or was tampered"):
+        load_predictor(swapped / bundle.name)  # auto never falls back past corrupt weights
+
+
+def test_a_failed_export_falls_back_to_torch_only_when_chosen_automatically(
+    bundle: Path, cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: object) -> tuple[bytes, str]:
+        raise ModuleNotFoundError("No module named 'onnxscript'")
+
+    monkeypatch.setattr(onnx_runtime, "_export_bytes", broken)
+    with pytest.raises(ModelError, match=r"ONNX export failed.*ModuleNotFoundError"):
+        load_predictor(bundle, backend="onnxruntime")
+    if not runtime.cuda_may_be_present():
+        pred = load_predictor(bundle)
+        assert pred.backend == "torch"
+        assert "running the torch predictor" in caplog.text
+    monkeypatch.setattr(runtime, "onnxruntime_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs the onnxruntime and onnx packages"):
+        load_predictor(bundle, backend="onnxruntime")
 
 
 def test_warm_cli_run_imports_neither_torch_nor_monai(bundle: Path, tmp_path: Path) -> None:
