@@ -326,6 +326,22 @@ def loads(data: bytes, **kwargs: Any) -> Any:
     return load(io.BytesIO(data), **kwargs)
 
 
+def _refuse_torchscript(p: Path) -> None:
+    """Refuse TorchScript archives: ``torch.load`` hands them to ``torch.jit.load``, which
+    runs their code and never consults the restricted unpickler."""
+    try:
+        if not zipfile.is_zipfile(p):
+            return
+        with zipfile.ZipFile(p) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise WeightsError(f"checkpoint {p.name} is truncated or corrupt ({exc}); download it again") from exc
+    if any(n.endswith("constants.pkl") or "/code/" in n for n in names):
+        raise WeightsError(
+            f"refused to load {p.name}: it is a TorchScript archive (it carries code), not a weights checkpoint"
+        )
+
+
 def safe_torch_load(path: str | Path) -> Any:
     """Load a ``torch.save`` file (zip or legacy format) on CPU through the restricted unpickler.
 
@@ -353,6 +369,7 @@ def safe_torch_load(path: str | Path) -> Any:
         raise WeightsError(
             f"checkpoint {p.name} is {size} bytes, above the {MAX_CHECKPOINT_BYTES}-byte limit"
         )
+    _refuse_torchscript(p)
     this_module = sys.modules[__name__]
     token = _STORAGE_BUDGET.set(size)
     try:

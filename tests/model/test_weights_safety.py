@@ -153,6 +153,15 @@ def test_a_storage_declared_larger_than_the_file_is_refused_before_allocation(
     assert safe_torch_load(path)["w"].shape == (65537,)  # the honest file still loads
 
 
+def test_a_torchscript_archive_is_refused_without_running_it(tmp_path: Path) -> None:
+    """torch.load would hand it to torch.jit.load, past the restricted unpickler."""
+    scripted = torch.jit.script(torch.nn.Linear(2, 2))
+    path = tmp_path / "scripted.pt"
+    torch.jit.save(scripted, str(path))
+    with pytest.raises(WeightsError, match="TorchScript archive"):
+        safe_torch_load(path)
+
+
 def test_not_a_checkpoint_and_missing_file(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
