@@ -179,7 +179,7 @@ def _bilinear(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
     This is ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False,
     antialias=True)``, which was written to match Pillow's float resampling (a test
-    checks the two agree to 1e-5).
+    checks the two agree to float32 rounding).
     """
     if plane.shape == shape:
         return plane.astype(np.float32, copy=True)
