@@ -394,13 +394,15 @@ class Analyzer:
         sc: bool = True,
         sc_per_finding: bool = False,
         previews: bool = True,
+        sc_compression: str = "none",
     ) -> list[Path]:
         """Write the study's results into ``out_dir`` and return the files.
 
         * ``sr.dcm``: the TID 1500 SR (also when every image was skipped: it lists what
           was not analysed and why);
         * ``sc-<image>-<k>.dcm``: RGB overlay(s) of each analysed image (top finding, or
-          one per positive finding with ``sc_per_finding``);
+          one per positive finding with ``sc_per_finding``), encoded as
+          ``sc_compression`` (a key of :data:`chexnet_dicom.outputs.sc.SC_COMPRESSIONS`);
         * ``preview-<image>-<k>.png``: the same overlay as PNG for people without a
           DICOM viewer (the top finding on the display grid when ``sc`` is off);
         * ``result.json``: the PHI-free JSON sidecar (:mod:`chexnet_dicom.outputs.sidecar`).
@@ -432,6 +434,7 @@ class Analyzer:
                     self.card,
                     per_finding=sc_per_finding,
                     first_instance_number=number,
+                    compression=sc_compression,
                 )
                 number += len(overlays)
                 all_overlays.extend(overlays)

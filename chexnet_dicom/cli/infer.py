@@ -64,6 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--no-sc", action="store_true", help="do not write Secondary Capture overlays")
     p.add_argument("--sc-per-finding", action="store_true", help="one overlay per positive finding")
+    p.add_argument(
+        "--sc-compression",
+        choices=("none", "jpeg2000", "jpegls", "rle"),
+        default="none",
+        help="lossless encoding of the overlays (default: none, accepted by every PACS; "
+        "jpeg2000 is the smallest)",
+    )
     p.add_argument("--pmap", action="store_true", help="Parametric Map of the heatmaps (not available)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
     p.add_argument(
@@ -189,7 +196,13 @@ def run(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     for result in results:
         out_dir = base / result.ref if (args.out is None or len(results) > 1) else base
-        analyzer.write(result, out_dir, sc=not args.no_sc, sc_per_finding=args.sc_per_finding)
+        analyzer.write(
+            result,
+            out_dir,
+            sc=not args.no_sc,
+            sc_per_finding=args.sc_per_finding,
+            sc_compression=args.sc_compression,
+        )
         result.timings["startup"] = startup
         if args.json:
             report.append(result.to_dict())

@@ -29,14 +29,18 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import (
     JPEG2000,
+    UID,
     ExplicitVRLittleEndian,
+    JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
+    JPEGLSLossless,
     JPEGLSNearLossless,
+    RLELossless,
 )
 
 from chexnet_dicom.dicom.pixels import DisplayImage
-from chexnet_dicom.errors import OutputError
+from chexnet_dicom.errors import ConfigError, OutputError
 from chexnet_dicom.logs import phi_ref
 from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 from chexnet_dicom.outputs.common import (
@@ -56,9 +60,28 @@ from chexnet_dicom.outputs.common import (
 )
 from chexnet_dicom.outputs.provenance import algorithm_equipment
 
-__all__ = ["INFERNO_ANCHORS", "blend_overlay", "build_sc", "build_scs", "colormap", "legend_lines"]
+__all__ = [
+    "INFERNO_ANCHORS",
+    "SC_COMPRESSIONS",
+    "blend_overlay",
+    "build_sc",
+    "build_scs",
+    "colormap",
+    "legend_lines",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Overlay pixel encodings (``chexdcm infer --sc-compression``): name -> (transfer syntax,
+#: photometric interpretation).  All are lossless, so the burned-in legend stays exact;
+#: "none" (uncompressed, the default) is accepted by every PACS, JPEG 2000 lossless stores
+#: the overlay in a fraction of the space (``tests/outputs/test_sc.py`` measures it).
+SC_COMPRESSIONS: dict[str, tuple[UID, str]] = {
+    "none": (ExplicitVRLittleEndian, "RGB"),
+    "jpeg2000": (JPEG2000Lossless, "YBR_RCT"),
+    "jpegls": (JPEGLSLossless, "RGB"),
+    "rle": (RLELossless, "RGB"),
+}
 
 #: matplotlib's "inferno" at 0, 1/16, ..., 1 (8-bit RGB).
 INFERNO_ANCHORS = np.array(
@@ -174,6 +197,7 @@ def build_sc(
     finding: str | None = None,
     instance_number: int = 1,
     max_alpha: float = 0.6,
+    compression: str = "none",
 ) -> SCImage:
     """Build one RGB Secondary Capture overlay for an analysed image.
 
@@ -192,6 +216,8 @@ def build_sc(
         Instance Number in the overlay series.
     max_alpha
         Opacity of the colour where the heatmap is high.
+    compression
+        A key of :data:`SC_COMPRESSIONS` (lossless; default uncompressed).
 
     Returns
     -------
@@ -200,9 +226,14 @@ def build_sc(
 
     Raises
     ------
+    ConfigError
+        Unknown ``compression``.
     OutputError
         Without heatmaps, with mismatched grids or when highdicom rejects the image.
     """
+    if compression not in SC_COMPRESSIONS:
+        raise ConfigError(f"SC compression must be one of {', '.join(SC_COMPRESSIONS)}, not {compression!r}")
+    transfer_syntax, photometric = SC_COMPRESSIONS[compression]
     if result.heatmaps is None:
         raise OutputError("an overlay needs heatmaps; run the predictor with heatmaps enabled")
     probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
@@ -225,7 +256,7 @@ def build_sc(
             sc = SCImage.from_ref_dataset(
                 ref_dataset=header,
                 pixel_array=rgb,
-                photometric_interpretation="RGB",
+                photometric_interpretation=photometric,
                 bits_allocated=8,
                 coordinate_system="PATIENT",
                 series_instance_uid=series_uid("sc", study, card.weights_sha256),
@@ -234,7 +265,7 @@ def build_sc(
                 instance_number=instance_number,
                 manufacturer=MANUFACTURER,
                 patient_orientation=orientation or ("L", "F"),
-                transfer_syntax_uid=ExplicitVRLittleEndian,
+                transfer_syntax_uid=transfer_syntax,
                 contributing_equipment=[algorithm_equipment(card, description="Heatmap overlay")],
                 series_description=SERIES_DESCRIPTIONS["sc"],
                 manufacturer_model_name=str(card.name)[:64],
@@ -281,6 +312,7 @@ def build_scs(
     *,
     per_finding: bool = False,
     first_instance_number: int = 1,
+    compression: str = "none",
 ) -> list[SCImage]:
     """Overlays of one analysed image: the top finding, or one per positive finding.
 
@@ -293,6 +325,8 @@ def build_scs(
         none is present, the single top-finding overlay is returned.
     first_instance_number
         Instance Number of the first overlay; the others follow.
+    compression
+        As for :func:`build_sc`.
 
     Returns
     -------
@@ -304,6 +338,13 @@ def build_scs(
                      if float(p) >= card.threshold(label)]  # fmt: skip
         labels = list(positives) or [None]
     return [
-        build_sc(result, display, card, finding=label, instance_number=first_instance_number + n)
+        build_sc(
+            result,
+            display,
+            card,
+            finding=label,
+            instance_number=first_instance_number + n,
+            compression=compression,
+        )
         for n, label in enumerate(labels)
     ]

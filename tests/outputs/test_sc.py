@@ -11,10 +11,17 @@ import pytest
 from PIL import Image
 
 from chexnet_dicom.dicom.pixels import load_display
-from chexnet_dicom.errors import OutputError
+from chexnet_dicom.errors import ConfigError, OutputError
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.outputs.common import ImageResult, write_dataset
-from chexnet_dicom.outputs.sc import blend_overlay, build_sc, build_scs, colormap, legend_lines
+from chexnet_dicom.outputs.sc import (
+    SC_COMPRESSIONS,
+    blend_overlay,
+    build_sc,
+    build_scs,
+    colormap,
+    legend_lines,
+)
 from tests.conftest import shared_path
 from tests.outputs.helpers import blob, dciodvfy_errors, make_card, make_dx, make_prediction
 
@@ -187,3 +194,37 @@ def test_bad_inputs_are_output_errors() -> None:
     heat = np.zeros((len(LABELS), ds.Rows, ds.Columns), np.float32)
     with pytest.raises(OutputError, match="source grid"):
         build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), np.zeros((5, 5)), card)
+
+
+@pytest.mark.parametrize("compression", ["jpeg2000", "jpegls", "rle"])
+def test_compressed_overlays_are_valid_lossless_and_smaller(compression: str, tmp_path: Path) -> None:
+    path = shared_path("dicom", "chest", "CR-MONO1-10-chest.dcm")
+    ds = pydicom.dcmread(path, force=True)
+    card = make_card()
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    heat = np.repeat(blob(rows, cols, 0.4 * rows, 0.5 * cols, rows / 8)[None], len(LABELS), axis=0)
+    result = ImageResult(ds, make_prediction(card, PROBS), heat)
+    display = load_display(path)
+    plain = write_dataset(build_sc(result, display, card), tmp_path / "plain.dcm")
+    packed = write_dataset(build_sc(result, display, card, compression=compression), tmp_path / "packed.dcm")
+    errors, _warnings = dciodvfy_errors(packed)
+    assert errors == [], errors
+    a, b = pydicom.dcmread(plain), pydicom.dcmread(packed)
+    assert b.file_meta.TransferSyntaxUID == SC_COMPRESSIONS[compression][0]
+    assert b.SOPInstanceUID == a.SOPInstanceUID  # the encoding does not change the instance
+    np.testing.assert_array_equal(b.pixel_array, a.pixel_array)  # lossless: the legend stays exact
+    assert packed.stat().st_size < plain.stat().st_size
+    with pytest.raises(ConfigError, match="SC compression"):
+        build_sc(result, display, card, compression="jpeg-lossy")
+
+
+def test_cli_offers_every_sc_compression() -> None:
+    import argparse
+
+    from chexnet_dicom.cli import infer
+
+    parser = argparse.ArgumentParser()
+    infer.register(parser.add_subparsers())
+    for name in SC_COMPRESSIONS:
+        assert parser.parse_args(["infer", "x", "--sc-compression", name]).sc_compression == name
+    assert parser.parse_args(["infer", "x"]).sc_compression == "none"
