@@ -14,6 +14,7 @@ Series numbers
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -51,6 +52,7 @@ __all__ = [
     "finalize_file_meta",
     "output_uid",
     "quiet_highdicom",
+    "declare_undeclared_charset",
     "sanitize_copied",
     "series_uid",
     "write_dataset",
@@ -219,7 +221,9 @@ def evidence_header(ds: Dataset) -> Dataset:
     """Return a pixel-free copy of ``ds`` with the type 2 patient/study attributes present.
 
     highdicom reads these attributes directly; a source without, say, PatientBirthDate
-    gets an empty value (type 2 in the output), never an invented one.
+    gets an empty value (type 2 in the output), never an invented one, and a value that
+    is invalid for its VR (an anonymiser's hash in a date) is emptied or left out the same
+    way (:func:`sanitize_copied`), so one bad attribute cannot lose the whole result.
 
     Parameters
     ----------
@@ -238,10 +242,14 @@ def evidence_header(ds: Dataset) -> Dataset:
     for elem in ds:
         if elem.keyword in _PIXEL_KEYWORDS or elem.tag.group in range(0x6000, 0x6020, 2):
             continue
-        header.add(elem)
+        header.add(copy.copy(elem))  # copies: sanitising the header never touches the source
     for kw in _TYPE2_KEYWORDS:
         if kw not in header:
             setattr(header, kw, None)
+    # highdicom parses some copied values (a Patient's Birth Date of "d14a..." raises), so
+    # values invalid for their VR are left out before it sees them, as in the outputs.
+    sanitize_copied(header)
+    declare_undeclared_charset(header)
     if getattr(ds, "file_meta", None) is not None:
         header.file_meta = ds.file_meta
     return header
@@ -267,6 +275,52 @@ def quiet_highdicom() -> Iterator[None]:
         hd_logger.setLevel(level)
 
 
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
+
+
+def declare_undeclared_charset(ds: Dataset) -> str | None:
+    """Give a source without Specific Character Set, but with non-ASCII text, a declared one.
+
+    Such a source is non-conformant (without (0008,0005) only ASCII is allowed) and its
+    real encoding is unknown: pydicom reads its bytes as ISO 8859-1.  Declaring
+    ``ISO_IR 100`` makes the results write back the *same bytes* (so the patient name
+    still matches the source's in a PACS) and keeps them valid; ``ISO_IR 192`` (UTF-8)
+    is used when the decoded text is not Latin-1.  Nothing is re-interpreted.
+
+    Parameters
+    ----------
+    ds
+        A header copy, changed in place.
+
+    Returns
+    -------
+    str or None
+        The declared character set, or None when nothing was needed.
+    """
+    if "SpecificCharacterSet" in ds:
+        return None
+    texts = [
+        str(v)
+        for elem in ds
+        if elem.VR in _TEXT_VRS and elem.value is not None
+        for v in (elem.value if isinstance(elem.value, MultiValue) else [elem.value])
+    ]
+    if all(t.isascii() for t in texts):
+        return None
+    try:
+        for t in texts:
+            t.encode("latin-1")
+        charset = "ISO_IR 100"
+    except UnicodeEncodeError:
+        charset = "ISO_IR 192"
+    ds.SpecificCharacterSet = charset
+    logger.warning(
+        "source has non-ASCII text but no Specific Character Set: results declare %s and keep its bytes",
+        charset,
+    )
+    return charset
+
+
 def sanitize_copied(ds: Dataset) -> list[str]:
     """Drop (or empty, when type 2) top-level values that are invalid for their VR.
 
@@ -285,8 +339,8 @@ def sanitize_copied(ds: Dataset) -> list[str]:
     """
     changed: list[str] = []
     for elem in list(ds):
-        if elem.VR == "SQ" or elem.value is None or elem.tag.group <= 0x0002:
-            continue
+        if elem.VR in ("SQ", "UI") or elem.value is None or elem.tag.group <= 0x0002:
+            continue  # UIDs stay as the source has them: a reference must quote them exactly
         values = list(elem.value) if isinstance(elem.value, MultiValue) else [elem.value]
         try:
             for v in values:

@@ -198,6 +198,47 @@ def test_real_chest_files_give_heatmaps_on_their_native_grid(analyzer: Analyzer,
     )
 
 
+def test_every_real_chest_study_is_written_validly(
+    analyzer: Analyzer, shared_dicom: Path, tmp_path: Path
+) -> None:
+    """Real headers carry invalid values (966_fixed: an anonymiser's hash as PatientBirthDate,
+    a 56-character AccessionNumber); they must not lose the result or make it invalid."""
+    from tests.outputs.helpers import dciodvfy_errors
+
+    chest = shared_dicom / "chest"
+    results, _ = analyzer.analyse_paths([chest])
+    assert len(results) >= 6
+    for result in results:
+        out = tmp_path / result.ref
+        written = analyzer.write(result, out, sc_compression="jpeg2000")
+        assert {p.name for p in written} >= {"sr.dcm", "sc-1-1.dcm", "result.json"}, result.ref
+        source = pydicom.dcmread(result.images[0].path, stop_before_pixels=True, force=True)
+        for name in ("sr.dcm", "sc-1-1.dcm"):
+            errors, _warnings = dciodvfy_errors(out / name)
+            assert errors == [], (Path(result.images[0].path).name, name, errors)
+            back = pydicom.dcmread(out / name)
+            assert back.StudyInstanceUID == source.StudyInstanceUID
+            assert str(back.get("PatientID") or "") == str(source.get("PatientID") or "")
+    # the source with invalid values: they are left empty in the outputs, the source file unchanged
+    bad = shared_dicom / "chest" / "966_fixed.dcm"
+    (res,) = [r for r in results if Path(r.images[0].path).name == "966_fixed.dcm"]
+    sr = pydicom.dcmread(tmp_path / res.ref / "sr.dcm")
+    assert sr.PatientBirthDate == "" and sr.AccessionNumber == ""
+    assert len(str(pydicom.dcmread(bad, stop_before_pixels=True).PatientBirthDate)) == 56
+    # non-ASCII text without a Specific Character Set (DX_J2K_0Padding: Windows-1251 bytes):
+    # the results declare ISO_IR 100 and carry the source's very bytes
+    (res,) = [r for r in results if Path(r.images[0].path).name == "DX_J2K_0Padding.dcm"]
+    src = pydicom.dcmread(chest / "DX_J2K_0Padding.dcm", stop_before_pixels=True)
+    assert "SpecificCharacterSet" not in src
+    for name in ("sr.dcm", "sc-1-1.dcm"):
+        out_ds = pydicom.dcmread(tmp_path / res.ref / name)
+        assert out_ds.SpecificCharacterSet == "ISO_IR 100"
+        raw = out_ds.get_item(0x00100010).value  # the stored bytes, undecoded
+        assert isinstance(raw, bytes) and not raw.isascii()
+        assert raw.rstrip(b" ") in (chest / "DX_J2K_0Padding.dcm").read_bytes()  # the source's bytes
+        assert str(out_ds.PatientName) == str(src.PatientName)
+
+
 def test_real_lying_header_is_flagged_and_corrected(analyzer: Analyzer, shared_dicom: Path) -> None:
     """Quick subset of the above: the MONOCHROME1 lie and a file with no preamble or meta."""
     chest = shared_dicom / "chest"
