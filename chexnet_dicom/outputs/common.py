@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import pydicom
+import pydicom.charset
 import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -279,7 +280,7 @@ _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
 
 
 def declare_undeclared_charset(ds: Dataset) -> str | None:
-    """Give a source without Specific Character Set, but with non-ASCII text, a declared one.
+    """Give a source without a (known) Specific Character Set, but with non-ASCII text, a declared one.
 
     Such a source is non-conformant (without (0008,0005) only ASCII is allowed) and its
     real encoding is unknown: pydicom reads its bytes as ISO 8859-1.  Declaring
@@ -298,7 +299,14 @@ def declare_undeclared_charset(ds: Dataset) -> str | None:
         The declared character set, or None when nothing was needed.
     """
     if "SpecificCharacterSet" in ds:
-        return None
+        declared = ds.SpecificCharacterSet
+        terms = list(declared) if isinstance(declared, MultiValue) else [declared]
+        if all(str(t or "").strip() in pydicom.charset.python_encoding for t in terms):
+            return None
+        # A term DICOM does not define: pydicom decoded the text as ISO 8859-1 (with a
+        # warning), so it is treated exactly like an undeclared character set.
+        del ds.SpecificCharacterSet
+        logger.warning("source declares an unknown Specific Character Set: treated as undeclared")
     texts = [
         str(v)
         for elem in ds

@@ -1,0 +1,65 @@
+"""Copying real source headers into outputs: invalid values and character sets."""
+
+from __future__ import annotations
+
+import pytest
+from pydicom.dataset import Dataset
+
+from chexnet_dicom.outputs.common import declare_undeclared_charset, evidence_header, sanitize_copied
+from tests.outputs.helpers import make_dx
+
+
+def _header(**values: object) -> Dataset:
+    ds = Dataset()
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"PatientName": "Doe^John"}, None),  # ASCII: nothing to declare
+        ({"PatientName": "Müller^Jörg"}, "ISO_IR 100"),  # Latin-1 text, undeclared
+        ({"PatientName": "山田^太郎"}, "ISO_IR 192"),  # not Latin-1: UTF-8
+        ({"PatientName": "Müller^Jörg", "SpecificCharacterSet": "ISO_IR 100"}, None),  # declared
+        ({"PatientName": "Müller^Jörg", "SpecificCharacterSet": "ISO_IR 999"}, "ISO_IR 100"),  # unknown
+        ({"PatientName": "Doe^John", "SpecificCharacterSet": "ISO_IR 999"}, None),  # unknown, ASCII
+    ],
+)
+def test_undeclared_or_unknown_character_sets_are_declared(values: dict, expected: str | None) -> None:
+    ds = _header(**values)
+    declared_before = values.get("SpecificCharacterSet")
+    assert declare_undeclared_charset(ds) == expected
+    if expected is not None:
+        assert ds.SpecificCharacterSet == expected
+    elif declared_before in (None, "ISO_IR 999"):
+        assert "SpecificCharacterSet" not in ds  # an unknown term is never passed on
+    else:
+        assert ds.SpecificCharacterSet == declared_before
+
+
+def test_invalid_values_are_emptied_or_dropped_but_uids_are_kept() -> None:
+    ds = _header(
+        PatientBirthDate="d14a028c2a3a2bc9476102bb288234c415a2b01f828ea62ac5b3e42f",  # type 2
+        AccessionNumber="x" * 56,  # SH is at most 16 characters; type 2
+        PatientAge="62",  # AS needs a unit; optional
+        StudyInstanceUID="1.2.826.0.1.3680043.9.5208.00899525621963905141",  # leading zero: invalid UI
+    )
+    changed = sanitize_copied(ds)
+    assert sorted(changed) == ["AccessionNumber", "PatientAge", "PatientBirthDate"]
+    assert not ds.PatientBirthDate and not ds.AccessionNumber and "PatientAge" not in ds
+    assert "PatientBirthDate" in ds and "AccessionNumber" in ds  # type 2: present, empty
+    assert ds.StudyInstanceUID == "1.2.826.0.1.3680043.9.5208.00899525621963905141"
+
+
+def test_the_evidence_header_never_changes_the_source() -> None:
+    src = make_dx(rows=64, cols=64)
+    src.PatientBirthDate = "not-a-date"
+    src.PatientName = "Müller^Jörg"
+    if "SpecificCharacterSet" in src:
+        del src.SpecificCharacterSet
+    header = evidence_header(src)
+    assert not header.PatientBirthDate and header.SpecificCharacterSet == "ISO_IR 100"
+    assert src.PatientBirthDate == "not-a-date" and "SpecificCharacterSet" not in src
+    assert "PixelData" not in header
