@@ -250,6 +250,9 @@ def evidence_header(ds: Dataset) -> Dataset:
     # highdicom parses some copied values (a Patient's Birth Date of "d14a..." raises), so
     # values invalid for their VR are left out before it sees them, as in the outputs.
     sanitize_copied(header)
+    if str(header.get("PatientSex") or "") not in ("", "M", "F", "O"):
+        header.PatientSex = None  # type 2; highdicom refuses other values (e.g. "MALE")
+        logger.warning("source PatientSex is not M, F or O: left empty in results")
     declare_undeclared_charset(header)
     if getattr(ds, "file_meta", None) is not None:
         header.file_meta = ds.file_meta

@@ -276,11 +276,11 @@ def build_sc(
     if orientation is None:
         sc["PatientOrientation"].value = None  # type 2: unknown for this source, never guessed
     if ds.get("BodyPartExamined"):
-        sc.BodyPartExamined = ds.BodyPartExamined  # e.g. CHEST: unpaired, so no Laterality
-    elif "Laterality" not in sc:
-        sc.add_new(
-            "Laterality", "CS", None
-        )  # type 2C (General Series): the body part is unknown, so is laterality
+        sc.BodyPartExamined = ds.BodyPartExamined
+    if str(ds.get("BodyPartExamined") or "").strip().upper() != "CHEST" and "Laterality" not in sc:
+        # Type 2C (General Series): required unless the body part is known to be unpaired
+        # (CHEST); for a missing or non-standard term ("THORAX CHEST PA") it is unknown.
+        sc.add_new("Laterality", "CS", None)
     sc.BurnedInAnnotation = "YES"
     sc.ImageComments = f"{RESEARCH_USE_ONLY}: {DISPLAY_NAMES[label]} heatmap of {card.name} {card.version}"[
         :10240

@@ -56,10 +56,13 @@ def test_invalid_values_are_emptied_or_dropped_but_uids_are_kept() -> None:
 def test_the_evidence_header_never_changes_the_source() -> None:
     src = make_dx(rows=64, cols=64)
     src.PatientBirthDate = "not-a-date"
+    src.PatientSex = "MALE"  # valid CS, but not an enumerated value: highdicom refuses it
     src.PatientName = "Müller^Jörg"
     if "SpecificCharacterSet" in src:
         del src.SpecificCharacterSet
     header = evidence_header(src)
     assert not header.PatientBirthDate and header.SpecificCharacterSet == "ISO_IR 100"
+    assert "PatientSex" in header and not header.PatientSex
     assert src.PatientBirthDate == "not-a-date" and "SpecificCharacterSet" not in src
+    assert src.PatientSex == "MALE"
     assert "PixelData" not in header

@@ -228,3 +228,19 @@ def test_cli_offers_every_sc_compression() -> None:
     for name in SC_COMPRESSIONS:
         assert parser.parse_args(["infer", "x", "--sc-compression", name]).sc_compression == name
     assert parser.parse_args(["infer", "x"]).sc_compression == "none"
+
+
+@pytest.mark.parametrize("body_part", ["CHEST", "THORAX CHEST PA", None])
+def test_laterality_is_present_unless_the_body_part_is_chest(body_part: str | None, tmp_path: Path) -> None:
+    ds = make_dx(rows=96, cols=96)
+    if body_part is None:
+        if "BodyPartExamined" in ds:
+            del ds.BodyPartExamined
+    else:
+        ds.BodyPartExamined = body_part
+    card = make_card()
+    heat = np.repeat(blob(96, 96, 48, 48, 10)[None], len(LABELS), axis=0)
+    sc = build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), ds.pixel_array / 4095.0, card)
+    errors, _warnings = dciodvfy_errors(write_dataset(sc, tmp_path / "sc.dcm"))
+    assert errors == [], errors
+    assert ("Laterality" in sc) == (body_part != "CHEST")
