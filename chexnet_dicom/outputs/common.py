@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ import numpy as np
 import pydicom
 import pydicom.charset
 import pydicom.config
+from pydicom.datadict import dictionary_VM
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pydicom.valuerep import PersonName, validate_value
 
@@ -282,6 +285,24 @@ def quiet_highdicom() -> Iterator[None]:
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
 
 
+_MULTI_BYTE_EXTENSIONS = frozenset({"ISO 2022 IR 87", "ISO 2022 IR 159", "ISO 2022 IR 149"})
+
+
+def _highdicom_accepts(terms: list[str]) -> bool:
+    """Whether highdicom writes this Specific Character Set (its rules are stricter than PS3.3)."""
+    from highdicom.enum import SpecificCharacterSetValues
+
+    try:
+        for term in terms:
+            SpecificCharacterSetValues(term)
+    except ValueError:
+        return False
+    extensions = [t.startswith("ISO 2022") for t in terms]
+    if len(terms) == 1:
+        return not extensions[0]
+    return all(extensions) and terms[0] not in _MULTI_BYTE_EXTENSIONS
+
+
 def declare_undeclared_charset(ds: Dataset) -> str | None:
     """Give a source without a (known) Specific Character Set, but with non-ASCII text, a declared one.
 
@@ -303,13 +324,25 @@ def declare_undeclared_charset(ds: Dataset) -> str | None:
     """
     if "SpecificCharacterSet" in ds:
         declared = ds.SpecificCharacterSet
-        terms = list(declared) if isinstance(declared, MultiValue) else [declared]
-        if all(str(t or "").strip() in pydicom.charset.python_encoding for t in terms):
-            return None
-        # A term DICOM does not define: pydicom decoded the text as ISO 8859-1 (with a
-        # warning), so it is treated exactly like an undeclared character set.
-        del ds.SpecificCharacterSet
-        logger.warning("source declares an unknown Specific Character Set: treated as undeclared")
+        terms = [str(t or "").strip() for t in (declared if isinstance(declared, MultiValue) else [declared])]
+        if len(terms) > 1 and not terms[0]:
+            terms[0] = "ISO 2022 IR 6"  # PS3.3 C.12.1.1.2: an empty value 1 is the default repertoire
+        if not any(terms):  # present but empty: the default repertoire, as if undeclared
+            del ds.SpecificCharacterSet
+        elif all(t in pydicom.charset.python_encoding for t in terms):
+            # pydicom decoded the text correctly; write it back under the same declaration
+            # when highdicom accepts that form, else as UTF-8 (same text, new bytes).
+            if _highdicom_accepts(terms):
+                ds.SpecificCharacterSet = terms if len(terms) > 1 else terms[0]
+                return None
+            ds.SpecificCharacterSet = "ISO_IR 192"
+            logger.warning("source Specific Character Set form is not writable: results re-encode as UTF-8")
+            return "ISO_IR 192"
+        else:
+            # A term DICOM does not define: pydicom decoded the text as ISO 8859-1 (with a
+            # warning), so it is treated exactly like an undeclared character set.
+            del ds.SpecificCharacterSet
+            logger.warning("source declares an unknown Specific Character Set: treated as undeclared")
     texts = [
         str(v)
         for elem in ds
@@ -330,6 +363,23 @@ def declare_undeclared_charset(ds: Dataset) -> str | None:
         charset,
     )
     return charset
+
+
+#: Text VRs whose values may hold line breaks (PS3.5 6.2: ST, LT, UT).
+_FREE_TEXT_VRS = frozenset({"ST", "LT", "UT"})
+#: Control characters no string value may hold: C0 except ESC (ISO 2022 code extension),
+#: plus TAB/LF/FF/CR in the free-text VRs; DEL and C1 (0x7F-0x9F) are in no repertoire.
+_FORBIDDEN_CONTROLS = {
+    False: re.compile("[\x00-\x1a\x1c-\x1f\x7f-\x9f]"),
+    True: re.compile("[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f-\x9f]"),
+}
+
+
+def _single_valued(tag: BaseTag) -> bool:
+    try:
+        return str(dictionary_VM(tag)) == "1"
+    except KeyError:  # private or unknown: no rule to apply
+        return False
 
 
 def sanitize_copied(ds: Dataset) -> list[str]:
@@ -354,9 +404,13 @@ def sanitize_copied(ds: Dataset) -> list[str]:
             continue  # UIDs stay as the source has them: a reference must quote them exactly
         values = list(elem.value) if isinstance(elem.value, MultiValue) else [elem.value]
         try:
+            if len(values) > 1 and _single_valued(elem.tag):
+                raise ValueError("several values where the dictionary allows one")
             for v in values:
                 if isinstance(v, (str, PersonName)):  # as read from a file; numbers/dates are typed
                     validate_value(elem.VR, str(v), pydicom.config.RAISE)
+                    if _FORBIDDEN_CONTROLS[elem.VR in _FREE_TEXT_VRS].search(str(v)):
+                        raise ValueError("control character")
         except (ValueError, TypeError):
             name = elem.keyword or str(elem.tag)
             if elem.keyword in _TYPE2_KEYWORDS:

@@ -66,3 +66,21 @@ def test_the_evidence_header_never_changes_the_source() -> None:
     assert src.PatientBirthDate == "not-a-date" and "SpecificCharacterSet" not in src
     assert src.PatientSex == "MALE"
     assert "PixelData" not in header
+
+
+@pytest.mark.parametrize(
+    ("declared", "expected"),
+    [
+        (["", "ISO 2022 IR 87"], ["ISO 2022 IR 6", "ISO 2022 IR 87"]),  # empty value 1 = default repertoire
+        ("ISO 2022 IR 100", "ISO_IR 192"),  # valid DICOM, but highdicom refuses a lone extension
+        ("", None),  # present but empty: undeclared, and the text is ASCII
+    ],
+)
+def test_character_set_forms_highdicom_refuses_are_made_writable(declared: object, expected: object) -> None:
+    ds = _header(PatientName="Doe^John", SpecificCharacterSet=declared)
+    declare_undeclared_charset(ds)
+    if expected is None:
+        assert "SpecificCharacterSet" not in ds
+    else:
+        got = ds.SpecificCharacterSet
+        assert (list(got) if not isinstance(got, str) else got) == expected
