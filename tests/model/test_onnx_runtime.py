@@ -233,3 +233,10 @@ def test_warm_cli_run_imports_neither_torch_nor_monai(bundle: Path, tmp_path: Pa
     a = json.loads((tmp_path / "out0" / "result.json").read_text())
     b = json.loads((tmp_path / "out1" / "result.json").read_text())
     assert a == b  # identical results (and UIDs) from the exporting and the cached run
+
+
+def test_export_is_deterministic(bundle: Path) -> None:
+    """Concurrent first runs may each export and write the cache: they must write the same bytes."""
+    first, record = onnx_runtime.export_onnx(bundle)
+    second, _ = onnx_runtime.export_onnx(bundle)
+    assert first == second and record["sha256"] == onnx_runtime._sha256(second)
