@@ -253,9 +253,6 @@ def evidence_header(ds: Dataset) -> Dataset:
     # highdicom parses some copied values (a Patient's Birth Date of "d14a..." raises), so
     # values invalid for their VR are left out before it sees them, as in the outputs.
     sanitize_copied(header)
-    if str(header.get("PatientSex") or "") not in ("", "M", "F", "O"):
-        header.PatientSex = None  # type 2; highdicom refuses other values (e.g. "MALE")
-        logger.warning("source PatientSex is not M, F or O: left empty in results")
     declare_undeclared_charset(header)
     if getattr(ds, "file_meta", None) is not None:
         header.file_meta = ds.file_meta
@@ -375,6 +372,10 @@ _FORBIDDEN_CONTROLS = {
 }
 
 
+#: Enumerated values of copied attributes that highdicom enforces (it refuses "MALE").
+_ENUMERATED: dict[str, tuple[str, ...]] = {"PatientSex": ("", "M", "F", "O")}
+
+
 def _single_valued(tag: BaseTag) -> bool:
     try:
         return str(dictionary_VM(tag)) == "1"
@@ -386,7 +387,9 @@ def sanitize_copied(ds: Dataset) -> list[str]:
     """Drop (or empty, when type 2) top-level values that are invalid for their VR.
 
     Values copied from a source (for example a Patient's Age of ``"62"`` without its
-    unit) must not make the output invalid; nothing is guessed or repaired.
+    unit, several values in a single-valued attribute, control characters, or a
+    PatientSex outside its enumerated values) must not make the output invalid;
+    nothing is guessed or repaired.
 
     Parameters
     ----------
@@ -411,6 +414,9 @@ def sanitize_copied(ds: Dataset) -> list[str]:
                     validate_value(elem.VR, str(v), pydicom.config.RAISE)
                     if _FORBIDDEN_CONTROLS[elem.VR in _FREE_TEXT_VRS].search(str(v)):
                         raise ValueError("control character")
+                    allowed = _ENUMERATED.get(elem.keyword)
+                    if allowed is not None and str(v) not in allowed:
+                        raise ValueError("not an enumerated value")
         except (ValueError, TypeError):
             name = elem.keyword or str(elem.tag)
             if elem.keyword in _TYPE2_KEYWORDS:
