@@ -14,6 +14,7 @@ silently random layer.  safetensors never unpickles anything.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -42,6 +43,7 @@ __all__ = [
     "save_bundle",
     "sha256_file",
     "verified_weights",
+    "write_atomic",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -330,10 +332,25 @@ def save_bundle(
         weights_dtype=str(dtype).removeprefix("torch."),
     )
     card_path = out / f"{stem}{CARD_SUFFIX}"
-    tmp_card = card_path.with_suffix(".part")
-    tmp_card.write_text(final.to_json(), encoding="utf-8")
-    os.replace(tmp_card, card_path)
+    write_atomic(card_path, final.to_json().encode("utf-8"))
     return card_path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a flushed, fsync'ed temporary file in its folder.
+
+    Readers see the old file or the complete new one, never a partial write.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def verified_weights(card_path: str | Path, *, verify: bool = True) -> tuple[ModelCard, Path]:

@@ -28,7 +28,6 @@ written the graph is exported again in memory each run.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -41,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
-from chexnet_dicom.model.card import ModelCard, sha256_file, verified_weights
+from chexnet_dicom.model.card import ModelCard, sha256_file, verified_weights, write_atomic
 from chexnet_dicom.model.registry import cache_dir
 from chexnet_dicom.model.runtime import PredictorBase, RuntimeChoice, available_cpus
 
@@ -255,19 +254,6 @@ def _read_cached(card: ModelCard) -> bytes | None:
     return model
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def onnx_model_bytes(
     card_path: str | os.PathLike[str], *, verify: bool = True
 ) -> tuple[bytes, ModelCard, str]:
@@ -303,8 +289,8 @@ def onnx_model_bytes(
     model_path, record_path = _cache_paths(card)
     try:
         model_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(model_path, model)
-        _atomic_write(record_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+        write_atomic(model_path, model)
+        write_atomic(record_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
     except OSError as exc:
         log.warning("could not cache the ONNX graph (%s): it will be exported again next run", exc)
         return model, card, f"exported (not cached: {exc.strerror or exc})"
