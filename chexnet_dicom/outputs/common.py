@@ -56,7 +56,7 @@ __all__ = [
     "finalize_file_meta",
     "output_uid",
     "quiet_highdicom",
-    "declare_undeclared_charset",
+    "settle_character_set",
     "sanitize_copied",
     "series_uid",
     "write_dataset",
@@ -253,7 +253,7 @@ def evidence_header(ds: Dataset) -> Dataset:
     # highdicom parses some copied values (a Patient's Birth Date of "d14a..." raises), so
     # values invalid for their VR are left out before it sees them, as in the outputs.
     sanitize_copied(header)
-    declare_undeclared_charset(header)
+    settle_character_set(header)
     if getattr(ds, "file_meta", None) is not None:
         header.file_meta = ds.file_meta
     return header
@@ -300,14 +300,18 @@ def _highdicom_accepts(terms: list[str]) -> bool:
     return all(extensions) and terms[0] not in _MULTI_BYTE_EXTENSIONS
 
 
-def declare_undeclared_charset(ds: Dataset) -> str | None:
-    """Give a source without a (known) Specific Character Set, but with non-ASCII text, a declared one.
+def settle_character_set(ds: Dataset) -> str | None:
+    """Make a copied header's Specific Character Set one the results can be written with.
 
-    Such a source is non-conformant (without (0008,0005) only ASCII is allowed) and its
-    real encoding is unknown: pydicom reads its bytes as ISO 8859-1.  Declaring
-    ``ISO_IR 100`` makes the results write back the *same bytes* (so the patient name
-    still matches the source's in a PACS) and keeps them valid; ``ISO_IR 192`` (UTF-8)
-    is used when the decoded text is not Latin-1.  Nothing is re-interpreted.
+    * Known and accepted by highdicom: kept (an empty value 1 of a multi-valued set is
+      written as its meaning, ``ISO 2022 IR 6``).
+    * Known to pydicom but in a form highdicom refuses (a lone code extension): the
+      correctly decoded text is written as ``ISO_IR 192`` (UTF-8).
+    * Absent, empty or unknown, with non-ASCII text: such a source is non-conformant
+      and its real encoding unknown; pydicom read its bytes as ISO 8859-1, so declaring
+      ``ISO_IR 100`` writes back the *same bytes* (the patient name still matches the
+      source's in a PACS) and keeps them valid; ``ISO_IR 192`` when the text is not
+      Latin-1.  Nothing is re-interpreted.
 
     Parameters
     ----------
@@ -317,7 +321,7 @@ def declare_undeclared_charset(ds: Dataset) -> str | None:
     Returns
     -------
     str or None
-        The declared character set, or None when nothing was needed.
+        The character set newly declared, or None when the declared one was kept.
     """
     if "SpecificCharacterSet" in ds:
         declared = ds.SpecificCharacterSet

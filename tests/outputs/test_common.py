@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from chexnet_dicom.outputs.common import declare_undeclared_charset, evidence_header, sanitize_copied
+from chexnet_dicom.outputs.common import evidence_header, sanitize_copied, settle_character_set
 from tests.outputs.helpers import make_dx
 
 
@@ -30,7 +30,7 @@ def _header(**values: object) -> Dataset:
 def test_undeclared_or_unknown_character_sets_are_declared(values: dict, expected: str | None) -> None:
     ds = _header(**values)
     declared_before = values.get("SpecificCharacterSet")
-    assert declare_undeclared_charset(ds) == expected
+    assert settle_character_set(ds) == expected
     if expected is not None:
         assert ds.SpecificCharacterSet == expected
     elif declared_before in (None, "ISO_IR 999"):
@@ -78,7 +78,7 @@ def test_the_evidence_header_never_changes_the_source() -> None:
 )
 def test_character_set_forms_highdicom_refuses_are_made_writable(declared: object, expected: object) -> None:
     ds = _header(PatientName="Doe^John", SpecificCharacterSet=declared)
-    declare_undeclared_charset(ds)
+    settle_character_set(ds)
     if expected is None:
         assert "SpecificCharacterSet" not in ds
     else:
