@@ -7,7 +7,6 @@ external tool (dcmtk, dicom3tools, gdcm) into a failure instead of a skip.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 # Idle OpenMP workers must sleep, not spin (before anything imports torch): spinning
@@ -16,40 +15,15 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("CHEXDCM_SHARED_DATA", REPO.parent / "shared" / "data"))
+from tests.helpers.shared import REPO, SHARED, require_tool, shared_path
+
+__all__ = ["REPO", "SHARED", "require_tool", "shared_path"]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the tests' downloads and ONNX exports out of the user's ~/.cache (one per run)."""
     os.environ["CHEXDCM_CACHE"] = str(tmp_path_factory.mktemp("chexdcm-cache"))
-
-
-def _required() -> bool:
-    return os.environ.get("CHEXDCM_REQUIRE_SHARED", "") == "1"
-
-
-def shared_path(*parts: str) -> Path:
-    """Return a path inside the shared corpus, skipping (or failing under CI) if absent."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        msg = f"shared test data not found at {path} (place ../shared/data beside the clone)"
-        if _required():
-            pytest.fail(msg + "; CHEXDCM_REQUIRE_SHARED=1 requires it")
-        pytest.skip(msg)
-    return path
-
-
-def require_tool(name: str) -> str:
-    """Return the path of an external program, skipping (or failing under CI) if absent."""
-    found = shutil.which(name)
-    if found is None:
-        msg = f"external tool {name!r} not installed (apt-get install dcmtk dicom3tools libgdcm-tools)"
-        if _required():
-            pytest.fail(msg + "; CHEXDCM_REQUIRE_SHARED=1 requires it")
-        pytest.skip(msg)
-    return found
 
 
 @pytest.fixture(scope="session")

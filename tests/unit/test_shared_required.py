@@ -21,7 +21,8 @@ def test_missing_shared_data_fails_when_required(tmp_path: Path) -> None:
     )
     conftest = Path(__file__).resolve().parents[1] / "conftest.py"
     (tmp_path / "conftest.py").write_text(conftest.read_text())
-    env = dict(os.environ, CHEXDCM_SHARED_DATA=str(tmp_path / "nowhere"))
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, CHEXDCM_SHARED_DATA=str(tmp_path / "nowhere"), PYTHONPATH=str(repo))
     base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)]
     env["CHEXDCM_REQUIRE_SHARED"] = "1"
     strict = subprocess.run(base, env=env, capture_output=True, text=True, cwd=tmp_path)
