@@ -461,7 +461,7 @@ class Analyzer:
 def _write_png(rgb: np.ndarray, path: Path) -> Path:
     from PIL import Image
 
-    tmp = path.with_name(path.name + ".part")
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    from chexnet_dicom.atomic import atomic_write
+
+    image = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
+    return atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))

@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
 
     # pixels.resize_display is the same anti-aliased bilinear resize as
     # transforms.resize_image (a test holds them equal) without importing MONAI/torch.
+    from chexnet_dicom.atomic import atomic_write
     from chexnet_dicom.dicom.pixels import load_display, resize_display
 
     if args.size is not None and args.size < 1:
@@ -119,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
     image = shown.image if args.size is None else resize_display(shown.image, (args.size, args.size))
     pixels = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
     try:
-        Image.fromarray(pixels, mode="L").save(args.output, format="PNG")
+        png = Image.fromarray(pixels, mode="L")
+        atomic_write(args.output, lambda tmp: png.save(tmp, format="PNG"), parents=False)
     except OSError as exc:
         print(f"chexdcm render: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -57,6 +57,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, derive_uid
 
 __all__ = [
@@ -980,18 +981,21 @@ def write(
         out.file_meta = meta
         if preamble:
             out.preamble = b"\x00" * 128
-            dcmwrite(path, out, enforce_file_format=True)
+            atomic_write(path, lambda tmp: dcmwrite(tmp, out, enforce_file_format=True))
         else:
             out.preamble = None
-            dcmwrite(path, out, enforce_file_format=False)
+            atomic_write(path, lambda tmp: dcmwrite(tmp, out, enforce_file_format=False))
         return
     if tsyntax.is_compressed or tsyntax == DeflatedExplicitVRLittleEndian:
         raise ValueError(f"a {tsyntax.name} dataset cannot be written without file meta information")
     out.file_meta = FileMetaDataset()
     out.preamble = None
-    dcmwrite(
+    atomic_write(
         path,
-        out,
-        implicit_vr=tsyntax == ImplicitVRLittleEndian,
-        little_endian=tsyntax != ExplicitVRBigEndian,
+        lambda tmp: dcmwrite(
+            tmp,
+            out,
+            implicit_vr=tsyntax == ImplicitVRLittleEndian,
+            little_endian=tsyntax != ExplicitVRBigEndian,
+        ),
     )

@@ -12,7 +12,9 @@ comparison with a second model, and the published per-class AUROCs side by side.
 from __future__ import annotations
 
 import csv
+import functools
 import html
+import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.evaluate import metrics as mt
 from chexnet_dicom.evaluate.tables import EvalData
 from chexnet_dicom.model.labels import LABELS
@@ -227,7 +230,7 @@ def _plot(result: EvalResult, out: Path) -> list[str]:
         fig.supylabel(ylabel)
         fig.tight_layout()
         name = f"{kind}_curves.png"
-        fig.savefig(out / name, dpi=80)
+        atomic_write(out / name, functools.partial(fig.savefig, dpi=80, format="png"))
         plt.close(fig)
         files.append(name)
     fig, ax = plt.subplots(figsize=(6, 6))
@@ -241,7 +244,7 @@ def _plot(result: EvalResult, out: Path) -> list[str]:
     ax.set_title("Reliability diagram (10 equal-width bins)")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    fig.savefig(out / "reliability.png", dpi=80)
+    atomic_write(out / "reliability.png", functools.partial(fig.savefig, dpi=80, format="png"))
     plt.close(fig)
     files.append("reliability.png")
     return files
@@ -365,16 +368,15 @@ def write_report(result: EvalResult, out_dir: str | Path, *, plots: bool = True)
     out.mkdir(parents=True, exist_ok=True)
     images = _plot(result, out) if plots else []
     md = _markdown(result, images)
-    (out / "report.md").write_text(md, encoding="utf-8")
-    (out / "report.html").write_text(_html(md), encoding="utf-8")
-    (out / "metrics.json").write_text(
-        json.dumps(result.to_json(), indent=2, allow_nan=True), encoding="utf-8"
-    )
-    with (out / "per_class.csv").open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["label", "positives", "auroc", "auroc_low", "auroc_high", "pr_auc", "ece"])
-        for label, e in result.per_class.items():
-            a = e["auroc"]
-            w.writerow([label, e["positives"], repr(a["value"]), a["low"], a["high"], e["pr_auc"], e["ece"]])
+    atomic_write(out / "report.md", md)
+    atomic_write(out / "report.html", _html(md))
+    atomic_write(out / "metrics.json", json.dumps(result.to_json(), indent=2, allow_nan=True))
+    table = io.StringIO(newline="")
+    w = csv.writer(table)
+    w.writerow(["label", "positives", "auroc", "auroc_low", "auroc_high", "pr_auc", "ece"])
+    for label, e in result.per_class.items():
+        a = e["auroc"]
+        w.writerow([label, e["positives"], repr(a["value"]), a["low"], a["high"], e["pr_auc"], e["ece"]])
+    atomic_write(out / "per_class.csv", table.getvalue())
     log.info("evaluation report written (%d images)", result.n_images)
     return out / "report.md"

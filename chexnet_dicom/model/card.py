@@ -14,16 +14,14 @@ silently random layer.  safetensors never unpickles anything.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.errors import WeightsError
 from chexnet_dicom.model.labels import LABELS
 
@@ -43,7 +41,6 @@ __all__ = [
     "save_bundle",
     "sha256_file",
     "verified_weights",
-    "write_atomic",
 ]
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -313,18 +310,11 @@ def save_bundle(
         for k, v in net.state_dict().items()
     }
     tensor_path = out / f"{stem}{TENSOR_SUFFIX}"
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".part")
-    os.close(fd)
-    try:
-        # One metadata key only: safetensors keeps metadata in a Rust HashMap whose order is
-        # randomised per map, so two keys would make the file bytes (and its sha256) differ
-        # between two saves of the same tensors.
-        meta = json.dumps({"format": "chexnet-dicom", "labels": list(card.labels)}, sort_keys=True)
-        save_file(tensors, tmp, metadata={"chexnet-dicom": meta})
-        os.replace(tmp, tensor_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    # One metadata key only: safetensors keeps metadata in a Rust HashMap whose order is
+    # randomised per map, so two keys would make the file bytes (and its sha256) differ
+    # between two saves of the same tensors.
+    meta = json.dumps({"format": "chexnet-dicom", "labels": list(card.labels)}, sort_keys=True)
+    atomic_write(tensor_path, lambda tmp: save_file(tensors, tmp, metadata={"chexnet-dicom": meta}))
     final = dataclasses.replace(
         card,
         weights_file=tensor_path.name,
@@ -332,25 +322,8 @@ def save_bundle(
         weights_dtype=str(dtype).removeprefix("torch."),
     )
     card_path = out / f"{stem}{CARD_SUFFIX}"
-    write_atomic(card_path, final.to_json().encode("utf-8"))
+    atomic_write(card_path, final.to_json())
     return card_path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a flushed, fsync'ed temporary file in its folder.
-
-    Readers see the old file or the complete new one, never a partial write.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def verified_weights(card_path: str | Path, *, verify: bool = True) -> tuple[ModelCard, Path]:

@@ -1,25 +1,24 @@
 """Verified, atomic, cached download of published checkpoints.
 
-The file is streamed into ``<dest>.<random>.part`` in the destination folder, capped
-at the entry's ``max_bytes``, flushed and fsync'ed, checked against the published
-hash, and only then renamed onto ``<dest>`` (and the folder fsync'ed).  Any failure
-removes the partial file, so the cache only ever holds verified files.  A file that
+The file is streamed into a unique temporary file in the destination folder
+(:func:`chexnet_dicom.atomic.atomic_write`), capped at the entry's ``max_bytes``, checked
+against the published hash, and only then fsync'ed and renamed onto ``<dest>`` (and the
+folder fsync'ed).  Any failure removes the partial file, so the cache only ever holds
+verified files.  A file that
 already sits at the destination (downloaded earlier or placed there by hand) is
 verified and used without touching the network.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import logging
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from chexnet_dicom import __version__
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.errors import WeightsError
 from chexnet_dicom.model.registry import CheckpointEntry, HashSpec, download_path, verify_file
 
@@ -40,15 +39,6 @@ def manual_placement_hint(entry: CheckpointEntry, spec: HashSpec | None, dest: P
     )
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not supported on every file system
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _stream(url: str, out: Path, *, max_bytes: int, timeout: float) -> int:
     if not url.startswith(("https://", "http://")):
         raise WeightsError(f"refusing to download from {url!r}: only http(s) URLs are allowed")
@@ -65,8 +55,6 @@ def _stream(url: str, out: Path, *, max_bytes: int, timeout: float) -> int:
             fh.write(block)
         if declared is not None and declared.isdigit() and total != int(declared):
             raise WeightsError(f"download of {url} stopped after {total} of {declared} bytes; try again")
-        fh.flush()
-        os.fsync(fh.fileno())
     return total
 
 
@@ -116,14 +104,14 @@ def fetch_file(
         for s in specs:
             verify_file(target, s, size=entry.size)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        log.info("downloading %s from %s", entry.name, entry.url)
+    received = 0
+
+    def download_and_verify(tmp: Path) -> None:
+        # Streamed into the atomic temporary file and verified there: only a file that
+        # matches its published hash is ever renamed onto the target.
+        nonlocal received
         try:
-            n = _stream(entry.url, tmp, max_bytes=entry.max_bytes, timeout=timeout)
+            received = _stream(entry.url, tmp, max_bytes=entry.max_bytes, timeout=timeout)
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             why = getattr(exc, "reason", None) or exc
             raise WeightsError(
@@ -137,10 +125,8 @@ def fetch_file(
                 size=entry.size,
                 advice=f"nothing was stored; check the source {entry.url} or the network path (proxy, captive portal)",
             )
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-        log.info("stored %s (%d bytes, verified %s)", entry.name, n, spec.kind)
-        return target
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+
+    log.info("downloading %s from %s", entry.name, entry.url)
+    atomic_write(target, download_and_verify)
+    log.info("stored %s (%d bytes, verified %s)", entry.name, received, spec.kind)
+    return target

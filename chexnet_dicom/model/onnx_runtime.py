@@ -39,8 +39,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
-from chexnet_dicom.model.card import ModelCard, sha256_file, verified_weights, write_atomic
+from chexnet_dicom.model.card import ModelCard, sha256_file, verified_weights
 from chexnet_dicom.model.registry import cache_dir
 from chexnet_dicom.model.runtime import PredictorBase, RuntimeChoice, available_cpus
 
@@ -288,9 +289,8 @@ def onnx_model_bytes(
     model, record = export_onnx(card_path, verify=True)  # re-hashes the bytes it actually loads
     model_path, record_path = _cache_paths(card)
     try:
-        model_path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(model_path, model)
-        write_atomic(record_path, (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+        atomic_write(model_path, model)
+        atomic_write(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
     except OSError as exc:
         log.warning("could not cache the ONNX graph (%s): it will be exported again next run", exc)
         return model, card, f"exported (not cached: {exc.strerror or exc})"

@@ -18,7 +18,7 @@ import copy
 import logging
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
@@ -35,6 +35,7 @@ from pydicom.uid import UID
 from pydicom.valuerep import PersonName, validate_value
 
 from chexnet_dicom import __version__
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, derive_uid
 from chexnet_dicom.errors import OutputError
 from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
@@ -51,7 +52,6 @@ __all__ = [
     "CardLike",
     "ImageResult",
     "SkippedInstance",
-    "atomic_write",
     "evidence_header",
     "finalize_file_meta",
     "output_uid",
@@ -463,35 +463,8 @@ def software_versions(card: CardLike) -> list[str]:
     return [str(card.version)[:64], f"chexnet-dicom {__version__}"]
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on ``<path>.part`` and rename it to ``path`` (no half-written file).
-
-    Parameters
-    ----------
-    path
-        Destination file (parent folders are created).
-    write
-        Writes the complete content to the path it is given.
-
-    Returns
-    -------
-    Path
-        The destination.
-    """
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    try:
-        write(tmp)
-        tmp.replace(out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out
-
-
 def write_dataset(ds: Dataset, path: str | Path) -> Path:
-    """Write ``ds`` as a DICOM Part 10 file, atomically (see :func:`atomic_write`).
+    """Write ``ds`` as a DICOM Part 10 file, atomically (:func:`chexnet_dicom.atomic.atomic_write`).
 
     Parameters
     ----------

@@ -21,13 +21,13 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from chexnet_dicom import __version__
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.model.labels import FINDING_CODES, LABELS
 from chexnet_dicom.outputs.common import (
     RESEARCH_USE_ONLY,
     CardLike,
     ImageResult,
     SkippedInstance,
-    atomic_write,
 )
 from chexnet_dicom.outputs.sr import study_summary
 
@@ -175,4 +175,4 @@ def write_sidecar(sidecar: dict[str, Any], path: str | Path) -> Path:
         The written file.
     """
     text = json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write(path, text)

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.errors import ConfigError, InputError
 from chexnet_dicom.logs import phi_ref
 from chexnet_dicom.train.data import Record, load_image
@@ -161,10 +162,10 @@ def build_cache(
             log.info("reusing preprocessing cache in %s (%d images)", out, len(records))
             return ImageCache(out)
         index_path.unlink()
-    tmp = out / "images.npy.part"
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(records), size, size))
     jobs = [(str(r.path), size, dtype) for r in records]
-    try:
+
+    def fill(tmp: Path) -> None:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(records), size, size))
         if workers > 0:
             with ProcessPoolExecutor(max_workers=workers) as pool:
                 for i, img in enumerate(pool.map(_prepare_one, jobs, chunksize=16)):
@@ -183,10 +184,8 @@ def build_cache(
                     progress(1)
         arr.flush()
         del arr
-        os.replace(tmp, out / "images.npy")
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(out / "images.npy", fill)
     index = {
         "version": CACHE_VERSION,
         "size": size,
@@ -194,8 +193,6 @@ def build_cache(
         "fingerprint": fp,
         "keys": [r.key for r in records],
     }
-    part = out / "index.json.part"
-    part.write_text(json.dumps(index), encoding="utf-8")
-    os.replace(part, index_path)
+    atomic_write(index_path, json.dumps(index))
     log.info("built preprocessing cache in %s (%d images, %d px, %s)", out, len(records), size, dtype)
     return ImageCache(out)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import logging
 import os
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.evaluate.metrics import (
     auroc_ci,
     bootstrap_weights,
@@ -137,14 +139,12 @@ def cam_reference(cams: Sequence[np.ndarray], percentile: float = 99.0) -> float
 
 def write_predictions_csv(path: str | os.PathLike[str], records: Sequence[Record], probs: np.ndarray) -> Path:
     """Write ``key,patient,<14 probabilities>,<14 labels as label_<name>>`` rows."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["key", "patient", *LABELS, *[f"label_{n}" for n in LABELS]])
-        for r, row in zip(records, probs, strict=True):
-            w.writerow([r.key, r.patient, *[f"{v:.6f}" for v in row], *[int(v) for v in r.labels]])
-    return p
+    text = io.StringIO()
+    w = csv.writer(text, lineterminator="\n")
+    w.writerow(["key", "patient", *LABELS, *[f"label_{n}" for n in LABELS]])
+    for r, row in zip(records, probs, strict=True):
+        w.writerow([r.key, r.patient, *[f"{v:.6f}" for v in row], *[int(v) for v in r.labels]])
+    return atomic_write(path, text.getvalue())
 
 
 def _ci(values: Any) -> list[float] | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.config import from_mapping, load_toml
 from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.model.card import IMAGENET_MEAN, IMAGENET_STD, load_state_dict_strict
@@ -588,7 +590,7 @@ def fit(
     run_dir = Path(cfg.output.run_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
     started = time.monotonic()
 
     records, assignment = load_dataset(cfg.data)
@@ -832,16 +834,13 @@ def export_run(cfg: RunConfig) -> Path:
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=LOG_FIELDS, lineterminator="\n")
-        w.writeheader()
-        for row in history:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write(path, text.getvalue())

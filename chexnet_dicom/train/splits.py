@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.errors import ConfigError
 
 __all__ = [
@@ -208,12 +209,7 @@ def write_split_csv(
 ) -> Path:
     """Write a split file atomically (see :func:`split_to_csv`)."""
     check_patient_disjoint(assignment, patients)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".part")
-    tmp.write_text(split_to_csv(keys, patients, assignment), encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    return atomic_write(path, split_to_csv(keys, patients, assignment))
 
 
 def read_split_csv(path: str | os.PathLike[str]) -> dict[str, str]:

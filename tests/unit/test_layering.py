@@ -7,12 +7,13 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "chexnet_dicom"
 
-BASE = {"errors", "config", "logs"}
+BASE = {"errors", "config", "logs", "atomic"}
 #: layer -> project layers it may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
     "logs": set(),
+    "atomic": set(),
     "dicom": BASE,
     "preprocess": BASE | {"dicom"},
     "transforms": BASE | {"dicom", "preprocess"},
@@ -57,7 +58,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
 
 # The package root only re-exports errors and the version: any layer above the base may use it.
 for _name in ALLOWED:
-    if _name not in {"errors", "config", "logs", "__init__"}:
+    if _name not in {"errors", "config", "logs", "atomic", "__init__"}:
         ALLOWED[_name] = ALLOWED[_name] | {"__init__"}
 
 

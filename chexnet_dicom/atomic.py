@@ -1,0 +1,177 @@
+"""Atomic, durable file writes: the one way this package writes a file.
+
+Every file chexnet-dicom writes (DICOM results, previews, sidecars, model cards and
+weights, downloads, ONNX caches, training checkpoints and logs, the node's spool) goes
+through :func:`atomic_write` or :func:`open_atomic`:
+
+1. the content is written to a temporary file with a *unique* name in the target folder
+   (``.<name>.<random>.part``: hidden, so folder walks skip it, and never shared by two
+   concurrent writers);
+2. the temporary file is flushed and ``fsync``'ed;
+3. it is renamed onto the target (:func:`os.replace`, atomic on POSIX);
+4. the folder is ``fsync``'ed, so the rename itself survives a power cut.
+
+A reader therefore sees either the old file or the complete new one, never a part, and
+a crash leaves at most a ``.part`` file behind (:func:`remove_leftovers` cleans them).
+On any failure the temporary file is removed and the target is untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = ["PART_SUFFIX", "atomic_write", "fsync_dir", "open_atomic", "remove_leftovers"]
+
+#: Suffix of the temporary files (their names also start with a dot).
+PART_SUFFIX = ".part"
+
+
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: Permissions of a written file when the caller gives none (as ``open`` would create it).
+_DEFAULT_MODE = _default_mode()
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """``fsync`` a folder so that a rename or a new entry in it is durable.
+
+    Parameters
+    ----------
+    folder
+        The folder.  Platforms that cannot open folders (Windows) are ignored.
+    """
+    try:
+        fd = os.open(os.fspath(folder), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - not POSIX
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temporary(target: Path, parents: bool) -> tuple[int, Path]:
+    if parents:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=PART_SUFFIX)
+    return fd, Path(name)
+
+
+def _commit(tmp: Path, target: Path, mode: int | None) -> None:
+    os.chmod(tmp, _DEFAULT_MODE if mode is None else mode)
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
+
+
+@contextlib.contextmanager
+def open_atomic(
+    path: str | os.PathLike[str], *, mode: int | None = None, parents: bool = True
+) -> Iterator[IO[bytes]]:
+    """Open a binary file that appears at ``path`` only once it is complete and durable.
+
+    Parameters
+    ----------
+    path
+        The target file (parent folders are created).
+    mode
+        Permission bits of the result; by default ``0o666`` less the umask.
+    parents
+        Create missing parent folders (else a missing folder is a :class:`FileNotFoundError`).
+
+    Yields
+    ------
+    binary file object
+        Write the content to it. When the ``with`` block ends normally the file is
+        flushed, fsync'ed and renamed onto ``path`` and the folder fsync'ed; when it
+        raises, the temporary file is removed and ``path`` is unchanged.
+    """
+    target = Path(path)
+    fd, tmp = _temporary(target, parents)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        _commit(tmp, target, mode)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(
+    path: str | os.PathLike[str],
+    content: bytes | str | Callable[[Path], object],
+    *,
+    encoding: str = "utf-8",
+    mode: int | None = None,
+    parents: bool = True,
+) -> Path:
+    """Write a file atomically and durably (see the module docstring).
+
+    Parameters
+    ----------
+    path
+        The target file (parent folders are created).
+    content
+        The bytes or text to write, or a function that writes the complete content to
+        the temporary path it is given (for writers that need a path: pydicom, Pillow,
+        torch, safetensors, ONNX).
+    encoding
+        Encoding of ``content`` when it is text.
+    mode
+        Permission bits of the result; by default ``0o666`` less the umask.
+    parents
+        Create missing parent folders (else a missing folder is a :class:`FileNotFoundError`).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    target = Path(path)
+    if isinstance(content, (bytes, bytearray, memoryview, str)):
+        data = content.encode(encoding) if isinstance(content, str) else bytes(content)
+        with open_atomic(target, mode=mode, parents=parents) as fh:
+            fh.write(data)
+        return target
+    fd, tmp = _temporary(target, parents)
+    os.close(fd)
+    try:
+        content(tmp)
+        with open(tmp, "rb+") as fh:  # the writer may have closed (or replaced) the file
+            os.fsync(fh.fileno())
+        _commit(tmp, target, mode)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def remove_leftovers(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary files an interrupted writer left in ``folder`` (not recursive).
+
+    Parameters
+    ----------
+    folder
+        A folder this package writes into.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    removed = []
+    for entry in Path(folder).glob(f".*{PART_SUFFIX}"):
+        if entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
