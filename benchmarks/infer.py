@@ -7,7 +7,7 @@ Usage::
 
 Everything is measured in this one run, on this machine:
 
-(a) images/s of the default CPU predictor (:func:`~chexnet_dicom.model.runtime.load_predictor`:
+(a) images/s of the default CPU predictor (:func:`~chexnet_dicom.model.backends.load_predictor`:
     ONNX Runtime, float32) at batch 1 and 8, at the demo model's 128 px and at CheXNet's
     224 px, against naive fp32 eager PyTorch (``net(x)`` under ``no_grad``, default
     memory format and threads); the torch predictor (eager fp32 + channels_last, and
@@ -53,10 +53,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from chexnet_dicom.errors import WeightsError  # noqa: E402
+from chexnet_dicom.model.backends import load_predictor  # noqa: E402
 from chexnet_dicom.model.card import ModelCard, Preprocessing, load_bundle, save_bundle  # noqa: E402
 from chexnet_dicom.model.network import build_network  # noqa: E402
-from chexnet_dicom.model.predict import Predictor, cpu_has_native_bf16  # noqa: E402
-from chexnet_dicom.model.runtime import load_predictor  # noqa: E402
+from chexnet_dicom.model.torch_backend import TorchPredictor, cpu_has_native_bf16  # noqa: E402
 
 
 def best_times(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1) -> dict[str, float]:
@@ -79,7 +79,7 @@ def best_times(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 
 
 def get_card(tmp: Path) -> tuple[Path, str]:
     try:
-        from chexnet_dicom.model.weights import resolve_weights
+        from chexnet_dicom.model.resolve import resolve_weights
 
         return resolve_weights(None)
     except (WeightsError, ImportError) as exc:
@@ -105,8 +105,8 @@ def bench_throughput(card_path: Path, repeat: int, *, compiled: bool = False) ->
     net.eval()
     s = card.preprocessing.input_size
     default = load_predictor(card_path, device="cpu")
-    torch_auto = Predictor(net, card, device="cpu")
-    torch_fp32 = Predictor(net, card, device="cpu", precision="fp32")
+    torch_auto = TorchPredictor(net, card, device="cpu")
+    torch_fp32 = TorchPredictor(net, card, device="cpu", precision="fp32")
     print(
         f"(a) throughput at {s}x{s} input ({card.name}), {torch.get_num_threads()} threads; native bf16: "
         f"{cpu_has_native_bf16()}; default predictor = {default.backend} {default.precision}"
@@ -136,7 +136,7 @@ def bench_throughput(card_path: Path, repeat: int, *, compiled: bool = False) ->
 
         extra = ""
         if compiled:
-            comp = Predictor(net, card, device="cpu", optimise="compile", batch_size=batch)
+            comp = TorchPredictor(net, card, device="cpu", optimise="compile", batch_size=batch)
             t = time.perf_counter()
             comp.predict_many(xs, cams=False)
             first = time.perf_counter() - t
@@ -173,7 +173,7 @@ def bench_heatmaps(card_path: Path, repeat: int) -> None:
     s = card.preprocessing.input_size
     x = np.random.default_rng(1).standard_normal((3, s, s)).astype(np.float32)
     print("(b) heatmaps for all 14 findings, batch 1")
-    for pred in (load_predictor(card_path, device="cpu"), Predictor(net, card, device="cpu")):
+    for pred in (load_predictor(card_path, device="cpu"), TorchPredictor(net, card, device="cpu")):
         best = best_times(
             {"pred": lambda p=pred: p.predict(x, cams=False), "cams": lambda p=pred: p.predict(x, cams=True)},
             repeat,

@@ -52,7 +52,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from chexnet_dicom.model.labels import LABELS  # noqa: E402
-from chexnet_dicom.model.predict import Predictor  # noqa: E402
+from chexnet_dicom.model.torch_backend import TorchPredictor  # noqa: E402
 
 SHARED_NIH = REPO.parent / "shared" / "data" / "nih"
 #: Side of the original NIH images, the coordinate system of the box list.
@@ -244,7 +244,7 @@ def score(
     return out
 
 
-def model_heatmaps(predictor: Predictor, image: Path) -> Heatmaps:
+def model_heatmaps(predictor: TorchPredictor, image: Path) -> Heatmaps:
     """Production path: load -> prepare_model_input (card preprocessing) -> predict -> CAMs on the image grid."""
     from chexnet_dicom.model.cam import cam_to_image_grid
     from chexnet_dicom.transforms import load_chest_image, prepare_model_input
@@ -265,7 +265,7 @@ def model_heatmaps(predictor: Predictor, image: Path) -> Heatmaps:
 
 
 def pointing_game(
-    predictor: Predictor,
+    predictor: TorchPredictor,
     pairs: Sequence[BoxPair],
     images: Path,
     all_boxes: Sequence[BoxPair],
@@ -389,12 +389,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from chexnet_dicom.errors import ChexDicomError
-    from chexnet_dicom.model.weights import resolve_weights
+    from chexnet_dicom.model.resolve import resolve_weights
 
     try:
         card_path, reason = resolve_weights(args.weights)
         t0 = time.perf_counter()
-        predictor = Predictor.from_card(
+        predictor = TorchPredictor.from_card(
             card_path, device=args.device, precision=args.precision, threads=args.threads, tta=args.tta
         )
     except ChexDicomError as exc:

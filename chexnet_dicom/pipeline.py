@@ -5,7 +5,7 @@
     files ─► dicom.study.scan (headers only: gate, group by study, select the images)
           ─► per accepted image: read_dataset ─► decode_stored(target_size=2 x card resize)
              ─► render  (== dicom.pixels.load_display, keeping the dataset for outputs)
-          ─► prepare_model_input (the card's preprocessing) ─► Predictor (one forward
+          ─► prepare_model_input (the card's preprocessing) ─► TorchPredictor (one forward
              pass: 14 probabilities + 14 CAMs, batched over the study's images)
           ─► heatmaps: cam_to_image_grid ─► fixed global scale, clipped to [0, 1]
              ─► DisplayImage.to_source_grid (native Rows x Columns)
@@ -48,8 +48,8 @@ from chexnet_dicom.logs import phi_ref
 from chexnet_dicom.model.cam import cam_to_image_grid, to_display
 from chexnet_dicom.model.card import ModelCard, Preprocessing
 from chexnet_dicom.model.labels import LABELS
+from chexnet_dicom.model.predictor import PredictorBase
 from chexnet_dicom.model.result import Prediction
-from chexnet_dicom.model.runtime import PredictorBase
 from chexnet_dicom.outputs.common import ImageResult, SkippedInstance, write_dataset
 from chexnet_dicom.outputs.sr import build_sr
 from chexnet_dicom.preprocess import decode_target_size, prepare_model_input

@@ -155,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
     # (measured here: 2 threads on a busy 2-core machine, 4 s per image spinning vs 0.05 s
     # passive).  Read once when torch loads its OpenMP runtime, so set it before importing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from chexnet_dicom.model.backends import load_predictor
     from chexnet_dicom.model.resolve import resolve_weights
-    from chexnet_dicom.model.runtime import load_predictor
     from chexnet_dicom.pipeline import Analyzer
 
     card_path, why = resolve_weights(args.weights)

@@ -61,6 +61,7 @@ def _hash_arg(value: str | None) -> Any:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from chexnet_dicom.model.card import ModelCard
     from chexnet_dicom.model.registry import (
         DEFAULT_CHECKPOINT,
         REGISTRY,
@@ -68,8 +69,19 @@ def _list(args: argparse.Namespace) -> int:
         cache_dir,
         download_path,
     )
+    from chexnet_dicom.model.resolve import DEMO_CARD
 
     print(f"cache: {cache_dir()}")
+    if DEMO_CARD.is_file():
+        demo = ModelCard.read(DEMO_CARD)
+        print(f"{demo.name} {demo.version} (bundled with the package)")
+        print("  demo weights for pipeline demonstration only, not for clinical use")
+        print(f"  card:   {DEMO_CARD}")
+        print(f"  sha256: {demo.weights_sha256}")
+        print(
+            "  used by `chexdcm infer` when neither --weights, CHEXDCM_WEIGHTS nor a converted "
+            f"{DEFAULT_CHECKPOINT} bundle is there"
+        )
     for entry in REGISTRY.values():
         raw = "downloaded" if download_path(entry).is_file() else "not downloaded"
         bundle = "converted" if any(bundle_dir(entry).glob("*.card.json")) else "not converted"

@@ -227,7 +227,7 @@ def llr_maps(
         Supplies ``cam_scale`` and, when ``prevalence`` is None,
         ``card.training["prevalence"]`` (finding -> fraction positive in training).
     bias
-        (C,) head bias (:attr:`Predictor.head_bias`).
+        (C,) head bias (:attr:`TorchPredictor.head_bias`).
     prevalence
         Finding -> prevalence, or a (C,) sequence in label order.
 

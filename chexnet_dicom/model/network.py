@@ -1,7 +1,7 @@
 """CheXNet network: MONAI DenseNet-121 with a 14-way head producing logits.
 
 The module returns *logits*; probabilities are ``torch.sigmoid(logits)``
-(CheXNet's sigmoid is applied by :mod:`chexnet_dicom.model.predict`, never inside
+(CheXNet's sigmoid is applied by :mod:`chexnet_dicom.model.torch_backend`, never inside
 the network, so BCE-with-logits training is numerically stable).
 
 Structure (MONAI 1.x): ``features`` (conv0 ... denseblock4, norm5) then

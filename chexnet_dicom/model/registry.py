@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from chexnet_dicom.errors import WeightsError
+from chexnet_dicom.model.card import CARD_SUFFIX
 
 __all__ = [
     "DEFAULT_CHECKPOINT",
@@ -175,6 +176,11 @@ def download_path(entry: CheckpointEntry) -> Path:
 def bundle_dir(entry: CheckpointEntry) -> Path:
     """Folder of the converted safetensors + card bundle of ``entry``."""
     return cache_dir() / "bundles" / entry.name
+
+
+def bundle_card(entry: CheckpointEntry) -> Path:
+    """The card of ``entry``'s converted bundle in the cache (``<name>.card.json``)."""
+    return bundle_dir(entry) / f"{entry.name}{CARD_SUFFIX}"
 
 
 def git_blob_sha1(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -1,7 +1,8 @@
 """Which model card to use: ``--weights``, ``CHEXDCM_WEIGHTS``, the cache, the demo weights.
 
 Kept apart from :mod:`chexnet_dicom.model.weights` (the checkpoint loaders) so that
-resolving a card never imports torch.
+resolving a card never imports torch; the dependency runs one way (resolve -> weights,
+only to convert a cached download).
 """
 
 from __future__ import annotations
@@ -11,23 +12,12 @@ from pathlib import Path
 
 from chexnet_dicom.errors import WeightsError
 from chexnet_dicom.model.card import CARD_SUFFIX
-from chexnet_dicom.model.registry import (
-    DEFAULT_CHECKPOINT,
-    REGISTRY,
-    CheckpointEntry,
-    bundle_dir,
-    download_path,
-)
+from chexnet_dicom.model.registry import DEFAULT_CHECKPOINT, REGISTRY, bundle_card, download_path
 
-__all__ = ["DEMO_CARD", "bundle_card", "resolve_weights"]
+__all__ = ["DEMO_CARD", "resolve_weights"]
 
 #: Demo weights shipped with the package (written by ``chexdcm train``, see pipelines/).
 DEMO_CARD = Path(__file__).resolve().parent / "data" / "chexnet_demo.card.json"
-
-
-def bundle_card(entry: CheckpointEntry) -> Path:
-    """The card of a registry checkpoint's converted bundle in the cache."""
-    return bundle_dir(entry) / f"{entry.name}{CARD_SUFFIX}"
 
 
 def _card_in(value: str) -> Path:

@@ -53,15 +53,14 @@ from chexnet_dicom.model.network import build_network
 from chexnet_dicom.model.registry import (
     FormatName,
     HashSpec,
+    bundle_card,
     file_digests,
     get_entry,
     verify_file,
 )
-from chexnet_dicom.model.resolve import DEMO_CARD, bundle_card, resolve_weights
 from chexnet_dicom.model.safe_unpickle import module_state_dict, pickled_class_name, safe_torch_load
 
 __all__ = [
-    "DEMO_CARD",
     "FORMATS",
     "ImportedCheckpoint",
     "detect_format",
@@ -71,7 +70,6 @@ __all__ = [
     "load_imagenet_init",
     "map_torchvision_key",
     "network_from_torchvision_state",
-    "resolve_weights",
 ]
 
 log = logging.getLogger(__name__)

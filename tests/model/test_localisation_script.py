@@ -20,8 +20,8 @@ import torch
 from chexnet_dicom.model.card import ModelCard, save_bundle
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network
-from chexnet_dicom.model.predict import Predictor
-from chexnet_dicom.model.runtime import available_cpus
+from chexnet_dicom.model.predictor import available_cpus
+from chexnet_dicom.model.torch_backend import TorchPredictor
 from tests.conftest import REPO
 
 
@@ -132,7 +132,9 @@ def test_pointing_game_on_real_pairs_with_a_seeded_network(nih_dir: Path, tmp_pa
     card = save_bundle(
         net, ModelCard(name="seeded-loc", version="0"), tmp_path, "seeded", dtype=torch.float32
     )
-    predictor = Predictor.from_card(card, device="cpu", precision="fp32", threads=min(2, available_cpus()))
+    predictor = TorchPredictor.from_card(
+        card, device="cpu", precision="fp32", threads=min(2, available_cpus())
+    )
     res = loc.pointing_game(predictor, pairs, nih_dir / "images", boxes, margin=32.0)
     assert [(r.image, r.finding) for r in res] == [(p.image, p.finding) for p in pairs]
     hm = loc.model_heatmaps(predictor, nih_dir / "images" / pairs[0].image)
@@ -207,8 +209,10 @@ def test_tencrop_heatmaps_cover_the_whole_image(nih_dir: Path, tmp_path: Path) -
     card = ModelCard(name="seeded-loc", version="0", preprocessing=Preprocessing(resize=80, input_size=64))
     path = save_bundle(net, card, tmp_path, "small", dtype=torch.float32)
     image = sorted((nih_dir / "images").glob("*.png"))[0]
-    centre = loc.model_heatmaps(Predictor.from_card(path, device="cpu", precision="fp32", threads=1), image)
-    tta = Predictor.from_card(path, device="cpu", precision="fp32", threads=1, tta="tencrop")
+    centre = loc.model_heatmaps(
+        TorchPredictor.from_card(path, device="cpu", precision="fp32", threads=1), image
+    )
+    tta = TorchPredictor.from_card(path, device="cpu", precision="fp32", threads=1, tta="tencrop")
     ten = loc.model_heatmaps(tta, image)
     assert centre.valid is not None and ten.valid is not None
     assert ten.maps.shape == centre.maps.shape == (14, 512, 512)

@@ -26,7 +26,7 @@ Every DICOM file goes through the production path of ``chexdcm infer``:
 decode target the pipeline derives from the card, fast path on unless a case says
 otherwise -> render, i.e. :func:`chexnet_dicom.dicom.pixels.load_display`) ->
 :meth:`Analyzer.model_input` (:func:`prepare_model_input` with the card's
-preprocessing) -> :class:`Predictor` (precision chosen per device); PNG references
+preprocessing) -> :class:`TorchPredictor` (precision chosen per device); PNG references
 through :func:`chexnet_dicom.transforms.load_chest_image`.
 
 Weights
@@ -83,10 +83,10 @@ from chexnet_dicom.model.cam import to_display
 from chexnet_dicom.model.card import ModelCard, Preprocessing, save_bundle
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network, head
-from chexnet_dicom.model.predict import Predictor
+from chexnet_dicom.model.predictor import available_cpus
+from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.model.result import Prediction
-from chexnet_dicom.model.runtime import available_cpus
-from chexnet_dicom.model.weights import DEMO_CARD
+from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.pipeline import Analyzer
 from chexnet_dicom.transforms import load_chest_image, prepare_model_input, resize_image
 from tests.conftest import shared_path
@@ -164,7 +164,7 @@ class Corpus:
     controls: list[Source]
     _cache: dict[tuple[Path, bool, int], DisplayImage] = field(default_factory=dict)
 
-    def display(self, src: Source, predictor: Predictor | None = None) -> DisplayImage:
+    def display(self, src: Source, predictor: TorchPredictor | None = None) -> DisplayImage:
         """PNG references: :func:`load_chest_image`; DICOM: the production reader of
         ``chexdcm infer`` (:meth:`Analyzer.load`: decode target chosen from the card)."""
         resize = (predictor.card.preprocessing if predictor else Preprocessing()).resize
@@ -178,7 +178,7 @@ class Corpus:
                 self._cache[key] = Analyzer(predictor, config=config).load(str(src.path))[1]
         return self._cache[key]
 
-    def model_input(self, src: Source, predictor: Predictor | None = None) -> np.ndarray:
+    def model_input(self, src: Source, predictor: TorchPredictor | None = None) -> np.ndarray:
         """The network input (:meth:`Analyzer.model_input`, or the default preprocessing)."""
         disp = self.display(src, predictor)
         if src.transform == "invert":
@@ -303,19 +303,19 @@ def seeded_bundle(directory: Path, calibration: list[np.ndarray], *, seed: int =
     return save_bundle(net, card, directory, "seeded", dtype=torch.float32)
 
 
-def _seeded_predictor(tmp: Path, corpus: Corpus) -> Predictor:
+def _seeded_predictor(tmp: Path, corpus: Corpus) -> TorchPredictor:
     calibration = [corpus.model_input(src) for key, src in corpus.refs.items() if key.endswith(".png")]
     # float32: this model amplifies bf16 rounding noise to ~0.01 (the bf16 delta is
     # bounded separately in test_predict.py); the demo model runs with precision "auto".
-    return Predictor.from_card(
+    return TorchPredictor.from_card(
         seeded_bundle(tmp, calibration), device="cpu", precision="fp32", threads=THREADS
     )
 
 
-def _demo_predictor() -> Predictor:
+def _demo_predictor() -> TorchPredictor:
     if not DEMO_CARD.is_file():
         pytest.skip(f"demo weights not built yet ({DEMO_CARD.name} absent); the seeded model still runs")
-    return Predictor.from_card(DEMO_CARD, device="cpu", threads=THREADS)
+    return TorchPredictor.from_card(DEMO_CARD, device="cpu", threads=THREADS)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -355,7 +355,7 @@ class Evaluation:
         )
 
 
-def evaluate(predictor: Predictor, corpus: Corpus) -> Evaluation:
+def evaluate(predictor: TorchPredictor, corpus: Corpus) -> Evaluation:
     """Predict every reference, case and control in one batched call; per case the
     maximum absolute probability difference to its reference."""
     ref_keys = list(corpus.refs)

@@ -12,6 +12,7 @@ import pytest
 from chexnet_dicom.cli import main
 from chexnet_dicom.errors import WeightsError
 from chexnet_dicom.model import resolve
+from chexnet_dicom.model.card import ModelCard
 from chexnet_dicom.model.download import fetch_file
 from chexnet_dicom.model.registry import (
     DEFAULT_CHECKPOINT,
@@ -23,7 +24,7 @@ from chexnet_dicom.model.registry import (
     download_path,
     file_digests,
 )
-from chexnet_dicom.model.weights import resolve_weights
+from chexnet_dicom.model.resolve import DEMO_CARD, resolve_weights
 from tests.model.checkpoint_fixtures import serve_directory
 
 pytestmark = pytest.mark.network  # binds a loopback socket
@@ -225,6 +226,9 @@ def test_cli_list_and_usage(cache: Path, capsys: pytest.CaptureFixture[str]) -> 
     for name in REGISTRY:
         assert name in out
     assert "14922ae7de18767793f6ac85cf51df950327d96c" in out
+    # the bundled demo weights that infer falls back to are listed too
+    demo = ModelCard.read(DEMO_CARD)
+    assert f"{demo.name} {demo.version} (bundled with the package)" in out and str(DEMO_CARD) in out
     assert main(["weights"]) == 2
     assert main(["weights", "fetch", "no-such-model"]) == 1
     assert "unknown checkpoint" in capsys.readouterr().err

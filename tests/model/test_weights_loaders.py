@@ -21,12 +21,12 @@ from chexnet_dicom.errors import WeightsError
 from chexnet_dicom.model.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard, load_bundle
 from chexnet_dicom.model.network import head
 from chexnet_dicom.model.registry import DEFAULT_CHECKPOINT, REGISTRY, HashSpec, git_blob_sha1
+from chexnet_dicom.model.resolve import resolve_weights
 from chexnet_dicom.model.weights import (
     fetch,
     import_checkpoint,
     load_checkpoint,
     network_from_torchvision_state,
-    resolve_weights,
 )
 from tests.model.checkpoint_fixtures import (
     KEYS_DIR,

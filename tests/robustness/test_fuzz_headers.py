@@ -19,10 +19,10 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 
 from chexnet_dicom.dicom import synth
-from chexnet_dicom.model.runtime import load_predictor
+from chexnet_dicom.model.backends import load_predictor
 from chexnet_dicom.pipeline import Analyzer
 from tests.conftest import require_tool
-from tests.model.test_predict import make_bundle
+from tests.model.test_torch_backend import make_bundle
 from tests.outputs.helpers import dciodvfy_errors
 
 #: Attributes copied from the source into results (patient, study, series text).

@@ -13,7 +13,7 @@ import torch
 from chexnet_dicom.cli import main
 from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 from chexnet_dicom.pipeline import study_ref
-from tests.model.test_predict import make_bundle
+from tests.model.test_torch_backend import make_bundle
 from tests.unit.test_pipeline import EXPECTED_OUTPUTS, STUDY_UID, write_study
 
 

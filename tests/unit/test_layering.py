@@ -110,3 +110,72 @@ def test_the_checker_catches_a_violation(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import torch\nfrom chexnet_dicom.model import network\n")
     assert {"torch", "chexnet_dicom.model"} <= _imports(bad)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (lazy imports inside functions included)."""
+    modules = {}
+    for path in PKG.rglob("*.py"):
+        parts = path.relative_to(PKG.parent).with_suffix("").parts
+        name = ".".join(parts).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name in modules)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+                # ``from pkg import submodule`` depends on the submodule, not on pkg/__init__
+                if len(subs) < len(node.names) and node.module in modules:
+                    found.add(node.module)
+                found |= subs
+        graph[name] = found - {name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_between_modules() -> None:
+    """Lazy imports count: a function-level import that closes a loop is still a cycle."""
+    assert _cycles(_module_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_planted_cycle() -> None:
+    graph = _module_graph()
+    graph["chexnet_dicom.model.card"] = graph["chexnet_dicom.model.card"] | {"chexnet_dicom.model.registry"}
+    assert ["chexnet_dicom.model.card", "chexnet_dicom.model.registry"] in _cycles(graph)

@@ -13,10 +13,10 @@ from PIL import Image
 from chexnet_dicom.dicom import synth
 from chexnet_dicom.model.cam import cam_to_image_grid, to_display
 from chexnet_dicom.model.labels import LABELS
-from chexnet_dicom.model.predict import Predictor
+from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.pipeline import Analyzer, StudyResult, study_ref, study_summary
 from chexnet_dicom.transforms import prepare_model_input
-from tests.model.test_predict import make_bundle
+from tests.model.test_torch_backend import make_bundle
 
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 #: Files written for the study of :func:`write_study` (two frontal images).
@@ -55,7 +55,7 @@ def card_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def analyzer(card_path: Path) -> Analyzer:
-    return Analyzer(Predictor.from_card(card_path, device="cpu", precision="fp32"))
+    return Analyzer(TorchPredictor.from_card(card_path, device="cpu", precision="fp32"))
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +261,7 @@ def test_chunked_reading_gives_the_same_results_and_reports_progress(
     card_path: Path, analysed: tuple[StudyResult, list, dict]
 ) -> None:
     result, _, files = analysed
-    one_by_one = Analyzer(Predictor.from_card(card_path, device="cpu", precision="fp32", batch_size=1))
+    one_by_one = Analyzer(TorchPredictor.from_card(card_path, device="cpu", precision="fp32", batch_size=1))
     calls: list[tuple[int, int]] = []
     (again,), _ = one_by_one.analyse_paths([files["pa"].parent], progress=lambda d, t: calls.append((d, t)))
     assert calls == [(1, 2), (2, 2)]

@@ -14,15 +14,15 @@ import pytest
 from PIL import Image
 
 from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
-from chexnet_dicom.model import onnx_runtime, runtime
+from chexnet_dicom.model import backends, onnx_backend, predictor
+from chexnet_dicom.model.backends import load_predictor
 from chexnet_dicom.model.card import Preprocessing
-from chexnet_dicom.model.onnx_runtime import OrtPredictor, onnx_model_bytes
-from chexnet_dicom.model.predict import Predictor
+from chexnet_dicom.model.onnx_backend import OrtPredictor, onnx_model_bytes
 from chexnet_dicom.model.resolve import DEMO_CARD
-from chexnet_dicom.model.runtime import load_predictor
+from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.transforms import prepare_model_input
 from tests.conftest import REPO, shared_path
-from tests.model.test_predict import make_bundle, synthetic_images
+from tests.model.test_torch_backend import make_bundle, synthetic_images
 
 pytest.importorskip("onnxruntime")
 
@@ -46,7 +46,7 @@ def _max_diff(a: list, b: list, attr: str) -> float:
 @pytest.mark.parametrize("tta", ["none", "tencrop"])
 def test_probabilities_and_maps_equal_the_torch_fp32_reference(bundle: Path, cache: Path, tta: str) -> None:
     ort_p = load_predictor(bundle, backend="onnxruntime", tta=tta, batch_size=3)
-    ref = Predictor.from_card(bundle, device="cpu", precision="fp32", tta=tta)  # type: ignore[arg-type]
+    ref = TorchPredictor.from_card(bundle, device="cpu", precision="fp32", tta=tta)  # type: ignore[arg-type]
     assert isinstance(ort_p, OrtPredictor) and ort_p.backend == "onnxruntime" and ort_p.precision == "fp32"
     pre = ref.card.preprocessing
     inputs = [
@@ -68,7 +68,7 @@ def test_demo_weights_on_real_images_match_torch(cache: Path) -> None:
     files = sorted(shared_path("nih", "images").glob("*.png"))[:8]
     assert len(files) == 8
     ort_p = load_predictor(DEMO_CARD, backend="onnxruntime")
-    ref = Predictor.from_card(DEMO_CARD, device="cpu", precision="fp32")
+    ref = TorchPredictor.from_card(DEMO_CARD, device="cpu", precision="fp32")
     pre = ref.card.preprocessing
     inputs = [
         prepare_model_input(
@@ -91,7 +91,7 @@ def test_export_is_cached_with_a_record_and_reused(bundle: Path, cache: Path) ->
     (record_path,) = (cache / "onnx").glob("*.json")
     record = json.loads(record_path.read_text())
     assert record["weights_sha256"] == card.weights_sha256 and record["input_size"] == 64
-    assert record["max_abs_difference_to_torch"] <= onnx_runtime.EXPORT_TOLERANCE
+    assert record["max_abs_difference_to_torch"] <= onnx_backend.EXPORT_TOLERANCE
     again, _, source2 = onnx_model_bytes(bundle)
     assert source2 == "cache" and again == model
     assert "graph: cache" in load_predictor(bundle, backend="onnxruntime").runtime.reason
@@ -124,7 +124,7 @@ def test_an_unwritable_cache_still_runs(
 def test_an_export_that_disagrees_with_torch_is_refused(
     bundle: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(onnx_runtime, "EXPORT_TOLERANCE", 0.0)  # the real difference is ~1e-6, never 0
+    monkeypatch.setattr(onnx_backend, "EXPORT_TOLERANCE", 0.0)  # the real difference is ~1e-6, never 0
     with pytest.raises(ModelError, match="disagrees with PyTorch"):
         onnx_model_bytes(bundle)
     assert not list((cache / "onnx").glob("*.onnx"))  # nothing unchecked is cached
@@ -142,11 +142,11 @@ def test_non_finite_input_is_refused(bundle: Path, cache: Path) -> None:
     with pytest.raises(InferenceError, match="ONNX Runtime failed"):
         pred._run(np.zeros((1, 3, 32, 32), dtype=np.float32), cams=True)
     with pytest.raises(ModelError, match="cannot load the graph"):
-        onnx_runtime._session(b"not an onnx graph", 1)
+        onnx_backend._session(b"not an onnx graph", 1)
 
 
 def test_backend_selection(bundle: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if not runtime.cuda_may_be_present():
+    if not predictor.cuda_may_be_present():
         assert load_predictor(bundle).backend == "onnxruntime"
     assert load_predictor(bundle, backend="torch").backend == "torch"
     assert load_predictor(bundle, precision="bf16").backend == "torch"  # only torch runs bf16
@@ -156,8 +156,8 @@ def test_backend_selection(bundle: Path, cache: Path, monkeypatch: pytest.Monkey
         load_predictor(bundle, backend="onnxruntime", device="cuda")
     with pytest.raises(ConfigError, match="backend must be"):
         load_predictor(bundle, backend="tensorrt")
-    monkeypatch.setattr(runtime, "onnxruntime_available", lambda: False)
-    monkeypatch.setattr(runtime, "cuda_may_be_present", lambda: False)
+    monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(backends, "cuda_may_be_present", lambda: False)
     assert load_predictor(bundle).backend == "torch"  # falls back when ONNX Runtime is missing
 
 
@@ -197,14 +197,14 @@ def test_a_failed_export_falls_back_to_torch_only_when_chosen_automatically(
     def broken(*_args: object) -> tuple[bytes, str]:
         raise ModuleNotFoundError("No module named 'onnxscript'")
 
-    monkeypatch.setattr(onnx_runtime, "_export_bytes", broken)
+    monkeypatch.setattr(onnx_backend, "_export_bytes", broken)
     with pytest.raises(ModelError, match=r"ONNX export failed.*ModuleNotFoundError"):
         load_predictor(bundle, backend="onnxruntime")
-    if not runtime.cuda_may_be_present():
+    if not predictor.cuda_may_be_present():
         pred = load_predictor(bundle)
         assert pred.backend == "torch"
         assert "running the torch predictor" in caplog.text
-    monkeypatch.setattr(runtime, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
     with pytest.raises(ConfigError, match="needs the onnxruntime and onnx packages"):
         load_predictor(bundle, backend="onnxruntime")
 
@@ -237,6 +237,6 @@ def test_warm_cli_run_imports_neither_torch_nor_monai(bundle: Path, tmp_path: Pa
 
 def test_export_is_deterministic(bundle: Path) -> None:
     """Concurrent first runs may each export and write the cache: they must write the same bytes."""
-    first, record = onnx_runtime.export_onnx(bundle)
-    second, _ = onnx_runtime.export_onnx(bundle)
-    assert first == second and record["sha256"] == onnx_runtime._sha256(second)
+    first, record = onnx_backend.export_onnx(bundle)
+    second, _ = onnx_backend.export_onnx(bundle)
+    assert first == second and record["sha256"] == onnx_backend._sha256(second)

@@ -1,23 +1,18 @@
-"""Choosing how the model runs, and the predictor interface every backend shares.
+"""The predictor interface every backend shares.
 
-Two backends compute the same network:
+Two backends compute the same network (:mod:`chexnet_dicom.model.backends` chooses
+one):
 
-* ``"onnxruntime"``: the bundle exported once to ONNX (verified against PyTorch and
-  cached by weights hash, see :mod:`chexnet_dicom.model.onnx_runtime`) and run by ONNX
-  Runtime in float32 on the CPU.  It is the CPU default: on DenseNet-121 it is several
-  times faster than eager PyTorch at batch 1 (``benchmarks/infer.py``), its outputs
-  equal PyTorch float32 to about 1e-5, and a warm process needs neither torch nor MONAI.
-* ``"torch"``: :class:`chexnet_dicom.model.predict.Predictor` (eager or
-  ``torch.compile``; bf16 + channels_last on GPUs and on CPUs with native bf16).  It is
-  the reference implementation, the GPU path, and the fallback when ONNX Runtime is not
-  installed.
-
-:func:`load_predictor` picks one (``backend="auto"``) and this module never imports
-torch unless the torch backend is chosen or a GPU may be present.
+* :class:`~chexnet_dicom.model.onnx_backend.OrtPredictor`: the bundle exported once to
+  ONNX (verified against PyTorch, cached by weights hash) and run by ONNX Runtime in
+  float32 on the CPU;
+* :class:`~chexnet_dicom.model.torch_backend.TorchPredictor`: eager or
+  ``torch.compile`` PyTorch, bf16 + channels_last on GPUs; the reference.
 
 Every backend subclasses :class:`PredictorBase`, which owns what must not differ between
 them: input checks, batching, the NaN/Inf guard, the sigmoid, TenCrop averaging, CAM
-scaling and the :class:`~chexnet_dicom.model.result.Prediction` records.
+scaling and the :class:`~chexnet_dicom.model.result.Prediction` records.  This module
+imports neither torch nor ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -30,29 +25,22 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
+from chexnet_dicom.errors import ConfigError, InferenceError
 from chexnet_dicom.model.card import ModelCard
 from chexnet_dicom.model.result import Prediction
 
 __all__ = [
-    "BACKENDS",
     "PredictorBase",
     "RuntimeChoice",
     "available_cpus",
     "cuda_may_be_present",
-    "load_predictor",
     "onnxruntime_available",
 ]
 
 log = logging.getLogger(__name__)
-
-BackendName = Literal["auto", "torch", "onnxruntime"]
-#: Accepted ``backend`` values.
-BACKENDS: tuple[str, ...] = ("auto", "torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -273,104 +261,3 @@ class PredictorBase:
                         )
                     )
         return results
-
-
-def load_predictor(
-    card_path: str | os.PathLike[str],
-    *,
-    backend: BackendName | str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
-    optimise: str = "none",
-    threads: int | None = None,
-    batch_size: int = 8,
-    tta: str | None = None,
-    verify: bool = True,
-) -> PredictorBase:
-    """Load a bundle and build the predictor that suits this machine.
-
-    ``backend="auto"`` runs the torch :class:`~chexnet_dicom.model.predict.Predictor`
-    on a GPU, or whenever bf16 or ``torch.compile`` is asked for, and ONNX Runtime
-    (float32) on a CPU when it is installed; the torch predictor otherwise, and also
-    when the ONNX export fails (logged as a warning; corrupt weights still raise).
-
-    Parameters
-    ----------
-    card_path
-        ``*.card.json`` file.
-    backend
-        ``"auto"``, ``"torch"`` or ``"onnxruntime"``.
-    device
-        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-    precision
-        ``"auto"``, ``"fp32"`` or ``"bf16"`` (bf16 needs the torch backend).
-    optimise
-        ``"none"`` or ``"compile"`` (torch backend).
-    threads, batch_size, tta
-        See :class:`PredictorBase`.
-    verify
-        Check the weights' sha256 against the card.
-
-    Raises
-    ------
-    ConfigError
-        Unknown names, or a combination no backend can run.
-    WeightsError
-        Missing or corrupt weights.
-    """
-    if backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    wants_torch = precision == "bf16" or optimise != "none" or str(device).startswith("cuda")
-    if backend == "onnxruntime" and wants_torch:
-        raise ConfigError(
-            "the onnxruntime backend runs float32 on the CPU only; use --backend torch for "
-            "cuda, bf16 or compile"
-        )
-    chosen_automatically = backend == "auto"
-    if backend == "auto":
-        if wants_torch or (device == "auto" and cuda_may_be_present() and _torch_sees_cuda()):
-            backend = "torch"
-        elif onnxruntime_available():
-            backend = "onnxruntime"
-        else:
-            log.info("onnxruntime/onnx are not installed: running the torch predictor")
-            backend = "torch"
-    if backend == "onnxruntime":
-        if precision not in ("auto", "fp32"):
-            raise ConfigError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-        if device not in ("auto", "cpu"):
-            raise ConfigError(f"device must be auto, cpu or cuda, not {device!r}")
-        if not onnxruntime_available():
-            raise ConfigError(
-                "--backend onnxruntime needs the onnxruntime and onnx packages; use --backend torch"
-            )
-        from chexnet_dicom.model.onnx_runtime import OrtPredictor
-
-        try:
-            return OrtPredictor.from_card(
-                card_path, threads=threads, batch_size=batch_size, tta=tta, verify=verify
-            )
-        except (WeightsError, InferenceError):
-            raise  # the weights or the inputs are wrong: another backend would not help
-        except ModelError as exc:
-            if not chosen_automatically:
-                raise
-            log.warning("ONNX Runtime backend unavailable (%s); running the torch predictor", exc)
-    from chexnet_dicom.model.predict import Predictor
-
-    return Predictor.from_card(
-        card_path,
-        verify=verify,
-        device=device,
-        precision=precision,
-        optimise=optimise,
-        threads=threads,
-        batch_size=batch_size,
-        tta=tta,
-    )
-
-
-def _torch_sees_cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())

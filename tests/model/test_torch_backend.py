@@ -1,4 +1,4 @@
-"""Predictor: loading, batching, precision, TenCrop, NaN guard, bf16 accuracy bound."""
+"""TorchPredictor: loading, batching, precision, TenCrop, NaN guard, bf16 accuracy bound."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ from chexnet_dicom.errors import ConfigError, InferenceError, WeightsError
 from chexnet_dicom.model.card import ModelCard, OperatingPoint, Preprocessing, save_bundle
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network, head
-from chexnet_dicom.model.predict import Predictor, choose_runtime, cpu_has_native_bf16, tune_threads
-from chexnet_dicom.model.runtime import available_cpus
+from chexnet_dicom.model.predictor import available_cpus
+from chexnet_dicom.model.torch_backend import (
+    TorchPredictor,
+    choose_runtime,
+    cpu_has_native_bf16,
+    tune_threads,
+)
 from chexnet_dicom.transforms import prepare_model_input
 from tests.conftest import shared_path
 
@@ -53,11 +58,11 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fp32(bundle: Path) -> Predictor:
-    return Predictor.from_card(bundle, device="cpu", precision="fp32", threads=min(2, available_cpus()))
+def fp32(bundle: Path) -> TorchPredictor:
+    return TorchPredictor.from_card(bundle, device="cpu", precision="fp32", threads=min(2, available_cpus()))
 
 
-def test_probabilities_equal_naive_eager_pytorch(bundle: Path, fp32: Predictor) -> None:
+def test_probabilities_equal_naive_eager_pytorch(bundle: Path, fp32: TorchPredictor) -> None:
     from chexnet_dicom.model.card import load_bundle
 
     net, card = load_bundle(bundle)
@@ -77,9 +82,11 @@ def test_probabilities_equal_naive_eager_pytorch(bundle: Path, fp32: Predictor) 
     np.testing.assert_allclose(preds[0].cams.mean(axis=(1, 2)) * 2.0 + fp32.head_bias, logit, atol=1e-4)
 
 
-def test_batching_does_not_change_results(bundle: Path, fp32: Predictor) -> None:
+def test_batching_does_not_change_results(bundle: Path, fp32: TorchPredictor) -> None:
     inputs = [prepare_model_input(im, resize=80, input_size=64) for im in synthetic_images(5, seed=9)]
-    batched = Predictor.from_card(bundle, device="cpu", precision="fp32", batch_size=2).predict_many(inputs)
+    batched = TorchPredictor.from_card(bundle, device="cpu", precision="fp32", batch_size=2).predict_many(
+        inputs
+    )
     single = [fp32.predict(x) for x in inputs]
     for a, b in zip(batched, single, strict=True):
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
@@ -91,12 +98,12 @@ def test_batching_does_not_change_results(bundle: Path, fp32: Predictor) -> None
     np.testing.assert_allclose(without.probabilities, single[0].probabilities, atol=1e-6)
 
 
-def test_tencrop_averages_the_probabilities_of_the_ten_crops(bundle: Path, fp32: Predictor) -> None:
+def test_tencrop_averages_the_probabilities_of_the_ten_crops(bundle: Path, fp32: TorchPredictor) -> None:
     from chexnet_dicom.model.card import load_bundle
 
     image = synthetic_images(1, seed=11)[0]
     x10 = prepare_model_input(image, resize=80, input_size=64, tta="tencrop")
-    tta = Predictor.from_card(bundle, device="cpu", precision="fp32", tta="tencrop")
+    tta = TorchPredictor.from_card(bundle, device="cpu", precision="fp32", tta="tencrop")
     pred = tta.predict(x10)
     net, _ = load_bundle(bundle)
     with torch.no_grad():
@@ -109,7 +116,7 @@ def test_tencrop_averages_the_probabilities_of_the_ten_crops(bundle: Path, fp32:
         tta.predict(x10[0])
 
 
-def test_non_finite_input_or_output_raises_inference_error(bundle: Path, fp32: Predictor) -> None:
+def test_non_finite_input_or_output_raises_inference_error(bundle: Path, fp32: TorchPredictor) -> None:
     x = prepare_model_input(synthetic_images(1)[0], resize=80, input_size=64)
     bad = x.copy()
     bad[0, 3, 3] = np.nan
@@ -120,7 +127,7 @@ def test_non_finite_input_or_output_raises_inference_error(bundle: Path, fp32: P
     net, card = load_bundle(bundle)
     with torch.no_grad():
         net.features.denseblock4.denselayer16.layers.conv2.weight[0, 0, 0, 0] = float("inf")
-    broken = Predictor(net, card, device="cpu", precision="fp32")
+    broken = TorchPredictor(net, card, device="cpu", precision="fp32")
     with pytest.raises(InferenceError, match="NaN/Inf"):
         broken.predict(x)
 
@@ -130,7 +137,7 @@ def test_the_callers_network_is_not_modified(bundle: Path) -> None:
 
     net, card = load_bundle(bundle)
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    Predictor(net, card, device="cpu", precision="bf16")
+    TorchPredictor(net, card, device="cpu", precision="bf16")
     for k, v in net.state_dict().items():
         assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
     assert net.features.conv0.weight.is_contiguous()
@@ -144,8 +151,8 @@ def test_bf16_stays_within_0_005_of_fp32_on_a_fixed_real_image_set(tmp_path: Pat
     images = [np.asarray(Image.open(f).convert("L"), dtype=np.float32) / 255.0 for f in files]
     card_path = make_bundle(tmp_path, preprocessing=Preprocessing(), seed=3)
     inputs = [prepare_model_input(im) for im in images]
-    ref = Predictor.from_card(card_path, device="cpu", precision="fp32").predict_many(inputs)
-    low = Predictor.from_card(card_path, device="cpu", precision="bf16").predict_many(inputs)
+    ref = TorchPredictor.from_card(card_path, device="cpu", precision="fp32").predict_many(inputs)
+    low = TorchPredictor.from_card(card_path, device="cpu", precision="bf16").predict_many(inputs)
     diff = max(float(np.abs(a.probabilities - b.probabilities).max()) for a, b in zip(ref, low, strict=True))
     assert diff <= 0.005, f"bf16 max probability difference {diff:.4f} > 0.005"
     assert low[0].precision == "bf16"
@@ -183,9 +190,9 @@ def test_thread_tuning_and_bad_settings(bundle: Path) -> None:
     with pytest.raises(ConfigError):
         tune_threads(0)
     with pytest.raises(ConfigError, match="batch_size"):
-        Predictor.from_card(bundle, device="cpu", batch_size=0)
+        TorchPredictor.from_card(bundle, device="cpu", batch_size=0)
     with pytest.raises(ConfigError, match="optimise"):
-        Predictor.from_card(bundle, device="cpu", optimise="onnx")  # type: ignore[arg-type]
+        TorchPredictor.from_card(bundle, device="cpu", optimise="onnx")  # type: ignore[arg-type]
 
 
 def test_saving_the_same_network_twice_gives_identical_bytes(tmp_path: Path) -> None:
@@ -208,27 +215,27 @@ def test_a_tampered_bundle_is_refused(tmp_path: Path) -> None:
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="sha256"):
-        Predictor.from_card(card_path)
+        TorchPredictor.from_card(card_path)
     bad_card = dataclasses.replace(card, cam_scale=0.0)
     with pytest.raises(ConfigError, match="cam_scale"):
-        Predictor(build_network(), bad_card, device="cpu")
+        TorchPredictor(build_network(), bad_card, device="cpu")
 
 
 @pytest.mark.gpu
-def test_cuda_matches_cpu_fp32(bundle: Path, fp32: Predictor) -> None:
+def test_cuda_matches_cpu_fp32(bundle: Path, fp32: TorchPredictor) -> None:
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     x = prepare_model_input(synthetic_images(1)[0], resize=80, input_size=64)
-    gpu = Predictor.from_card(bundle, device="cuda")
+    gpu = TorchPredictor.from_card(bundle, device="cuda")
     assert gpu.precision in ("bf16", "fp32")
     np.testing.assert_allclose(gpu.predict(x).probabilities, fp32.predict(x).probabilities, atol=0.005)
 
 
 @pytest.mark.slow
-def test_torch_compile_matches_eager(bundle: Path, fp32: Predictor) -> None:
+def test_torch_compile_matches_eager(bundle: Path, fp32: TorchPredictor) -> None:
     """The optional compiled path (long-running processes) gives the eager results."""
     x = prepare_model_input(synthetic_images(1, seed=21)[0], resize=80, input_size=64)
-    compiled = Predictor.from_card(bundle, device="cpu", precision="fp32", optimise="compile")
+    compiled = TorchPredictor.from_card(bundle, device="cpu", precision="fp32", optimise="compile")
     ref = fp32.predict(x)
     got = compiled.predict(x)
     np.testing.assert_allclose(got.probabilities, ref.probabilities, atol=1e-5)

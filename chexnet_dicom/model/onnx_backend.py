@@ -42,8 +42,8 @@ import numpy as np
 from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
 from chexnet_dicom.model.card import ModelCard, sha256_file, verified_weights
+from chexnet_dicom.model.predictor import PredictorBase, RuntimeChoice, available_cpus
 from chexnet_dicom.model.registry import cache_dir
-from chexnet_dicom.model.runtime import PredictorBase, RuntimeChoice, available_cpus
 
 if TYPE_CHECKING:
     from torch import nn
@@ -310,7 +310,7 @@ def _head_bias(tensor_path: Path) -> np.ndarray:
 class OrtPredictor(PredictorBase):
     """CheXNet inference with ONNX Runtime on the CPU (float32).
 
-    Same interface and results as :class:`chexnet_dicom.model.predict.Predictor`
+    Same interface and results as :class:`chexnet_dicom.model.torch_backend.TorchPredictor`
     (probabilities measured within 3e-7 of its float32 path; tests bound the difference
     at 1e-4).
     Build it with :meth:`from_card`.
@@ -324,9 +324,9 @@ class OrtPredictor(PredictorBase):
     head_bias
         (14,) bias of the linear head.
     threads
-        CPU threads (None: :func:`~chexnet_dicom.model.runtime.available_cpus`).
+        CPU threads (None: :func:`~chexnet_dicom.model.predictor.available_cpus`).
     batch_size, tta
-        See :class:`~chexnet_dicom.model.runtime.PredictorBase`.
+        See :class:`~chexnet_dicom.model.predictor.PredictorBase`.
     source
         Where the graph came from (for the log).
     """

@@ -1,9 +1,9 @@
-"""Predictor (PyTorch backend): load a model once, then batch images through it on CPU or GPU.
+"""PyTorch backend (:class:`TorchPredictor`): load a model once, then batch images on CPU or GPU.
 
 This is the reference implementation and the GPU path.  On a CPU,
-:func:`chexnet_dicom.model.runtime.load_predictor` prefers the ONNX Runtime backend
-(:mod:`chexnet_dicom.model.onnx_runtime`, float32, several times faster at batch 1);
-both share :class:`~chexnet_dicom.model.runtime.PredictorBase`, so checks, guards and
+:func:`chexnet_dicom.model.backends.load_predictor` prefers the ONNX Runtime backend
+(:mod:`chexnet_dicom.model.onnx_backend`, float32, several times faster at batch 1);
+both share :class:`~chexnet_dicom.model.predictor.PredictorBase`, so checks, guards and
 results are the same code.
 
 Precision is chosen per device (``precision="auto"``):
@@ -46,10 +46,10 @@ from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.model.cam import logits_and_cams
 from chexnet_dicom.model.card import ModelCard, load_bundle
 from chexnet_dicom.model.network import head
-from chexnet_dicom.model.runtime import PredictorBase, RuntimeChoice, available_cpus
+from chexnet_dicom.model.predictor import PredictorBase, RuntimeChoice, available_cpus
 
 __all__ = [
-    "Predictor",
+    "TorchPredictor",
     "choose_runtime",
     "cpu_has_native_bf16",
     "tune_threads",
@@ -155,7 +155,7 @@ def choose_runtime(
     return RuntimeChoice("cpu", "fp32", True, "CPU without native bfloat16")
 
 
-class Predictor(PredictorBase):
+class TorchPredictor(PredictorBase):
     """CheXNet inference: probabilities and class activation maps for model inputs.
 
     Build it once per process (:meth:`from_card`), then call :meth:`predict` or
@@ -235,7 +235,7 @@ class Predictor(PredictorBase):
     @classmethod
     def from_card(
         cls, card_path: str | os.PathLike[str], *, verify: bool = True, **kwargs: object
-    ) -> Predictor:
+    ) -> TorchPredictor:
         """Load a bundle (:func:`chexnet_dicom.model.card.load_bundle`) and build a predictor.
 
         Parameters
@@ -245,7 +245,7 @@ class Predictor(PredictorBase):
         verify
             Check the weights' sha256 against the card.
         **kwargs
-            Passed to :class:`Predictor`.
+            Passed to :class:`TorchPredictor`.
         """
         net, card = load_bundle(Path(card_path), verify=verify)
         return cls(net, card, _copy=False, **kwargs)  # type: ignore[arg-type]
