@@ -40,11 +40,11 @@ from torch.utils.data import DataLoader, Dataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from chexnet_dicom.config import AugmentConfig  # noqa: E402
 from chexnet_dicom.model.network import build_network  # noqa: E402
 from chexnet_dicom.train.cache import build_cache  # noqa: E402
 from chexnet_dicom.train.data import nih_records  # noqa: E402
 from chexnet_dicom.train.loop import (  # noqa: E402
-    AugmentConfig,
     CachedImages,
     DecodedImages,
     augment_batch,

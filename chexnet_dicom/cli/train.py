@@ -56,9 +56,10 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``chexdcm train``; returns the exit code."""
-    from chexnet_dicom.train.loop import fit, load_config
+    from chexnet_dicom.config import load_train_config
+    from chexnet_dicom.train.loop import fit
 
-    cfg = load_config(args.config, _overrides(args.set))
+    cfg = load_train_config(args.config, _overrides(args.set))
     if args.write_split:
         from chexnet_dicom.train.loop import _records, make_split
         from chexnet_dicom.train.splits import write_split_csv

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from chexnet_dicom.atomic import atomic_write
+from chexnet_dicom.config import TrainConfig
 from chexnet_dicom.evaluate.metrics import (
     auroc_ci,
     bootstrap_weights,
@@ -154,7 +155,7 @@ def _ci(values: Any) -> list[float] | None:
 
 def export_bundle(
     net: nn.Module,
-    cfg: Any,
+    cfg: TrainConfig,
     records: Sequence[Record],
     assignment: Sequence[str],
     *,
@@ -172,7 +173,7 @@ def export_bundle(
     net
         The selected (best validation AUROC) network.
     cfg
-        The :class:`~chexnet_dicom.train.loop.RunConfig` used.
+        The recipe used.
     records, assignment
         All records and their subset.
 

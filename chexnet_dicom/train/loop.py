@@ -1,6 +1,7 @@
-"""CheXNet training loop: recipe, data, augmentation, optimisation, checkpoints.
+"""CheXNet training loop: data, augmentation, optimisation, checkpoints.
 
-The recipe (a TOML file in ``pipelines/``, loaded by :func:`load_config`) follows
+The recipe (a TOML file in ``pipelines/``, loaded by
+:func:`chexnet_dicom.config.load_train_config`) follows
 CheXNet: DenseNet-121 (ImageNet initialisation when ``init_weights`` names a file),
 Adam lr 1e-3, batch 16, ReduceLROnPlateau x0.1 on the validation loss, random
 horizontal flip (plus optional small affine and brightness/contrast jitter),
@@ -22,7 +23,6 @@ fp32 on CPU.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import logging
@@ -31,7 +31,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from chexnet_dicom.atomic import atomic_write
-from chexnet_dicom.config import from_mapping, load_toml
+from chexnet_dicom.config import AugmentConfig, OptimConfig, TrainConfig, TrainDataConfig
 from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.model.card import IMAGENET_MEAN, IMAGENET_STD, load_state_dict_strict
 from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
@@ -58,18 +58,11 @@ from chexnet_dicom.train.splits import (
 )
 
 __all__ = [
-    "AugmentConfig",
-    "DataConfig",
     "FitResult",
-    "OptimConfig",
-    "OutputConfig",
-    "PreprocessConfig",
-    "RunConfig",
     "augment_batch",
     "epoch_schedule",
     "export_run",
     "fit",
-    "load_config",
     "load_dataset",
     "make_split",
     "step_generator",
@@ -79,159 +72,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- recipe
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """``[data]``: where the images and labels are and how they are split.
-
-    Relative paths are relative to the current directory (run from the repository root).
-    """
-
-    format: Literal["nih", "chexpert", "dicom"] = "nih"
-    images: str = ""
-    labels: str = ""
-    split_file: str = ""
-    fractions: tuple[float, ...] = (0.7, 0.15, 0.15)
-    split_seed: int = 0
-    official_test_list: str = ""
-    official_train_val_list: str = ""
-    val_fraction: float = 0.1
-    uncertain: Literal["zeros", "ones"] = "zeros"
-    dicom_key: Literal["SOPInstanceUID", "AccessionNumber"] = "SOPInstanceUID"
-    patient_column: str = ""
-    cache: bool = True
-    cache_dir: str = "runs/cache"
-    cache_dtype: Literal["uint8", "uint16"] = "uint8"
-    cache_workers: int = 0
-    max_images: int = 0
-
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """``[preprocessing]``: resize side and network input side (centre crop)."""
-
-    resize: int = 256
-    input_size: int = 224
-
-    def __post_init__(self) -> None:
-        if not 16 <= self.input_size <= self.resize:
-            raise ConfigError("preprocessing needs 16 <= input_size <= resize")
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """``[augment]``: training-time augmentation applied to the resized image.
-
-    ``hflip`` probability of a horizontal flip; ``rotate_deg`` maximum rotation;
-    ``scale`` zoom range; ``translate`` maximum shift as a fraction of the side;
-    ``brightness``/``contrast`` maximum additive / multiplicative jitter.
-    """
-
-    hflip: float = 0.5
-    rotate_deg: float = 0.0
-    scale: tuple[float, ...] = (1.0, 1.0)
-    translate: float = 0.0
-    brightness: float = 0.0
-    contrast: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.hflip <= 1.0:
-            raise ConfigError("augment.hflip must be a probability")
-        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
-            raise ConfigError("augment.scale must be [low, high] with 0 < low <= high")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    """``[train]``: optimisation, schedule, precision and budget."""
-
-    epochs: int = 10
-    batch_size: int = 16
-    eval_batch_size: int = 64
-    lr: float = 1e-3
-    betas: tuple[float, ...] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    plateau_factor: float = 0.1
-    plateau_patience: int = 1
-    min_lr: float = 0.0
-    class_weights: Literal["none", "balanced"] = "none"
-    seed: int = 0
-    max_minutes: float = 0.0
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    channels_last: Literal["auto", "on", "off"] = "auto"
-    deterministic: bool = True
-    threads: int = 0
-    num_workers: int = 0
-    init_weights: str = ""
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2 or self.eval_batch_size < 1:
-            raise ConfigError("train.epochs >= 1 and train.batch_size >= 2 are required")
-        if self.lr <= 0 or not 0 < self.plateau_factor < 1:
-            raise ConfigError("train.lr must be > 0 and train.plateau_factor in (0, 1)")
-
-
-@dataclass(frozen=True)
-class OutputConfig:
-    """``[output]``: run folder and the exported bundle."""
-
-    run_dir: str = "runs/train"
-    export_dir: str = ""
-    stem: str = "chexnet"
-    name: str = "chexnet-dicom"
-    version: str = "0.0.0"
-    intended_use: str = "Research use only. Not for clinical use."
-    bootstrap: int = 2000
-    cam_percentile: float = 99.0
-    command: str = ""
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """A whole training recipe."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    train: OptimConfig = field(default_factory=OptimConfig)
-    output: OutputConfig = field(default_factory=OutputConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (stored in checkpoints and the model card)."""
-        return dataclasses.asdict(self)
-
-
-def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Load and validate a training recipe.
-
-    Parameters
-    ----------
-    path
-        TOML file.
-    overrides
-        ``{"train.epochs": 2, ...}`` applied on top (dotted section.key).
-
-    Raises
-    ------
-    ConfigError
-        Unknown keys, wrong types, invalid values.
-    """
-    doc = load_toml(Path(path))
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        if not key:
-            raise ConfigError(f"override {dotted!r} must be section.key")
-        doc.setdefault(section, {})[key] = value
-    return from_mapping(RunConfig, doc)
-
-
 # --------------------------------------------------------------------------- data
 
 
-def load_dataset(cfg: DataConfig) -> tuple[list[Record], list[str]]:
+def load_dataset(cfg: TrainDataConfig) -> tuple[list[Record], list[str]]:
     """Read the records of the recipe and their subset (train/validation/test/unused).
 
     The subset comes from ``split_file`` when given (a committed split), else from the
@@ -245,7 +89,7 @@ def load_dataset(cfg: DataConfig) -> tuple[list[Record], list[str]]:
     return records, assignment
 
 
-def _records(cfg: DataConfig) -> list[Record]:
+def _records(cfg: TrainDataConfig) -> list[Record]:
     if not cfg.labels:
         raise ConfigError("[data] labels is required")
     if cfg.format == "nih":
@@ -272,7 +116,7 @@ def _read_list(path: str) -> list[str]:
     return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def make_split(cfg: DataConfig, records: Sequence[Record]) -> list[str]:
+def make_split(cfg: TrainDataConfig, records: Sequence[Record]) -> list[str]:
     """Compute the patient split of ``records`` from the recipe (deterministic)."""
     keys = [r.key for r in records]
     patients = [r.patient for r in records]
@@ -538,7 +382,7 @@ LOG_FIELDS = [
 
 
 def fit(
-    cfg: RunConfig,
+    cfg: TrainConfig,
     *,
     resume: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -793,7 +637,7 @@ def fit(
     return result
 
 
-def export_run(cfg: RunConfig) -> Path:
+def export_run(cfg: TrainConfig) -> Path:
     """Export the bundle of a finished run (``best.pt`` + ``last.pt`` in ``output.run_dir``).
 
     The same export :func:`fit` does at its end, for re-exporting without training.

@@ -23,12 +23,12 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from chexnet_dicom.config import load_train_config
 from chexnet_dicom.model.network import build_network
 from chexnet_dicom.train.cache import ImageCache
 from chexnet_dicom.train.loop import (
     augment_batch,
     epoch_schedule,
-    load_config,
     load_dataset,
     step_generator,
     to_model_input,
@@ -41,7 +41,7 @@ WORLD = 2
 
 
 def _emulate(cfg_path: Path, survivor: int = 0) -> dict[str, torch.Tensor]:
-    cfg = load_config(cfg_path)
+    cfg = load_train_config(cfg_path)
     t = cfg.train
     torch.set_num_threads(1)
     records, assign = load_dataset(cfg.data)
