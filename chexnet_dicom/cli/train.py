@@ -61,12 +61,12 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_train_config(args.config, _overrides(args.set))
     if args.write_split:
-        from chexnet_dicom.train.loop import _records, make_split
+        from chexnet_dicom.train.datasets import load_records, make_split
         from chexnet_dicom.train.splits import write_split_csv
 
         if not cfg.data.split_file:
             raise ConfigError("the recipe has no [data] split_file to write")
-        records = _records(cfg.data)
+        records = load_records(cfg.data)
         assignment = make_split(cfg.data, records)
         path = write_split_csv(
             cfg.data.split_file, [r.key for r in records], [r.patient for r in records], assignment

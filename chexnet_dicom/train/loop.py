@@ -1,4 +1,4 @@
-"""CheXNet training loop: data, augmentation, optimisation, checkpoints.
+"""CheXNet training loop: optimisation, checkpoints, export.
 
 The recipe (a TOML file in ``pipelines/``, loaded by
 :func:`chexnet_dicom.config.load_train_config`) follows
@@ -8,11 +8,10 @@ horizontal flip (plus optional small affine and brightness/contrast jitter),
 binary cross-entropy with optional class weights, and the checkpoint with the best
 validation mean AUROC kept.
 
-Determinism: the order of training images in epoch ``e`` and every augmentation
-draw of step ``s`` on rank ``r`` come from generators seeded by ``(seed, e)`` and
-``(seed, e, s, r)``, so a run resumed from the checkpoint of epoch ``e`` repeats
-exactly what an uninterrupted run does (model, optimiser, scheduler, epoch and the
-global RNG state are restored as well).
+Determinism: with the seeded epoch order and augmentation draws of
+:mod:`chexnet_dicom.train.augment`, a run resumed from the checkpoint of epoch ``e``
+repeats exactly what an uninterrupted run does (model, optimiser, scheduler, epoch and
+the global RNG state are restored as well).
 
 Precision: ``precision = "bf16"`` runs forward passes under ``torch.autocast``
 (bfloat16), the loss and optimiser in float32; ``channels_last`` stores activations
@@ -30,10 +29,10 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,217 +41,23 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from chexnet_dicom.atomic import atomic_write
-from chexnet_dicom.config import AugmentConfig, OptimConfig, TrainConfig, TrainDataConfig
+from chexnet_dicom.config import OptimConfig, TrainConfig
 from chexnet_dicom.errors import ConfigError
-from chexnet_dicom.model.card import IMAGENET_MEAN, IMAGENET_STD, load_state_dict_strict
+from chexnet_dicom.model.card import load_state_dict_strict
 from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
 from chexnet_dicom.model.network import build_network
 from chexnet_dicom.train import ddp
+from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_generator
 from chexnet_dicom.train.cache import ImageCache, build_cache
-from chexnet_dicom.train.data import Record, chexpert_records, dicom_records, nih_records
-from chexnet_dicom.train.splits import (
-    apply_split,
-    official_split,
-    read_split_csv,
-    stratified_patient_split,
-)
+from chexnet_dicom.train.datasets import CachedImages, DecodedImages, load_dataset, to_model_input
 
 __all__ = [
     "FitResult",
-    "augment_batch",
-    "epoch_schedule",
     "export_run",
     "fit",
-    "load_dataset",
-    "make_split",
-    "step_generator",
-    "to_model_input",
 ]
 
 log = logging.getLogger(__name__)
-
-
-# --------------------------------------------------------------------------- data
-
-
-def load_dataset(cfg: TrainDataConfig) -> tuple[list[Record], list[str]]:
-    """Read the records of the recipe and their subset (train/validation/test/unused).
-
-    The subset comes from ``split_file`` when given (a committed split), else from the
-    official lists, else from :func:`stratified_patient_split` with ``fractions``.
-    """
-    records = _records(cfg)
-    if cfg.split_file:
-        assignment = apply_split([r.key for r in records], read_split_csv(cfg.split_file))
-    else:
-        assignment = make_split(cfg, records)
-    return records, assignment
-
-
-def _records(cfg: TrainDataConfig) -> list[Record]:
-    if not cfg.labels:
-        raise ConfigError("[data] labels is required")
-    if cfg.format == "nih":
-        records = nih_records(cfg.images, cfg.labels)
-    elif cfg.format == "chexpert":
-        records, missing = chexpert_records(
-            cfg.labels, cfg.images, uncertain=cfg.uncertain, patient_column=cfg.patient_column or None
-        )
-        if missing:
-            log.warning("the CheXpert CSV has no column for %s: treated as negative", ", ".join(missing))
-    else:
-        records = dicom_records(
-            cfg.images, cfg.labels, key=cfg.dicom_key, patient_column=cfg.patient_column or "PatientID"
-        )
-    if cfg.max_images > 0:
-        records = records[: cfg.max_images]
-    return records
-
-
-def _read_list(path: str) -> list[str]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"official split list not found: {p}")
-    return [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def make_split(cfg: TrainDataConfig, records: Sequence[Record]) -> list[str]:
-    """Compute the patient split of ``records`` from the recipe (deterministic)."""
-    keys = [r.key for r in records]
-    patients = [r.patient for r in records]
-    labels = np.stack([r.labels for r in records])
-    if cfg.official_test_list:
-        tv = _read_list(cfg.official_train_val_list) if cfg.official_train_val_list else None
-        return official_split(
-            keys,
-            patients,
-            labels,
-            _read_list(cfg.official_test_list),
-            train_val_keys=tv,
-            val_fraction=cfg.val_fraction,
-            seed=cfg.split_seed,
-        )
-    return stratified_patient_split(patients, labels, cfg.fractions, seed=cfg.split_seed)
-
-
-class CachedImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Rows of an :class:`ImageCache` with their labels (raw integer images)."""
-
-    def __init__(self, cache: ImageCache, rows: np.ndarray, labels: np.ndarray) -> None:
-        self.cache = cache
-        self.rows = rows
-        self.labels = torch.from_numpy(np.asarray(labels, np.float32))
-        self.wide = cache.dtype == "uint16"
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        img = np.asarray(self.cache.array[self.rows[i]])
-        t = torch.from_numpy(img.astype(np.int32) if self.wide else img.copy())
-        return t, self.labels[i]
-
-
-class DecodedImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Records decoded and resized on every access (no cache); same output as the cache."""
-
-    def __init__(self, records: Sequence[Record], size: int, dtype: Literal["uint8", "uint16"]) -> None:
-        self.records = list(records)
-        self.size = size
-        self.dtype = dtype
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from chexnet_dicom.train.cache import _prepare_one
-
-        img = _prepare_one((str(self.records[i].path), self.size, self.dtype))
-        t = torch.from_numpy(img.astype(np.int32) if self.dtype == "uint16" else img)
-        return t, torch.from_numpy(self.records[i].labels.astype(np.float32))
-
-
-# --------------------------------------------------------------------------- steps
-
-
-def epoch_schedule(n: int, epoch: int, seed: int, batch_size: int, world: int = 1) -> list[list[np.ndarray]]:
-    """Indices of every step of an epoch, per rank.
-
-    A permutation of ``range(n)`` seeded by ``(seed, epoch)`` is cut into global
-    batches of ``batch_size * world``; each global batch is split into ``world``
-    consecutive per-rank batches.  A final short global batch is split evenly and
-    dropped only if a rank would get fewer than 2 images (BatchNorm needs 2).
-
-    Returns
-    -------
-    list of list of numpy.ndarray
-        ``steps[s][r]`` = indices for rank ``r`` at step ``s``.
-    """
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    steps = []
-    glob = batch_size * world
-    for start in range(0, n, glob):
-        parts = np.array_split(perm[start : start + glob], world)
-        if min(len(p) for p in parts) < 2:
-            continue
-        steps.append(parts)
-    return steps
-
-
-def step_generator(seed: int, epoch: int, step: int, rank: int) -> torch.Generator:
-    """CPU generator for the augmentation draws of one step on one rank."""
-    state = np.random.SeedSequence([seed, epoch, step, rank]).generate_state(2, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
-
-
-def augment_batch(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Augment a batch of [0, 1] images (B, H, W) on its device, draws from ``gen``.
-
-    Flip, then one affine warp (rotation, zoom, shift; bilinear, zero = air outside),
-    then contrast and brightness jitter, clipped to [0, 1].
-    """
-    b = x.shape[0]
-    dev = x.device
-
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return (torch.rand(b, generator=gen, dtype=torch.float32) * (hi - lo) + lo).to(dev)
-
-    flip = (torch.rand(b, generator=gen) < cfg.hflip).to(dev)
-    x = torch.where(flip[:, None, None], x.flip(-1), x)
-    if cfg.rotate_deg > 0 or cfg.scale != (1.0, 1.0) or cfg.translate > 0:
-        ang = uniform(-cfg.rotate_deg, cfg.rotate_deg) * (math.pi / 180.0)
-        zoom = uniform(cfg.scale[0], cfg.scale[1])
-        tx = uniform(-cfg.translate, cfg.translate) * 2.0
-        ty = uniform(-cfg.translate, cfg.translate) * 2.0
-        cos, sin = torch.cos(ang) / zoom, torch.sin(ang) / zoom
-        theta = torch.stack([torch.stack([cos, -sin, tx], dim=1), torch.stack([sin, cos, ty], dim=1)], dim=1)
-        grid = F.affine_grid(theta, [b, 1, x.shape[-2], x.shape[-1]], align_corners=False)
-        x = F.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
-    if cfg.contrast > 0 or cfg.brightness > 0:
-        c = uniform(1.0 - cfg.contrast, 1.0 + cfg.contrast)
-        br = uniform(-cfg.brightness, cfg.brightness)
-        mean = x.mean(dim=(-2, -1), keepdim=True)
-        x = ((x - mean) * c[:, None, None] + mean + br[:, None, None]).clamp(0.0, 1.0)
-    return x
-
-
-def to_model_input(
-    x: torch.Tensor,
-    input_size: int,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """Centre crop, replicate grey to 3 channels, normalise: (B, H, W) -> (B, 3, s, s).
-
-    The batched torch twin of :func:`chexnet_dicom.transforms.prepare_model_input`
-    applied to an already resized image (tested to agree to 1e-6).
-    """
-    h, w = x.shape[-2:]
-    top, left = (h - input_size) // 2, (w - input_size) // 2
-    x = x[..., top : top + input_size, left : left + input_size]
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    return (x[:, None].float() - m) / s
 
 
 # --------------------------------------------------------------------------- fit

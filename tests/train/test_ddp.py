@@ -25,14 +25,9 @@ import torch.nn.functional as F  # noqa: N812
 
 from chexnet_dicom.config import load_train_config
 from chexnet_dicom.model.network import build_network
+from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_generator
 from chexnet_dicom.train.cache import ImageCache
-from chexnet_dicom.train.loop import (
-    augment_batch,
-    epoch_schedule,
-    load_dataset,
-    step_generator,
-    to_model_input,
-)
+from chexnet_dicom.train.datasets import load_dataset, to_model_input
 from tests.conftest import REPO
 from tests.train.helpers import make_nih_dataset, tiny_recipe
 

@@ -12,16 +12,11 @@ import torch
 
 from chexnet_dicom.config import AugmentConfig, load_train_config
 from chexnet_dicom.errors import ConfigError
+from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_generator
 from chexnet_dicom.train.cache import ImageCache, build_cache, quantise
 from chexnet_dicom.train.data import load_image, nih_records
-from chexnet_dicom.train.loop import (
-    augment_batch,
-    epoch_schedule,
-    fit,
-    load_dataset,
-    step_generator,
-    to_model_input,
-)
+from chexnet_dicom.train.datasets import load_dataset, to_model_input
+from chexnet_dicom.train.loop import fit
 from chexnet_dicom.transforms import prepare_model_input, resize_image
 from tests.conftest import REPO
 from tests.train.helpers import make_nih_dataset, tiny_recipe
@@ -237,8 +232,9 @@ def test_fit_on_dicom_folder_with_uint16_cache_and_bf16(tmp_path: Path) -> None:
 def test_validation_on_cache_matches_inference_path(tmp_path: Path) -> None:
     from chexnet_dicom.model.card import Preprocessing
     from chexnet_dicom.model.network import build_network
+    from chexnet_dicom.train.datasets import CachedImages
     from chexnet_dicom.train.export import predict_records
-    from chexnet_dicom.train.loop import CachedImages, predict_cached
+    from chexnet_dicom.train.loop import predict_cached
 
     images, labels = make_nih_dataset(tmp_path, n=6, size=64)
     recs = nih_records(images, labels)
