@@ -57,7 +57,7 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Run ``chexdcm train``; returns the exit code."""
     from chexnet_dicom.config import load_train_config
-    from chexnet_dicom.train.loop import fit
+    from chexnet_dicom.train.fit import fit
 
     cfg = load_train_config(args.config, _overrides(args.set))
     if args.write_split:
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     if args.export_only:
-        from chexnet_dicom.train.loop import export_run
+        from chexnet_dicom.train.export import export_run
 
         print(f"model bundle: {export_run(cfg)}")
         return EXIT_OK

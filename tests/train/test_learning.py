@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from chexnet_dicom.config import load_train_config
-from chexnet_dicom.train.loop import fit
+from chexnet_dicom.train.fit import fit
 from tests.conftest import REPO
 
 EASY = ("Effusion", "Emphysema")

@@ -16,7 +16,7 @@ from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_gene
 from chexnet_dicom.train.cache import ImageCache, build_cache, quantise
 from chexnet_dicom.train.data import load_image, nih_records
 from chexnet_dicom.train.datasets import load_dataset, to_model_input
-from chexnet_dicom.train.loop import fit
+from chexnet_dicom.train.fit import fit
 from chexnet_dicom.transforms import prepare_model_input, resize_image
 from tests.conftest import REPO
 from tests.train.helpers import make_nih_dataset, tiny_recipe
@@ -234,7 +234,7 @@ def test_validation_on_cache_matches_inference_path(tmp_path: Path) -> None:
     from chexnet_dicom.model.network import build_network
     from chexnet_dicom.train.datasets import CachedImages
     from chexnet_dicom.train.export import predict_records
-    from chexnet_dicom.train.loop import predict_cached
+    from chexnet_dicom.train.fit import predict_cached
 
     images, labels = make_nih_dataset(tmp_path, n=6, size=64)
     recs = nih_records(images, labels)

@@ -1,17 +1,15 @@
-"""CheXNet training loop: optimisation, checkpoints, export.
+"""The CheXNet fit loop: optimisation, validation, checkpoints and the run log.
 
-The recipe (a TOML file in ``pipelines/``, loaded by
-:func:`chexnet_dicom.config.load_train_config`) follows
-CheXNet: DenseNet-121 (ImageNet initialisation when ``init_weights`` names a file),
-Adam lr 1e-3, batch 16, ReduceLROnPlateau x0.1 on the validation loss, random
-horizontal flip (plus optional small affine and brightness/contrast jitter),
-binary cross-entropy with optional class weights, and the checkpoint with the best
+:func:`fit` trains a recipe (:class:`~chexnet_dicom.config.TrainConfig`) as CheXNet
+does: DenseNet-121 (ImageNet initialisation when ``init_weights`` names a file), Adam
+lr 1e-3, batch 16, ReduceLROnPlateau x0.1 on the validation loss, binary
+cross-entropy with optional class weights, and the checkpoint with the best
 validation mean AUROC kept.
 
-Determinism: with the seeded epoch order and augmentation draws of
+Resume: ``last.pt`` holds the model, optimiser, scheduler, epoch and the global RNG
+state; with the seeded epoch order and augmentation draws of
 :mod:`chexnet_dicom.train.augment`, a run resumed from the checkpoint of epoch ``e``
-repeats exactly what an uninterrupted run does (model, optimiser, scheduler, epoch and
-the global RNG state are restored as well).
+repeats exactly what an uninterrupted run does.
 
 Precision: ``precision = "bf16"`` runs forward passes under ``torch.autocast``
 (bfloat16), the loss and optimiser in float32; ``channels_last`` stores activations
@@ -51,21 +49,31 @@ from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_gene
 from chexnet_dicom.train.cache import ImageCache, build_cache
 from chexnet_dicom.train.datasets import CachedImages, DecodedImages, load_dataset, to_model_input
 
-__all__ = [
-    "FitResult",
-    "export_run",
-    "fit",
-]
+__all__ = ["LOG_FIELDS", "FitResult", "fit", "pos_weights", "predict_cached", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
 
-# --------------------------------------------------------------------------- fit
-
-
 @dataclass
 class FitResult:
-    """Outcome of :func:`fit` (meaningful on rank 0)."""
+    """Outcome of :func:`fit` (meaningful on rank 0).
+
+    Attributes
+    ----------
+    run_dir
+        The run folder (checkpoints, ``log.csv``, ``config.json``).
+    epochs_done
+        Epochs in the history, including those of a resumed run.
+    best_epoch, best_auroc
+        The epoch (1-based; -1 when none had a finite AUROC) and validation mean AUROC
+        of ``best.pt``.
+    stopped_by_budget
+        True when ``train.max_minutes`` ended the run early.
+    history
+        One log row per epoch (the columns of :data:`LOG_FIELDS`).
+    card_path
+        The exported model card, when the run exported one.
+    """
 
     run_dir: Path
     epochs_done: int
@@ -77,7 +85,22 @@ class FitResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
+    """The torch device of ``train.device``: ``"auto"`` -> CUDA when available, else CPU.
+
+    Parameters
+    ----------
+    name
+        ``"auto"`` or a torch device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ConfigError
+        When ``name`` is not a device, or names CUDA on a machine without it.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -96,7 +119,20 @@ def _precision(cfg: OptimConfig, device: torch.device) -> tuple[bool, bool]:
 
 
 def pos_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
-    """BCE ``pos_weight`` per class: None, or negatives/positives ("balanced", capped at 100)."""
+    """BCE ``pos_weight`` per class: None, or negatives/positives ("balanced", capped at 100).
+
+    Parameters
+    ----------
+    labels
+        (N, C) 0/1 training labels.
+    mode
+        ``train.class_weights``: ``"none"`` or ``"balanced"``.
+
+    Returns
+    -------
+    torch.Tensor or None
+        (C,) float32 weights in [1, 100] (1 for a class without positives), or None.
+    """
     if mode == "none":
         return None
     pos = labels.sum(axis=0)
@@ -145,7 +181,29 @@ def predict_cached(
     bf16: bool,
     channels_last: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluate a dataset of resized images; returns (logits, labels) as float64 arrays."""
+    """Evaluate a dataset of resized images; returns (logits, labels) as float64 arrays.
+
+    Parameters
+    ----------
+    net
+        The network (put in eval mode).
+    images
+        Items ``(integer image, labels)`` as :class:`~chexnet_dicom.train.datasets.CachedImages`
+        serves them.
+    input_size
+        Side of the centre crop.
+    scale
+        Factor from the stored integers to [0, 1] (1/255 or 1/65535).
+    device, batch_size
+        Where and in what batches to run.
+    bf16, channels_last
+        Precision choices of the run (see the module docstring).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        (N, C) logits and (N, C) labels.
+    """
     net.eval()
     logits, labels = [], []
     loader = DataLoader(images, batch_size=batch_size, shuffle=False)
@@ -174,6 +232,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+#: Columns of ``log.csv``, one row per epoch.
 LOG_FIELDS = [
     "epoch",
     "train_loss",
@@ -440,46 +499,6 @@ def fit(
         )
     ddp.cleanup(info)
     return result
-
-
-def export_run(cfg: TrainConfig) -> Path:
-    """Export the bundle of a finished run (``best.pt`` + ``last.pt`` in ``output.run_dir``).
-
-    The same export :func:`fit` does at its end, for re-exporting without training.
-
-    Raises
-    ------
-    ConfigError
-        When the run folder has no checkpoints or the recipe no ``export_dir``.
-    """
-    from chexnet_dicom.train.export import export_bundle
-
-    run_dir = Path(cfg.output.run_dir)
-    if not cfg.output.export_dir:
-        raise ConfigError("the recipe has no [output] export_dir")
-    if not (run_dir / "best.pt").is_file() or not (run_dir / "last.pt").is_file():
-        raise ConfigError(f"no best.pt/last.pt in {run_dir}: train first")
-    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
-    last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-    history = [dict(h) for h in json.loads(last["history"])]
-    net = build_network()
-    net.load_state_dict(best["model"])
-    records, assignment = load_dataset(cfg.data)
-    init_note = (
-        "random (from scratch)" if not cfg.train.init_weights else f"from {Path(cfg.train.init_weights).name}"
-    )
-    return export_bundle(
-        net,
-        cfg,
-        records,
-        assignment,
-        history=history,
-        best_epoch=int(best["epoch"]),
-        init_note=init_note,
-        stopped_by_budget=len(history) < cfg.train.epochs,
-        train_minutes=float(history[-1]["elapsed_minutes"]) if history else 0.0,
-        device=torch.device("cpu"),
-    )
 
 
 def _atomic_save(obj: dict[str, Any], path: Path) -> None:
