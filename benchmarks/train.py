@@ -40,17 +40,12 @@ from torch.utils.data import DataLoader, Dataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from chexnet_dicom.config import AugmentConfig  # noqa: E402
 from chexnet_dicom.model.network import build_network  # noqa: E402
+from chexnet_dicom.train.augment import augment_batch, step_generator  # noqa: E402
 from chexnet_dicom.train.cache import build_cache  # noqa: E402
 from chexnet_dicom.train.data import nih_records  # noqa: E402
-from chexnet_dicom.train.loop import (  # noqa: E402
-    AugmentConfig,
-    CachedImages,
-    DecodedImages,
-    augment_batch,
-    step_generator,
-    to_model_input,
-)
+from chexnet_dicom.train.datasets import CachedImages, DecodedImages, to_model_input  # noqa: E402
 
 
 class GpuSampler:

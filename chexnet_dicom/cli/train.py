@@ -56,16 +56,17 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``chexdcm train``; returns the exit code."""
-    from chexnet_dicom.train.loop import fit, load_config
+    from chexnet_dicom.config import load_train_config
+    from chexnet_dicom.train.fit import fit
 
-    cfg = load_config(args.config, _overrides(args.set))
+    cfg = load_train_config(args.config, _overrides(args.set))
     if args.write_split:
-        from chexnet_dicom.train.loop import _records, make_split
+        from chexnet_dicom.train.datasets import load_records, make_split
         from chexnet_dicom.train.splits import write_split_csv
 
         if not cfg.data.split_file:
             raise ConfigError("the recipe has no [data] split_file to write")
-        records = _records(cfg.data)
+        records = load_records(cfg.data)
         assignment = make_split(cfg.data, records)
         path = write_split_csv(
             cfg.data.split_file, [r.key for r in records], [r.patient for r in records], assignment
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     if args.export_only:
-        from chexnet_dicom.train.loop import export_run
+        from chexnet_dicom.train.export import export_run
 
         print(f"model bundle: {export_run(cfg)}")
         return EXIT_OK

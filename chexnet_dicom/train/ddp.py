@@ -3,7 +3,7 @@
 ``torchrun --nproc_per_node N -m chexnet_dicom train --config recipe.toml`` starts N
 processes; each reads ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` from the environment
 (:func:`dist_info`), joins the process group (NCCL on GPU, gloo on CPU) and trains
-on its own share of every global batch (:func:`chexnet_dicom.train.loop.epoch_schedule`).
+on its own share of every global batch (:func:`chexnet_dicom.train.augment.epoch_schedule`).
 
 What DDP computes, exactly: every rank runs forward and backward on its own batch;
 the gradients are all-reduced to their *mean* before the optimiser step, so all ranks

@@ -14,6 +14,9 @@ with the fp16 weights users get) and then the card is completed:
 - held-out test AUROC per finding with patient-level bootstrap 95% CIs
   (:mod:`chexnet_dicom.evaluate.metrics`), and the test predictions CSV written
   beside the card so the numbers can be recomputed.
+
+:func:`~chexnet_dicom.train.fit.fit` exports at the end of training;
+:func:`export_run` re-exports a finished run from its checkpoints without training.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -32,6 +36,8 @@ import torch
 from torch import nn
 
 from chexnet_dicom.atomic import atomic_write
+from chexnet_dicom.config import TrainConfig
+from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.evaluate.metrics import (
     auroc_ci,
     bootstrap_weights,
@@ -46,11 +52,12 @@ from chexnet_dicom.model.card import (
     save_bundle,
 )
 from chexnet_dicom.model.labels import LABELS
-from chexnet_dicom.model.network import feature_maps, head
+from chexnet_dicom.model.network import build_network, feature_maps, head
 from chexnet_dicom.train.data import Record, load_image, positives_per_class
+from chexnet_dicom.train.datasets import load_dataset
 from chexnet_dicom.transforms import decode_target_size, prepare_model_input
 
-__all__ = ["cam_reference", "export_bundle", "predict_records", "write_predictions_csv"]
+__all__ = ["cam_reference", "export_bundle", "export_run", "predict_records", "write_predictions_csv"]
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +161,7 @@ def _ci(values: Any) -> list[float] | None:
 
 def export_bundle(
     net: nn.Module,
-    cfg: Any,
+    cfg: TrainConfig,
     records: Sequence[Record],
     assignment: Sequence[str],
     *,
@@ -172,7 +179,7 @@ def export_bundle(
     net
         The selected (best validation AUROC) network.
     cfg
-        The :class:`~chexnet_dicom.train.loop.RunConfig` used.
+        The recipe used.
     records, assignment
         All records and their subset.
 
@@ -291,6 +298,55 @@ def export_bundle(
     if ModelCard.read(path).weights_sha256 != card.weights_sha256:
         log.warning("re-saving the bundle changed the tensor hash; metrics refer to the final file")
     return path
+
+
+def export_run(cfg: TrainConfig) -> Path:
+    """Export the bundle of a finished run (``best.pt`` + ``last.pt`` in ``output.run_dir``).
+
+    The same export :func:`~chexnet_dicom.train.fit.fit` does at its end, for
+    re-exporting without training.
+
+    Parameters
+    ----------
+    cfg
+        The recipe of the run.
+
+    Returns
+    -------
+    Path
+        The written ``*.card.json``.
+
+    Raises
+    ------
+    ConfigError
+        When the run folder has no checkpoints or the recipe no ``export_dir``.
+    """
+    run_dir = Path(cfg.output.run_dir)
+    if not cfg.output.export_dir:
+        raise ConfigError("the recipe has no [output] export_dir")
+    if not (run_dir / "best.pt").is_file() or not (run_dir / "last.pt").is_file():
+        raise ConfigError(f"no best.pt/last.pt in {run_dir}: train first")
+    best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+    last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    history = [dict(h) for h in json.loads(last["history"])]
+    net = build_network()
+    net.load_state_dict(best["model"])
+    records, assignment = load_dataset(cfg.data)
+    init_note = (
+        "random (from scratch)" if not cfg.train.init_weights else f"from {Path(cfg.train.init_weights).name}"
+    )
+    return export_bundle(
+        net,
+        cfg,
+        records,
+        assignment,
+        history=history,
+        best_epoch=int(best["epoch"]),
+        init_note=init_note,
+        stopped_by_budget=len(history) < cfg.train.epochs,
+        train_minutes=float(history[-1]["elapsed_minutes"]) if history else 0.0,
+        device=torch.device("cpu"),
+    )
 
 
 def _round(v: Any) -> Any:

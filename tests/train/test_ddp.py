@@ -23,16 +23,11 @@ import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from chexnet_dicom.config import load_train_config
 from chexnet_dicom.model.network import build_network
+from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_generator
 from chexnet_dicom.train.cache import ImageCache
-from chexnet_dicom.train.loop import (
-    augment_batch,
-    epoch_schedule,
-    load_config,
-    load_dataset,
-    step_generator,
-    to_model_input,
-)
+from chexnet_dicom.train.datasets import load_dataset, to_model_input
 from tests.conftest import REPO
 from tests.train.helpers import make_nih_dataset, tiny_recipe
 
@@ -41,7 +36,7 @@ WORLD = 2
 
 
 def _emulate(cfg_path: Path, survivor: int = 0) -> dict[str, torch.Tensor]:
-    cfg = load_config(cfg_path)
+    cfg = load_train_config(cfg_path)
     t = cfg.train
     torch.set_num_threads(1)
     records, assign = load_dataset(cfg.data)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chexnet_dicom.train.loop import fit, load_config
+from chexnet_dicom.config import load_train_config
+from chexnet_dicom.train.fit import fit
 from tests.conftest import REPO
 
 EASY = ("Effusion", "Emphysema")
@@ -41,7 +42,7 @@ def test_short_run_on_nih_learns(nih_dir: Path, tmp_path: Path) -> None:
         "output.run_dir": str(tmp_path / "run"),
         "output.export_dir": "",
     }
-    cfg = load_config(REPO / "pipelines" / "demo_nih500.toml", overrides)
+    cfg = load_train_config(REPO / "pipelines" / "demo_nih500.toml", overrides)
     result = fit(cfg, progress=False)
     hist = result.history
     assert len(hist) == 12

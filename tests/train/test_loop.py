@@ -10,19 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from chexnet_dicom.config import AugmentConfig, load_train_config
 from chexnet_dicom.errors import ConfigError
+from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_generator
 from chexnet_dicom.train.cache import ImageCache, build_cache, quantise
 from chexnet_dicom.train.data import load_image, nih_records
-from chexnet_dicom.train.loop import (
-    AugmentConfig,
-    augment_batch,
-    epoch_schedule,
-    fit,
-    load_config,
-    load_dataset,
-    step_generator,
-    to_model_input,
-)
+from chexnet_dicom.train.datasets import load_dataset, to_model_input
+from chexnet_dicom.train.fit import fit
 from chexnet_dicom.transforms import prepare_model_input, resize_image
 from tests.conftest import REPO
 from tests.train.helpers import make_nih_dataset, tiny_recipe
@@ -93,17 +87,17 @@ def test_config_rejects_unknown_keys(tmp_path: Path) -> None:
     p = tmp_path / "r.toml"
     p.write_text("[train]\nepochs = 2\nlearning_rate = 0.1\n")
     with pytest.raises(ConfigError, match="learning_rate"):
-        load_config(p)
+        load_train_config(p)
     p.write_text("[augment]\nhflip = 2.0\n")
     with pytest.raises(ConfigError):
-        load_config(p)
+        load_train_config(p)
 
 
 def test_recipes_in_pipelines_load() -> None:
-    demo = load_config(REPO / "pipelines" / "demo_nih500.toml")
+    demo = load_train_config(REPO / "pipelines" / "demo_nih500.toml")
     assert demo.train.batch_size == 16 and demo.train.lr == 1e-3 and demo.train.plateau_factor == 0.1
     assert demo.augment.hflip == 0.5 and demo.output.stem == "chexnet_demo"
-    full = load_config(REPO / "pipelines" / "train_chexnet_nih.toml")
+    full = load_train_config(REPO / "pipelines" / "train_chexnet_nih.toml")
     assert full.preprocessing.resize == 256 and full.preprocessing.input_size == 224
 
 
@@ -116,12 +110,12 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     a_dir, b_dir = tmp_path / "a", tmp_path / "b"
     a_dir.mkdir()
     b_dir.mkdir()
-    cfg_a = load_config(tiny_recipe(a_dir, images, labels, epochs=2))
+    cfg_a = load_train_config(tiny_recipe(a_dir, images, labels, epochs=2))
     res = fit(cfg_a, progress=False)
     assert res.epochs_done == 2
-    cfg_b1 = load_config(tiny_recipe(b_dir, images, labels, epochs=1))
+    cfg_b1 = load_train_config(tiny_recipe(b_dir, images, labels, epochs=1))
     fit(cfg_b1, progress=False)
-    cfg_b2 = load_config(tiny_recipe(b_dir, images, labels, epochs=2))
+    cfg_b2 = load_train_config(tiny_recipe(b_dir, images, labels, epochs=2))
     res_b = fit(cfg_b2, resume=b_dir / "run" / "last.pt", progress=False)
     assert res_b.epochs_done == 2
     pa, pb = _params(a_dir / "run" / "last.pt"), _params(b_dir / "run" / "last.pt")
@@ -224,7 +218,7 @@ def test_fit_on_dicom_folder_with_uint16_cache_and_bf16(tmp_path: Path) -> None:
     )
     text = recipe.read_text().replace('format = "nih"', 'format = "dicom"\ncache_dtype = "uint16"')
     recipe.write_text(text)
-    cfg = load_config(recipe)
+    cfg = load_train_config(recipe)
     res = fit(cfg, progress=False)
     # the time budget stops the run after the first epoch; losses are finite under bf16
     assert res.epochs_done == 1 and res.stopped_by_budget
@@ -238,8 +232,9 @@ def test_fit_on_dicom_folder_with_uint16_cache_and_bf16(tmp_path: Path) -> None:
 def test_validation_on_cache_matches_inference_path(tmp_path: Path) -> None:
     from chexnet_dicom.model.card import Preprocessing
     from chexnet_dicom.model.network import build_network
+    from chexnet_dicom.train.datasets import CachedImages
     from chexnet_dicom.train.export import predict_records
-    from chexnet_dicom.train.loop import CachedImages, predict_cached
+    from chexnet_dicom.train.fit import predict_cached
 
     images, labels = make_nih_dataset(tmp_path, n=6, size=64)
     recs = nih_records(images, labels)
@@ -282,7 +277,7 @@ def test_fit_on_chexpert_style_csv(tmp_path: Path, policy: str) -> None:
     recipe.write_text(
         recipe.read_text().replace('format = "nih"', f'format = "chexpert"\nuncertain = "{policy}"')
     )
-    cfg = load_config(recipe)
+    cfg = load_train_config(recipe)
     records, _ = load_dataset(cfg.data)
     assert len({r.patient for r in records}) == 6
     card_idx = 1  # Cardiomegaly

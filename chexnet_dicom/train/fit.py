@@ -1,0 +1,514 @@
+"""The CheXNet fit loop: optimisation, validation, checkpoints and the run log.
+
+:func:`fit` trains a recipe (:class:`~chexnet_dicom.config.TrainConfig`) as CheXNet
+does: DenseNet-121 (ImageNet initialisation when ``init_weights`` names a file), Adam
+lr 1e-3, batch 16, ReduceLROnPlateau x0.1 on the validation loss, binary
+cross-entropy with optional class weights, and the checkpoint with the best
+validation mean AUROC kept.
+
+Resume: ``last.pt`` holds the model, optimiser, scheduler, epoch and the global RNG
+state; with the seeded epoch order and augmentation draws of
+:mod:`chexnet_dicom.train.augment`, a run resumed from the checkpoint of epoch ``e``
+repeats exactly what an uninterrupted run does.
+
+Precision: ``precision = "bf16"`` runs forward passes under ``torch.autocast``
+(bfloat16), the loss and optimiser in float32; ``channels_last`` stores activations
+NHWC (fast on tensor-core GPUs).  ``"auto"`` picks bf16 + channels_last on CUDA and
+fp32 on CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from chexnet_dicom.atomic import atomic_write
+from chexnet_dicom.config import OptimConfig, TrainConfig
+from chexnet_dicom.errors import ConfigError
+from chexnet_dicom.model.card import load_state_dict_strict
+from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
+from chexnet_dicom.model.network import build_network
+from chexnet_dicom.train import ddp
+from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_generator
+from chexnet_dicom.train.cache import ImageCache, build_cache
+from chexnet_dicom.train.datasets import CachedImages, DecodedImages, load_dataset, to_model_input
+
+__all__ = ["LOG_FIELDS", "FitResult", "fit", "pos_weights", "predict_cached", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit` (meaningful on rank 0).
+
+    Attributes
+    ----------
+    run_dir
+        The run folder (checkpoints, ``log.csv``, ``config.json``).
+    epochs_done
+        Epochs in the history, including those of a resumed run.
+    best_epoch, best_auroc
+        The epoch (1-based; -1 when none had a finite AUROC) and validation mean AUROC
+        of ``best.pt``.
+    stopped_by_budget
+        True when ``train.max_minutes`` ended the run early.
+    history
+        One log row per epoch (the columns of :data:`LOG_FIELDS`).
+    card_path
+        The exported model card, when the run exported one.
+    """
+
+    run_dir: Path
+    epochs_done: int
+    best_epoch: int
+    best_auroc: float
+    stopped_by_budget: bool
+    history: list[dict[str, float]]
+    card_path: Path | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of ``train.device``: ``"auto"`` -> CUDA when available, else CPU.
+
+    Parameters
+    ----------
+    name
+        ``"auto"`` or a torch device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    ConfigError
+        When ``name`` is not a device, or names CUDA on a machine without it.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"train.device {name!r} is not a torch device") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is cuda but no CUDA device is available; use 'auto' or 'cpu'")
+    return dev
+
+
+def _precision(cfg: OptimConfig, device: torch.device) -> tuple[bool, bool]:
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    return bf16, cl
+
+
+def pos_weights(labels: np.ndarray, mode: str) -> torch.Tensor | None:
+    """BCE ``pos_weight`` per class: None, or negatives/positives ("balanced", capped at 100).
+
+    Parameters
+    ----------
+    labels
+        (N, C) 0/1 training labels.
+    mode
+        ``train.class_weights``: ``"none"`` or ``"balanced"``.
+
+    Returns
+    -------
+    torch.Tensor or None
+        (C,) float32 weights in [1, 100] (1 for a class without positives), or None.
+    """
+    if mode == "none":
+        return None
+    pos = labels.sum(axis=0)
+    neg = labels.shape[0] - pos
+    w = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+    return torch.tensor(np.clip(w, 1.0, 100.0), dtype=torch.float32)
+
+
+def _init_weights(net: nn.Module, path: str) -> str:
+    """Initialise from an ImageNet torchvision file or a project bundle; returns a description."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"train.init_weights file not found: {p}")
+    if p.name.endswith(".card.json"):
+        from chexnet_dicom.model.card import load_bundle
+
+        loaded, card = load_bundle(p)
+        load_state_dict_strict(net, loaded.state_dict())
+        return f"bundle {card.name} {card.version}"
+    from chexnet_dicom.model.weights import load_imagenet_init
+
+    init = load_imagenet_init(p)
+    load_state_dict_strict(net, init.state_dict())
+    return f"ImageNet torchvision {p.name} (head randomly initialised)"
+
+
+def _roc_aucs(y: np.ndarray, p: np.ndarray) -> list[float]:
+    from sklearn.metrics import roc_auc_score
+
+    out = []
+    for j in range(y.shape[1]):
+        col = y[:, j]
+        out.append(float(roc_auc_score(col, p[:, j])) if 0 < col.sum() < len(col) else float("nan"))
+    return out
+
+
+@torch.no_grad()
+def predict_cached(
+    net: nn.Module,
+    images: Dataset[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    input_size: int,
+    scale: float,
+    device: torch.device,
+    batch_size: int,
+    bf16: bool,
+    channels_last: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate a dataset of resized images; returns (logits, labels) as float64 arrays.
+
+    Parameters
+    ----------
+    net
+        The network (put in eval mode).
+    images
+        Items ``(integer image, labels)`` as :class:`~chexnet_dicom.train.datasets.CachedImages`
+        serves them.
+    input_size
+        Side of the centre crop.
+    scale
+        Factor from the stored integers to [0, 1] (1/255 or 1/65535).
+    device, batch_size
+        Where and in what batches to run.
+    bf16, channels_last
+        Precision choices of the run (see the module docstring).
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        (N, C) logits and (N, C) labels.
+    """
+    net.eval()
+    logits, labels = [], []
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False)
+    for x, y in loader:
+        inp = to_model_input(x.to(device).float() * scale, input_size)
+        if channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = net(inp)
+        logits.append(out.float().cpu().numpy())
+        labels.append(y.numpy())
+    return np.concatenate(logits).astype(np.float64), np.concatenate(labels).astype(np.float64)
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(int(v) for v in state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+#: Columns of ``log.csv``, one row per epoch.
+LOG_FIELDS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_mean_auroc",
+    "lr",
+    "epoch_seconds",
+    "elapsed_minutes",
+    *[f"auroc_{n}" for n in LABELS],
+]
+
+
+def fit(
+    cfg: TrainConfig,
+    *,
+    resume: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    export: bool = True,
+) -> FitResult:
+    """Train a CheXNet model from a recipe.
+
+    Writes to ``output.run_dir``: ``last.pt`` (full state after every epoch, for
+    exact resume), ``best.pt`` (model with the best validation mean AUROC),
+    ``log.csv`` (one row per epoch) and ``config.json``.  When ``output.export_dir``
+    is set and ``export`` is true, the best model is exported as an fp16 bundle with
+    its model card (:func:`chexnet_dicom.train.export.export_bundle`).
+
+    Parameters
+    ----------
+    cfg
+        The recipe.
+    resume
+        A ``last.pt`` checkpoint to continue from.
+    progress
+        Show tqdm progress bars (rank 0).
+    on_epoch
+        Called with each epoch's log row (rank 0).
+    export
+        Export the bundle at the end (rank 0).
+
+    Returns
+    -------
+    FitResult
+    """
+    from tqdm import tqdm
+
+    info = ddp.dist_info()
+    tcfg = cfg.train
+    device = resolve_device(tcfg.device)
+    if device.type == "cuda" and info.distributed:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if tcfg.threads > 0:
+        torch.set_num_threads(tcfg.threads)
+    if tcfg.deterministic:
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
+        torch.backends.cudnn.benchmark = True
+    ddp.init_distributed(info, device)
+    bf16, channels_last = _precision(tcfg, device)
+    run_dir = Path(cfg.output.run_dir)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=2) + "\n")
+    started = time.monotonic()
+
+    records, assignment = load_dataset(cfg.data)
+    train_idx = [i for i, s in enumerate(assignment) if s == "train"]
+    val_idx = [i for i, s in enumerate(assignment) if s == "validation"]
+    if len(train_idx) < 2 or len(val_idx) < 2:
+        raise ConfigError("the split leaves fewer than 2 training or validation images")
+    labels = np.stack([r.labels for r in records])
+    size, dtype = cfg.preprocessing.resize, cfg.data.cache_dtype
+    scale = 1.0 / (255.0 if dtype == "uint8" else 65535.0)
+    train_set: Dataset[tuple[torch.Tensor, torch.Tensor]]
+    val_set: Dataset[tuple[torch.Tensor, torch.Tensor]]
+    if cfg.data.cache:
+        cache_dir = Path(cfg.data.cache_dir) / f"{cfg.data.format}-{size}-{dtype}"
+        used = [records[i] for i in sorted(train_idx + val_idx)]
+        if info.is_main:
+            bar = tqdm(total=len(used), desc="cache", disable=not progress, mininterval=5)
+            build_cache(
+                used, cache_dir, size=size, dtype=dtype, workers=cfg.data.cache_workers, progress=bar.update
+            )
+            bar.close()
+        ddp.barrier(info)
+        cache = ImageCache(cache_dir)
+        train_set = CachedImages(cache, cache.rows([records[i].key for i in train_idx]), labels[train_idx])
+        val_set = CachedImages(cache, cache.rows([records[i].key for i in val_idx]), labels[val_idx])
+    else:
+        train_set = DecodedImages([records[i] for i in train_idx], size, dtype)
+        val_set = DecodedImages([records[i] for i in val_idx], size, dtype)
+
+    torch.manual_seed(tcfg.seed)
+    random.seed(tcfg.seed)
+    net = build_network()
+    init_note = _init_weights(net, tcfg.init_weights) if tcfg.init_weights else "random (from scratch)"
+    net.to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model: nn.Module = net
+    if info.distributed:
+        model = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    betas = (float(tcfg.betas[0]), float(tcfg.betas[1]))
+    opt = torch.optim.Adam(net.parameters(), lr=tcfg.lr, betas=betas, weight_decay=tcfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        opt, mode="min", factor=tcfg.plateau_factor, patience=tcfg.plateau_patience, min_lr=tcfg.min_lr
+    )
+    pw = pos_weights(labels[train_idx], tcfg.class_weights)
+    pw_dev = pw.to(device) if pw is not None else None
+
+    start_epoch, best_auroc, best_epoch = 0, -math.inf, -1
+    history: list[dict[str, float]] = []
+    if resume is not None:
+        ck = torch.load(resume, map_location="cpu", weights_only=True)
+        if int(ck.get("world", 1)) != info.world:
+            raise ConfigError(
+                f"checkpoint was written by {ck.get('world')} processes, this run has {info.world}"
+            )
+        net.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        _set_rng_state(ck["rng"])
+        start_epoch = int(ck["epoch"])
+        best_auroc, best_epoch = float(ck["best_auroc"]), int(ck["best_epoch"])
+        history = [dict(h) for h in json.loads(ck["history"])]
+        log.info("resumed from epoch %d", start_epoch)
+
+    budget = tcfg.max_minutes * 60.0
+    longest_epoch = 0.0
+    stopped = False
+    epoch = start_epoch
+    for epoch in range(start_epoch, tcfg.epochs):
+        elapsed = time.monotonic() - started
+        if budget > 0 and epoch > start_epoch and elapsed + 1.1 * longest_epoch > budget:
+            stopped = True
+            break
+        t0 = time.monotonic()
+        model.train()
+        steps = epoch_schedule(len(train_idx), epoch, tcfg.seed, tcfg.batch_size, info.world)
+        batches = [s[info.rank] for s in steps]
+        loader = DataLoader(
+            train_set,
+            batch_sampler=[b.tolist() for b in batches],
+            num_workers=tcfg.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        total, count = 0.0, 0
+        bar = tqdm(
+            loader,
+            desc=f"epoch {epoch + 1}/{tcfg.epochs}",
+            disable=not (progress and info.is_main),
+            mininterval=5,
+        )
+        for step, (x, y) in enumerate(bar):
+            gen = step_generator(tcfg.seed, epoch, step, info.rank)
+            img = x.to(device, non_blocking=True).float() * scale
+            img = augment_batch(img, cfg.augment, gen)
+            inp = to_model_input(img, cfg.preprocessing.input_size)
+            if channels_last:
+                inp = inp.contiguous(memory_format=torch.channels_last)
+            target = y.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(inp)
+            loss = F.binary_cross_entropy_with_logits(out.float(), target, pos_weight=pw_dev)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        bar.close()
+        train_loss = total / max(count, 1)
+
+        # validation on rank 0, broadcast to all ranks so the schedulers agree
+        if info.is_main:
+            logits, yv = predict_cached(
+                net,
+                val_set,
+                input_size=cfg.preprocessing.input_size,
+                scale=scale,
+                device=device,
+                batch_size=tcfg.eval_batch_size,
+                bf16=bf16,
+                channels_last=channels_last,
+            )
+            val_loss = float(
+                F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(yv)).item()
+            )
+            aucs = _roc_aucs(yv, 1.0 / (1.0 + np.exp(-logits)))
+            finite = [a for a in aucs if np.isfinite(a)]
+            mean_auc = float(np.mean(finite)) if finite else float("nan")
+        else:
+            val_loss, mean_auc, aucs = 0.0, 0.0, [0.0] * NUM_CLASSES
+        val_loss, mean_auc, *aucs = ddp.broadcast_floats([val_loss, mean_auc, *aucs], info, device)
+        sched.step(val_loss)
+        epoch_s = time.monotonic() - t0
+        longest_epoch = max(longest_epoch, epoch_s)
+        row: dict[str, float] = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_mean_auroc": mean_auc,
+            "lr": opt.param_groups[0]["lr"],
+            "epoch_seconds": epoch_s,
+            "elapsed_minutes": (time.monotonic() - started) / 60.0,
+            **{f"auroc_{n}": a for n, a in zip(LABELS, aucs, strict=True)},
+        }
+        history.append(row)
+        improved = np.isfinite(mean_auc) and mean_auc > best_auroc
+        if improved:
+            best_auroc, best_epoch = mean_auc, epoch + 1
+        if info.is_main:
+            if improved:
+                _atomic_save(
+                    {"model": net.state_dict(), "epoch": epoch + 1, "val_mean_auroc": mean_auc},
+                    run_dir / "best.pt",
+                )
+            _atomic_save(
+                {
+                    "model": net.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "rng": _rng_state(),
+                    "epoch": epoch + 1,
+                    "best_auroc": best_auroc,
+                    "best_epoch": best_epoch,
+                    "history": json.dumps(history),
+                    "config": json.dumps(cfg.to_dict()),
+                    "world": info.world,
+                },
+                run_dir / "last.pt",
+            )
+            _write_log(run_dir / "log.csv", history)
+            if on_epoch is not None:
+                on_epoch(row)
+        ddp.barrier(info)
+    else:
+        epoch = tcfg.epochs
+    done = len(history)
+    result = FitResult(run_dir, done, best_epoch, best_auroc, stopped, history)
+    if info.is_main and export and cfg.output.export_dir and best_epoch > 0:
+        from chexnet_dicom.train.export import export_bundle
+
+        best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
+        final = build_network()
+        final.load_state_dict(best["model"])
+        result.card_path = export_bundle(
+            final,
+            cfg,
+            records,
+            assignment,
+            history=history,
+            best_epoch=best_epoch,
+            init_note=init_note,
+            stopped_by_budget=stopped,
+            train_minutes=(time.monotonic() - started) / 60.0,
+            device=device,
+        )
+    ddp.cleanup(info)
+    return result
+
+
+def _atomic_save(obj: dict[str, Any], path: Path) -> None:
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def _write_log(path: Path, history: list[dict[str, float]]) -> None:
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write(path, text.getvalue())
