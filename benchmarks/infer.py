@@ -92,7 +92,7 @@ def get_card(tmp: Path) -> tuple[Path, str]:
 def make_study(folder: Path) -> Path:
     from pydicom.uid import JPEG2000Lossless
 
-    from chexnet_dicom.dicom import synth
+    from chexnet_dicom.testing import synth
 
     folder.mkdir(parents=True, exist_ok=True)
     ds = synth.make_dataset(synth.chest_phantom(1024, seed=11), bits_stored=12, seed=11)

@@ -11,7 +11,7 @@ Both paths run in the same process, on the same files, with the same thread coun
   plugins), the same grey-scale rendering (:func:`chexnet_dicom.dicom.pixels.render`)
   and the same resize/crop/normalisation.
 
-Files: generated 2048x2048 12-bit chest phantoms (:mod:`chexnet_dicom.dicom.synth`) as
+Files: generated 2048x2048 12-bit chest phantoms (:mod:`chexnet_dicom.testing.synth`) as
 JPEG 2000 lossless and lossy, JPEG-LS lossless, RLE and uncompressed; and the real chest
 corpus in ``../shared/data/dicom/chest`` when present.  For each group it prints files/s
 of each path, the speed-up ratios, the mean absolute model-input difference against the
@@ -51,9 +51,9 @@ from pydicom.uid import (  # noqa: E402
 )
 
 from chexnet_dicom.config import IngestConfig, PixelPolicy  # noqa: E402
-from chexnet_dicom.dicom import synth  # noqa: E402
 from chexnet_dicom.dicom.decode import StoredPixels, mask_stored_bits, transfer_syntax_of  # noqa: E402
 from chexnet_dicom.dicom.pixels import render  # noqa: E402
+from chexnet_dicom.testing import synth  # noqa: E402
 from chexnet_dicom.transforms import decode_target_size, load_chest_image, prepare_model_input  # noqa: E402
 
 RESIZE = 256

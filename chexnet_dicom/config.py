@@ -26,6 +26,11 @@ __all__ = [
     "IngestLimits",
     "PixelPolicy",
     "IngestConfig",
+    "SC_COMPRESSION_NAMES",
+    "OutputOptions",
+    "RuntimeConfig",
+    "AnalysisConfig",
+    "load_analysis_config",
     "from_mapping",
     "load_toml",
     "TrainDataConfig",
@@ -118,6 +123,116 @@ class IngestConfig:
 
     limits: IngestLimits = field(default_factory=IngestLimits)
     pixels: PixelPolicy = field(default_factory=PixelPolicy)
+
+
+#: Lossless encodings of the overlays (``chexnet_dicom.outputs.sc.SC_COMPRESSIONS``; a test
+#: holds the two equal).
+SC_COMPRESSION_NAMES: tuple[str, ...] = ("none", "jpeg2000", "jpegls", "rle")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """``[outputs]``: which results are written for a study.
+
+    Attributes
+    ----------
+    sc
+        Write the Secondary Capture heatmap overlay(s).
+    sc_per_finding
+        One overlay per finding present at its operating point (else the top finding).
+    sc_compression
+        ``"none"`` (uncompressed, accepted by every PACS), ``"jpeg2000"``, ``"jpegls"``
+        or ``"rle"`` (all lossless).
+    previews
+        Write PNG previews of the overlays for people without a DICOM viewer.
+    """
+
+    sc: bool = True
+    sc_per_finding: bool = False
+    sc_compression: str = "none"
+    previews: bool = True
+
+    def __post_init__(self) -> None:
+        if self.sc_compression not in SC_COMPRESSION_NAMES:
+            raise ConfigError(
+                f"outputs.sc_compression must be one of {', '.join(SC_COMPRESSION_NAMES)}, "
+                f"not {self.sc_compression!r}"
+            )
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """``[runtime]``: how the model runs.
+
+    Attributes
+    ----------
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    backend
+        ``"auto"`` (ONNX Runtime float32 on a CPU, PyTorch on a GPU or for bf16),
+        ``"onnxruntime"`` or ``"torch"``.
+    precision
+        ``"auto"`` (per device), ``"fp32"`` or ``"bf16"``.
+    batch_size
+        Images per forward pass; batches may span studies.
+    threads
+        CPU threads for the model; 0 uses every CPU this process may use.
+    tta
+        ``"card"`` (the model card's test-time augmentation), ``"none"`` or ``"tencrop"``.
+    workers
+        Decode worker processes; 0 decodes in the main process.
+    """
+
+    device: str = "auto"
+    backend: Literal["auto", "onnxruntime", "torch"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    batch_size: int = 8
+    threads: int = 0
+    tta: Literal["card", "none", "tencrop"] = "card"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda") and not (
+            self.device.startswith("cuda:") and self.device[5:].isdigit()
+        ):
+            raise ConfigError(f"runtime.device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        if self.batch_size < 1:
+            raise ConfigError("runtime.batch_size must be >= 1")
+        if self.threads < 0 or self.workers < 0:
+            raise ConfigError("runtime.threads and runtime.workers must be >= 0")
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """What ``chexdcm infer --config FILE`` reads (the node and batch runs read the same tables).
+
+    Attributes
+    ----------
+    weights
+        Model card, folder holding one, or registry name (``""``: the usual resolution).
+    ingest
+        ``[ingest]``: reading limits and pixel policy.
+    runtime
+        ``[runtime]``: device, backend, precision, batching, threads.
+    outputs
+        ``[outputs]``: SC on/off, per finding, compression, previews.
+    """
+
+    weights: str = ""
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    outputs: OutputOptions = field(default_factory=OutputOptions)
+
+
+def load_analysis_config(path: str | Path) -> AnalysisConfig:
+    """Read ``[ingest]``, ``[runtime]``, ``[outputs]`` (and ``weights``) from a TOML file.
+
+    Raises
+    ------
+    ConfigError
+        Unknown tables or keys, wrong types, invalid values (the message names the key).
+    """
+    return from_mapping(AnalysisConfig, load_toml(path))
 
 
 def _check_type(name: str, value: Any, hint: Any) -> Any:

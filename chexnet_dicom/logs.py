@@ -2,8 +2,21 @@
 
 Library code only ever logs through :mod:`logging`; :func:`setup_logging` is called by
 the CLI.  Identifiers that could be PHI (UIDs, patient IDs, file names from a PACS
-export) are logged as :func:`phi_ref` values: a keyed BLAKE2 hash, stable within a
-process and across processes that share ``CHEXDCM_LOG_KEY``.
+export) are logged as :func:`phi_ref` values: a keyed BLAKE2 hash.
+
+One key per run, or per node
+----------------------------
+The key is drawn once per process (or taken from ``CHEXDCM_LOG_KEY``).  Worker processes
+of the same run get the parent's key (:func:`log_key` passed to :func:`use_log_key` in
+the worker initializer), so every process of a run logs the same reference for the same
+file; a long-lived service keeps its key in its own folder
+(:func:`persistent_log_key`), so its references stay stable across restarts.
+
+Failures without values
+-----------------------
+:func:`redact` blanks what a library's message may quote (quoted strings, UIDs, dates,
+long numbers); :func:`log_failure` writes a traceback of frames (file, line, function)
+and the exception type to the debug log, never the exception's message or local values.
 """
 
 from __future__ import annotations
@@ -11,14 +24,68 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import secrets
 import sys
+import traceback
+from pathlib import Path
 
-__all__ = ["setup_logging", "phi_ref", "LOGGER_NAME"]
+__all__ = [
+    "LOGGER_NAME",
+    "log_failure",
+    "log_key",
+    "persistent_log_key",
+    "phi_ref",
+    "redact",
+    "setup_logging",
+    "use_log_key",
+]
 
 LOGGER_NAME = "chexnet_dicom"
 
 _KEY: bytes = (os.environ.get("CHEXDCM_LOG_KEY") or secrets.token_hex(16)).encode()
+
+
+def log_key() -> bytes:
+    """The key :func:`phi_ref` hashes with in this process (pass it to worker processes)."""
+    return _KEY
+
+
+def use_log_key(key: bytes) -> None:
+    """Hash with ``key`` from now on (a worker initializer, or a service's persisted key).
+
+    Parameters
+    ----------
+    key
+        At least 16 bytes.
+    """
+    global _KEY
+    if len(key) < 16:
+        raise ValueError("a log key needs at least 16 bytes")
+    _KEY = bytes(key)
+
+
+def persistent_log_key(path: str | os.PathLike[str]) -> bytes:
+    """Read the key kept at ``path``, creating it (mode 0600) on first use, and use it.
+
+    Parameters
+    ----------
+    path
+        A file in the service's own folder (for example the node's spool).
+
+    Returns
+    -------
+    bytes
+        The key now in use.
+    """
+    from chexnet_dicom.atomic import atomic_write
+
+    p = Path(path)
+    if not p.is_file():
+        atomic_write(p, secrets.token_hex(32), mode=0o600)
+    key = p.read_bytes().strip()
+    use_log_key(key)
+    return key
 
 
 def phi_ref(value: object, *, prefix: str = "ref") -> str:
@@ -40,6 +107,66 @@ def phi_ref(value: object, *, prefix: str = "ref") -> str:
     return f"{prefix}:{digest.hexdigest()}"
 
 
+_REDACTIONS = (
+    (re.compile(r"'[^']*'|\"[^\"]*\""), "'…'"),  # quoted values
+    (re.compile(r"\b\d+(?:\.\d+){2,}\b"), "<uid>"),  # UIDs and dotted numbers
+    (re.compile(r"\b\d{6,}\b"), "<number>"),  # dates, IDs, long numbers
+)
+
+
+def redact(text: object, limit: int = 160) -> str:
+    """A library's message with what may be PHI blanked out, shortened to ``limit``.
+
+    Parameters
+    ----------
+    text
+        An exception message or other text from outside this package.
+    limit
+        Longest result.
+
+    Returns
+    -------
+    str
+        Quoted strings become ``'…'``, UIDs ``<uid>``, runs of six or more digits
+        (dates, IDs) ``<number>``; white space is folded.
+    """
+    out = " ".join(str(text).split())
+    for pattern, replacement in _REDACTIONS:
+        out = pattern.sub(replacement, out)
+    return out if len(out) <= limit else out[: limit - 1] + "…"
+
+
+def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log, at DEBUG, where ``exc`` was raised: frames and its type, never its message or values.
+
+    Parameters
+    ----------
+    logger
+        The logger of the module that caught it.
+    what
+        What failed (no PHI), for example ``"study ref:3f9a1c02b7d4: outputs"``.
+    exc
+        The exception.
+    """
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    frames = traceback.extract_tb(exc.__traceback__)
+    lines = [f"  {Path(f.filename).name}:{f.lineno} in {f.name}" for f in frames]
+    logger.debug("%s failed with %s; traceback (no values):\n%s", what, type(exc).__name__, "\n".join(lines))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (not when it was made)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:  # the base class assigns it; the property wins
+        pass
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """Configure the package logger for command-line use (stderr).
 
@@ -52,7 +179,7 @@ def setup_logging(verbosity: int = 0) -> None:
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level)
     if not any(getattr(h, "_chexdcm", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._chexdcm = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

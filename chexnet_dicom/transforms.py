@@ -1,8 +1,8 @@
-"""MONAI dictionary transforms over :mod:`chexnet_dicom.preprocess`.
+"""MONAI dictionary transforms over :mod:`chexnet_dicom.raster` and :mod:`chexnet_dicom.preprocess`.
 
 :class:`LoadChestImaged` (file path -> channel-first [0, 1] grey image + metadata) and
 :class:`PrepareModelInputd` (display image -> normalised network input, from a model
-card's preprocessing spec) wrap :func:`~chexnet_dicom.preprocess.load_chest_image` and
+card's preprocessing spec) wrap :func:`~chexnet_dicom.raster.load_chest_image` and
 :func:`~chexnet_dicom.preprocess.prepare_model_input`, the single definition of the
 model input shared by training and inference (re-exported here).  Rows and columns are
 never transposed (unlike MONAI's ``PydicomReader``, which is not used).
@@ -22,13 +22,12 @@ from chexnet_dicom.config import IngestConfig
 from chexnet_dicom.preprocess import (  # re-exported: the model-input functions these transforms wrap
     center_crop,
     decode_target_size,
-    image_to_grey,
-    load_chest_image,
     normalise,
     prepare_model_input,
     resize_image,
     ten_crop,
 )
+from chexnet_dicom.raster import image_to_grey, load_chest_image  # re-exported with the loader transform
 
 __all__ = [
     "LoadChestImaged",

@@ -5,7 +5,7 @@ Usage::
 
     .venv/bin/python scripts/make_sample_data.py [--out sample_data]
 
-Every file comes from :mod:`chexnet_dicom.dicom.synth` with fixed seeds, so running
+Every file comes from :mod:`chexnet_dicom.testing.synth` with fixed seeds, so running
 the script again produces byte-identical files (a test checks it). The script also
 writes ``README.md`` in the output folder describing every file.
 """
@@ -33,7 +33,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from chexnet_dicom.dicom import synth
+from chexnet_dicom.testing import synth
 
 REPO = Path(__file__).resolve().parents[1]
 NOISE = 0.004  # less noise than the default keeps the committed files small
@@ -244,7 +244,7 @@ CASES: tuple[Case, ...] = (
 README_HEAD = """# sample_data: synthetic DICOM chest studies
 
 **Everything here is synthetic**: the images are drawn by
-`chexnet_dicom.dicom.synth.chest_phantom` (a geometric phantom, not a radiograph of
+`chexnet_dicom.testing.synth.chest_phantom` (a geometric phantom, not a radiograph of
 anyone) and the names, IDs, dates and UIDs are made up (UIDs are `2.25.` UIDs derived
 from fixed seeds). There is no patient data in this folder.
 

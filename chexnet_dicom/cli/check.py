@@ -1,6 +1,7 @@
 """``chexdcm check PATH... [--json] [--no-decode] [--strict]``: gate DICOM files.
 
-Each file (folders are walked recursively in sorted order) gets one line: a
+Each file (folders are walked by the rule of :mod:`chexnet_dicom.dicom.walk`, the
+same walker ``infer`` and ``batch`` use) gets one line: a
 human-readable ``STATUS REASON path: message [flags]`` or, with ``--json``, one JSON
 object per line with ``path``, ``status`` (``accepted`` / ``skipped`` / ``error``),
 ``reason``, ``message``, ``flags``, ``view_evidence`` and ``decode_path``. A summary goes
@@ -85,7 +86,9 @@ def _line(result: dict[str, object]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Check the files; return the exit code (see the module docstring)."""
-    from chexnet_dicom.dicom.gate import CHECK_TARGET_SIZE, INTERNAL, CheckResult, check_file, iter_files
+    from chexnet_dicom.dicom.check import CHECK_TARGET_SIZE, CheckResult, check_file
+    from chexnet_dicom.dicom.reasons import INTERNAL, status_for
+    from chexnet_dicom.dicom.walk import iter_files
 
     if args.size is not None and args.size < 0:
         raise ConfigError("--size must be >= 0")
@@ -99,15 +102,19 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         # pydicom warns about invalid values and may quote them (PHI); the result says enough.
         warnings.simplefilter("ignore", UserWarning)
-        for path in iter_files(p for p in args.paths if p not in missing):
-            try:
-                result = check_file(path, config=config, decode=not args.no_decode, target_size=target)
-            except Exception as exc:  # a bug must not hide the other files' results
-                log.exception("unexpected failure while checking a file")
-                result = CheckResult(
-                    path, "error", INTERNAL, f"unexpected {type(exc).__name__}; please report"
-                )
-                failed = True
+        for entry in iter_files(p for p in args.paths if p not in missing):
+            path = entry.path
+            if entry.reason is not None:  # the walker's own verdict (a link outside the folder)
+                result = CheckResult(path, status_for(entry.reason), entry.reason, entry.message)
+            else:
+                try:
+                    result = check_file(path, config=config, decode=not args.no_decode, target_size=target)
+                except Exception as exc:  # a bug must not hide the other files' results
+                    log.exception("unexpected failure while checking a file")
+                    result = CheckResult(
+                        path, "error", INTERNAL, f"unexpected {type(exc).__name__}; please report"
+                    )
+                    failed = True
             counts[result.status] += 1
             record = result.to_dict()
             try:

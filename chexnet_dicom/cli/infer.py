@@ -11,9 +11,15 @@ where ``<study ref>`` is a hash of the StudyInstanceUID, never a UID or a name):
 * ``result.json``       the PHI-free JSON sidecar.
 
 With several studies under STUDY_DIR, each gets its own ``<study ref>`` folder (inside
-``--out`` when given).  Weights are resolved in the order ``--weights``,
-``CHEXDCM_WEIGHTS``, the cache, the bundled demo weights; the choice is printed on
-stderr, as are progress and timings.
+``--out`` when given).  A study analysed again into the same folder after it gained
+images gets a new SR that lists the earlier one as its predecessor.  Weights are
+resolved in the order ``--weights``, ``CHEXDCM_WEIGHTS``, the cache, the bundled demo
+weights; the choice is printed on stderr, as are progress and timings.  ``--config FILE``
+reads ``[ingest]``, ``[runtime]`` and ``[outputs]`` tables (options given on the
+command line win).
+
+The analysis runs on the stages of :mod:`chexnet_dicom.pipeline`: each study is written
+as soon as it is complete, and a study that fails does not stop the others.
 
 Exit codes
 ----------
@@ -21,7 +27,8 @@ Exit codes
     Every study found was written (including a study whose images were all skipped:
     its SR says why).
 1
-    Runtime failure: no DICOM study found, unreadable weights, a model or output error.
+    Runtime failure: a study failed (the others are written), no DICOM study found,
+    unreadable weights.
 2
     Usage or configuration error (bad options, missing STUDY_DIR, no CUDA for
     ``--device cuda``).
@@ -40,8 +47,9 @@ from typing import TYPE_CHECKING, Any
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
+    from chexnet_dicom.config import AnalysisConfig
     from chexnet_dicom.model.card import ModelCard
-    from chexnet_dicom.pipeline import StudyResult
+    from chexnet_dicom.results import StudyResult
 
 __all__ = ["process_age", "register", "run"]
 
@@ -56,35 +64,83 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="analyse a study folder and write DICOM SR/SC results",
         description="Analyse the frontal chest radiographs in STUDY_DIR with CheXNet and write a "
         "TID 1500 SR, heatmap Secondary Captures, PNG previews and a JSON sidecar. "
-        "Research use only. Exit status: 0 written, 1 runtime failure, 2 usage error.",
+        "Research use only. Exit status: 0 written, 1 runtime failure (a study failed, "
+        "no study found, unreadable weights), 2 usage error.",
     )
     p.add_argument("study_dir", metavar="STUDY_DIR", type=Path, help="folder (or file) of DICOM instances")
     p.add_argument("--out", type=Path, help="output folder (default ./chexdcm-out/<study ref>/)")
+    p.add_argument("--config", type=Path, help="TOML file with [ingest], [runtime] and [outputs] tables")
     p.add_argument("--weights", help="model card, folder holding one, or registry name")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
-    p.add_argument("--no-sc", action="store_true", help="do not write Secondary Capture overlays")
-    p.add_argument("--sc-per-finding", action="store_true", help="one overlay per positive finding")
+    p.add_argument(
+        "--no-sc", action="store_true", default=None, help="do not write Secondary Capture overlays"
+    )
+    p.add_argument(
+        "--sc-per-finding", action="store_true", default=None, help="one overlay per positive finding"
+    )
     p.add_argument(
         "--sc-compression",
         choices=("none", "jpeg2000", "jpegls", "rle"),
-        default="none",
+        default=None,
         help="lossless encoding of the overlays (default: none, accepted by every PACS; "
         "jpeg2000 is the smallest)",
     )
-    p.add_argument("--pmap", action="store_true", help="Parametric Map of the heatmaps (not available)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: auto")
     p.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="default: auto (per device)"
+        "--precision", choices=("auto", "fp32", "bf16"), default=None, help="default: auto (per device)"
     )
     p.add_argument(
         "--backend",
         choices=("auto", "onnxruntime", "torch"),
-        default="auto",
+        default=None,
         help="default: auto (ONNX Runtime float32 on a CPU, PyTorch on a GPU or for bf16)",
     )
-    p.add_argument("--tta", action="store_true", help="TenCrop test-time augmentation (10x slower)")
+    p.add_argument(
+        "--tta", action="store_true", default=None, help="TenCrop test-time augmentation (10x slower)"
+    )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: available)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="decode worker processes (default: 0, in-process)",
+    )
     p.set_defaults(func=run)
+
+
+def _settings(args: argparse.Namespace) -> AnalysisConfig:
+    """The configuration file's settings with the command line's options on top."""
+    import dataclasses
+
+    from chexnet_dicom.config import AnalysisConfig, load_analysis_config
+
+    cfg = load_analysis_config(args.config) if args.config is not None else AnalysisConfig()
+    runtime = cfg.runtime
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("device", args.device),
+            ("precision", args.precision),
+            ("backend", args.backend),
+            ("threads", args.threads),
+            ("workers", args.workers),
+            ("tta", "tencrop" if args.tta else None),
+        )
+        if v is not None
+    }
+    runtime = dataclasses.replace(runtime, **changes)
+    outputs = cfg.outputs
+    out_changes: dict[str, Any] = {}
+    if args.no_sc:
+        out_changes["sc"] = False
+    if args.sc_per_finding:
+        out_changes["sc_per_finding"] = True
+    if args.sc_compression is not None:
+        out_changes["sc_compression"] = args.sc_compression
+    outputs = dataclasses.replace(outputs, **out_changes)
+    weights = args.weights if args.weights is not None else (cfg.weights or None)
+    return dataclasses.replace(cfg, runtime=runtime, outputs=outputs, weights=weights or "")
 
 
 def process_age() -> float | None:
@@ -122,15 +178,18 @@ def _table(result: StudyResult, card: ModelCard) -> str:
     ]
     for s in result.skipped:
         lines.append(f"  not analysed: {s.path}: {s.reason}: {s.message}")
+    if result.failure is not None:
+        lines.append(f"  FAILED: {result.failure.reason}: {result.failure.message}")
     if result.images:
         several = len(result.images) > 1
         head = "study max" if several else "probability"
         lines.append(f"  {'finding':<20} {head:>11}  {'result':<8} operating point")
+        summary = result.summary
         for label in LABELS:
-            entry = result.summary[label]
-            mark = "PRESENT" if entry["present"] else "absent"
+            entry = summary[label]
+            mark = "PRESENT" if entry.present else "absent"
             lines.append(
-                f"  {DISPLAY_NAMES[label]:<20} {entry['probability']:>11.3f}  {mark:<8} {_operating_point(card, label)}"
+                f"  {DISPLAY_NAMES[label]:<20} {entry.probability:>11.3f}  {mark:<8} {_operating_point(card, label)}"
             )
         for n, im in enumerate(result.images, 1):
             flags = f" [{', '.join(im.flags)}]" if im.flags else ""
@@ -147,27 +206,31 @@ def run(args: argparse.Namespace) -> int:
     if not study_dir.exists():
         print(f"chexdcm infer: error: {study_dir} does not exist", file=sys.stderr)
         return EXIT_USAGE
-    if args.threads is not None and args.threads < 1:
-        print("chexdcm infer: error: --threads must be >= 1", file=sys.stderr)
+    if (args.threads is not None and args.threads < 1) or (args.workers is not None and args.workers < 0):
+        print("chexdcm infer: error: --threads must be >= 1 and --workers >= 0", file=sys.stderr)
         return EXIT_USAGE
+    settings = _settings(args)
 
     # OpenMP threads that spin while waiting collapse throughput when the cores are shared
     # (measured here: 2 threads on a busy 2-core machine, 4 s per image spinning vs 0.05 s
     # passive).  Read once when torch loads its OpenMP runtime, so set it before importing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from chexnet_dicom.dicom.study import scan
     from chexnet_dicom.model.backends import load_predictor
     from chexnet_dicom.model.resolve import resolve_weights
-    from chexnet_dicom.pipeline import Analyzer
+    from chexnet_dicom.pipeline import iter_results
 
-    card_path, why = resolve_weights(args.weights)
+    card_path, why = resolve_weights(settings.weights or None)
     print(f"weights: {card_path} ({why})", file=sys.stderr)
+    rt = settings.runtime
     predictor = load_predictor(
         card_path,
-        backend=args.backend,
-        device=args.device,
-        precision=args.precision,
-        threads=args.threads,
-        tta="tencrop" if args.tta else None,
+        backend=rt.backend,
+        device=rt.device,
+        precision=rt.precision,
+        threads=rt.threads or None,
+        batch_size=rt.batch_size,
+        tta=None if rt.tta == "card" else rt.tta,
     )
     card = predictor.card
     print(
@@ -175,45 +238,43 @@ def run(args: argparse.Namespace) -> int:
         f"{predictor.runtime.reason}; {predictor.threads} threads)",
         file=sys.stderr,
     )
-    if args.pmap:
-        from chexnet_dicom.outputs.pmap import PMAP_UNAVAILABLE
-
-        print(f"--pmap: not written: {PMAP_UNAVAILABLE}", file=sys.stderr)
-    analyzer = Analyzer(predictor)
     startup = (age or 0.0) + (time.perf_counter() - t_run)
 
     def progress(done: int, total: int) -> None:
         if total >= PROGRESS_MIN_IMAGES:
             print(f"\r  read {done}/{total} images", end="" if done < total else "\n", file=sys.stderr)
 
-    results, orphans = analyzer.analyse_paths([study_dir], progress=progress)
-    for o in orphans:
+    t_scan = time.perf_counter()
+    found = scan([study_dir], config=settings.ingest)
+    for o in found.unassigned:
         print(f"not a study file: {o.path}: {o.reason}: {o.message}", file=sys.stderr)
-    if not results:
+    if not found.studies:
         print(f"chexdcm infer: error: no DICOM study found under {study_dir}", file=sys.stderr)
         return EXIT_FAILURE
+    scan_s = time.perf_counter() - t_scan
     base = args.out if args.out is not None else Path("chexdcm-out")
+    own_folders = args.out is None or len(found.studies) > 1
     report: list[dict[str, Any]] = []
-    for result in results:
-        out_dir = base / result.ref if (args.out is None or len(results) > 1) else base
-        analyzer.write(
-            result,
-            out_dir,
-            sc=not args.no_sc,
-            sc_per_finding=args.sc_per_finding,
-            sc_compression=args.sc_compression,
-        )
+    failed = 0
+    for result in iter_results(
+        found, predictor, config=settings.ingest, workers=rt.workers, progress=progress
+    ):
+        out_dir = base / result.ref if own_folders else base
+        result, written = _write(result, out_dir, settings)
+        failed += result.failed
         result.timings["startup"] = startup
+        result.timings["read"] = result.timings.get("read", 0.0) + scan_s / len(found.studies)
         if args.json:
-            report.append(result.to_dict())
+            report.append({**result.to_dict(), "outputs": [str(p) for p in written]})
         else:
             print(_table(result, card))
-            print(f"  written to {out_dir}/:")
-            for path in result.outputs:
-                print(f"    {path.name}")
+            if written:
+                print(f"  written to {out_dir}/:")
+                for path in written:
+                    print(f"    {path.name}")
         t = result.timings
         print(
-            f"timings: startup {t['startup']:.2f}s, read {t['read']:.2f}s, predict {t['predict']:.2f}s, "
+            f"timings: startup {t['startup']:.2f}s, read {t['read']:.2f}s, predict {t.get('predict', 0.0):.2f}s, "
             f"write {t.get('write', 0.0):.2f}s",
             file=sys.stderr,
         )
@@ -221,7 +282,35 @@ def run(args: argparse.Namespace) -> int:
         doc = {
             "weights": {"card": str(card_path), "reason": why, "name": card.name, "version": card.version},
             "studies": report,
-            "unassigned": [o.to_dict() for o in orphans],
+            "unassigned": [o.to_dict() for o in found.unassigned],
         }
         print(json.dumps(doc, indent=2))
+    if failed:
+        print(
+            f"chexdcm infer: {failed} of {len(found.studies)} studies failed (see FAILED above)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
     return EXIT_OK
+
+
+def _write(result: StudyResult, out_dir: Path, settings: AnalysisConfig) -> tuple[StudyResult, list[Path]]:
+    """Build and write one study's outputs; a failure fails the study, not the run."""
+    from chexnet_dicom.outputs.build import build_outputs
+    from chexnet_dicom.outputs.write import earlier_sr, write_outputs
+    from chexnet_dicom.pipeline import guarded
+    from chexnet_dicom.results import Failure
+
+    if result.failed:
+        return result, []
+    t0 = time.perf_counter()
+    outputs = guarded(
+        result.ref, "outputs", build_outputs, result, settings.outputs, earlier_sr(out_dir, result)
+    )
+    if isinstance(outputs, Failure):
+        return result.with_failure(outputs), []
+    written = guarded(result.ref, "write", write_outputs, outputs, out_dir)
+    if isinstance(written, Failure):
+        return result.with_failure(written), []
+    result.timings["write"] = time.perf_counter() - t0
+    return result, written

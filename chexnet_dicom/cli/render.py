@@ -1,7 +1,7 @@
 """``chexdcm render FILE -o out.png [--size N] [--no-fast-path]``: the image the model sees.
 
 Reads one DICOM file, decodes and renders it exactly as analysis does
-(:func:`chexnet_dicom.dicom.pixels.load_display`: Modality LUT, VOI, Presentation,
+(:func:`chexnet_dicom.dicom.load.load_image`: Modality LUT, VOI, Presentation,
 then the measured corrections: percentile window, orientation, inversion) and writes
 it as an 8-bit greyscale PNG (bright = dense, head up, patient's right on the image
 left).  With ``--size N`` the image is resized to N x N with the model's own resize
@@ -101,10 +101,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    # pixels.resize_display is the same anti-aliased bilinear resize as
-    # transforms.resize_image (a test holds them equal) without importing MONAI/torch.
+    # resize_display is the same anti-aliased bilinear resize as transforms.resize_image
+    # (one implementation) without importing MONAI/torch.
     from chexnet_dicom.atomic import atomic_write
-    from chexnet_dicom.dicom.pixels import load_display, resize_display
+    from chexnet_dicom.dicom.load import load_image
+    from chexnet_dicom.dicom.resize import resize_display
 
     if args.size is not None and args.size < 1:
         print("chexdcm render: error: --size must be >= 1", file=sys.stderr)
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         # pydicom warns about invalid values and may quote them (PHI); the flags say enough.
         warnings.simplefilter("ignore", UserWarning)
-        shown = load_display(args.file, config=config, target_size=args.size)
+        shown = load_image(args.file, config=config, target_size=args.size).display
     image = shown.image if args.size is None else resize_display(shown.image, (args.size, args.size))
     pixels = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
     try:

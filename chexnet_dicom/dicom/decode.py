@@ -48,7 +48,10 @@ from pydicom.uid import (
 )
 
 from chexnet_dicom.config import IngestLimits
+from chexnet_dicom.dicom.attrs import image_pixel
+from chexnet_dicom.dicom.read import check_header_caps
 from chexnet_dicom.errors import (
+    CorruptHeaderError,
     CorruptPixelDataError,
     InputTooLargeError,
     UnsupportedInputError,
@@ -130,56 +133,12 @@ def transfer_syntax_of(ds: Dataset) -> UID:
     return ImplicitVRLittleEndian
 
 
-def _int_attr(ds: Dataset, keyword: str, default: int | None = None) -> int:
-    value = ds.get(keyword, default)
-    if value is None or value == "":
-        if default is None:
-            raise CorruptPixelDataError(
-                f"the image has no {keyword}; the Image Pixel module is incomplete, "
-                "so the pixel data cannot be interpreted",
-            )
-        return default
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise CorruptPixelDataError(
-            f"{keyword} is not an integer; fix the header or re-export the image"
-        ) from exc
-
-
-def _check_caps(ds: Dataset, limits: IngestLimits) -> None:
-    """Header caps before any pixel decode (``read.check_header_caps`` when present)."""
-    try:
-        from chexnet_dicom.dicom.read import check_header_caps
-    except ImportError:  # pragma: no cover - read.py not yet present
-        _inline_caps(ds, limits)
-        return
-    check_header_caps(ds, limits)
-
-
-def _inline_caps(ds: Dataset, limits: IngestLimits) -> None:
-    rows = _int_attr(ds, "Rows")
-    cols = _int_attr(ds, "Columns")
-    frames = _int_attr(ds, "NumberOfFrames", 1)
-    bits = _int_attr(ds, "BitsAllocated")
-    spp = _int_attr(ds, "SamplesPerPixel", 1)
-    if rows > limits.max_rows or cols > limits.max_columns:
-        raise InputTooLargeError(
-            f"image matrix {rows}x{cols} exceeds the cap {limits.max_rows}x{limits.max_columns}"
-        )
-    if frames > limits.max_frames:
-        raise InputTooLargeError(f"{frames} frames exceed the cap of {limits.max_frames}")
-    if bits > limits.max_bits_allocated:
-        raise InputTooLargeError(f"BitsAllocated {bits} exceeds the cap {limits.max_bits_allocated}")
-    nbytes = rows * cols * max(frames, 1) * max(spp, 1) * max((bits + 7) // 8, 1)
-    if nbytes > limits.max_decoded_bytes:
-        raise InputTooLargeError(
-            f"decoded pixel data would take {nbytes} bytes, above the cap {limits.max_decoded_bytes}"
-        )
-
-
 def mask_stored_bits(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
     """Keep the ``bits_stored`` low bits of integer ``arr``, sign-extending if ``signed``.
+
+    The one stored-bits masker of the package (the decoder and the renderer both call
+    it).  Idempotent: an array whose values already lie in the stored range is returned
+    as it is, so masking again costs one min/max pass.
 
     Parameters
     ----------
@@ -193,14 +152,25 @@ def mask_stored_bits(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndar
     Returns
     -------
     numpy.ndarray
-        int32 for signed data, otherwise the smallest unsigned type holding the range
-        (uint8/uint16/uint32); values in ``[-(2**(b-1)), 2**(b-1))`` or ``[0, 2**b)``.
+        ``arr`` itself when already in range; otherwise int32 for signed data and the
+        smallest unsigned type holding the range (uint8/uint16/uint32); values in
+        ``[-(2**(b-1)), 2**(b-1))`` or ``[0, 2**b)``.
+
+    Raises
+    ------
+    CorruptHeaderError
+        ``bits_stored`` outside 1..32 for integer data.
     """
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"mask_stored_bits needs an integer array, got {arr.dtype}")
     b = int(bits_stored)
     if b <= 0 or b > 32:
-        raise CorruptPixelDataError(f"BitsStored {b} is outside 1..32; the header is invalid")
+        raise CorruptHeaderError(
+            f"BitsStored {b} is outside 1..32 for integer pixel data; the header is invalid"
+        )
+    lo, hi = (-(1 << (b - 1)), (1 << (b - 1)) - 1) if signed else (0, (1 << b) - 1)
+    if arr.size and lo <= int(arr.min()) and int(arr.max()) <= hi:
+        return arr
     wide = arr.astype(np.int64, copy=False) & ((1 << b) - 1)
     if signed:
         sign = 1 << (b - 1)
@@ -297,6 +267,8 @@ def decode_stored(
     ------
     InputTooLargeError
         The header declares more than the caps allow.
+    CorruptHeaderError
+        An Image Pixel attribute is malformed (:func:`chexnet_dicom.dicom.attrs.image_pixel`).
     UnsupportedInputError
         ``reason="UNSUPPORTED_CODEC"``: no decoder for the transfer syntax; or the image
         is not single-sample greyscale.
@@ -308,25 +280,18 @@ def decode_stored(
         raise CorruptPixelDataError(
             "the dataset has no (integer) Pixel Data; only images with Pixel Data can be analysed"
         )
-    _check_caps(ds, limits)
+    check_header_caps(ds, limits)
     ts = transfer_syntax_of(ds)
-    rows = _int_attr(ds, "Rows")
-    cols = _int_attr(ds, "Columns")
-    if rows <= 0 or cols <= 0:
-        raise CorruptPixelDataError(f"image matrix {rows}x{cols} is empty; the header is invalid")
-    spp = _int_attr(ds, "SamplesPerPixel", 1)
+    pixel = image_pixel(ds)
+    if pixel is None:
+        raise CorruptHeaderError("the image has no Rows or Columns; the Image Pixel module is incomplete")
+    rows, cols, spp = pixel.rows, pixel.columns, pixel.samples_per_pixel
     if spp != 1:
         raise UnsupportedInputError(
             f"the image has {spp} samples per pixel; only greyscale images can be analysed",
             reason="COLOR",
         )
-    bits_stored = _int_attr(ds, "BitsStored", _int_attr(ds, "BitsAllocated", 16))
-    bits_allocated = _int_attr(ds, "BitsAllocated")
-    if bits_stored > bits_allocated:
-        raise CorruptPixelDataError(
-            f"BitsStored {bits_stored} exceeds BitsAllocated {bits_allocated}; the header is invalid"
-        )
-    signed = _int_attr(ds, "PixelRepresentation", 0) == 1
+    bits_stored, signed = pixel.bits_stored, pixel.signed
 
     check_codestream(ds, ts, rows=rows, cols=cols, limits=limits)
     fallback: str | None = None
@@ -503,8 +468,9 @@ def parse_jpeg_header(frame: bytes) -> _JPEGHeader | None:
 def _first_frame(ds: Dataset) -> bytes:
     from pydicom.encaps import get_frame
 
-    frames = _int_attr(ds, "NumberOfFrames", 1)
-    return bytes(get_frame(ds.PixelData, 0, number_of_frames=max(frames, 1)))
+    pixel = image_pixel(ds)
+    frames = pixel.frames if pixel is not None else 1
+    return bytes(get_frame(ds.PixelData, 0, number_of_frames=frames))
 
 
 def _check_stream_size(

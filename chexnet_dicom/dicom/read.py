@@ -39,6 +39,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -55,6 +56,7 @@ from pydicom.uid import (
 )
 
 from chexnet_dicom.config import IngestLimits
+from chexnet_dicom.dicom.attrs import image_pixel, int_attr
 from chexnet_dicom.errors import (
     CorruptHeaderError,
     CorruptPixelDataError,
@@ -64,7 +66,12 @@ from chexnet_dicom.errors import (
 )
 
 __all__ = [
+    "PixelLocation",
+    "ScannedHeader",
     "read_dataset",
+    "read_header",
+    "read_pixels",
+    "without_pixels",
     "check_header_caps",
     "decoded_nbytes",
     "codec_supported",
@@ -148,12 +155,6 @@ def _redact(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _printable(text: str, limit: int = 16) -> str:
-    """A short printable form of a numeric header value (never used for PHI attributes)."""
-    text = "".join(c if c.isprintable() else "?" for c in text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _tag_str(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -204,29 +205,6 @@ def decodable_transfer_syntaxes() -> frozenset[str]:
 # --------------------------------------------------------------------------------------
 
 
-def _header_int(ds: Dataset, keyword: str, default: int | None) -> int | None:
-    try:
-        raw = ds.get(keyword)
-    except _SAFE_EXCEPTIONS as exc:
-        raise CorruptHeaderError(f"{keyword} cannot be parsed ({type(exc).__name__})") from exc
-    if raw is None or raw == "":
-        return default
-    value: Any = raw
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        if len(value) != 1:
-            raise CorruptHeaderError(f"{keyword} must hold exactly one value; fix the header")
-        value = value[0]
-    try:
-        number = int(str(value).strip())
-    except (TypeError, ValueError):
-        raise CorruptHeaderError(
-            f"{keyword} is not an integer ({_printable(str(value))!r}); fix the header or re-export"
-        ) from None
-    if number < 0:
-        raise CorruptHeaderError(f"{keyword} is negative ({number}); fix the header or re-export")
-    return number
-
-
 def decoded_nbytes(ds: Dataset) -> int | None:
     """Return the decoded pixel buffer size that the header declares, or None.
 
@@ -245,16 +223,10 @@ def decoded_nbytes(ds: Dataset) -> int | None:
     Raises
     ------
     CorruptHeaderError
-        If one of the attributes is not a non-negative integer.
+        One of the Image Pixel attributes is malformed (:func:`chexnet_dicom.dicom.attrs.image_pixel`).
     """
-    rows = _header_int(ds, "Rows", None)
-    cols = _header_int(ds, "Columns", None)
-    if rows is None or cols is None:
-        return None
-    frames = _header_int(ds, "NumberOfFrames", 1) or 1
-    samples = _header_int(ds, "SamplesPerPixel", 1) or 1
-    bits = _header_int(ds, "BitsAllocated", 8) or 8
-    return rows * cols * frames * samples * ((bits + 7) // 8)
+    pixel = image_pixel(ds)
+    return None if pixel is None else pixel.decoded_nbytes
 
 
 def check_header_caps(ds: Dataset, limits: IngestLimits | None = None) -> None:
@@ -273,24 +245,33 @@ def check_header_caps(ds: Dataset, limits: IngestLimits | None = None) -> None:
         Rows, Columns, NumberOfFrames, BitsAllocated or the decoded size
         (rows x columns x frames x samples x ceil(bits / 8)) exceeds its cap.
     CorruptHeaderError
-        One of those attributes is not a non-negative integer.
+        One of the Image Pixel attributes is malformed or inconsistent
+        (:func:`chexnet_dicom.dicom.attrs.image_pixel`).
     """
     lim = limits or IngestLimits()
+    pixel = image_pixel(ds)
+    if pixel is None:
+        frames = int_attr(ds, "NumberOfFrames", 1) or 1  # a frame count without a matrix is still read
+        if frames > lim.max_frames:
+            raise InputTooLargeError(
+                f"NumberOfFrames {frames} exceeds the cap of {lim.max_frames}; raise [ingest.limits] only "
+                "if such images are expected"
+            )
+        return
     checks = (
-        ("Rows", lim.max_rows),
-        ("Columns", lim.max_columns),
-        ("NumberOfFrames", lim.max_frames),
-        ("BitsAllocated", lim.max_bits_allocated),
+        ("Rows", pixel.rows, lim.max_rows),
+        ("Columns", pixel.columns, lim.max_columns),
+        ("NumberOfFrames", pixel.frames, lim.max_frames),
+        ("BitsAllocated", pixel.bits_allocated, lim.max_bits_allocated),
     )
-    for keyword, cap in checks:
-        value = _header_int(ds, keyword, None)
-        if value is not None and value > cap:
+    for keyword, value, cap in checks:
+        if value > cap:
             raise InputTooLargeError(
                 f"{keyword} {value} exceeds the cap of {cap}; raise [ingest.limits] only "
                 "if such images are expected"
             )
-    nbytes = decoded_nbytes(ds)
-    if nbytes is not None and nbytes > lim.max_decoded_bytes:
+    nbytes = pixel.decoded_nbytes
+    if nbytes > lim.max_decoded_bytes:
         raise InputTooLargeError(
             f"the header declares {nbytes} decoded pixel bytes, above the cap of "
             f"{lim.max_decoded_bytes}; this looks like a decompression bomb or an unexpectedly "
@@ -495,7 +476,9 @@ def _inflate(data: bytes, cap: int) -> bytes:
 
 def _parse(
     fp: _BoundedReader, name: str | None, limits: IngestLimits, stop_before_pixels: bool
-) -> FileDataset:
+) -> tuple[FileDataset, tuple[int, bool, bool] | None]:
+    """Parse a file; return the dataset and, for a header-only read of a file that is not
+    deflated, ``(offset, implicit, little)`` of the elements after the header."""
     head = fp.read(132)
     if len(head) < 8:
         raise NotDicomError("the file is empty or shorter than one DICOM element; it is not DICOM")
@@ -538,6 +521,7 @@ def _parse(
             "the file is not DICOM or its first bytes are damaged"
         )
 
+    deflated = False
     ts_raw = meta.get("TransferSyntaxUID")
     ts = UID(str(ts_raw).strip().rstrip("\x00")) if ts_raw else None
     body_start = fp.tell()
@@ -567,6 +551,7 @@ def _parse(
     elif ts == ExplicitVRBigEndian:
         implicit, little = False, False
     elif ts == DeflatedExplicitVRLittleEndian:
+        deflated = True
         inflated = _inflate(fp.read(), limits.max_inflated_bytes)
         fp = _BoundedReader(io.BytesIO(inflated), len(inflated))
         implicit, little = False, True
@@ -597,23 +582,41 @@ def _parse(
         raise CorruptHeaderError(f"the dataset {what} (a stray delimiter); the file is corrupt")
     ds = _build(header, implicit, little)
     check_header_caps(ds, limits)
+    rest_at = (fp.tell(), implicit, little) if not deflated else None
 
-    if not stop_before_pixels and fp.tell() < fp.size:
-        charset = ds.get("SpecificCharacterSet") or default_encoding
-        rest = _read_elements(fp, implicit, little, None, _encodings(charset), "pixel data")
-        _check_lengths(rest, "dataset")
-        try:
-            for elem in rest.values():
-                ds[elem.tag] = elem  # raw elements are converted lazily by pydicom
-            _materialise_pixels(ds)
-            check_header_caps(ds, limits)  # in case image attributes follow the pixel data
-        except (InputError, MemoryError):
-            raise
-        except _SAFE_EXCEPTIONS as exc:
-            raise CorruptPixelDataError(
-                f"the elements after the header cannot be parsed ({type(exc).__name__}); the file is corrupt"
-            ) from None
+    if not stop_before_pixels:
+        _read_rest(fp, ds, implicit, little, limits)
+    return _wrap(ds, name, preamble, meta, implicit, little), rest_at
 
+
+def _read_rest(fp: _BoundedReader, ds: Dataset, implicit: bool, little: bool, limits: IngestLimits) -> None:
+    """Add the elements after the header (Pixel Data and what follows) to ``ds``."""
+    if fp.tell() >= fp.size:
+        return
+    charset = ds.get("SpecificCharacterSet") or default_encoding
+    rest = _read_elements(fp, implicit, little, None, _encodings(charset), "pixel data")
+    _check_lengths(rest, "dataset")
+    try:
+        for elem in rest.values():
+            ds[elem.tag] = elem  # raw elements are converted lazily by pydicom
+        _materialise_pixels(ds)
+        check_header_caps(ds, limits)  # in case image attributes follow the pixel data
+    except (InputError, MemoryError):
+        raise
+    except _SAFE_EXCEPTIONS as exc:
+        raise CorruptPixelDataError(
+            f"the elements after the header cannot be parsed ({type(exc).__name__}); the file is corrupt"
+        ) from None
+
+
+def _wrap(
+    ds: Dataset,
+    name: str | None,
+    preamble: bytes | None,
+    meta: FileMetaDataset,
+    implicit: bool,
+    little: bool,
+) -> FileDataset:
     out = FileDataset(
         name or io.BytesIO(),
         ds,
@@ -704,7 +707,7 @@ def read_dataset(
     lim = limits or IngestLimits()
     fp, name, handle = _open_source(source, lim)
     try:
-        return _parse(fp, name, lim, stop_before_pixels)
+        return _parse(fp, name, lim, stop_before_pixels)[0]
     except InputError:
         raise
     except MemoryError:
@@ -712,6 +715,176 @@ def read_dataset(
     except _SAFE_EXCEPTIONS as exc:
         raise CorruptHeaderError(
             f"the file cannot be parsed ({type(exc).__name__}: {_redact(str(exc))}); it is corrupt"
+        ) from None
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+@dataclass(frozen=True)
+class PixelLocation:
+    """Where the elements after a header-only read start in a file.
+
+    :func:`read_pixels` reads them from there, so a file's header is parsed once even
+    when its pixels are read later (``chexdcm check``, ``chexdcm infer``).
+
+    Attributes
+    ----------
+    path
+        The file.
+    offset
+        Byte offset of the first element after the header (Pixel Data).
+    size, mtime_ns
+        The file's size and modification time when the header was read; a file that
+        changed since is read again in full.
+    implicit, little
+        The dataset's encoding.
+    """
+
+    path: str
+    offset: int
+    size: int
+    mtime_ns: int
+    implicit: bool
+    little: bool
+
+
+@dataclass(frozen=True)
+class ScannedHeader:
+    """A file's header, read once, and where its pixel data starts.
+
+    Attributes
+    ----------
+    dataset
+        The header (every element before Pixel Data, already parsed).
+    location
+        Where :func:`read_pixels` finds the pixel data; None when the header came from
+        bytes, a stream or a deflated file (the pixels then need a full read).
+    """
+
+    dataset: Dataset
+    location: PixelLocation | None
+
+
+def without_pixels(ds: Dataset) -> Dataset:
+    """A shallow copy of ``ds`` without its pixel data elements, keeping file meta and encoding.
+
+    Parameters
+    ----------
+    ds
+        A dataset (not modified).
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+        Small and picklable: what a result needs to reference its source.
+    """
+    out = Dataset()
+    for elem in ds:
+        if int(elem.tag) not in PIXEL_DATA_TAGS:
+            out.add(elem)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        out.file_meta = meta
+    encoding = getattr(ds, "original_encoding", None)
+    if encoding is not None and encoding[0] is not None:
+        out.set_original_encoding(encoding[0], encoding[1], ds.original_character_set)
+    return out
+
+
+def read_header(
+    source: str | os.PathLike[str] | bytes | BinaryIO, *, limits: IngestLimits | None = None
+) -> ScannedHeader:
+    """Read a file's header only (as ``read_dataset(..., stop_before_pixels=True)``).
+
+    Parameters
+    ----------
+    source
+        A path, the file's bytes or a binary file object.
+    limits
+        Size caps; defaults when None.
+
+    Returns
+    -------
+    ScannedHeader
+        The header, and where its pixel data can be read from later.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_dataset`.
+    """
+    lim = limits or IngestLimits()
+    fp, name, handle = _open_source(source, lim)
+    try:
+        ds, rest_at = _parse(fp, name, lim, True)
+        st = os.fstat(handle.fileno()) if handle is not None else None
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputTooLargeError("the file needs more memory than is available to read") from None
+    except _SAFE_EXCEPTIONS as exc:
+        raise CorruptHeaderError(
+            f"the file cannot be parsed ({type(exc).__name__}: {_redact(str(exc))}); it is corrupt"
+        ) from None
+    finally:
+        if handle is not None:
+            handle.close()
+    if rest_at is None or name is None or st is None:
+        return ScannedHeader(ds, None)
+    offset, implicit, little = rest_at
+    return ScannedHeader(ds, PixelLocation(name, offset, st.st_size, st.st_mtime_ns, implicit, little))
+
+
+def read_pixels(header: Dataset, location: PixelLocation, *, limits: IngestLimits | None = None) -> Dataset:
+    """Complete a header from :func:`read_header` with the elements after it (Pixel Data).
+
+    The header is not parsed again.  When the file changed since the header was read
+    (size or modification time), it is read again in full with :func:`read_dataset`.
+
+    Parameters
+    ----------
+    header
+        The dataset :func:`read_header` returned (not modified).
+    location
+        Where the pixel data starts.
+    limits
+        Size caps; defaults when None.
+
+    Returns
+    -------
+    pydicom.dataset.Dataset
+        A new :class:`~pydicom.dataset.FileDataset` with the header's elements and the
+        pixel data.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_dataset`.
+    """
+    lim = limits or IngestLimits()
+    fp, name, handle = _open_source(location.path, lim)
+    try:
+        assert handle is not None
+        st = os.fstat(handle.fileno())
+        if (st.st_size, st.st_mtime_ns) != (location.size, location.mtime_ns):
+            logger.info("file changed since its header was read: reading it again")
+            return _parse(_BoundedReader(handle, st.st_size), name, lim, False)[0]
+        ds = Dataset()
+        for elem in header:
+            ds.add(elem)
+        ds.set_original_encoding(location.implicit, location.little, header.original_character_set)
+        fp.seek(location.offset)
+        _read_rest(fp, ds, location.implicit, location.little, lim)
+        meta = getattr(header, "file_meta", None) or FileMetaDataset()
+        return _wrap(ds, name, getattr(header, "preamble", None), meta, location.implicit, location.little)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputTooLargeError("the file needs more memory than is available to read") from None
+    except _SAFE_EXCEPTIONS as exc:
+        raise CorruptPixelDataError(
+            f"the pixel data cannot be read ({type(exc).__name__}: {_redact(str(exc))}); the file is corrupt"
         ) from None
     finally:
         if handle is not None:

@@ -1,19 +1,13 @@
 """Group DICOM files into studies and series and choose the image(s) to analyse.
 
-:func:`scan` walks files and folders, reads only the headers
-(:func:`~chexnet_dicom.dicom.read.read_dataset` with ``stop_before_pixels=True``),
-gates each one (:func:`~chexnet_dicom.dicom.gate.gate_header`), groups the instances by
-StudyInstanceUID and SeriesInstanceUID and selects the images to analyse.
-:func:`scan_studies` returns just the studies.
-
-Walking rule
-------------
-Paths are taken in the order given; a folder is walked depth-first with entries sorted
-by name (byte order of the names, so the result does not depend on the file system),
-hidden entries (names starting with ``.``) ignored. Symbolic links are never followed
-into folders; a symbolic link to a file is used only when its target lies inside the
-folder being walked (else the file is reported with reason ``OUTSIDE_ROOT``). A file
-named directly on the command line is always read.
+:func:`scan` walks files and folders with the one folder walker
+(:func:`chexnet_dicom.dicom.walk.iter_files`, whose module documents the walking rule),
+reads each header once (:func:`~chexnet_dicom.dicom.read.read_header`), gates it
+(:func:`~chexnet_dicom.dicom.gate.gate_header`), groups the instances by
+StudyInstanceUID and SeriesInstanceUID and selects the images to analyse.  The header
+read here is the only one: skipped files keep it for the SR's "not analysed" list, and
+selected images keep it (with where their pixel data starts) for
+:func:`~chexnet_dicom.dicom.load.load_image`.
 
 Selection rule
 --------------
@@ -39,69 +33,64 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydicom.dataset import Dataset
 
 from chexnet_dicom.config import IngestConfig
-from chexnet_dicom.dicom.gate import ERROR_REASONS, FLAG_FOR_PROCESSING, GateDecision, gate_header
-from chexnet_dicom.dicom.read import read_dataset
+from chexnet_dicom.dicom.attrs import ordering_int, text
+from chexnet_dicom.dicom.flags import FLAG_FOR_PROCESSING
+from chexnet_dicom.dicom.gate import GateDecision, gate_header
+from chexnet_dicom.dicom.read import ScannedHeader, read_header
+from chexnet_dicom.dicom.reasons import (
+    DUPLICATE_INSTANCE,
+    ERROR_REASONS,
+    FOR_PROCESSING_REDUNDANT,
+    INTERNAL,
+    MISSING_UID,
+    NOT_DICOM,
+    Status,
+    status_for,
+)
+from chexnet_dicom.dicom.walk import iter_files
 from chexnet_dicom.errors import InputError
 from chexnet_dicom.logs import phi_ref
 
-__all__ = [
-    "DUPLICATE_INSTANCE",
-    "FOR_PROCESSING_REDUNDANT",
-    "MISSING_UID",
-    "OUTSIDE_ROOT",
-    "Instance",
-    "Series",
-    "Skipped",
-    "Study",
-    "StudyScan",
-    "iter_study_files",
-    "scan",
-    "scan_studies",
-]
+__all__ = ["Instance", "Series", "Skipped", "Study", "StudyScan", "scan"]
 
 logger = logging.getLogger(__name__)
-
-#: The SOP Instance UID was already seen in an earlier file.
-DUPLICATE_INSTANCE = "DUPLICATE_INSTANCE"
-#: A DX "FOR PROCESSING" image in a study that has a processed image of its own.
-FOR_PROCESSING_REDUNDANT = "FOR_PROCESSING_REDUNDANT"
-#: StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID is missing or empty.
-MISSING_UID = "MISSING_UID"
-#: A symbolic link inside a walked folder points outside it.
-OUTSIDE_ROOT = "OUTSIDE_ROOT"
-
-_SKIP_REASONS_THAT_ARE_ERRORS = ERROR_REASONS | {MISSING_UID}
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """A file that is not analysed.
+    """A file that is not analysed, and why: the one record of every stage and front door.
 
     Attributes
     ----------
     path
-        The file.
+        The file (shown to the user who named it; never logged).
     status
         ``"skipped"`` (out of scope or redundant) or ``"error"`` (defective file).
     reason
-        Reason code: a gate code (:mod:`chexnet_dicom.dicom.gate`) or one of
-        :data:`DUPLICATE_INSTANCE`, :data:`FOR_PROCESSING_REDUNDANT`,
-        :data:`MISSING_UID`, :data:`OUTSIDE_ROOT`.
+        Reason code (:mod:`chexnet_dicom.dicom.reasons`).
     message
         Human readable explanation (no PHI).
+    dataset
+        The header when it could be read (the SR lists the instance as "not
+        analysed"); None for a file without a readable header.
     """
 
     path: str
-    status: Literal["skipped", "error"]
+    status: Status
     reason: str
     message: str
+    dataset: Dataset | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (no header)."""
+        return {"path": self.path, "status": self.status, "reason": self.reason, "message": self.message}
 
 
 @dataclass(frozen=True)
@@ -123,6 +112,8 @@ class Instance:
         SeriesNumber and InstanceNumber, None when absent or not an integer.
     decision
         The header gate's decision.
+    scanned
+        The header as read (the only read of it) and where its pixel data starts.
     """
 
     path: str
@@ -135,6 +126,12 @@ class Instance:
     series_number: int | None
     instance_number: int | None
     decision: GateDecision
+    scanned: ScannedHeader = field(repr=False, compare=False)
+
+    @property
+    def dataset(self) -> Dataset:
+        """The header (no pixel data)."""
+        return self.scanned.dataset
 
     @property
     def accepted(self) -> bool:
@@ -204,11 +201,6 @@ class Study:
         """Every (non-duplicate) instance of the study, series by series."""
         return tuple(i for s in self.series for i in s.instances)
 
-    @property
-    def primary(self) -> Instance | None:
-        """The first selected image, None when nothing can be analysed."""
-        return self.selected[0] if self.selected else None
-
 
 @dataclass(frozen=True)
 class StudyScan:
@@ -236,114 +228,47 @@ def _none_last(value: int | None) -> tuple[int, int]:
     return (1, 0) if value is None else (0, value)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword, "")
-    except Exception:  # a malformed value must not stop the scan
-        return ""
-    return str(value or "").strip()
-
-
-def _int_or_none(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword, None)
-        return None if value is None or value == "" else int(value)
-    except Exception:  # invalid IS values must not stop the scan
-        return None
-
-
-def _inside(path: str, root: str) -> bool:
-    real = os.path.realpath(path)
-    real_root = os.path.realpath(root)
-    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
-
-
-def iter_study_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, Skipped | None]]:
-    """Yield the files to read under ``paths`` in walking order (see the module docstring).
-
-    Parameters
-    ----------
-    paths
-        Files and folders.
-
-    Yields
-    ------
-    tuple of (str, Skipped or None)
-        The path, and a :class:`Skipped` when it must not be read (a link outside the
-        root).
-    """
-    for item in paths:
-        root = os.fspath(item)
-        if not os.path.isdir(root):
-            yield root, None
-            continue
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for d in dirnames:
-                full = os.path.join(dirpath, d)
-                if os.path.islink(full) and not _inside(full, root):
-                    yield (
-                        full,
-                        Skipped(
-                            full,
-                            "skipped",
-                            OUTSIDE_ROOT,
-                            "symbolic link to a folder outside the scanned folder; not followed",
-                        ),
-                    )
-            for name in sorted(filenames):
-                if name.startswith("."):
-                    continue
-                full = os.path.join(dirpath, name)
-                if os.path.islink(full) and not _inside(full, root):
-                    yield (
-                        full,
-                        Skipped(
-                            full,
-                            "skipped",
-                            OUTSIDE_ROOT,
-                            "symbolic link to a file outside the scanned folder; not read",
-                        ),
-                    )
-                    continue
-                yield full, None
-
-
 def _read_instance(path: str, cfg: IngestConfig) -> tuple[Instance, tuple[str, str]] | Skipped:
     """Read and gate one header; return the instance and its (StudyDate, StudyTime)."""
     try:
-        ds = read_dataset(path, limits=cfg.limits, stop_before_pixels=True)
+        scanned = read_header(path, limits=cfg.limits)
     except InputError as exc:
         return Skipped(path, "error", exc.reason, str(exc))
     except OSError as exc:  # a file vanishing or unreadable between walk and read
-        return Skipped(path, "error", "NOT_DICOM", f"cannot read the file ({type(exc).__name__})")
+        return Skipped(path, "error", NOT_DICOM, f"cannot read the file ({type(exc).__name__})")
+    ds = scanned.dataset
     study_uid, series_uid, sop_uid = (
-        _text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+        text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
     )
     decision = gate_header(ds, limits=cfg.limits)
     if not decision.accepted and decision.reason in ERROR_REASONS:
-        return Skipped(path, "error", decision.reason or "INTERNAL", decision.message)
+        return Skipped(path, "error", decision.reason or INTERNAL, decision.message, ds)
     named = (("StudyInstanceUID", study_uid), ("SeriesInstanceUID", series_uid), ("SOPInstanceUID", sop_uid))
     missing = [k for k, v in named if not v]
     if missing:
         if not decision.accepted:  # out of scope anyway: the gate's reason says more
-            return Skipped(path, "skipped", decision.reason or "INTERNAL", decision.message)
+            return Skipped(path, "skipped", decision.reason or INTERNAL, decision.message, ds)
         return Skipped(
-            path, "error", MISSING_UID, f"missing {', '.join(missing)}: the file cannot be placed in a study"
+            path,
+            "error",
+            MISSING_UID,
+            f"missing {', '.join(missing)}: the file cannot be placed in a study",
+            ds,
         )
     instance = Instance(
         path=path,
         study_uid=study_uid,
         series_uid=series_uid,
         sop_uid=sop_uid,
-        sop_class_uid=_text(ds, "SOPClassUID"),
-        modality=_text(ds, "Modality").upper(),
-        view=_text(ds, "ViewPosition").upper(),
-        series_number=_int_or_none(ds, "SeriesNumber"),
-        instance_number=_int_or_none(ds, "InstanceNumber"),
+        sop_class_uid=text(ds, "SOPClassUID"),
+        modality=text(ds, "Modality").upper(),
+        view=text(ds, "ViewPosition").upper(),
+        series_number=ordering_int(ds, "SeriesNumber"),
+        instance_number=ordering_int(ds, "InstanceNumber"),
         decision=decision,
+        scanned=scanned,
     )
-    return instance, (_text(ds, "StudyDate"), _text(ds, "StudyTime"))
+    return instance, (text(ds, "StudyDate"), text(ds, "StudyTime"))
 
 
 def scan(paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None = None) -> StudyScan:
@@ -365,14 +290,14 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None
     cfg = config or IngestConfig()
     unassigned: list[Skipped] = []
     found: list[tuple[Instance, tuple[str, str]]] = []
-    for path, pre in iter_study_files(paths):
-        if pre is not None:
-            unassigned.append(pre)
+    for entry in iter_files(paths):
+        if entry.reason is not None:
+            unassigned.append(Skipped(entry.path, status_for(entry.reason), entry.reason, entry.message))
             continue
-        result = _read_instance(path, cfg)
+        result = _read_instance(entry.path, cfg)
         if isinstance(result, Skipped):
             unassigned.append(result)
-            logger.debug("file %s not assigned: %s", phi_ref(path), result.reason)
+            logger.debug("file %s not assigned: %s", phi_ref(entry.path), result.reason)
             continue
         found.append(result)
     # Duplicate SOP Instance UIDs: keep the accepted one, then the first in walking order.
@@ -393,6 +318,7 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None
                     "skipped",
                     DUPLICATE_INSTANCE,
                     f"same SOP Instance UID as {phi_ref(kept_path, prefix='file')}, which is used instead",
+                    inst.dataset,
                 )
             )
             logger.info("duplicate instance %s in %s", phi_ref(inst.sop_uid), phi_ref(inst.path))
@@ -437,33 +363,12 @@ def _build_study(uid: str, instances: list[Instance], skipped: list[Skipped], wh
                     "skipped",
                     FOR_PROCESSING_REDUNDANT,
                     "FOR PROCESSING image; the study has a processed (FOR PRESENTATION) image",
+                    inst.dataset,
                 )
             )
         else:
-            reason = inst.decision.reason or "INTERNAL"
-            status: Literal["skipped", "error"] = (
-                "error" if reason in _SKIP_REASONS_THAT_ARE_ERRORS else "skipped"
+            reason = inst.decision.reason or INTERNAL
+            not_analysed.append(
+                Skipped(inst.path, status_for(reason), reason, inst.decision.message, inst.dataset)
             )
-            not_analysed.append(Skipped(inst.path, status, reason, inst.decision.message))
     return Study(uid, when[0], when[1], tuple(series), tuple(selected), tuple(not_analysed))
-
-
-def scan_studies(
-    paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None = None
-) -> list[Study]:
-    """Group the files under ``paths`` into studies (see :func:`scan` and the module docstring).
-
-    Parameters
-    ----------
-    paths
-        Files and folders.
-    config
-        Ingest limits; defaults when None.
-
-    Returns
-    -------
-    list of Study
-        In (StudyDate, StudyTime, StudyInstanceUID) order. Files that belong to no
-        study are only in :func:`scan`'s :attr:`StudyScan.unassigned`.
-    """
-    return list(scan(paths, config=config).studies)

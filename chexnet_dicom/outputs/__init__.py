@@ -1,31 +1,13 @@
 """outputs layer of chexnet-dicom: DICOM results (TID 1500 SR, SC overlays) and the JSON sidecar.
 
-Depends on :mod:`chexnet_dicom.dicom` and the model's result types only (never torch).
-Typical use for one study::
+Depends on :mod:`chexnet_dicom.dicom`, the model's result types and
+:mod:`chexnet_dicom.results` (never torch).  For one study::
 
-    results = [ImageResult(ds, prediction, heatmaps_on_source_grid, flags), ...]
-    sr = build_sr(results, card, skipped=skipped, previous=earlier_srs)
-    overlays = [sc for r, display in zip(results, displays) for sc in build_scs(r, display, card)]
-    sidecar = build_sidecar(results, card, skipped=skipped, sr=sr, overlays=overlays)
-    write_dataset(sr, out / "sr.dcm"); write_sidecar(sidecar, out / "result.json")
+    outputs = build_outputs(study_result, OutputOptions(), previous=earlier_srs)  # pure
+    write_outputs(outputs, folder)                                                # atomic
 """
 
-from chexnet_dicom.outputs.common import ImageResult, SkippedInstance, write_dataset
-from chexnet_dicom.outputs.pmap import PMAP_UNAVAILABLE, pmap_unavailable_reason
-from chexnet_dicom.outputs.sc import build_sc, build_scs
-from chexnet_dicom.outputs.sidecar import build_sidecar, write_sidecar
-from chexnet_dicom.outputs.sr import build_sr, study_summary
+from chexnet_dicom.outputs.build import StudyOutputs, build_outputs
+from chexnet_dicom.outputs.write import write_outputs
 
-__all__ = [
-    "PMAP_UNAVAILABLE",
-    "ImageResult",
-    "SkippedInstance",
-    "build_sc",
-    "build_scs",
-    "build_sidecar",
-    "build_sr",
-    "pmap_unavailable_reason",
-    "study_summary",
-    "write_dataset",
-    "write_sidecar",
-]
+__all__ = ["StudyOutputs", "build_outputs", "write_outputs"]

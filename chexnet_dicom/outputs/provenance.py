@@ -15,7 +15,7 @@ from __future__ import annotations
 from highdicom import ContributingEquipment
 from pydicom.sr.codedict import codes
 
-from chexnet_dicom.outputs.common import MANUFACTURER, RESEARCH_USE_ONLY, CardLike, software_versions
+from chexnet_dicom.outputs.identity import MANUFACTURER, RESEARCH_USE_ONLY, CardLike, software_versions
 
 __all__ = ["algorithm_equipment"]
 

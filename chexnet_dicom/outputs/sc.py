@@ -39,35 +39,34 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from chexnet_dicom.dicom.pixels import DisplayImage
+from chexnet_dicom.config import SC_COMPRESSION_NAMES
 from chexnet_dicom.errors import ConfigError, OutputError
-from chexnet_dicom.logs import phi_ref
+from chexnet_dicom.logs import phi_ref, redact
 from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
-from chexnet_dicom.outputs.common import (
+from chexnet_dicom.outputs.header import evidence_header, quiet_highdicom, sanitize_copied
+from chexnet_dicom.outputs.identity import (
     MANUFACTURER,
     RESEARCH_USE_ONLY,
     SERIES_DESCRIPTIONS,
     SERIES_NUMBERS,
     CardLike,
-    ImageResult,
-    evidence_header,
     finalize_file_meta,
     output_uid,
-    quiet_highdicom,
-    sanitize_copied,
     series_uid,
     software_versions,
 )
 from chexnet_dicom.outputs.provenance import algorithm_equipment
+from chexnet_dicom.results import ImageResult
 
 __all__ = [
     "INFERNO_ANCHORS",
     "SC_COMPRESSIONS",
     "blend_overlay",
     "build_sc",
-    "build_scs",
     "colormap",
     "legend_lines",
+    "overlay_findings",
+    "overlay_pixels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -82,6 +81,7 @@ SC_COMPRESSIONS: dict[str, tuple[UID, str]] = {
     "jpegls": (JPEGLSLossless, "RGB"),
     "rle": (RLELossless, "RGB"),
 }
+assert tuple(SC_COMPRESSIONS) == SC_COMPRESSION_NAMES  # the config validates against the names
 
 #: matplotlib's "inferno" at 0, 1/16, ..., 1 (8-bit RGB).
 INFERNO_ANCHORS = np.array(
@@ -171,15 +171,48 @@ def _draw_legend(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _source_grid_display(display: np.ndarray | DisplayImage, ds: Dataset) -> np.ndarray:
-    shape = (int(ds.Rows), int(ds.Columns))
-    arr = display.to_source_grid(display.image) if isinstance(display, DisplayImage) else np.asarray(display)
-    if arr.shape != shape:
-        raise OutputError(
-            f"display image has shape {arr.shape}, the source grid is {shape}; pass the DisplayImage "
-            "or map it with DisplayImage.to_source_grid"
-        )
-    return arr
+def overlay_pixels(result: ImageResult, card: CardLike, label: str, *, max_alpha: float = 0.6) -> np.ndarray:
+    """The overlay of ``label``'s heatmap on the source grid, legend burned in.
+
+    Parameters
+    ----------
+    result
+        The analysed image (its prediction must carry CAMs).
+    card
+        Model card (name, version, operating points, cam_threshold).
+    label
+        The finding whose heatmap is shown.
+    max_alpha
+        Opacity of the colour where the heatmap is high.
+
+    Returns
+    -------
+    numpy.ndarray
+        (Rows, Columns, 3) uint8 RGB.
+    """
+    if label not in LABELS:
+        raise OutputError(f"unknown finding {label!r}")
+    if not result.has_heatmaps:
+        raise OutputError("an overlay needs heatmaps; run the predictor with heatmaps enabled")
+    grey = result.display.to_source_grid(result.display.image)
+    rgb = blend_overlay(grey, result.heatmap(LABELS.index(label)), card.cam_threshold, max_alpha=max_alpha)
+    return _draw_legend(rgb, legend_lines(result, card, label))
+
+
+def overlay_findings(result: ImageResult, card: CardLike, *, per_finding: bool = False) -> list[str | None]:
+    """Which overlays an image gets: ``[None]`` (the top finding) or each positive finding.
+
+    With ``per_finding``, one per finding present at its operating point, in label
+    order; when none is present, the single top-finding overlay.
+    """
+    if not per_finding:
+        return [None]
+    positives = [
+        label
+        for label, p in zip(LABELS, result.prediction.probabilities, strict=True)
+        if float(p) >= card.threshold(label)
+    ]
+    return list(positives) or [None]
 
 
 def _orientation(ds: Dataset) -> tuple[str, str] | None:
@@ -191,23 +224,20 @@ def _orientation(ds: Dataset) -> tuple[str, str] | None:
 
 def build_sc(
     result: ImageResult,
-    display: np.ndarray | DisplayImage,
     card: CardLike,
     *,
     finding: str | None = None,
     instance_number: int = 1,
     max_alpha: float = 0.6,
     compression: str = "none",
+    pixels: np.ndarray | None = None,
 ) -> SCImage:
     """Build one RGB Secondary Capture overlay for an analysed image.
 
     Parameters
     ----------
     result
-        The analysed image with its heatmaps (required here).
-    display
-        The [0, 1] display image: a :class:`~chexnet_dicom.dicom.pixels.DisplayImage` or
-        an array already on the source grid (Rows, Columns).
+        The analysed image (its prediction must carry CAMs).
     card
         Model card (name, version, operating points, cam_threshold, weights hash).
     finding
@@ -218,6 +248,9 @@ def build_sc(
         Opacity of the colour where the heatmap is high.
     compression
         A key of :data:`SC_COMPRESSIONS` (lossless; default uncompressed).
+    pixels
+        The overlay from :func:`overlay_pixels` when the caller already made it (its
+        PNG preview shows the same pixels).
 
     Returns
     -------
@@ -234,17 +267,15 @@ def build_sc(
     if compression not in SC_COMPRESSIONS:
         raise ConfigError(f"SC compression must be one of {', '.join(SC_COMPRESSIONS)}, not {compression!r}")
     transfer_syntax, photometric = SC_COMPRESSIONS[compression]
-    if result.heatmaps is None:
-        raise OutputError("an overlay needs heatmaps; run the predictor with heatmaps enabled")
     probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
     label = finding if finding is not None else LABELS[int(np.argmax(probs))]
-    if label not in LABELS:
-        raise OutputError(f"unknown finding {label!r}")
+    rgb = overlay_pixels(result, card, label, max_alpha=max_alpha) if pixels is None else pixels
     ds = result.dataset
+    if rgb.shape[:2] != (int(ds.Rows), int(ds.Columns)):
+        raise OutputError(
+            f"overlay has shape {rgb.shape[:2]}, the source grid is {(int(ds.Rows), int(ds.Columns))}"
+        )
     header = evidence_header(ds)
-    grey = _source_grid_display(display, ds)
-    rgb = blend_overlay(grey, result.heatmaps[LABELS.index(label)], card.cam_threshold, max_alpha=max_alpha)
-    rgb = _draw_legend(rgb, legend_lines(result, card, label))
 
     orientation = _orientation(ds)
     study = str(ds.StudyInstanceUID)
@@ -271,8 +302,8 @@ def build_sc(
                 manufacturer_model_name=str(card.name)[:64],
                 software_versions=software_versions(card),
             )
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise OutputError(f"highdicom rejected the overlay: {exc}") from exc
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise OutputError(f"highdicom rejected the overlay ({type(exc).__name__}: {redact(exc)})") from exc
     if orientation is None:
         sc["PatientOrientation"].value = None  # type 2: unknown for this source, never guessed
     if ds.get("BodyPartExamined"):
@@ -303,48 +334,3 @@ def build_sc(
     sanitize_copied(sc)
     logger.info("built SC overlay %s (%s)", phi_ref(sop_uid), label)
     return finalize_file_meta(sc)
-
-
-def build_scs(
-    result: ImageResult,
-    display: np.ndarray | DisplayImage,
-    card: CardLike,
-    *,
-    per_finding: bool = False,
-    first_instance_number: int = 1,
-    compression: str = "none",
-) -> list[SCImage]:
-    """Overlays of one analysed image: the top finding, or one per positive finding.
-
-    Parameters
-    ----------
-    result, display, card
-        As for :func:`build_sc`.
-    per_finding
-        One overlay per finding present at its operating point (in label order); when
-        none is present, the single top-finding overlay is returned.
-    first_instance_number
-        Instance Number of the first overlay; the others follow.
-    compression
-        As for :func:`build_sc`.
-
-    Returns
-    -------
-    list of highdicom.sc.SCImage
-    """
-    labels: list[str | None] = [None]
-    if per_finding:
-        positives = [label for label, p in zip(LABELS, result.prediction.probabilities, strict=True)
-                     if float(p) >= card.threshold(label)]  # fmt: skip
-        labels = list(positives) or [None]
-    return [
-        build_sc(
-            result,
-            display,
-            card,
-            finding=label,
-            instance_number=first_instance_number + n,
-            compression=compression,
-        )
-        for n, label in enumerate(labels)
-    ]

@@ -14,24 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 
 from chexnet_dicom import __version__
-from chexnet_dicom.atomic import atomic_write
+from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.model.labels import FINDING_CODES, LABELS
-from chexnet_dicom.outputs.common import (
-    RESEARCH_USE_ONLY,
-    CardLike,
-    ImageResult,
-    SkippedInstance,
-)
-from chexnet_dicom.outputs.sr import study_summary
+from chexnet_dicom.outputs.identity import RESEARCH_USE_ONLY, CardLike
+from chexnet_dicom.results import ImageResult, study_summary
 
-__all__ = ["SIDECAR_SCHEMA", "build_sidecar", "hashed_ref", "write_sidecar"]
+__all__ = ["SIDECAR_SCHEMA", "build_sidecar", "hashed_ref", "sidecar_text"]
 
 #: Identifier and version of the sidecar layout.
 SIDECAR_SCHEMA = "chexnet-dicom.result/1"
@@ -77,10 +71,9 @@ def build_sidecar(
     results: Sequence[ImageResult],
     card: CardLike,
     *,
-    skipped: Sequence[SkippedInstance] = (),
+    skipped: Sequence[Skipped] = (),
     sr: Dataset | None = None,
     overlays: Sequence[Dataset] = (),
-    pmaps: Sequence[Dataset] = (),
 ) -> dict[str, Any]:
     """Build the sidecar dictionary of one study.
 
@@ -92,9 +85,9 @@ def build_sidecar(
         The model card.
     skipped
         Instances not analysed, with reasons.
-    sr, overlays, pmaps
+    sr, overlays
         The DICOM outputs written for the study (their UIDs are listed; each overlay
-        and map is attached to the image whose SOP Instance UID it references).
+        is attached to the image whose SOP Instance UID it references).
 
     Returns
     -------
@@ -102,8 +95,8 @@ def build_sidecar(
         JSON-ready.
     """
     by_source: dict[str, list[dict[str, str]]] = {}
-    for out in [*overlays, *pmaps]:
-        for item in out.get("SourceImageSequence", []) or out.get("ReferencedImageSequence", []):
+    for out in overlays:
+        for item in out.get("SourceImageSequence", []):
             by_source.setdefault(str(item.ReferencedSOPInstanceUID), []).append(_output(out))
     images = []
     for n, r in enumerate(results, start=1):
@@ -143,7 +136,15 @@ def build_sidecar(
         ],
         "study_summary": {
             "rule": "maximum probability per finding over the analysed images; present when it reaches the operating point",
-            "findings": study_summary(results, card),
+            "findings": {
+                label: {
+                    "max_probability": f.probability,
+                    "image_index": f.image_index,
+                    "threshold": f.threshold,
+                    "present": f.present,
+                }
+                for label, f in study_summary(results).items()
+            },
         },
         "outputs": {
             "sr": _output(sr) if sr is not None else None,
@@ -154,25 +155,21 @@ def build_sidecar(
                 for ref in s.ReferencedSOPSequence
             ],
             "overlays": [_output(o) for o in overlays],
-            "parametric_maps": [_output(p) for p in pmaps],
+            "parametric_maps": [],
         },
     }
 
 
-def write_sidecar(sidecar: dict[str, Any], path: str | Path) -> Path:
-    """Write the sidecar as indented, key-sorted JSON (atomically).
+def sidecar_text(sidecar: dict[str, Any]) -> str:
+    """The sidecar as indented, key-sorted, ASCII JSON (byte-identical for the same inputs).
 
     Parameters
     ----------
     sidecar
         From :func:`build_sidecar`.
-    path
-        Destination ``.json`` file.
 
     Returns
     -------
-    Path
-        The written file.
+    str
     """
-    text = json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=True) + "\n"
-    return atomic_write(path, text)
+    return json.dumps(sidecar, indent=2, sort_keys=True, ensure_ascii=True) + "\n"

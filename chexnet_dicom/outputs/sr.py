@@ -66,31 +66,28 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from skimage import measure
 
+from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.errors import OutputError
-from chexnet_dicom.logs import phi_ref
+from chexnet_dicom.logs import phi_ref, redact
 from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 from chexnet_dicom.outputs import codes as cc
-from chexnet_dicom.outputs.common import (
+from chexnet_dicom.outputs.header import check_same_study, evidence_header, quiet_highdicom, sanitize_copied
+from chexnet_dicom.outputs.identity import (
     MANUFACTURER,
     RESEARCH_USE_ONLY,
     SERIES_DESCRIPTIONS,
     SERIES_NUMBERS,
     CardLike,
-    ImageResult,
-    SkippedInstance,
-    check_same_study,
-    evidence_header,
     finalize_file_meta,
     output_uid,
-    quiet_highdicom,
-    sanitize_copied,
     series_uid,
     software_versions,
     sorted_uids,
 )
 from chexnet_dicom.outputs.provenance import algorithm_equipment
+from chexnet_dicom.results import ImageResult, study_summary
 
-__all__ = ["build_sr", "heatmap_region", "sr_uid", "study_summary"]
+__all__ = ["build_sr", "heatmap_region", "sr_uid"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,39 +137,11 @@ def heatmap_region(heatmap: np.ndarray, threshold: float) -> np.ndarray | None:
     return coords.astype(np.float32)
 
 
-def sr_uid(results: Sequence[ImageResult], skipped: Sequence[SkippedInstance], weights_sha256: str) -> str:
+def sr_uid(results: Sequence[ImageResult], skipped: Sequence[Skipped], weights_sha256: str) -> str:
     """SOP Instance UID of the SR for these analysed and skipped instances and weights."""
     analysed = sorted_uids([r.dataset for r in results])
     not_analysed = sorted_uids([s.dataset for s in skipped if s.dataset is not None])
     return output_uid("sr", weights_sha256, "analysed", *analysed, "skipped", *not_analysed)
-
-
-def study_summary(results: Sequence[ImageResult], card: CardLike) -> dict[str, dict[str, float | int | bool]]:
-    """Study-level summary: per finding the maximum probability over the analysed images.
-
-    Parameters
-    ----------
-    results
-        The analysed images of one study.
-    card
-        Operating points.
-
-    Returns
-    -------
-    dict
-        ``{finding: {"max_probability", "image_index" (0-based, in ``results`` order),
-        "threshold", "present"}}``; empty without analysed images.
-    """
-    if not results:
-        return {}
-    probs = np.stack([np.asarray(r.prediction.probabilities, dtype=np.float64) for r in results])
-    out: dict[str, dict[str, float | int | bool]] = {}
-    for k, label in enumerate(LABELS):
-        idx = int(np.argmax(probs[:, k]))
-        p = float(probs[idx, k])
-        thr = float(card.threshold(label))
-        out[label] = {"max_probability": p, "image_index": idx, "threshold": thr, "present": bool(p >= thr)}
-    return out
 
 
 def _ascii(text: str) -> str:
@@ -201,8 +170,8 @@ def _group(
         uid=output_uid("tracking", card.weights_sha256, sop, label),
     )
     region_coords = None
-    if present and result.heatmaps is not None:
-        region_coords = heatmap_region(result.heatmaps[k], card.cam_threshold)
+    if present and result.has_heatmaps:
+        region_coords = heatmap_region(result.heatmap(k), card.cam_threshold)
     parameters = [f"operating point {thr:.6g}", f"probability output of finding index {k}"]
     if region_coords is not None:
         parameters.append(
@@ -243,7 +212,7 @@ def _group(
 
 
 def _evaluations(
-    results: Sequence[ImageResult], skipped: Sequence[SkippedInstance], card: CardLike
+    results: Sequence[ImageResult], skipped: Sequence[Skipped], card: CardLike
 ) -> ContainerContentItem:
     items: list[TextContentItem] = []
     n = len(results)
@@ -256,13 +225,13 @@ def _evaluations(
     else:
         intro += "No image of this study was analysed; the reasons are listed below."
     items.append(_text(CodedConcept.from_code(codes.DCM.Comment), intro))
-    for label, s in study_summary(results, card).items():
-        state = "present" if s["present"] else "absent"
+    for label, s in study_summary(results).items():
+        state = "present" if s.present else "absent"
         items.append(
             _text(
                 cc.finding_concept(label),
-                f"study maximum probability {float(s['max_probability']):.6f} (image {int(s['image_index']) + 1} "
-                f"of {n}); {state} at operating point {float(s['threshold']):.6g}",
+                f"study maximum probability {s.probability:.6f} (image {s.image_index + 1} "
+                f"of {n}); {state} at operating point {s.threshold:.6g}",
             )
         )
     for sk in skipped:
@@ -282,7 +251,7 @@ def build_sr(
     results: Sequence[ImageResult],
     card: CardLike,
     *,
-    skipped: Sequence[SkippedInstance] = (),
+    skipped: Sequence[Skipped] = (),
     previous: Sequence[Dataset] = (),
     instance_number: int = 1,
 ) -> Comprehensive3DSR:
@@ -385,8 +354,13 @@ def build_sr(
                 manufacturer_model_name=str(card.name)[:64],
                 software_versions=software_versions(card),  # LO, multi-valued
             )
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise OutputError(f"highdicom rejected the SR content: {exc}") from exc
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        # KeyError: highdicom copies the Patient/Study modules by the IOD of the first
+        # evidence instance and knows no IOD for an unlisted SOP class (a private 2.25 UID).
+        raise OutputError(
+            f"highdicom rejected the SR content ({type(exc).__name__}: {redact(exc)}); "
+            "the study's headers break a rule the SR needs"
+        ) from exc
     sanitize_copied(sr)
     logger.info(
         "built SR %s: %d image(s), %d skipped, %d predecessor(s)",

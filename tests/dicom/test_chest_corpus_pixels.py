@@ -15,21 +15,18 @@ import pytest
 from PIL import Image
 
 from chexnet_dicom.config import IngestConfig, PixelPolicy
-from chexnet_dicom.dicom import synth
+from chexnet_dicom.dicom.content import INVERSION_MARGIN, chest_content_features, inversion_score
 from chexnet_dicom.dicom.decode import StoredPixels
-from chexnet_dicom.dicom.pixels import (
+from chexnet_dicom.dicom.flags import (
     FLAG_CONTENT_INVERTED,
     FLAG_ORIENTATION_CORRECTED,
     FLAG_ORIENTATION_SWAPPED,
     FLAG_WINDOW_OUTSIDE_DATA,
-    INVERSION_MARGIN,
-    DisplayImage,
-    chest_content_features,
-    inversion_score,
-    load_display,
-    render,
 )
-from tests.conftest import shared_path
+from chexnet_dicom.dicom.load import load_image
+from chexnet_dicom.dicom.pixels import DisplayImage, render
+from chexnet_dicom.testing import synth
+from tests.helpers.shared import shared_path
 
 CHEST = [
     "RG1_J2KI.dcm",
@@ -47,7 +44,7 @@ _CACHE: dict[tuple[str, int | None], DisplayImage] = {}
 def shown(name: str, target_size: int | None = None) -> DisplayImage:
     key = (name, target_size)
     if key not in _CACHE:
-        _CACHE[key] = load_display(shared_path("dicom", "chest", name), target_size=target_size)
+        _CACHE[key] = load_image(shared_path("dicom", "chest", name), target_size=target_size).display
     return _CACHE[key]
 
 
@@ -112,12 +109,12 @@ def test_dx_j2k_window_polarity_and_orientation_lies_are_caught() -> None:
     assert d.orientation_ops == ("flipud",)
     assert d.image.shape == d.source_shape
     # the literal header: window gives a white image, H\L would turn the chest sideways
-    literal = load_display(
+    literal = load_image(
         shared_path("dicom", "chest", "DX_J2K_0Padding.dcm"),
         config=IngestConfig(
             pixels=PixelPolicy(window_fallback=False, inversion="ignore", orientation="ignore")
         ),
-    )
+    ).display
     assert float(literal.image.mean()) > 0.99
     # measured: lung fields darker than the central strip after the corrections
     m = anatomy(d.image)
@@ -130,10 +127,10 @@ def test_fake_monochrome1_is_flagged_and_corrected_to_the_original() -> None:
     assert fake.flags == [FLAG_CONTENT_INVERTED]
     assert fake.provenance["inversion_score"] < -INVERSION_MARGIN
     np.testing.assert_allclose(fake.image, real.image, atol=1e-6)
-    flag_only = load_display(
+    flag_only = load_image(
         shared_path("dicom", "chest", "siim_6904_fake_monochrome1.dcm"),
         config=IngestConfig(pixels=PixelPolicy(inversion="flag")),
-    )
+    ).display
     assert flag_only.flags == [FLAG_CONTENT_INVERTED]
     np.testing.assert_allclose(flag_only.image, 1.0 - real.image, atol=1e-6)
 

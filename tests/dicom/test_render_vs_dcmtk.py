@@ -17,10 +17,10 @@ from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
 
 from chexnet_dicom.config import IngestConfig, PixelPolicy
-from chexnet_dicom.dicom import synth
-from chexnet_dicom.dicom.pixels import load_display
+from chexnet_dicom.dicom.load import load_image
 from chexnet_dicom.dicom.read import read_dataset
-from tests.conftest import require_tool, shared_path
+from chexnet_dicom.testing import synth
+from tests.helpers.shared import require_tool, shared_path
 
 SIDE = 256
 
@@ -80,7 +80,7 @@ def _compare(ours: np.ndarray, theirs: np.ndarray) -> tuple[float, float]:
 @pytest.mark.parametrize("name", HONEST)
 def test_real_chest_file_matches_dcmtk(name: str, tmp_path: Path) -> None:
     path = shared_path("dicom", "chest", name)
-    shown = load_display(path)
+    shown = load_image(path).display
     # an honest header: no sanity check fires, no geometric change
     assert shown.flags == [], shown.provenance["steps"]
     assert shown.orientation_ops == ()
@@ -121,7 +121,7 @@ def test_synthetic_lut_paths_match_dcmtk(case: str, tmp_path: Path) -> None:
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     path = tmp_path / f"{case}.dcm"
     synth.write(ds, path)
-    shown = load_display(path, config=IngestConfig(pixels=PixelPolicy(inversion="flag")))
+    shown = load_image(path, config=IngestConfig(pixels=PixelPolicy(inversion="flag"))).display
     assert shown.flags == [], shown.provenance["steps"]
     theirs = dcmtk_render(path, tmp_path, _voi_args(path, shown.provenance["voi"]))
     corr, mad = _compare(shown.image, theirs)

@@ -9,16 +9,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chexnet_dicom.dicom import synth
-from chexnet_dicom.dicom.study import (
+from chexnet_dicom.dicom.reasons import (
     DUPLICATE_INSTANCE,
     FOR_PROCESSING_REDUNDANT,
     MISSING_UID,
     OUTSIDE_ROOT,
-    Study,
-    scan,
-    scan_studies,
 )
+from chexnet_dicom.dicom.study import Study, scan
+from chexnet_dicom.testing import synth
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = synth.chest_phantom(48, seed=11, noise=0.0)
@@ -50,7 +48,7 @@ def test_sample_data_studies() -> None:
     # its header is fine, the pixel error shows when decoding).
     assert all(len(s.selected) == 1 for s in result.studies)
     assert [(Path(s.path).name, s.reason) for s in result.unassigned] == [("README.md", "NOT_DICOM")]
-    assert scan_studies([REPO / "sample_data"]) == list(result.studies)
+    assert list(scan([REPO / "sample_data"]).studies) == list(result.studies)
 
 
 def test_scan_is_deterministic(tmp_path: Path) -> None:
@@ -63,7 +61,7 @@ def test_scan_is_deterministic(tmp_path: Path) -> None:
     (study,) = first.studies
     assert [i.series_number for i in study.selected] == [1, 2, 3]
     assert _by_name(study) == ["b.dcm", "a.dcm", "c.dcm"]
-    assert study.primary is not None and study.primary.path.endswith("b.dcm")
+    assert study.selected[0].path.endswith("b.dcm")
 
 
 def test_missing_numbers_sort_last_and_studies_by_date(tmp_path: Path) -> None:
@@ -76,7 +74,7 @@ def test_missing_numbers_sort_last_and_studies_by_date(tmp_path: Path) -> None:
         extra={"InstanceNumber": None},
     )
     _write(tmp_path / "y.dcm", study_key="early", study_date="20230101")
-    studies = scan_studies([tmp_path])
+    studies = list(scan([tmp_path]).studies)
     assert [s.study_date for s in studies] == ["20230101", "20240301"]
     assert [i.instance_number for i in studies[1].selected] == [1, None]
 
@@ -87,7 +85,7 @@ def test_duplicates_keep_the_accepted_then_the_first(tmp_path: Path) -> None:
     _write(tmp_path / "a_lateral.dcm", study_key="d", sop_uid=uid, view_position="LL")
     _write(tmp_path / "b_frontal.dcm", study_key="d", sop_uid=uid)
     _write(tmp_path / "c_copy.dcm", study_key="d", sop_uid=uid)
-    (study,) = scan_studies([tmp_path])
+    (study,) = list(scan([tmp_path]).studies)
     assert _by_name(study) == ["b_frontal.dcm"]
     assert sorted((Path(s.path).name, s.reason) for s in study.skipped) == [
         ("a_lateral.dcm", DUPLICATE_INSTANCE),
@@ -170,7 +168,7 @@ def test_non_chest_and_colour_in_a_study(tmp_path: Path) -> None:
         synth.make_dataset(rgb, photometric="RGB", modality="SC", study_key="mix", series_number=3),
         tmp_path / "rgb.dcm",
     )
-    (study,) = scan_studies([tmp_path])
+    (study,) = list(scan([tmp_path]).studies)
     assert _by_name(study) == ["pa.dcm"]
     reasons = {Path(s.path).name: s.reason for s in study.skipped}
     assert reasons["hand.dcm"] == "BODY_PART"

@@ -22,7 +22,7 @@ from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network
 from chexnet_dicom.model.predictor import available_cpus
 from chexnet_dicom.model.torch_backend import TorchPredictor
-from tests.conftest import REPO
+from tests.helpers.shared import REPO
 
 
 def _load() -> ModuleType:

@@ -21,8 +21,8 @@ from chexnet_dicom.model.onnx_backend import OrtPredictor, onnx_model_bytes
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.transforms import prepare_model_input
-from tests.conftest import REPO, shared_path
-from tests.model.test_torch_backend import make_bundle, synthetic_images
+from tests.helpers.bundles import make_bundle, synthetic_images
+from tests.helpers.shared import REPO, shared_path
 
 pytest.importorskip("onnxruntime")
 
@@ -211,7 +211,7 @@ def test_a_failed_export_falls_back_to_torch_only_when_chosen_automatically(
 
 def test_warm_cli_run_imports_neither_torch_nor_monai(bundle: Path, tmp_path: Path) -> None:
     """The second ``chexdcm infer`` finds the graph in the cache and never loads torch or MONAI."""
-    from tests.unit.test_pipeline import write_study
+    from tests.helpers.studies import write_study
 
     study = tmp_path / "study"
     write_study(study)

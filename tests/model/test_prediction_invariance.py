@@ -6,7 +6,7 @@ agree within 0.01 (maximum absolute probability difference over the 14 findings)
 Sources
 -------
 * NIH ChestX-ray14 PNGs (``../shared/data/nih/images``) written as DICOM with
-  :mod:`chexnet_dicom.dicom.synth`: MONOCHROME1 12-bit with a window, 16-bit with rescale
+  :mod:`chexnet_dicom.testing.synth`: MONOCHROME1 12-bit with a window, 16-bit with rescale
   slope/intercept, VOI LUT Sequence, JPEG 2000 lossless (production fast path and full
   decode), JPEG-LS lossless, RLE, implicit VR without file meta, and a 2048x2048
   upsampled JPEG 2000 (fast path and full decode).  Reference: the PNG itself.
@@ -22,10 +22,10 @@ on the model's feature grid) must agree within 0.02 of the colour scale too (sam
 cases).
 
 Every DICOM file goes through the production path of ``chexdcm infer``:
-:meth:`chexnet_dicom.pipeline.Analyzer.load` (read_dataset -> decode_stored at the
+:func:`chexnet_dicom.pipeline.load_for_model` (read_dataset -> decode_stored at the
 decode target the pipeline derives from the card, fast path on unless a case says
-otherwise -> render, i.e. :func:`chexnet_dicom.dicom.pixels.load_display`) ->
-:meth:`Analyzer.model_input` (:func:`prepare_model_input` with the card's
+otherwise -> render, i.e. :func:`chexnet_dicom.dicom.load.load_image`) ->
+:func:`chexnet_dicom.pipeline.model_input` (:func:`prepare_model_input` with the card's
 preprocessing) -> :class:`TorchPredictor` (precision chosen per device); PNG references
 through :func:`chexnet_dicom.transforms.load_chest_image`.
 
@@ -75,7 +75,6 @@ from pydicom.uid import (
 )
 
 from chexnet_dicom.config import IngestConfig, PixelPolicy
-from chexnet_dicom.dicom import synth
 from chexnet_dicom.dicom.decode import decode_stored
 from chexnet_dicom.dicom.pixels import DisplayImage
 from chexnet_dicom.dicom.read import read_dataset
@@ -87,10 +86,11 @@ from chexnet_dicom.model.predictor import available_cpus
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.model.result import Prediction
 from chexnet_dicom.model.torch_backend import TorchPredictor
-from chexnet_dicom.pipeline import Analyzer
+from chexnet_dicom.pipeline import analysis_preprocessing, load_for_model, model_input
+from chexnet_dicom.testing import synth
 from chexnet_dicom.transforms import load_chest_image, prepare_model_input, resize_image
-from tests.conftest import shared_path
-from tests.dicom.test_invariance_nih import _encoded, _mono1_window, _rescale16, _voi_lut
+from tests.helpers.invariance import encoded, mono1_window, rescale16, voi_lut
+from tests.helpers.shared import shared_path
 
 #: Maximum absolute probability difference allowed between encodings of one image.
 TOL = 0.01
@@ -115,14 +115,14 @@ def _upsampled_j2k(img: np.ndarray, seed: int) -> Dataset:
 
 #: name -> (builder, write with file meta and preamble, fast path allowed)
 NIH_VARIANTS: dict[str, tuple[Builder, bool, bool]] = {
-    "mono1-12bit-window": (_mono1_window, True, True),
-    "rescale-16bit": (_rescale16, True, True),
-    "voi-lut-sequence": (_voi_lut, True, True),
-    "j2k-lossless-mono1 (fast path)": (_encoded(JPEG2000Lossless, _mono1_window), True, True),
-    "j2k-lossless-mono1 (full decode)": (_encoded(JPEG2000Lossless, _mono1_window), True, False),
-    "jpeg-ls-lossless-rescale": (_encoded(JPEGLSLossless, _rescale16), True, True),
-    "rle-voi-lut": (_encoded(RLELossless, _voi_lut), True, True),
-    "implicit-vr-no-meta": (_encoded(ImplicitVRLittleEndian, _mono1_window), False, True),
+    "mono1-12bit-window": (mono1_window, True, True),
+    "rescale-16bit": (rescale16, True, True),
+    "voi-lut-sequence": (voi_lut, True, True),
+    "j2k-lossless-mono1 (fast path)": (encoded(JPEG2000Lossless, mono1_window), True, True),
+    "j2k-lossless-mono1 (full decode)": (encoded(JPEG2000Lossless, mono1_window), True, False),
+    "jpeg-ls-lossless-rescale": (encoded(JPEGLSLossless, rescale16), True, True),
+    "rle-voi-lut": (encoded(RLELossless, voi_lut), True, True),
+    "implicit-vr-no-meta": (encoded(ImplicitVRLittleEndian, mono1_window), False, True),
     "2048-upsampled-j2k (fast path)": (_upsampled_j2k, True, True),
     "2048-upsampled-j2k (full decode)": (_upsampled_j2k, True, False),
 }
@@ -166,7 +166,7 @@ class Corpus:
 
     def display(self, src: Source, predictor: TorchPredictor | None = None) -> DisplayImage:
         """PNG references: :func:`load_chest_image`; DICOM: the production reader of
-        ``chexdcm infer`` (:meth:`Analyzer.load`: decode target chosen from the card)."""
+        ``chexdcm infer`` (:func:`load_for_model`: decode target chosen from the card)."""
         resize = (predictor.card.preprocessing if predictor else Preprocessing()).resize
         key = (src.path, src.fast, resize)
         if key not in self._cache:
@@ -175,17 +175,18 @@ class Corpus:
             else:
                 assert predictor is not None, "DICOM cases need the predictor's card"
                 config = IngestConfig(pixels=PixelPolicy(fast_path=src.fast))
-                self._cache[key] = Analyzer(predictor, config=config).load(str(src.path))[1]
+                loaded, _ = load_for_model(str(src.path), config, analysis_preprocessing(predictor))
+                self._cache[key] = loaded.display
         return self._cache[key]
 
     def model_input(self, src: Source, predictor: TorchPredictor | None = None) -> np.ndarray:
-        """The network input (:meth:`Analyzer.model_input`, or the default preprocessing)."""
+        """The network input (:func:`model_input` of the card, or the default preprocessing)."""
         disp = self.display(src, predictor)
         if src.transform == "invert":
             disp = dataclasses.replace(disp, image=(1.0 - disp.image).astype(np.float32))
         if predictor is None:
             return prepare_model_input(disp.image)
-        return Analyzer(predictor).model_input(disp)
+        return model_input(disp.image, analysis_preprocessing(predictor))
 
 
 def native_copy(ds: Dataset, stored: np.ndarray) -> Dataset:

@@ -25,7 +25,7 @@ from chexnet_dicom.model.registry import (
     file_digests,
 )
 from chexnet_dicom.model.resolve import DEMO_CARD, resolve_weights
-from tests.model.checkpoint_fixtures import serve_directory
+from tests.helpers.checkpoints import serve_directory
 
 pytestmark = pytest.mark.network  # binds a loopback socket
 

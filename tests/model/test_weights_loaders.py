@@ -28,7 +28,7 @@ from chexnet_dicom.model.weights import (
     load_checkpoint,
     network_from_torchvision_state,
 )
-from tests.model.checkpoint_fixtures import (
+from tests.helpers.checkpoints import (
     KEYS_DIR,
     SPECS,
     densenet121_spec,

@@ -10,20 +10,20 @@ import pydicom
 import pytest
 from PIL import Image
 
-from chexnet_dicom.dicom.pixels import load_display
+from chexnet_dicom.dicom.load import load_image
 from chexnet_dicom.errors import ConfigError, OutputError
 from chexnet_dicom.model.labels import LABELS
-from chexnet_dicom.outputs.common import ImageResult, write_dataset
 from chexnet_dicom.outputs.sc import (
     SC_COMPRESSIONS,
     blend_overlay,
     build_sc,
-    build_scs,
     colormap,
     legend_lines,
+    overlay_findings,
 )
-from tests.conftest import shared_path
-from tests.outputs.helpers import blob, dciodvfy_errors, make_card, make_dx, make_prediction
+from chexnet_dicom.outputs.write import write_dataset
+from tests.helpers.outputs import blob, dciodvfy_errors, make_card, make_dx, make_result
+from tests.helpers.shared import shared_path
 
 PROBS = np.array([0.2, 0.1, 0.3, 0.05, 0.9, 0.6, 0.1, 0.7, 0.0, 0.1, 0.2, 0.3, 0.4, 0.05])  # top: Mass
 
@@ -43,11 +43,11 @@ def _colourfulness(rgb: np.ndarray) -> np.ndarray:
 def test_overlay_of_a_real_chest_is_valid_and_references_the_source(source: str, tmp_path: Path) -> None:
     path = shared_path("dicom", "chest", source)
     ds = pydicom.dcmread(path, force=True)
-    display = load_display(path)
+    display = load_image(path).display
     card = make_card()
     rows, cols = int(ds.Rows), int(ds.Columns)
     heat = np.repeat(blob(rows, cols, 0.6 * rows, 0.6 * cols, rows / 10)[None], len(LABELS), axis=0)
-    sc = build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), display, card)
+    sc = build_sc(make_result(ds, card, PROBS, heat=heat, display=display), card)
     out = write_dataset(sc, tmp_path / "sc.dcm")
     errors, warnings = dciodvfy_errors(out)
     assert errors == [], errors
@@ -89,7 +89,7 @@ def test_heatmap_of_the_top_finding_lies_where_its_cam_is_high(tmp_path: Path) -
         heat[k] = blob(240, 256, cy, cx, 6.0)
     top = int(np.argmax(PROBS))
     display = np.full((240, 256), 0.5, np.float32)
-    sc = build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), display, card)
+    sc = build_sc(make_result(ds, card, PROBS, heat=heat, display=display), card)
     back = pydicom.dcmread(write_dataset(sc, tmp_path / "sc.dcm"))
     colour = _colourfulness(_png_roundtrip(back))
     legend_rows = 80  # legend box at the top left
@@ -108,7 +108,7 @@ def test_heatmap_of_the_top_finding_lies_where_its_cam_is_high(tmp_path: Path) -
 
 def test_legend_lists_top_three_model_version_and_research_use() -> None:
     card = make_card()
-    lines = legend_lines(ImageResult(make_dx(), make_prediction(card, PROBS)), card, "Mass")
+    lines = legend_lines(make_result(make_dx(), card, PROBS), card, "Mass")
     assert lines[0].startswith("RESEARCH USE ONLY")
     assert lines[2:5] == ["1. Mass 0.90 *", "2. Pneumothorax 0.70 *", "3. Nodule 0.60 *"]
     assert lines[-1] == f"{card.name} {card.version}"
@@ -118,7 +118,7 @@ def test_legend_is_burned_in() -> None:
     ds = make_dx(rows=240, cols=256)
     card = make_card()
     heat = np.zeros((len(LABELS), 240, 256), np.float32)
-    sc = build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), np.full((240, 256), 0.5), card)
+    sc = build_sc(make_result(ds, card, PROBS, heat=heat), card)
     rgb = sc.pixel_array.astype(int)
     box = rgb[:40, :120]
     assert (box == 0).all(axis=2).mean() > 0.5  # black box
@@ -130,25 +130,27 @@ def test_per_finding_overlays_and_deterministic_uids() -> None:
     ds = make_dx()
     card = make_card()
     heat = np.zeros((len(LABELS), ds.Rows, ds.Columns), np.float32)
-    result = ImageResult(ds, make_prediction(card, PROBS), heat)
-    display = np.full((ds.Rows, ds.Columns), 0.5, np.float32)
-    scs = build_scs(result, display, card, per_finding=True)
+    result = make_result(ds, card, PROBS, heat=heat)
+
+    def overlays(r: object, per_finding: bool) -> list[pydicom.Dataset]:
+        labels = overlay_findings(r, card, per_finding=per_finding)  # type: ignore[arg-type]
+        return [build_sc(r, card, finding=f, instance_number=n) for n, f in enumerate(labels, 1)]  # type: ignore[arg-type]
+
+    scs = overlays(result, True)
     positives = [label for label, p in zip(LABELS, PROBS, strict=True) if p >= 0.5]
     assert len(scs) == len(positives) == 3
     assert len({s.SOPInstanceUID for s in scs}) == 3
     assert [s.InstanceNumber for s in scs] == [1, 2, 3]
-    again = build_scs(result, display, card, per_finding=True)
+    again = overlays(result, True)
     assert [s.SOPInstanceUID for s in again] == [s.SOPInstanceUID for s in scs]
-    top = build_scs(result, display, card)
+    top = overlays(result, False)
     assert len(top) == 1 and top[0].SOPInstanceUID not in {s.SOPInstanceUID for s in scs}
-    other = build_sc(
-        ImageResult(ds, make_prediction(make_card("cd" * 32), PROBS), heat), display, make_card("cd" * 32)
-    )
+    other = build_sc(make_result(ds, make_card("cd" * 32), PROBS, heat=heat), make_card("cd" * 32))
     assert (
         other.SOPInstanceUID != top[0].SOPInstanceUID and other.SeriesInstanceUID != top[0].SeriesInstanceUID
     )
-    negative = ImageResult(ds, make_prediction(card, np.zeros(14)), heat)
-    assert len(build_scs(negative, display, card, per_finding=True)) == 1  # falls back to the top finding
+    negative = make_result(ds, card, np.zeros(14), heat=heat)
+    assert overlay_findings(negative, card, per_finding=True) == [None]  # falls back to the top finding
 
 
 @pytest.mark.parametrize(
@@ -159,9 +161,7 @@ def test_non_ascii_patient_name_round_trips(charset: str, name: str, tmp_path: P
     ds = pydicom.dcmread(write_dataset(make_dx(charset=charset, name=name), tmp_path / "src.dcm"))
     card = make_card()
     heat = np.zeros((len(LABELS), ds.Rows, ds.Columns), np.float32)
-    sc = build_sc(
-        ImageResult(ds, make_prediction(card, PROBS), heat), np.full((ds.Rows, ds.Columns), 0.5), card
-    )
+    sc = build_sc(make_result(ds, card, PROBS, heat=heat), card)
     out = write_dataset(sc, tmp_path / "sc.dcm")
     back = pydicom.dcmread(out)
     assert back.SpecificCharacterSet == charset
@@ -190,10 +190,12 @@ def test_bad_inputs_are_output_errors() -> None:
     ds = make_dx()
     card = make_card()
     with pytest.raises(OutputError, match="needs heatmaps"):
-        build_sc(ImageResult(ds, make_prediction(card, PROBS)), np.zeros((ds.Rows, ds.Columns)), card)
+        build_sc(make_result(ds, card, PROBS), card)
     heat = np.zeros((len(LABELS), ds.Rows, ds.Columns), np.float32)
     with pytest.raises(OutputError, match="source grid"):
-        build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), np.zeros((5, 5)), card)
+        build_sc(make_result(ds, card, PROBS, heat=heat), card, pixels=np.zeros((5, 5, 3), np.uint8))
+    with pytest.raises(OutputError, match="unknown finding"):
+        build_sc(make_result(ds, card, PROBS, heat=heat), card, finding="Sadness")
 
 
 @pytest.mark.parametrize("compression", ["jpeg2000", "jpegls", "rle"])
@@ -203,10 +205,9 @@ def test_compressed_overlays_are_valid_lossless_and_smaller(compression: str, tm
     card = make_card()
     rows, cols = int(ds.Rows), int(ds.Columns)
     heat = np.repeat(blob(rows, cols, 0.4 * rows, 0.5 * cols, rows / 8)[None], len(LABELS), axis=0)
-    result = ImageResult(ds, make_prediction(card, PROBS), heat)
-    display = load_display(path)
-    plain = write_dataset(build_sc(result, display, card), tmp_path / "plain.dcm")
-    packed = write_dataset(build_sc(result, display, card, compression=compression), tmp_path / "packed.dcm")
+    result = make_result(ds, card, PROBS, heat=heat, display=load_image(path).display)
+    plain = write_dataset(build_sc(result, card), tmp_path / "plain.dcm")
+    packed = write_dataset(build_sc(result, card, compression=compression), tmp_path / "packed.dcm")
     errors, _warnings = dciodvfy_errors(packed)
     assert errors == [], errors
     a, b = pydicom.dcmread(plain), pydicom.dcmread(packed)
@@ -215,7 +216,7 @@ def test_compressed_overlays_are_valid_lossless_and_smaller(compression: str, tm
     np.testing.assert_array_equal(b.pixel_array, a.pixel_array)  # lossless: the legend stays exact
     assert packed.stat().st_size < plain.stat().st_size
     with pytest.raises(ConfigError, match="SC compression"):
-        build_sc(result, display, card, compression="jpeg-lossy")
+        build_sc(result, card, compression="jpeg-lossy")
 
 
 def test_cli_offers_every_sc_compression() -> None:
@@ -227,7 +228,7 @@ def test_cli_offers_every_sc_compression() -> None:
     infer.register(parser.add_subparsers())
     for name in SC_COMPRESSIONS:
         assert parser.parse_args(["infer", "x", "--sc-compression", name]).sc_compression == name
-    assert parser.parse_args(["infer", "x"]).sc_compression == "none"
+    assert parser.parse_args(["infer", "x"]).sc_compression is None  # the [outputs] default, "none"
 
 
 @pytest.mark.parametrize("body_part", ["CHEST", "THORAX CHEST PA", None])
@@ -240,7 +241,7 @@ def test_laterality_is_present_unless_the_body_part_is_chest(body_part: str | No
         ds.BodyPartExamined = body_part
     card = make_card()
     heat = np.repeat(blob(96, 96, 48, 48, 10)[None], len(LABELS), axis=0)
-    sc = build_sc(ImageResult(ds, make_prediction(card, PROBS), heat), ds.pixel_array / 4095.0, card)
+    sc = build_sc(make_result(ds, card, PROBS, heat=heat, display=ds.pixel_array / 4095.0), card)
     errors, _warnings = dciodvfy_errors(write_dataset(sc, tmp_path / "sc.dcm"))
     assert errors == [], errors
     assert ("Laterality" in sc) == (body_part != "CHEST")

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from chexnet_dicom.atomic import atomic_write
+from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.model.labels import LABELS
-from chexnet_dicom.outputs.common import ImageResult, SkippedInstance
 from chexnet_dicom.outputs.sc import build_sc
-from chexnet_dicom.outputs.sidecar import SIDECAR_SCHEMA, build_sidecar, hashed_ref, write_sidecar
+from chexnet_dicom.outputs.sidecar import SIDECAR_SCHEMA, build_sidecar, hashed_ref, sidecar_text
 from chexnet_dicom.outputs.sr import build_sr
-from tests.outputs.helpers import make_card, make_dx, make_prediction
+from tests.helpers.outputs import make_card, make_dx, make_result
 
 PROBS = np.linspace(0.05, 0.95, 14)
 
@@ -22,12 +23,12 @@ def _study(tmp_path: Path, name: str) -> tuple[Path, dict, list]:
     a = make_dx(seed="a", name="Müller^Jürgen", charset="ISO_IR 100")
     lateral = make_dx(seed="lat")
     heat = np.zeros((len(LABELS), a.Rows, a.Columns), np.float32)
-    result = ImageResult(a, make_prediction(card, PROBS), heat, flags=("HEADER_MONOCHROME_MISMATCH",))
-    skipped = [SkippedInstance("VIEW_NOT_FRONTAL", "lateral view", lateral)]
+    result = make_result(a, card, PROBS, heat=heat, flags=("HEADER_MONOCHROME_MISMATCH",))
+    skipped = [Skipped("lat.dcm", "skipped", "VIEW_NOT_FRONTAL", "lateral view", lateral)]
     sr = build_sr([result], card, skipped=skipped)
-    sc = build_sc(result, np.full((a.Rows, a.Columns), 0.5), card)
+    sc = build_sc(result, card)
     sidecar = build_sidecar([result], card, skipped=skipped, sr=sr, overlays=[sc])
-    path = write_sidecar(sidecar, tmp_path / name)
+    path = atomic_write(tmp_path / name, sidecar_text(sidecar))
     return path, sidecar, [a, lateral, sr, sc]
 
 

@@ -12,19 +12,21 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
+from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.errors import OutputError
 from chexnet_dicom.model.labels import FINDING_CODES, LABELS
-from chexnet_dicom.outputs.common import ImageResult, SkippedInstance, write_dataset
-from chexnet_dicom.outputs.sr import build_sr, heatmap_region, study_summary
-from tests.conftest import require_tool
-from tests.outputs.helpers import (
+from chexnet_dicom.outputs.sr import build_sr, heatmap_region
+from chexnet_dicom.outputs.write import write_dataset
+from chexnet_dicom.results import study_summary
+from tests.helpers.outputs import (
     blob,
     dciodvfy_errors,
     make_card,
     make_dx,
-    make_prediction,
+    make_result,
     real_source,
 )
+from tests.helpers.shared import require_tool
 
 PROBS = np.array([0.91, 0.02, 0.55, 0.1, 0.3, 0.49, 0.5, 0.75, 0.01, 0.2, 0.33, 0.6, 0.123456789, 0.0])
 
@@ -52,8 +54,7 @@ def _num_items(group: Any) -> list[float]:
 def test_sr_of_a_real_chest_is_valid_and_complete(source: str, tmp_path: Path) -> None:
     ds = real_source(source)
     card = make_card()
-    pred = make_prediction(card, PROBS)
-    sr = build_sr([ImageResult(ds, pred, _heatmaps(ds, 0.4, 0.6))], card)
+    sr = build_sr([make_result(ds, card, PROBS, heat=_heatmaps(ds, 0.4, 0.6))], card)
     path, back = _write_read(sr, tmp_path)
 
     errors, warnings = dciodvfy_errors(path)
@@ -127,7 +128,7 @@ def test_dsrdump_prints_the_tree(tmp_path: Path) -> None:
     exe = require_tool("dsrdump")
     ds = make_dx()
     card = make_card()
-    path = write_dataset(build_sr([ImageResult(ds, make_prediction(card, PROBS))], card), tmp_path / "sr.dcm")
+    path = write_dataset(build_sr([make_result(ds, card, PROBS)], card), tmp_path / "sr.dcm")
     out = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60, errors="replace")
     assert out.returncode == 0, out.stderr
     assert "Imaging Measurement Report" in out.stdout
@@ -139,17 +140,17 @@ def test_dsrdump_prints_the_tree(tmp_path: Path) -> None:
 def test_uids_are_deterministic_and_depend_on_weights_and_sources() -> None:
     ds, other = make_dx(seed="a"), make_dx(seed="b")
     card, card2 = make_card("ab" * 32), make_card("cd" * 32)
-    first = build_sr([ImageResult(ds, make_prediction(card, PROBS))], card)
-    again = build_sr([ImageResult(ds, make_prediction(card, PROBS))], card)
+    first = build_sr([make_result(ds, card, PROBS)], card)
+    again = build_sr([make_result(ds, card, PROBS)], card)
     assert first.SOPInstanceUID == again.SOPInstanceUID
     assert first.SeriesInstanceUID == again.SeriesInstanceUID
     tracking = [g.tracking_uid for g in _report(first).get_image_measurement_groups()]
     assert tracking == [g.tracking_uid for g in _report(again).get_image_measurement_groups()]
     assert len(set(tracking)) == len(LABELS)
-    weights = build_sr([ImageResult(ds, make_prediction(card2, PROBS))], card2)
+    weights = build_sr([make_result(ds, card2, PROBS)], card2)
     assert weights.SOPInstanceUID != first.SOPInstanceUID
     assert weights.SeriesInstanceUID != first.SeriesInstanceUID
-    sources = build_sr([ImageResult(other, make_prediction(card, PROBS))], card)
+    sources = build_sr([make_result(other, card, PROBS)], card)
     assert sources.SOPInstanceUID != first.SOPInstanceUID
     assert sources.SeriesInstanceUID == first.SeriesInstanceUID  # same study, same model
 
@@ -163,7 +164,7 @@ def test_non_ascii_patient_name_round_trips(charset: str, name: str, tmp_path: P
     src = write_dataset(ds, tmp_path / "src.dcm")
     ds = pydicom.dcmread(src)
     card = make_card()
-    path, back = _write_read(build_sr([ImageResult(ds, make_prediction(card, PROBS))], card), tmp_path)
+    path, back = _write_read(build_sr([make_result(ds, card, PROBS)], card), tmp_path)
     assert back.SpecificCharacterSet == charset
     assert str(back.PatientName) == name
     errors, _ = dciodvfy_errors(path)
@@ -175,11 +176,11 @@ def test_study_summary_is_the_maximum_over_images(tmp_path: Path) -> None:
     a, b = make_dx(seed="a"), make_dx(seed="b")
     pa = PROBS
     pb = PROBS[::-1].copy()
-    results = [ImageResult(a, make_prediction(card, pa)), ImageResult(b, make_prediction(card, pb))]
-    summary = study_summary(results, card)
+    results = [make_result(a, card, pa), make_result(b, card, pb)]
+    summary = study_summary(results)
     for k, label in enumerate(LABELS):
-        assert summary[label]["max_probability"] == max(pa[k], pb[k])
-        assert summary[label]["image_index"] == (0 if pa[k] >= pb[k] else 1)
+        assert summary[label].probability == max(pa[k], pb[k])
+        assert summary[label].image_index == (0 if pa[k] >= pb[k] else 1)
     path, back = _write_read(build_sr(results, card), tmp_path)
     report: Any = hd.sr.srread(path)
     assert len(report.content.get_image_measurement_groups()) == 2 * len(LABELS)
@@ -198,8 +199,8 @@ def test_all_skipped_study_still_gets_an_sr(tmp_path: Path) -> None:
     card = make_card()
     lateral = make_dx(seed="lat")
     skipped = [
-        SkippedInstance("VIEW_NOT_FRONTAL", "lateral view", lateral),
-        SkippedInstance("NOT_DICOM", "not a DICOM file", None),
+        Skipped("x.dcm", "skipped", "VIEW_NOT_FRONTAL", "lateral view", lateral),
+        Skipped("x.dcm", "skipped", "NOT_DICOM", "not a DICOM file", None),
     ]
     path, back = _write_read(build_sr([], card, skipped=skipped), tmp_path)
     assert dciodvfy_errors(path)[0] == []
@@ -221,9 +222,9 @@ def test_all_skipped_study_still_gets_an_sr(tmp_path: Path) -> None:
 def test_skipped_images_are_listed_next_to_analysed_ones() -> None:
     card = make_card()
     sr = build_sr(
-        [ImageResult(make_dx(seed="a"), make_prediction(card, PROBS))],
+        [make_result(make_dx(seed="a"), card, PROBS)],
         card,
-        skipped=[SkippedInstance("VIEW_NOT_FRONTAL", "lateral view", make_dx(seed="lat"))],
+        skipped=[Skipped("lat.dcm", "skipped", "VIEW_NOT_FRONTAL", "lateral view", make_dx(seed="lat"))],
     )
     codes_ = [i.ConceptNameCodeSequence[0].CodeValue for i in sr.ContentSequence[-1].ContentSequence]
     assert codes_.count("NOT_ANALYSED") == 1
@@ -232,10 +233,10 @@ def test_skipped_images_are_listed_next_to_analysed_ones() -> None:
 def test_later_version_lists_the_earlier_sr_as_predecessor(tmp_path: Path) -> None:
     card = make_card()
     a, late = make_dx(seed="a"), make_dx(seed="late")
-    first = build_sr([ImageResult(a, make_prediction(card, PROBS))], card)
+    first = build_sr([make_result(a, card, PROBS)], card)
     _, first_back = _write_read(first, tmp_path, "first.dcm")
     second = build_sr(
-        [ImageResult(a, make_prediction(card, PROBS)), ImageResult(late, make_prediction(card, PROBS))],
+        [make_result(a, card, PROBS), make_result(late, card, PROBS)],
         card,
         previous=[first_back],
         instance_number=2,
@@ -271,7 +272,7 @@ def test_positive_without_a_high_heatmap_has_no_region() -> None:
     card = make_card(cam_threshold=0.99)
     ds = make_dx()
     heat = np.full((len(LABELS), ds.Rows, ds.Columns), 0.5, np.float32)
-    sr = build_sr([ImageResult(ds, make_prediction(card, PROBS), heat)], card)
+    sr = build_sr([make_result(ds, card, PROBS, heat=heat)], card)
     assert _report(sr).get_planar_roi_measurement_groups() == []
     assert len(_report(sr).get_image_measurement_groups()) == len(LABELS)
 
@@ -279,24 +280,22 @@ def test_positive_without_a_high_heatmap_has_no_region() -> None:
 def test_invalid_inputs_are_output_errors() -> None:
     card = make_card()
     ds = make_dx()
-    with pytest.raises(OutputError, match="on the source grid"):
-        ImageResult(ds, make_prediction(card, PROBS), np.zeros((14, 3, 3), np.float32))
     with pytest.raises(OutputError, match="finite"):
-        ImageResult(ds, make_prediction(card, np.full(14, np.nan)))
+        make_result(ds, card, np.full(14, np.nan))
     with pytest.raises(OutputError, match="exactly one study"):
         build_sr(
             [
-                ImageResult(make_dx(seed="a"), make_prediction(card, PROBS)),
-                ImageResult(make_dx(seed="b", study="other"), make_prediction(card, PROBS)),
+                make_result(make_dx(seed="a"), card, PROBS),
+                make_result(make_dx(seed="b", study="other"), card, PROBS),
             ],
             card,
         )
     with pytest.raises(OutputError, match="at least one DICOM header"):
-        build_sr([], card, skipped=[SkippedInstance("NOT_DICOM", "not DICOM")])
+        build_sr([], card, skipped=[Skipped("x.dcm", "error", "NOT_DICOM", "not DICOM")])
     no_uid = make_dx()
     del no_uid.SeriesInstanceUID
     with pytest.raises(OutputError, match="SeriesInstanceUID"):
-        ImageResult(no_uid, make_prediction(card, PROBS))
+        make_result(no_uid, card, PROBS)
 
 
 def test_invalid_source_values_are_left_out_not_copied(tmp_path: Path) -> None:
@@ -304,6 +303,6 @@ def test_invalid_source_values_are_left_out_not_copied(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="AS"):
         ds.PatientAge = "62"  # AS needs 4 characters, e.g. "062Y": a real-world defect
     card = make_card()
-    path, back = _write_read(build_sr([ImageResult(ds, make_prediction(card, PROBS))], card), tmp_path)
+    path, back = _write_read(build_sr([make_result(ds, card, PROBS)], card), tmp_path)
     assert "PatientAge" not in back
     assert dciodvfy_errors(path)[0] == []

@@ -18,12 +18,14 @@ from hypothesis import strategies as st
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 
-from chexnet_dicom.dicom import synth
 from chexnet_dicom.model.backends import load_predictor
-from chexnet_dicom.pipeline import Analyzer
-from tests.conftest import require_tool
-from tests.model.test_torch_backend import make_bundle
-from tests.outputs.helpers import dciodvfy_errors
+from chexnet_dicom.model.predictor import PredictorBase
+from chexnet_dicom.outputs import build_outputs, write_outputs
+from chexnet_dicom.pipeline import iter_results
+from chexnet_dicom.testing import synth
+from tests.helpers.bundles import make_bundle
+from tests.helpers.outputs import dciodvfy_errors
+from tests.helpers.shared import require_tool
 
 #: Attributes copied from the source into results (patient, study, series text).
 FUZZED = (
@@ -65,10 +67,10 @@ _COMMON = {
 
 
 @pytest.fixture(scope="module")
-def analyzer(tmp_path_factory: pytest.TempPathFactory) -> Analyzer:
+def predictor(tmp_path_factory: pytest.TempPathFactory) -> PredictorBase:
     require_tool("dciodvfy")
     card = make_bundle(tmp_path_factory.mktemp("fuzz-bundle"))
-    return Analyzer(load_predictor(card, device="cpu"))
+    return load_predictor(card, device="cpu")
 
 
 def _write_source(path: Path, fields: dict[str, bytes], charset: bytes) -> None:
@@ -86,13 +88,13 @@ def _write_source(path: Path, fields: dict[str, bytes], charset: bytes) -> None:
     synth.write(ds, path)
 
 
-def _exercise(analyzer: Analyzer, folder: Path, fields: dict[str, bytes], charset: bytes) -> None:
+def _exercise(predictor: PredictorBase, folder: Path, fields: dict[str, bytes], charset: bytes) -> None:
     folder.mkdir(parents=True)
     _write_source(folder / "a.dcm", fields, charset)
-    results, _orphans = analyzer.analyse_paths([folder])
-    assert len(results) == 1
+    results = list(iter_results([folder], predictor))
+    assert len(results) == 1 and not results[0].failed, results[0].failure
     out = folder / "out"
-    written = analyzer.write(results[0], out)
+    written = write_outputs(build_outputs(results[0]), out)
     names = {p.name for p in written}
     assert "sr.dcm" in names, names  # the study always gets its SR
     if results[0].images:
@@ -106,15 +108,21 @@ def _exercise(analyzer: Analyzer, folder: Path, fields: dict[str, bytes], charse
 @settings(max_examples=15, derandomize=True, **_COMMON)  # type: ignore[arg-type]
 @given(fields=_fields, charset=_charset)
 def test_arbitrary_header_text_still_gives_valid_results(
-    analyzer: Analyzer, tmp_path_factory: pytest.TempPathFactory, fields: dict[str, bytes], charset: bytes
+    predictor: PredictorBase,
+    tmp_path_factory: pytest.TempPathFactory,
+    fields: dict[str, bytes],
+    charset: bytes,
 ) -> None:
-    _exercise(analyzer, tmp_path_factory.mktemp("fuzz") / "study", fields, charset)
+    _exercise(predictor, tmp_path_factory.mktemp("fuzz") / "study", fields, charset)
 
 
 @pytest.mark.slow
 @settings(max_examples=300, **_COMMON)  # type: ignore[arg-type]
 @given(fields=_fields, charset=_charset)
 def test_arbitrary_header_text_still_gives_valid_results_slow(
-    analyzer: Analyzer, tmp_path_factory: pytest.TempPathFactory, fields: dict[str, bytes], charset: bytes
+    predictor: PredictorBase,
+    tmp_path_factory: pytest.TempPathFactory,
+    fields: dict[str, bytes],
+    charset: bytes,
 ) -> None:
-    _exercise(analyzer, tmp_path_factory.mktemp("fuzz") / "study", fields, charset)
+    _exercise(predictor, tmp_path_factory.mktemp("fuzz") / "study", fields, charset)

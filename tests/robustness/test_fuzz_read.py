@@ -27,12 +27,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chexnet_dicom.dicom.gate import INTERNAL, REASON_PRECEDENCE, check_file
+from chexnet_dicom.dicom.check import check_file
 from chexnet_dicom.dicom.read import read_dataset
+from chexnet_dicom.dicom.reasons import INTERNAL, REASON_PRECEDENCE
 from chexnet_dicom.errors import InputError
 
 MiB = 1024 * 1024
-TIME_BOUND_S = 2.0
+TIME_BOUND_S = 30.0  # a hang-catcher for one mutated file, not a speed claim
 MEMORY_BOUND = 200 * MiB
 
 SEED_FILES = (

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from chexnet_dicom.dicom import synth
 from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.model.labels import LABELS, label_index
+from chexnet_dicom.testing import synth
 from chexnet_dicom.train.data import (
     chexpert_records,
     dicom_records,
@@ -73,7 +73,7 @@ def test_full_data_entry_parses(nih_dir: Path) -> None:
 
 
 def test_nih_image_without_row_is_an_error(tmp_path: Path) -> None:
-    from tests.train.helpers import make_nih_dataset
+    from tests.helpers.train import make_nih_dataset
 
     images, labels = make_nih_dataset(tmp_path, n=4, size=16)
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(images / "99999999_000.png")

@@ -28,8 +28,8 @@ from chexnet_dicom.model.network import build_network
 from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_generator
 from chexnet_dicom.train.cache import ImageCache
 from chexnet_dicom.train.datasets import load_dataset, to_model_input
-from tests.conftest import REPO
-from tests.train.helpers import make_nih_dataset, tiny_recipe
+from tests.helpers.shared import REPO
+from tests.helpers.train import make_nih_dataset, tiny_recipe
 
 TOL = 1e-5
 WORLD = 2

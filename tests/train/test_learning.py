@@ -22,7 +22,7 @@ import pytest
 
 from chexnet_dicom.config import load_train_config
 from chexnet_dicom.train.fit import fit
-from tests.conftest import REPO
+from tests.helpers.shared import REPO
 
 EASY = ("Effusion", "Emphysema")
 

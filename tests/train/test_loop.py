@@ -18,8 +18,8 @@ from chexnet_dicom.train.data import load_image, nih_records
 from chexnet_dicom.train.datasets import load_dataset, to_model_input
 from chexnet_dicom.train.fit import fit
 from chexnet_dicom.transforms import prepare_model_input, resize_image
-from tests.conftest import REPO
-from tests.train.helpers import make_nih_dataset, tiny_recipe
+from tests.helpers.shared import REPO
+from tests.helpers.train import make_nih_dataset, tiny_recipe
 
 
 def test_torch_input_matches_prepare_model_input() -> None:
@@ -195,7 +195,7 @@ def test_cli_config_errors_exit_2(tmp_path: Path) -> None:
 
 
 def test_fit_on_dicom_folder_with_uint16_cache_and_bf16(tmp_path: Path) -> None:
-    from chexnet_dicom.dicom import synth
+    from chexnet_dicom.testing import synth
 
     folder = tmp_path / "dicom"
     folder.mkdir()
@@ -263,7 +263,7 @@ def test_validation_on_cache_matches_inference_path(tmp_path: Path) -> None:
 def test_fit_on_chexpert_style_csv(tmp_path: Path, policy: str) -> None:
     from PIL import Image
 
-    from chexnet_dicom.dicom.synth import chest_phantom
+    from chexnet_dicom.testing.synth import chest_phantom
 
     lines = ["Path,Sex,Age,Frontal/Lateral,AP/PA,Cardiomegaly,Pleural Effusion,Edema"]
     for i in range(12):

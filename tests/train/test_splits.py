@@ -18,7 +18,7 @@ from chexnet_dicom.train.splits import (
     stratified_patient_split,
     write_split_csv,
 )
-from tests.conftest import REPO
+from tests.helpers.shared import REPO
 
 
 def _patients_per_split(assign: list[str], patients: list[str]) -> dict[str, set[str]]:

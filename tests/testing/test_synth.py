@@ -1,4 +1,4 @@
-"""Tests for the synthetic phantom, dataset builders and encoders (chexnet_dicom.dicom.synth)."""
+"""Tests for the synthetic phantom, dataset builders and encoders (chexnet_dicom.testing.synth)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
-from chexnet_dicom.dicom import synth
 from chexnet_dicom.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
-from tests.conftest import require_tool
+from chexnet_dicom.testing import synth
+from tests.helpers.shared import require_tool
 
 SIZE = 192
 

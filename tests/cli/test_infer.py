@@ -12,9 +12,9 @@ import torch
 
 from chexnet_dicom.cli import main
 from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
-from chexnet_dicom.pipeline import study_ref
-from tests.model.test_torch_backend import make_bundle
-from tests.unit.test_pipeline import EXPECTED_OUTPUTS, STUDY_UID, write_study
+from chexnet_dicom.results import study_ref
+from tests.helpers.bundles import make_bundle
+from tests.helpers.studies import EXPECTED_OUTPUTS, STUDY_UID, write_single_image_study, write_study
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +103,59 @@ def test_exit_codes(card: Path, tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert main(["infer", str(empty), "--weights", str(card), "--device", "cuda"]) == 2
         assert "cuda" in capsys.readouterr().err
     assert main(["infer", str(empty), "--weights", str(card), "--threads", "0"]) == 2
+
+
+def test_a_failed_study_does_not_stop_the_others(
+    card: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A study whose results cannot be built (a private SOP class highdicom knows no IOD for)
+    fails alone: the studies around it are written and the exit code says one failed."""
+    folder = tmp_path / "in"
+    write_single_image_study(folder / "a" / "x.dcm", 301, study_date="20240101")
+    write_single_image_study(
+        folder / "b" / "x.dcm", 302, study_date="20240102", sop_class_uid="2.25.1234567890123456789"
+    )
+    write_single_image_study(folder / "c" / "x.dcm", 303, study_date="20240103")
+    out = tmp_path / "out"
+    code = main(["infer", str(folder), "--weights", str(card), "--out", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "Traceback" not in captured.err and "Traceback" not in captured.out, captured.err[-3000:]
+    assert "FAILED: OUTPUT_FAILED" in captured.out and "1 of 3 studies failed" in captured.err
+    assert "2.25.1234567890123456789" not in captured.out + captured.err  # no UID in the message
+    written = sorted(p.name for p in out.iterdir())
+    assert len(written) == 2  # the two good studies, each in its own folder
+    for name in written:
+        assert (out / name / "sr.dcm").is_file() and (out / name / "sc-1-1.dcm").is_file()
+
+
+def test_the_broken_corpus_writes_what_it_can_without_a_traceback(
+    card: Path, shared_dicom: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["infer", str(shared_dicom / "broken"), "--weights", str(card), "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    assert code == 1  # genFile_bad_jpeg's study cannot get an SR (its SOP class is a private UID)
+    assert "Traceback" not in captured.err + captured.out
+    assert "FAILED: OUTPUT_FAILED" in captured.out
+    assert len(list(tmp_path.glob("*/sr.dcm"))) == 3  # the other studies are written
+    assert "genFile_bad_jpeg.dcm" in captured.out
+
+
+def test_config_file_is_read_and_the_command_line_wins(
+    card: Path, study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "infer.toml"
+    cfg.write_text(
+        f'weights = "{card}"\n[runtime]\ndevice = "cpu"\nbatch_size = 1\n[outputs]\nsc = false\n'
+        "[ingest.pixels]\nfast_path = false\n"
+    )
+    assert main(["infer", str(study), "--config", str(cfg), "--out", str(tmp_path / "a")]) == 0
+    assert not list((tmp_path / "a").glob("sc-*.dcm"))  # [outputs] sc = false
+    assert main(["infer", str(study), "--config", str(cfg), "--out", str(tmp_path / "b"), "--no-sc"]) == 0
+    capsys.readouterr()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[runtime]\nbatch_sise = 4\n")
+    assert main(["infer", str(study), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "batch_sise" in err and "[runtime]" in err
+    assert main(["infer", str(study), "--pmap"]) == 2  # the option that wrote nothing is gone

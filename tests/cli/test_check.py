@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chexnet_dicom.cli import main
-from chexnet_dicom.dicom import synth
+from chexnet_dicom.testing import synth
 
 
 def _write(path: Path, **kw: object) -> Path:

@@ -24,7 +24,7 @@ from chexnet_dicom.transforms import (
     resize_image,
     ten_crop,
 )
-from tests.dicom.test_decode import compressed, make_dataset, phantom
+from tests.helpers.decode import compressed, make_dataset, phantom
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)

@@ -4,7 +4,7 @@ Nothing here uses the loader's key map.  :func:`densenet121_spec` writes the key
 and tensor shapes of torchvision's DenseNet-121 (Huang et al. 2017; torchvision
 ``densenet121``: growth rate 32, blocks (6, 12, 24, 16), 64 initial features,
 bottleneck size 4, a 1000-class ``Linear`` head) in the naming each published file
-uses.  ``python -m tests.model.checkpoint_fixtures`` regenerates the committed lists in
+uses.  ``python -m tests.helpers.checkpoints`` regenerates the committed lists in
 ``chexnet_dicom/model/data/keys/``; the fixtures are built from those committed lists
 (a test checks that the generator and the lists agree).
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from chexnet_dicom.dicom.synth import chest_phantom
 from chexnet_dicom.model.labels import LABELS
+from chexnet_dicom.testing.synth import chest_phantom
 
 NIH_HEADER = [
     "Image Index",

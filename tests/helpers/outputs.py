@@ -9,12 +9,15 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from chexnet_dicom.dicom.synth import make_dataset
+from chexnet_dicom.dicom.pixels import DisplayImage
+from chexnet_dicom.dicom.resize import resize_display
 from chexnet_dicom.dicom.uids import derive_uid
-from chexnet_dicom.model.card import ModelCard, OperatingPoint
+from chexnet_dicom.model.card import ModelCard, OperatingPoint, Preprocessing
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.result import Prediction
-from tests.conftest import require_tool, shared_path
+from chexnet_dicom.results import ImageResult
+from chexnet_dicom.testing.synth import make_dataset
+from tests.helpers.shared import require_tool, shared_path
 
 
 def make_card(sha: str = "ab" * 32, *, threshold: float = 0.5, cam_threshold: float = 0.5) -> ModelCard:
@@ -28,7 +31,7 @@ def make_card(sha: str = "ab" * 32, *, threshold: float = 0.5, cam_threshold: fl
     )
 
 
-def make_prediction(card: ModelCard, probabilities: np.ndarray) -> Prediction:
+def make_prediction(card: ModelCard, probabilities: np.ndarray, cams: np.ndarray | None = None) -> Prediction:
     """A Prediction as the predictor returns it."""
     return Prediction(
         probabilities=np.asarray(probabilities, dtype=np.float64),
@@ -36,6 +39,46 @@ def make_prediction(card: ModelCard, probabilities: np.ndarray) -> Prediction:
         model_name=card.name,
         model_version=card.version,
         weights_sha256=card.weights_sha256,
+        cams=cams,
+    )
+
+
+def make_result(
+    ds: Dataset,
+    card: ModelCard,
+    probabilities: np.ndarray,
+    *,
+    heat: np.ndarray | None = None,
+    display: np.ndarray | DisplayImage | None = None,
+    flags: tuple[str, ...] = (),
+) -> ImageResult:
+    """An analysed image whose heatmaps on the source grid are (close to) ``heat``.
+
+    ``heat`` is (14, Rows, Columns) in [0, 1]; it becomes the CAMs of a model whose input
+    is a square ``side x side`` frame (``side`` = the source's larger side, at most 512),
+    so :meth:`ImageResult.heatmap` maps it back through the real CAM geometry.  The
+    display image is mid-grey unless given (an array on the source grid, or a
+    :class:`DisplayImage` as ``load_image`` returns it); ``flags`` are its provenance flags.
+    """
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if display is None:
+        display = np.full((rows, cols), 0.5, np.float32)
+    if not isinstance(display, DisplayImage):
+        display = DisplayImage(
+            image=np.asarray(display, np.float32),
+            source_shape=(rows, cols),
+            provenance={"flags": list(flags)},
+        )
+    side = min(512, max(rows, cols, 16))
+    cams = None
+    if heat is not None:
+        cams = np.stack([resize_display(h, (side, side)) for h in np.asarray(heat, np.float32)])
+    return ImageResult(
+        path="",
+        dataset=ds,
+        display=display,
+        prediction=make_prediction(card, probabilities, cams),
+        preprocessing=Preprocessing(resize=side, input_size=side),
     )
 
 
@@ -48,7 +91,7 @@ def make_dx(
     seed: str = "dx",
     study: str = "study-1",
 ) -> Dataset:
-    """A small DX For Presentation dataset (MONOCHROME2, 8-bit) from :mod:`chexnet_dicom.dicom.synth`.
+    """A small DX For Presentation dataset (MONOCHROME2, 8-bit) from :mod:`chexnet_dicom.testing.synth`.
 
     Identity comes from ``seed`` (the instance) and ``study``, so tests can build several
     instances of one study, or of different studies.

@@ -11,16 +11,16 @@ from PIL import Image
 
 from chexnet_dicom.cli import main
 from chexnet_dicom.config import IngestConfig, PixelPolicy
-from chexnet_dicom.dicom import synth
-from chexnet_dicom.dicom.pixels import (
+from chexnet_dicom.dicom.flags import (
     FLAG_CONTENT_INVERTED,
     FLAG_ORIENTATION_CORRECTED,
     FLAG_WINDOW_OUTSIDE_DATA,
-    load_display,
-    resize_display,
 )
+from chexnet_dicom.dicom.load import load_image
+from chexnet_dicom.dicom.resize import resize_display
+from chexnet_dicom.testing import synth
 from chexnet_dicom.transforms import resize_image
-from tests.conftest import shared_path
+from tests.helpers.shared import shared_path
 
 
 def _png(path: Path) -> np.ndarray:
@@ -45,13 +45,13 @@ def mono1_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_render_writes_what_load_display_gives(
+def test_render_writes_what_load_image_gives(
     mono1_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out.png"
     assert main(["render", str(mono1_file), "-o", str(out)]) == 0
     png = _png(out)
-    shown = load_display(mono1_file)
+    shown = load_image(mono1_file).display
     assert png.shape == shown.image.shape
     np.testing.assert_array_equal(png, np.round(shown.image * 255).astype(np.uint8))
     # the mirrored storage was undone: the PNG matches the phantom as drawn
@@ -68,7 +68,7 @@ def test_render_size_uses_the_model_resize(mono1_file: Path, tmp_path: Path) -> 
     assert main(["render", str(mono1_file), "-o", str(out), "--size", "64", "--no-fast-path"]) == 0
     png = _png(out)
     assert png.shape == (64, 64)
-    image = load_display(mono1_file).image
+    image = load_image(mono1_file).display.image
     expected = np.round(np.clip(resize_image(image, 64), 0, 1) * 255).astype(np.uint8)
     np.testing.assert_array_equal(png, expected)
     # the CLI's MONAI-free resize is the model's resize
@@ -93,7 +93,7 @@ def test_render_json_and_inversion_policy(tmp_path: Path, capsys: pytest.Capture
     assert main(["render", str(src), "-o", str(out), "--inversion", "flag"]) == 0
     assert f"flags: {FLAG_CONTENT_INVERTED}" in capsys.readouterr().out
     assert float(np.abs(_png(out) / 255.0 - (1 - phantom)).mean()) < 0.01
-    flagged = load_display(src, config=IngestConfig(pixels=PixelPolicy(inversion="flag")))
+    flagged = load_image(src, config=IngestConfig(pixels=PixelPolicy(inversion="flag"))).display
     np.testing.assert_array_equal(_png(out), np.round(flagged.image * 255).astype(np.uint8))
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pydicom.dataset import Dataset
 
-from chexnet_dicom.outputs.common import evidence_header, sanitize_copied, settle_character_set
-from tests.outputs.helpers import make_dx
+from chexnet_dicom.outputs.charset import settle_character_set
+from chexnet_dicom.outputs.header import evidence_header, sanitize_copied
+from tests.helpers.outputs import make_dx
 
 
 def _header(**values: object) -> Dataset:

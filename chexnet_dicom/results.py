@@ -1,0 +1,291 @@
+"""The result vocabulary: one name per record, from the scan to the written outputs.
+
+=====================  ================================================================
+record                 what it is
+=====================  ================================================================
+``Instance``           a file the scan read (header once, gate decision, where its
+                       pixels start) -- :mod:`chexnet_dicom.dicom.study`
+``Skipped``            a file that is not analysed, with its reason -- same module
+``LoadedImage``        a decoded and rendered image (``load_image``) --
+                       :mod:`chexnet_dicom.dicom.load`
+``Prediction``         the model's output for one image -- :mod:`chexnet_dicom.model.result`
+:class:`ImageResult`   an analysed image: its header, display image and prediction, with
+                       heatmaps mapped to the source grid on demand
+:class:`StudyResult`   everything one study's analysis produced, or why it failed
+=====================  ================================================================
+
+Heatmaps are lazy: :meth:`ImageResult.heatmap` maps one finding's class activation map
+to the source pixel grid when an output needs it (the SR regions of positive findings,
+the overlay's finding), never all 14 at full resolution for every image.
+
+Study-level summary
+-------------------
+With several analysed images in one study, the study-level probability of a finding is
+the **maximum** over the images (a finding visible on any frontal image is present in
+the study); :func:`study_summary` also names the image that gave it.  Present / absent
+uses the model card's operating point on that maximum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from chexnet_dicom.dicom.pixels import DisplayImage
+from chexnet_dicom.dicom.study import Skipped
+from chexnet_dicom.errors import OutputError
+from chexnet_dicom.model.cam import cam_to_image_grid, to_display
+from chexnet_dicom.model.card import ModelCard, Preprocessing
+from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
+from chexnet_dicom.model.result import Prediction
+
+__all__ = [
+    "FAILURE_REASONS",
+    "Failure",
+    "FindingSummary",
+    "ImageResult",
+    "StudyResult",
+    "study_ref",
+    "study_summary",
+]
+
+#: Why a whole study failed (the reason codes of :class:`Failure`), with their meaning.
+FAILURE_REASONS: dict[str, str] = {
+    "INFERENCE_FAILED": "the model could not produce a valid result for an image of the study",
+    "OUTPUT_FAILED": "the DICOM results could not be built (the study's headers break a rule)",
+    "WRITE_FAILED": "the results could not be written (disk full, permissions)",
+    "INTERNAL": "an unexpected failure (please report it)",
+}
+
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def study_ref(study_instance_uid: str) -> str:
+    """Deterministic, path-safe name of a study: ``study-`` + 12 hex digits of sha256.
+
+    Never the raw UID (UIDs and patient names must not become path components).
+    """
+    digest = hashlib.sha256(f"chexnet-dicom:study:{study_instance_uid}".encode()).hexdigest()
+    return f"study-{digest[:12]}"
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One analysed image.
+
+    Attributes
+    ----------
+    path
+        The source file (shown to the user who named it; never logged).
+    dataset
+        The source header without pixel data (the outputs reference and copy it).
+    display
+        The display image the model saw, with its provenance.
+    prediction
+        Probabilities, thresholds and CAMs (model-input grid, ``cam_scale`` units).
+    preprocessing
+        How the display image became the model input (the CAMs' geometry).
+    """
+
+    path: str
+    dataset: Dataset = field(repr=False)
+    display: DisplayImage = field(repr=False)
+    prediction: Prediction = field(repr=False)
+    preprocessing: Preprocessing = field(repr=False)
+    _maps: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        probs = np.asarray(self.prediction.probabilities)
+        if probs.shape != (NUM_CLASSES,) or not np.all(np.isfinite(probs)):
+            raise OutputError(
+                f"prediction must hold {NUM_CLASSES} finite probabilities, got shape {probs.shape}"
+            )
+        if tuple(self.prediction.labels) != LABELS:
+            raise OutputError("prediction labels are not the 14 CheXNet findings in order")
+        for kw in _REQUIRED_UIDS:
+            if not str(self.dataset.get(kw, "") or ""):
+                raise OutputError(f"source instance lacks {kw}; cannot reference it from a result")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        """Ingest provenance flags (e.g. a header that lied)."""
+        return tuple(self.display.flags)
+
+    @property
+    def has_heatmaps(self) -> bool:
+        """Whether the prediction carries class activation maps."""
+        return self.prediction.cams is not None
+
+    @property
+    def source_shape(self) -> tuple[int, int]:
+        """(Rows, Columns) of the source image."""
+        return self.display.source_shape
+
+    def display_heatmap(self, k: int) -> np.ndarray:
+        """Finding ``k``'s heatmap on the display grid, in [0, 1] on the model's fixed scale.
+
+        Raises
+        ------
+        OutputError
+            When the prediction carries no CAMs.
+        """
+        cams = self.prediction.cams
+        if cams is None:
+            raise OutputError("the prediction carries no CAMs; run the predictor with cams=True")
+        one = cams[..., k : k + 1, :, :]
+        return to_display(cam_to_image_grid(one, self.preprocessing, self.display.image.shape))[0]
+
+    def heatmap(self, k: int) -> np.ndarray:
+        """Finding ``k``'s heatmap on the source pixel grid (Rows, Columns), float32 in [0, 1].
+
+        ``CAM / cam_scale`` clipped to [0, 1] (never normalised per image), mapped back
+        through the display orientation; computed on first use and kept.
+        """
+        if k not in self._maps:
+            source = self.display.to_source_grid(self.display_heatmap(k))
+            self._maps[k] = np.clip(source, 0.0, 1.0).astype(np.float32)
+        return self._maps[k]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no PHI beyond the path the user passed)."""
+        prov = self.display.provenance
+        return {
+            "path": self.path,
+            "probabilities": self.prediction.as_dict(),
+            "thresholds": {n: float(t) for n, t in zip(LABELS, self.prediction.thresholds, strict=True)},
+            "present": [n for n, p in zip(LABELS, self.prediction.present, strict=True) if p],
+            "precision": self.prediction.precision,
+            "device": self.prediction.device,
+            "backend": self.prediction.backend,
+            "display_shape": list(self.display.image.shape),
+            "source_shape": list(self.display.source_shape),
+            "decode_path": prov.get("decode_path", ""),
+            "flags": list(self.flags),
+            "steps": list(prov.get("steps", [])),
+        }
+
+
+@dataclass(frozen=True)
+class FindingSummary:
+    """A finding at study level (:func:`study_summary`).
+
+    Attributes
+    ----------
+    probability
+        Maximum probability over the analysed images.
+    image_index
+        0-based index of the image that gave it.
+    threshold
+        The finding's operating point.
+    present
+        ``probability >= threshold``.
+    """
+
+    probability: float
+    image_index: int
+    threshold: float
+    present: bool
+
+
+def study_summary(images: Sequence[ImageResult]) -> dict[str, FindingSummary]:
+    """Study-level summary: per finding the maximum probability over the images.
+
+    Returns
+    -------
+    dict
+        Finding -> :class:`FindingSummary`, in label order; empty without images.
+    """
+    if not images:
+        return {}
+    probs = np.stack([np.asarray(im.prediction.probabilities, dtype=np.float64) for im in images])
+    out: dict[str, FindingSummary] = {}
+    for k, name in enumerate(LABELS):
+        i = int(np.argmax(probs[:, k]))
+        thr = float(images[i].prediction.thresholds[k])
+        p = float(probs[i, k])
+        out[name] = FindingSummary(probability=p, image_index=i, threshold=thr, present=bool(p >= thr))
+    return out
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a study has no results.
+
+    Attributes
+    ----------
+    reason
+        A code of :data:`FAILURE_REASONS`, or an input reason code.
+    message
+        What went wrong and what to do (no PHI, no traceback).
+    stage
+        Where: ``"load"``, ``"predict"``, ``"assemble"``, ``"outputs"`` or ``"write"``.
+    """
+
+    reason: str
+    message: str
+    stage: str
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """Everything one study's analysis produced.
+
+    Attributes
+    ----------
+    study_uid
+        StudyInstanceUID (never shown; :attr:`ref` is).
+    card
+        The model card of the weights that produced it.
+    images
+        Analysed images, in the order of the selection rule.
+    skipped
+        Files of the study that were not analysed, with reasons.
+    failure
+        Set when the study as a whole failed (then it has no outputs).
+    timings
+        Seconds per stage: ``read`` (scan share, read, decode, render), ``predict``
+        (model input, forward pass), and ``write`` once written.
+    """
+
+    study_uid: str = field(repr=False)
+    card: ModelCard = field(repr=False)
+    images: tuple[ImageResult, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    failure: Failure | None = None
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
+
+    @property
+    def ref(self) -> str:
+        """Path-safe study reference (:func:`study_ref`)."""
+        return study_ref(self.study_uid)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the study as a whole failed."""
+        return self.failure is not None
+
+    @property
+    def summary(self) -> dict[str, FindingSummary]:
+        """:func:`study_summary` of the analysed images."""
+        return study_summary(self.images)
+
+    def with_failure(self, failure: Failure) -> StudyResult:
+        """The same study, failed (its images are dropped: nothing of it is written)."""
+        return dataclasses.replace(self, images=(), failure=failure)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary of the study's results."""
+        return {
+            "study": self.ref,
+            "images": [im.to_dict() for im in self.images],
+            "skipped": [s.to_dict() for s in self.skipped],
+            "summary": {name: dataclasses.asdict(s) for name, s in self.summary.items()},
+            "failure": dataclasses.asdict(self.failure) if self.failure else None,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
