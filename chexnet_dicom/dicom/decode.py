@@ -61,6 +61,7 @@ __all__ = [
     "StoredPixels",
     "decode_stored",
     "transfer_syntax_of",
+    "mask_and_range",
     "mask_stored_bits",
     "PATH_FULL",
 ]
@@ -92,12 +93,19 @@ class StoredPixels:
         ``"jpeg-draft-<f>"`` or ``"fallback-full:<why>"``.
     transfer_syntax
         The transfer syntax UID the pixels were decoded from.
+    masked
+        True when ``array`` is already BitsStored-masked and sign-extended (every
+        :func:`decode_stored` result), so the renderer need not mask it again.
+    value_range
+        ``(min, max)`` of an integer ``array`` when the decoder measured it while masking.
     """
 
     array: np.ndarray
     factor: int = 1
     path: str = PATH_FULL
     transfer_syntax: str = ""
+    masked: bool = False
+    value_range: tuple[int, int] | None = None
 
     @property
     def reduced(self) -> bool:
@@ -161,6 +169,16 @@ def mask_stored_bits(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndar
     CorruptHeaderError
         ``bits_stored`` outside 1..32 for integer data.
     """
+    return mask_and_range(arr, bits_stored, signed)[0]
+
+
+def mask_and_range(arr: np.ndarray, bits_stored: int, signed: bool) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`mask_stored_bits`, and the ``(min, max)`` of the result (measured once).
+
+    Returns
+    -------
+    (numpy.ndarray, (int, int))
+    """
     if not np.issubdtype(arr.dtype, np.integer):
         raise TypeError(f"mask_stored_bits needs an integer array, got {arr.dtype}")
     b = int(bits_stored)
@@ -169,30 +187,45 @@ def mask_stored_bits(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndar
             f"BitsStored {b} is outside 1..32 for integer pixel data; the header is invalid"
         )
     lo, hi = (-(1 << (b - 1)), (1 << (b - 1)) - 1) if signed else (0, (1 << b) - 1)
-    if arr.size and lo <= int(arr.min()) and int(arr.max()) <= hi:
-        return arr
+    if arr.size == 0:
+        return arr, (0, 0)
+    amin, amax = int(arr.min()), int(arr.max())
+    if lo <= amin and amax <= hi:
+        return arr, (amin, amax)
     wide = arr.astype(np.int64, copy=False) & ((1 << b) - 1)
     if signed:
         sign = 1 << (b - 1)
         wide = (wide ^ sign) - sign
-        return wide.astype(np.int32)
-    if b <= 8:
-        return wide.astype(np.uint8)
-    if b <= 16:
-        return wide.astype(np.uint16)
-    return wide.astype(np.uint32)
+        out = wide.astype(np.int32)
+    elif b <= 8:
+        out = wide.astype(np.uint8)
+    elif b <= 16:
+        out = wide.astype(np.uint16)
+    else:
+        out = wide.astype(np.uint32)
+    return out, (int(out.min()), int(out.max()))
 
 
-#: Transfer syntaxes whose installed decoders (pylibjpeg-openjpeg, Pillow) are all OpenJPEG.
-_OPENJPEG_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2.4.90",
-        "1.2.840.10008.1.2.4.91",
-        "1.2.840.10008.1.2.4.201",
-        "1.2.840.10008.1.2.4.202",
-        "1.2.840.10008.1.2.4.203",
-    }
-)
+#: The fastest installed decoding plugin per transfer syntax, first available wins (a
+#: 2048x2048 12-bit image, ``benchmarks/ingest.py``): JPEG-LS through pyjpegls (CharLS)
+#: 0.09 s against 0.42 s through pylibjpeg-libjpeg, which pydicom would pick; RLE through
+#: pylibjpeg-rle 0.013 s against 0.075 s in numpy; JPEG 2000 through pylibjpeg-openjpeg
+#: (Pillow's decoder is OpenJPEG too: retrying a stream OpenJPEG rejected only doubles the
+#: time a corrupt file costs).
+PREFERRED_PLUGINS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"), ("pyjpegls", "pylibjpeg")),
+    "1.2.840.10008.1.2.5": ("pylibjpeg", "pydicom"),
+    **dict.fromkeys(
+        (
+            "1.2.840.10008.1.2.4.90",
+            "1.2.840.10008.1.2.4.91",
+            "1.2.840.10008.1.2.4.201",
+            "1.2.840.10008.1.2.4.202",
+            "1.2.840.10008.1.2.4.203",
+        ),
+        ("pylibjpeg",),
+    ),
+}
 
 
 def _full_decode(ds: Dataset, ts: UID) -> np.ndarray:
@@ -213,10 +246,9 @@ def _full_decode(ds: Dataset, ts: UID) -> np.ndarray:
             reason="UNSUPPORTED_CODEC",
         )
     kwargs: dict[str, Any] = {}
-    if ts in _OPENJPEG_SYNTAXES and "pylibjpeg" in decoder.available_plugins:
-        # Pillow's JPEG 2000 decoder is OpenJPEG too: retrying a stream OpenJPEG rejected
-        # only doubles the time a corrupt file costs.
-        kwargs["decoding_plugin"] = "pylibjpeg"
+    plugin = next((p for p in PREFERRED_PLUGINS.get(str(ts), ()) if p in decoder.available_plugins), None)
+    if plugin is not None:
+        kwargs["decoding_plugin"] = plugin
     try:
         arr, _props = decoder.as_array(ds, index=0, raw=True, **kwargs)
     except (MemoryError, KeyboardInterrupt):
@@ -315,12 +347,15 @@ def decode_stored(
         raise CorruptPixelDataError(
             f"decoded pixel data has shape {arr.shape}, not the {rows}x{cols} the header declares"
         )
+    value_range = None
     if np.issubdtype(arr.dtype, np.integer):
-        arr = mask_stored_bits(arr, bits_stored, signed)
+        arr, value_range = mask_and_range(arr, bits_stored, signed)
     path = PATH_FULL if fallback is None else f"fallback-full:{fallback}"
     if fallback is not None:
         logger.debug("fast path refused (%s); decoded at full resolution", fallback)
-    return StoredPixels(array=arr, factor=1, path=path, transfer_syntax=str(ts))
+    return StoredPixels(
+        array=arr, factor=1, path=path, transfer_syntax=str(ts), masked=True, value_range=value_range
+    )
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -628,8 +663,15 @@ def _fast_j2k(
         if above > _MAX_OVERSHOOT_FRACTION * values.size:
             return f"j2k-values-above-bits-stored-{bits_stored}"
         np.minimum(values, top, out=values)
-    arr = mask_stored_bits(values, bits_stored, signed)
-    return StoredPixels(array=arr, factor=factor, path=f"j2k-reduce-{factor}", transfer_syntax=str(ts))
+    arr, value_range = mask_and_range(values, bits_stored, signed)
+    return StoredPixels(
+        array=arr,
+        factor=factor,
+        path=f"j2k-reduce-{factor}",
+        transfer_syntax=str(ts),
+        masked=True,
+        value_range=value_range,
+    )
 
 
 def _fast_jpeg(
@@ -677,5 +719,12 @@ def _fast_jpeg(
         return f"pillow-jpeg-draft-{factor}:{type(exc).__name__}"
     if raw.shape != (out_rows, out_cols) or raw.dtype != np.uint8:
         return f"pillow-jpeg-shape-{raw.shape}"
-    arr = mask_stored_bits(raw, bits_stored, signed)
-    return StoredPixels(array=arr, factor=factor, path=f"jpeg-draft-{factor}", transfer_syntax=str(ts))
+    arr, value_range = mask_and_range(raw, bits_stored, signed)
+    return StoredPixels(
+        array=arr,
+        factor=factor,
+        path=f"jpeg-draft-{factor}",
+        transfer_syntax=str(ts),
+        masked=True,
+        value_range=value_range,
+    )

@@ -57,7 +57,7 @@ from pydicom.dataset import Dataset
 from chexnet_dicom.config import PixelPolicy
 from chexnet_dicom.dicom.attrs import image_pixel, int_attr, text
 from chexnet_dicom.dicom.content import INVERSION_MARGIN, MIN_CONTENT_SIDE, inversion_score
-from chexnet_dicom.dicom.decode import StoredPixels, mask_stored_bits
+from chexnet_dicom.dicom.decode import StoredPixels, mask_and_range
 from chexnet_dicom.dicom.flags import FLAG_CONTENT_INVERTED
 from chexnet_dicom.dicom.orientation import apply_orientation_ops, display_orientation, undo_orientation_ops
 from chexnet_dicom.dicom.resize import resize_display
@@ -188,7 +188,10 @@ def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = No
     bits = 0
     if integer:
         bits = pixel.bits_stored if pixel else arr.dtype.itemsize * 8
-        arr = mask_stored_bits(arr, bits, signed)
+        if stored.masked and stored.value_range is not None:
+            value_range = stored.value_range
+        else:
+            arr, value_range = mask_and_range(arr, bits, signed)
         chain.steps.append(f"stored: {bits} bits {'signed' if signed else 'unsigned'}")
     else:
         if not np.all(np.isfinite(arr)):
@@ -202,9 +205,11 @@ def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = No
     use_lut = False
     vmin = 0
     if integer:
-        vmin, vmax = int(arr.min()), int(arr.max())
+        vmin, vmax = value_range
         use_lut = vmax - vmin < _MAX_LUT_SPAN
     if use_lut:
+        if vmin >= 0 and vmax < _MAX_LUT_SPAN and arr.dtype.kind == "u" and arr.dtype.itemsize <= 4:
+            vmin = 0  # index the table with the stored values themselves: no int64 copy
         offs = (arr.astype(np.int64) - vmin) if vmin != 0 or arr.dtype.itemsize > 4 else arr
         domain = np.arange(vmin, vmax + 1, dtype=np.int64)
         hist = np.bincount((offs if pad is None else offs[~pad]).ravel(), minlength=domain.size)
@@ -234,15 +239,15 @@ def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = No
         table = voi(mod_domain)
         if invert:
             table = 1.0 - table
-        out = np.take(table.astype(np.float32), offs)
+        # clipping the table clips every output pixel: one pass less over the image
+        out = np.take(np.clip(table, 0.0, 1.0).astype(np.float32), offs)
     else:
         out = voi(modality(arr.astype(np.float64)))
         if invert:
             out = 1.0 - out
-        out = out.astype(np.float32)
+        out = np.clip(out, 0.0, 1.0).astype(np.float32)
     if pad is not None:
         out[pad] = 0.0
-    np.clip(out, 0.0, 1.0, out=out)
 
     # Geometry: PatientOrientation -> standard frontal.
     ops = display_orientation(ds, out, policy, chain)
