@@ -31,6 +31,7 @@ JPEG XL before any decode is attempted.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -38,7 +39,7 @@ import re
 import stat
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, cast
 
@@ -668,6 +669,27 @@ def _materialise_pixels(ds: Dataset) -> None:
             ds[tag]
 
 
+@contextlib.contextmanager
+def _opened(
+    source: Any, limits: IngestLimits, *, corrupt: type[InputError] = CorruptHeaderError, what: str = "file"
+) -> Iterator[tuple[_BoundedReader, str | None, IO[bytes] | None]]:
+    """Open ``source`` and turn every parser failure inside the block into a typed error."""
+    fp, name, handle = _open_source(source, limits)
+    try:
+        yield fp, name, handle
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputTooLargeError("the file needs more memory than is available to read") from None
+    except _SAFE_EXCEPTIONS as exc:
+        raise corrupt(
+            f"the {what} cannot be parsed ({type(exc).__name__}: {_redact(str(exc))}); the file is corrupt"
+        ) from None
+    finally:
+        if handle is not None:
+            handle.close()
+
+
 def read_dataset(
     source: str | os.PathLike[str] | bytes | BinaryIO,
     *,
@@ -705,20 +727,8 @@ def read_dataset(
         The Pixel Data element is truncated (only when the pixels are read).
     """
     lim = limits or IngestLimits()
-    fp, name, handle = _open_source(source, lim)
-    try:
+    with _opened(source, lim) as (fp, name, _handle):
         return _parse(fp, name, lim, stop_before_pixels)[0]
-    except InputError:
-        raise
-    except MemoryError:
-        raise InputTooLargeError("the file needs more memory than is available to read") from None
-    except _SAFE_EXCEPTIONS as exc:
-        raise CorruptHeaderError(
-            f"the file cannot be parsed ({type(exc).__name__}: {_redact(str(exc))}); it is corrupt"
-        ) from None
-    finally:
-        if handle is not None:
-            handle.close()
 
 
 @dataclass(frozen=True)
@@ -815,21 +825,9 @@ def read_header(
         As :func:`read_dataset`.
     """
     lim = limits or IngestLimits()
-    fp, name, handle = _open_source(source, lim)
-    try:
+    with _opened(source, lim) as (fp, name, handle):
         ds, rest_at = _parse(fp, name, lim, True)
         st = os.fstat(handle.fileno()) if handle is not None else None
-    except InputError:
-        raise
-    except MemoryError:
-        raise InputTooLargeError("the file needs more memory than is available to read") from None
-    except _SAFE_EXCEPTIONS as exc:
-        raise CorruptHeaderError(
-            f"the file cannot be parsed ({type(exc).__name__}: {_redact(str(exc))}); it is corrupt"
-        ) from None
-    finally:
-        if handle is not None:
-            handle.close()
     if rest_at is None or name is None or st is None:
         return ScannedHeader(ds, None)
     offset, implicit, little = rest_at
@@ -863,8 +861,7 @@ def read_pixels(header: Dataset, location: PixelLocation, *, limits: IngestLimit
         As :func:`read_dataset`.
     """
     lim = limits or IngestLimits()
-    fp, name, handle = _open_source(location.path, lim)
-    try:
+    with _opened(location.path, lim, corrupt=CorruptPixelDataError, what="pixel data") as (fp, name, handle):
         assert handle is not None
         st = os.fstat(handle.fileno())
         if (st.st_size, st.st_mtime_ns) != (location.size, location.mtime_ns):
@@ -878,14 +875,3 @@ def read_pixels(header: Dataset, location: PixelLocation, *, limits: IngestLimit
         _read_rest(fp, ds, location.implicit, location.little, lim)
         meta = getattr(header, "file_meta", None) or FileMetaDataset()
         return _wrap(ds, name, getattr(header, "preamble", None), meta, location.implicit, location.little)
-    except InputError:
-        raise
-    except MemoryError:
-        raise InputTooLargeError("the file needs more memory than is available to read") from None
-    except _SAFE_EXCEPTIONS as exc:
-        raise CorruptPixelDataError(
-            f"the pixel data cannot be read ({type(exc).__name__}: {_redact(str(exc))}); the file is corrupt"
-        ) from None
-    finally:
-        if handle is not None:
-            handle.close()

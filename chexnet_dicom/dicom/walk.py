@@ -53,17 +53,19 @@ def _inside(path: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
+def _unlistable(problems: list[OSError], where: str) -> Iterator[WalkEntry]:
+    """The folders ``os.walk`` could not list, as entries that cannot be read."""
+    while problems:
+        failed = problems.pop()
+        why = failed.strerror or type(failed).__name__
+        yield WalkEntry(str(failed.filename or where), NOT_DICOM, f"cannot list the folder ({why})")
+
+
 def _walk_folder(root: str) -> Iterator[WalkEntry]:
     root_real = os.path.realpath(root)
     problems: list[OSError] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=problems.append):
-        while problems:
-            failed = problems.pop()
-            yield WalkEntry(
-                str(failed.filename or dirpath),
-                NOT_DICOM,
-                f"cannot list the folder ({failed.strerror or type(failed).__name__})",
-            )
+        yield from _unlistable(problems, dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(f for f in filenames if not f.startswith(".")):
             full = os.path.join(dirpath, name)
@@ -79,13 +81,7 @@ def _walk_folder(root: str) -> Iterator[WalkEntry]:
                 yield WalkEntry(
                     full, OUTSIDE_ROOT, "symbolic link to a folder outside the walked folder; not followed"
                 )
-    while problems:
-        failed = problems.pop()
-        yield WalkEntry(
-            str(failed.filename or root),
-            NOT_DICOM,
-            f"cannot list the folder ({failed.strerror or type(failed).__name__})",
-        )
+    yield from _unlistable(problems, root)
 
 
 def iter_files(paths: Iterable[str | os.PathLike[str]]) -> Iterator[WalkEntry]:
