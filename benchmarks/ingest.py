@@ -85,9 +85,7 @@ def project_path(path: Path, config: IngestConfig) -> Outcome:
 
 
 def naive_path(path: Path) -> Outcome:
-    ds = pydicom.dcmread(path, force=True)
-    if "TransferSyntaxUID" not in ds.file_meta:  # files without meta: PS3.5 default
-        ds.file_meta.TransferSyntaxUID = transfer_syntax_of(ds)
+    ds = _naive_read(path)
     arr = ds.pixel_array
     bits = int(ds.BitsStored)
     stored = StoredPixels(array=mask_stored_bits(arr, bits, int(ds.PixelRepresentation) == 1), path="naive")
@@ -106,8 +104,10 @@ def timed_interleaved(
     """
     best = dict.fromkeys(paths, 0.0)
     outs: dict[str, list[object]] = {}
-    for _ in range(repeat):
-        for name, fn in paths.items():
+    names = list(paths)
+    for r in range(repeat):
+        for name in names[r % len(names) :] + names[: r % len(names)]:  # each path leads in turn
+            fn = paths[name]
             t0 = time.perf_counter()
             if threads == 1:
                 outs[name] = [fn(f) for f in files]
@@ -123,9 +123,16 @@ def decode_stage_project(path: Path) -> object:
     return decode_stored(read_dataset(path))
 
 
+def _naive_read(path: Path) -> pydicom.Dataset:
+    ds = pydicom.dcmread(path, force=True)
+    if "TransferSyntaxUID" not in ds.file_meta:  # files without meta: PS3.5 default
+        ds.file_meta.TransferSyntaxUID = transfer_syntax_of(ds)
+    return ds
+
+
 def decode_stage_naive(path: Path) -> object:
     """Read and decode to stored values as pydicom does by default."""
-    return pydicom.dcmread(path, force=True).pixel_array
+    return _naive_read(path).pixel_array
 
 
 def mad(a: torch.Tensor, b: torch.Tensor) -> float:
