@@ -536,6 +536,10 @@ class TrainOutputConfig:
         Percentile of the validation CAM values that sets the card's ``cam_scale``.
     command
         The command recorded as the card's source (default ``chexdcm train``).
+    operating_point
+        How each finding's operating point is chosen on the validation split:
+        ``"youden"`` (maximum sensitivity + specificity - 1) or ``"specificity:S"`` (the
+        lowest threshold whose validation specificity is at least S, e.g. 0.90).
     """
 
     run_dir: str = "runs/train"
@@ -547,6 +551,21 @@ class TrainOutputConfig:
     bootstrap: int = 2000
     cam_percentile: float = 99.0
     command: str = ""
+    operating_point: str = "youden"
+
+    def __post_init__(self) -> None:
+        if self.operating_point == "youden":
+            return
+        kind, _, value = self.operating_point.partition(":")
+        try:
+            ok = kind == "specificity" and 0.0 < float(value) < 1.0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"output.operating_point must be 'youden' or 'specificity:S' with 0 < S < 1, "
+                f"not {self.operating_point!r}"
+            )
 
 
 @dataclass(frozen=True)

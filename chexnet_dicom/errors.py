@@ -11,6 +11,10 @@ The CLI maps the classes to exit codes (see :data:`EXIT_CODES`).
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_FAILURE",
+    "EXIT_INCOMPLETE",
+    "EXIT_OK",
+    "EXIT_USAGE",
     "ChexDicomError",
     "ConfigError",
     "InputError",
@@ -109,10 +113,19 @@ class TransferError(ChexDicomError, ConnectionError):
     """A DICOM peer is down, refused the association or the store."""
 
 
-#: CLI exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+#: CLI exit codes.
+#: 0: success -- every DICOM file meant for analysis was analysed (files out of scope
+#: and non-DICOM files met while walking a folder do not count against it).
 EXIT_OK = 0
+#: 1: runtime failure -- a study failed (nothing written for it), no study found,
+#: unreadable weights, an unexpected error.
 EXIT_FAILURE = 1
+#: 2: usage or configuration error.
 EXIT_USAGE = 2
+#: 3: results written, but a DICOM file meant for analysis could not be analysed (corrupt
+#: header or pixels, too large, a decoder that gave up, missing UIDs), or a path named on
+#: the command line is not DICOM.
+EXIT_INCOMPLETE = 3
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -28,6 +28,7 @@ import re
 import secrets
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "persistent_log_key",
     "phi_ref",
     "redact",
+    "route_library_messages",
     "setup_logging",
     "use_log_key",
 ]
@@ -167,6 +169,46 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _RedactingFilter(logging.Filter):
+    """Rewrites a library's record with :func:`redact` applied to its message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), limit=300)
+        record.args = ()
+        return True
+
+
+def _warning_to_log(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` replacement: a library's warning goes to the debug log, redacted."""
+    source = Path(filename).parent.name or Path(filename).stem
+    logging.getLogger(f"{LOGGER_NAME}.library").debug(
+        "%s from %s: %s", category.__name__, source, redact(message, limit=300)
+    )
+
+
+def route_library_messages() -> None:
+    """Keep the values pydicom and highdicom quote out of the terminal and the logs.
+
+    pydicom warns (and logs) ``Invalid value for VR UI: '1.2.3...'``; highdicom warns
+    with the patient name.  Their warnings go to this package's debug log instead of
+    stderr, and their log records are redacted (:func:`redact`): keywords and VRs stay,
+    values do not.  Called by :func:`setup_logging` (the CLI and the services); library
+    users keep their own warning handling.
+    """
+    warnings.showwarning = _warning_to_log
+    for name in ("pydicom", "highdicom", "pynetdicom"):
+        lib = logging.getLogger(name)
+        if not any(isinstance(f, _RedactingFilter) for f in lib.filters):
+            lib.addFilter(_RedactingFilter())
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """Configure the package logger for command-line use (stderr).
 
@@ -185,3 +227,4 @@ def setup_logging(verbosity: int = 0) -> None:
         logger.addHandler(handler)
     # pynetdicom logs identifiers (AE titles, UIDs, patient data in dumps) at INFO/DEBUG.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    route_library_messages()

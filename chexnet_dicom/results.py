@@ -18,6 +18,22 @@ Heatmaps are lazy: :meth:`ImageResult.heatmap` maps one finding's class activati
 to the source pixel grid when an output needs it (the SR regions of positive findings,
 the overlay's finding), never all 14 at full resolution for every image.
 
+Heatmap method: relative evidence
+---------------------------------
+The class activation map of finding *c* (Zhou et al. 2016; for this head it equals
+Grad-CAM at the last feature layer, Selvaraju et al. 2017) is the finding's logit
+contribution at each location of the 7x7 feature grid: the logit is its mean plus the
+bias.  :meth:`ImageResult.evidence_grid` keeps the part of each location's contribution
+*above the image's own mean* (the locations that raise the logit, as Grad-CAM keeps the
+positive part with its ReLU) and divides it by its maximum, so 1 marks the location
+that raises the finding's logit most and 0 the image average or below.  The map is
+drawn and outlined only for findings present at their operating point, and only where
+it reaches the card's ``cam_threshold`` (0.5: the locations contributing at least half
+as much above the average as the strongest one).  A fixed global scale (the
+previous method) left most maps blank: the demo model's activation maps are below zero
+everywhere on most images, and an absolute scale clips them to nothing.
+
+
 Study-level summary
 -------------------
 With several analysed images in one study, the study-level probability of a finding is
@@ -40,7 +56,7 @@ from pydicom.dataset import Dataset
 from chexnet_dicom.dicom.pixels import DisplayImage
 from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.errors import OutputError
-from chexnet_dicom.model.cam import cam_to_image_grid, to_display
+from chexnet_dicom.model.cam import cam_to_image_grid
 from chexnet_dicom.model.card import ModelCard, Preprocessing
 from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
 from chexnet_dicom.model.result import Prediction
@@ -127,8 +143,14 @@ class ImageResult:
         """(Rows, Columns) of the source image."""
         return self.display.source_shape
 
-    def display_heatmap(self, k: int) -> np.ndarray:
-        """Finding ``k``'s heatmap on the display grid, in [0, 1] on the model's fixed scale.
+    def evidence_grid(self, k: int) -> np.ndarray | None:
+        """Finding ``k``'s relative evidence on the model's feature grid (see the module docstring).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            float32, the CAMs' shape for one finding ((h, w), or (10, h, w) with TenCrop),
+            in [0, 1]; None when the map is flat (no location stands out).
 
         Raises
         ------
@@ -138,18 +160,34 @@ class ImageResult:
         cams = self.prediction.cams
         if cams is None:
             raise OutputError("the prediction carries no CAMs; run the predictor with cams=True")
-        one = cams[..., k : k + 1, :, :]
-        return to_display(cam_to_image_grid(one, self.preprocessing, self.display.image.shape))[0]
+        one = np.asarray(cams[..., k, :, :], dtype=np.float64)
+        above = one - one.mean(axis=(-2, -1), keepdims=True)  # per crop: above its own mean
+        peak = float(above.max())
+        spread = float(one.max() - one.min())
+        if not np.isfinite(peak) or peak <= 1e-6 * max(spread, 1e-12) or spread <= 1e-9:
+            return None
+        return np.clip(above / peak, 0.0, 1.0).astype(np.float32)
 
-    def heatmap(self, k: int) -> np.ndarray:
-        """Finding ``k``'s heatmap on the source pixel grid (Rows, Columns), float32 in [0, 1].
+    def display_heatmap(self, k: int) -> np.ndarray | None:
+        """Finding ``k``'s relative evidence on the display grid, in [0, 1]; None when flat."""
+        grid = self.evidence_grid(k)
+        if grid is None:
+            return None
+        stacked = grid[..., None, :, :]  # one class: (1, h, w), or (10, 1, h, w) with TenCrop
+        mapped = cam_to_image_grid(stacked, self.preprocessing, self.display.image.shape)[0]
+        return np.clip(mapped, 0.0, 1.0).astype(np.float32)
 
-        ``CAM / cam_scale`` clipped to [0, 1] (never normalised per image), mapped back
-        through the display orientation; computed on first use and kept.
+    def heatmap(self, k: int) -> np.ndarray | None:
+        """Finding ``k``'s relative evidence on the source pixel grid (Rows, Columns), in [0, 1].
+
+        Mapped back through the display orientation; computed on first use and kept.
+        None when the map is flat (no location stands out).
         """
         if k not in self._maps:
-            source = self.display.to_source_grid(self.display_heatmap(k))
-            self._maps[k] = np.clip(source, 0.0, 1.0).astype(np.float32)
+            shown = self.display_heatmap(k)
+            if shown is None:
+                return None
+            self._maps[k] = np.clip(self.display.to_source_grid(shown), 0.0, 1.0).astype(np.float32)
         return self._maps[k]
 
     def to_dict(self) -> dict[str, Any]:

@@ -13,10 +13,13 @@ Exit codes
     Every file was checked (accepted, skipped or error alike), unless ``--strict``.
 1
     Runtime failure: a path that does not exist, an unexpected failure while checking a
-    file (reported as status ``error`` with reason ``INTERNAL``), no file found, or,
-    with ``--strict``, at least one file with status ``error``.
+    file (reported as status ``error`` with reason ``INTERNAL``), no file found.
 2
     Usage or configuration error (bad options, invalid ``--config``).
+3
+    With ``--strict``: a DICOM file is defective (status ``error``: corrupt header or
+    pixels, too large, a decoder that gave up), or a path named on the command line is
+    not DICOM.  Non-DICOM files met while walking a folder (a README) do not count.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from chexnet_dicom.errors import EXIT_FAILURE, EXIT_OK, ConfigError
+from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, ConfigError
 
 if TYPE_CHECKING:
     from chexnet_dicom.config import IngestConfig
@@ -47,13 +50,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="gate DICOM files: accepted / skipped / error with a reason",
         description="Read each DICOM file safely, decide from its header whether it is a "
         "single-frame frontal chest radiograph, and decode the pixels of accepted files. "
-        "Exit status: 0 all checked, 1 runtime failure (or an error file with --strict), "
-        "2 usage error.",
+        "Exit status: 0 all checked, 1 runtime failure, 2 usage error, 3 (with --strict) a "
+        "DICOM file is defective or a named path is not DICOM.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (recursed)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--no-decode", action="store_true", help="header gate only; do not decode pixels")
-    p.add_argument("--strict", action="store_true", help="exit 1 when any file has status error")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 3 when a DICOM file is defective (status error) or a named path is not DICOM; "
+        "non-DICOM files met while walking a folder do not count",
+    )
     p.add_argument(
         "--size",
         type=int,
@@ -87,8 +95,9 @@ def _line(result: dict[str, object]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Check the files; return the exit code (see the module docstring)."""
     from chexnet_dicom.dicom.check import CHECK_TARGET_SIZE, CheckResult, check_file
-    from chexnet_dicom.dicom.reasons import INTERNAL, status_for
+    from chexnet_dicom.dicom.reasons import INTERNAL, counts_against_run, status_for
     from chexnet_dicom.dicom.walk import iter_files
+    from chexnet_dicom.logs import log_failure
 
     if args.size is not None and args.size < 0:
         raise ConfigError("--size must be >= 0")
@@ -99,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"chexdcm check: no such file or folder: {p}", file=sys.stderr)
     counts = {"accepted": 0, "skipped": 0, "error": 0}
     failed = bool(missing)
+    named = {os.path.normpath(p) for p in args.paths}
+    incomplete = 0
     with warnings.catch_warnings():
-        # pydicom warns about invalid values and may quote them (PHI); the result says enough.
+        # pydicom warns about invalid values and quotes them (PHI); the result says enough.
         warnings.simplefilter("ignore", UserWarning)
         for entry in iter_files(p for p in args.paths if p not in missing):
             path = entry.path
@@ -110,12 +121,15 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     result = check_file(path, config=config, decode=not args.no_decode, target_size=target)
                 except Exception as exc:  # a bug must not hide the other files' results
-                    log.exception("unexpected failure while checking a file")
+                    log_failure(log, "checking a file", exc)
                     result = CheckResult(
                         path, "error", INTERNAL, f"unexpected {type(exc).__name__}; please report"
                     )
                     failed = True
             counts[result.status] += 1
+            incomplete += counts_against_run(
+                result.status, result.reason, named=os.path.normpath(path) in named
+            )
             record = result.to_dict()
             try:
                 print(json.dumps(record, ensure_ascii=False) if args.json else _line(record), flush=True)
@@ -132,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     if total == 0 and not missing:
         print("chexdcm check: no files found", file=sys.stderr)
         return EXIT_FAILURE
-    if failed or (args.strict and counts["error"]):
+    if failed:
         return EXIT_FAILURE
+    if args.strict and incomplete:
+        return EXIT_INCOMPLETE
     return EXIT_OK

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="evaluate predictions with bootstrap CIs",
         description="Per-finding AUROC, PR-AUC, operating points, calibration and subgroups "
-        "with patient-level bootstrap 95%% CIs; writes report.md/.html, metrics.json and plots.",
+        "with patient-level bootstrap 95% CIs; writes report.md/.html, metrics.json and plots.",
     )
     p.add_argument("--predictions", required=True, type=Path, help="CSV: id column + prob_<Finding> columns")
     p.add_argument("--labels", required=True, type=Path, help="NIH Data_Entry CSV(.gz) or wide 0/1 CSV")

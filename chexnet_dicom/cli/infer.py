@@ -1,8 +1,9 @@
 """``chexdcm infer STUDY_DIR``: analyse a study folder and write DICOM results.
 
-Prints a table per study (finding, probability, present/absent at the model card's
-operating point, the operating point with its sensitivity/specificity and 95% CIs when
-the card has them) and writes into ``--out`` (default ``./chexdcm-out/<study ref>/``,
+Prints a table per study on stdout (each finding's probability -- the study maximum
+with several images --, PRESENT/absent at its operating point, the threshold, and the
+validation sensitivity and specificity at it with 95% CIs), the operating-point policy
+in words, the model's held-out AUROC and its intended use, and writes into ``--out`` (default ``./chexdcm-out/<study ref>/``,
 where ``<study ref>`` is a hash of the StudyInstanceUID, never a UID or a name):
 
 * ``sr.dcm``            TID 1500 Comprehensive 3D SR (all 14 findings per image);
@@ -24,14 +25,19 @@ as soon as it is complete, and a study that fails does not stop the others.
 Exit codes
 ----------
 0
-    Every study found was written (including a study whose images were all skipped:
-    its SR says why).
+    Every study found was written and every DICOM file meant for analysis was analysed.
+    Files out of scope (status ``skipped``: a lateral view, a CT, a duplicate, ...) do not
+    count against the run, nor do non-DICOM files met while walking a folder (a README).
 1
-    Runtime failure: a study failed (the others are written), no DICOM study found,
-    unreadable weights.
+    Runtime failure: a study failed (nothing written for it; the others are written),
+    no DICOM study found (STUDY_DIR itself not DICOM included), unreadable weights.
 2
     Usage or configuration error (bad options, missing STUDY_DIR, no CUDA for
     ``--device cuda``).
+3
+    Results written, but a DICOM file meant for analysis could not be analysed (status
+    ``error``: corrupt header or pixels, too large, a decoder that gave up, missing
+    UIDs), even when its study's SR was written and lists it as not analysed.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chexnet_dicom.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
     from chexnet_dicom.config import AnalysisConfig
@@ -64,8 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="analyse a study folder and write DICOM SR/SC results",
         description="Analyse the frontal chest radiographs in STUDY_DIR with CheXNet and write a "
         "TID 1500 SR, heatmap Secondary Captures, PNG previews and a JSON sidecar. "
-        "Research use only. Exit status: 0 written, 1 runtime failure (a study failed, "
-        "no study found, unreadable weights), 2 usage error.",
+        "Research use only. Exit status: 0 all written; 1 runtime failure (a study failed, "
+        "no DICOM study found, unreadable weights); 2 usage error; 3 results written but a "
+        "DICOM file meant for analysis could not be analysed (corrupt, too large, a decoder "
+        "gave up). Skipped files (out of scope) and non-DICOM files met while walking a "
+        "folder do not count.",
     )
     p.add_argument("study_dir", metavar="STUDY_DIR", type=Path, help="folder (or file) of DICOM instances")
     p.add_argument("--out", type=Path, help="output folder (default ./chexdcm-out/<study ref>/)")
@@ -154,48 +163,84 @@ def process_age() -> float | None:
         return None
 
 
-def _fmt_ci(ci: tuple[float, float] | None) -> str:
-    return f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+def _fmt_ci(value: float | None, ci: tuple[float, float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f} ({ci[0]:.2f}-{ci[1]:.2f})" if ci else f"{value:.2f}"
 
 
-def _operating_point(card: ModelCard, label: str) -> str:
-    op = card.operating_points.get(label)
-    if op is None:
-        return "0.500 (default)"
-    text = f"{op.threshold:.3f}"
-    if op.sensitivity is not None:
-        text += f" sens {op.sensitivity:.2f}{_fmt_ci(op.sensitivity_ci)}"
-    if op.specificity is not None:
-        text += f" spec {op.specificity:.2f}{_fmt_ci(op.specificity_ci)}"
-    return text
+def _study_folder(result: StudyResult) -> str:
+    """The folder that holds the study's files (the user's own path, never a UID)."""
+    paths = [im.path for im in result.images] + [s.path for s in result.skipped]
+    if not paths:
+        return "?"
+    try:
+        folder = os.path.commonpath([os.path.dirname(p) or "." for p in paths])
+    except ValueError:  # relative and absolute paths mixed
+        folder = os.path.dirname(paths[0]) or "."
+    return folder.rstrip(os.sep) + os.sep
 
 
-def _table(result: StudyResult, card: ModelCard) -> str:
+def _preamble(card: ModelCard, why: str) -> str:
+    """What the model is, how far to trust it and how to read the tables: once, on stdout."""
+    from chexnet_dicom.model.card import policy_text
+
+    test = card.metrics.get("test", {}) if isinstance(card.metrics, dict) else {}
+    auroc = test.get("mean_auroc") if isinstance(test, dict) else None
+    lines = [f"Model: {card.name} {card.version}, {why}"]
+    if auroc:
+        lines.append(
+            f"  held-out test mean AUROC over the 14 findings: {auroc:.3f} (published CheXNet: 0.841)"
+        )
+    lines += [
+        f"  Intended use: {card.intended_use}",
+        "Reading the tables: a finding is PRESENT when its probability (with several images, the",
+        "  highest over the study's images) reaches its threshold, the operating point chosen by",
+        f"  {policy_text(card.operating_points)}. Sensitivity and specificity were",
+        "  measured at that threshold on the model's validation split (patient-level bootstrap",
+        "  95% CIs): they say how often this model is right at that threshold, not this image.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _table(result: StudyResult, card: ModelCard, number: int, total: int) -> str:
     from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 
+    n_img, n_not = len(result.images), len(result.skipped)
     lines = [
-        f"study {result.ref}: {len(result.images)} image(s) analysed, {len(result.skipped)} not analysed"
+        f"Study {number} of {total} in {_study_folder(result)} -> output folder {result.ref} "
+        "(a hash of its Study Instance UID)",
+        f"  {n_img} image{'s' if n_img != 1 else ''} analysed, {n_not} file{'s' if n_not != 1 else ''} "
+        "not analysed",
     ]
     for s in result.skipped:
-        lines.append(f"  not analysed: {s.path}: {s.reason}: {s.message}")
+        lines.append(f"  not analysed ({s.status}): {s.path}: {s.reason}: {s.message}")
     if result.failure is not None:
         lines.append(f"  FAILED: {result.failure.reason}: {result.failure.message}")
     if result.images:
-        several = len(result.images) > 1
-        head = "study max" if several else "probability"
-        lines.append(f"  {'finding':<20} {head:>11}  {'result':<8} operating point")
+        head = "Study max" if n_img > 1 else "Probability"
+        lines.append(
+            f"  {'Finding':<20} {head:>11}  {'Result':<8} {'Threshold':>9}  "
+            f"{'Sensitivity (95% CI)':<21} Specificity (95% CI)"
+        )
         summary = result.summary
         for label in LABELS:
             entry = summary[label]
-            mark = "PRESENT" if entry.present else "absent"
+            op = card.operating_points.get(label)
             lines.append(
-                f"  {DISPLAY_NAMES[label]:<20} {entry.probability:>11.3f}  {mark:<8} {_operating_point(card, label)}"
+                f"  {DISPLAY_NAMES[label]:<20} {entry.probability:>11.3f}  "
+                f"{'PRESENT' if entry.present else 'absent':<8} {card.threshold(label):>9.3f}  "
+                f"{_fmt_ci(op.sensitivity if op else None, op.sensitivity_ci if op else None):<21} "
+                f"{_fmt_ci(op.specificity if op else None, op.specificity_ci if op else None)}"
             )
+        present = sum(summary[label].present for label in LABELS)
+        lines.append(f"  {present} of 14 findings present at their operating points")
         for n, im in enumerate(result.images, 1):
             flags = f" [{', '.join(im.flags)}]" if im.flags else ""
             lines.append(f"  image {n}: {im.path}{flags}")
-    lines.append("  Research use only. Not for clinical use.")
-    return "\n".join(lines)
+    lines.append(f"  Research use only. Not for clinical use. {card.name} {card.version}.")
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -215,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
     # (measured here: 2 threads on a busy 2-core machine, 4 s per image spinning vs 0.05 s
     # passive).  Read once when torch loads its OpenMP runtime, so set it before importing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from chexnet_dicom.dicom.reasons import counts_against_run
     from chexnet_dicom.dicom.study import scan
     from chexnet_dicom.model.backends import load_predictor
     from chexnet_dicom.model.resolve import resolve_weights
@@ -240,14 +286,22 @@ def run(args: argparse.Namespace) -> int:
     )
     startup = (age or 0.0) + (time.perf_counter() - t_run)
 
+    tty = sys.stderr.isatty()
+
     def progress(done: int, total: int) -> None:
-        if total >= PROGRESS_MIN_IMAGES:
+        # a progress line rewritten in place: only on a terminal (a log file gets none)
+        if tty and total >= PROGRESS_MIN_IMAGES:
             print(f"\r  read {done}/{total} images", end="" if done < total else "\n", file=sys.stderr)
 
     t_scan = time.perf_counter()
     found = scan([study_dir], config=settings.ingest)
+    named = os.path.normpath(study_dir)
+    incomplete = 0
     for o in found.unassigned:
-        print(f"not a study file: {o.path}: {o.reason}: {o.message}", file=sys.stderr)
+        counts = counts_against_run(o.status, o.reason, named=os.path.normpath(o.path) == named)
+        incomplete += counts
+        note = "" if counts else " (not counted against the run: met while walking the folder)"
+        print(f"not a study file: {o.path}: {o.reason}: {o.message}{note}", file=sys.stderr)
     if not found.studies:
         print(f"chexdcm infer: error: no DICOM study found under {study_dir}", file=sys.stderr)
         return EXIT_FAILURE
@@ -256,25 +310,29 @@ def run(args: argparse.Namespace) -> int:
     own_folders = args.out is None or len(found.studies) > 1
     report: list[dict[str, Any]] = []
     failed = 0
-    for result in iter_results(
-        found, predictor, config=settings.ingest, workers=rt.workers, progress=progress
+    for number, result in enumerate(
+        iter_results(found, predictor, config=settings.ingest, workers=rt.workers, progress=progress), 1
     ):
         out_dir = base / result.ref if own_folders else base
         result, written = _write(result, out_dir, settings)
         failed += result.failed
+        incomplete += sum(counts_against_run(s.status, s.reason, named=False) for s in result.skipped)
         result.timings["startup"] = startup
         result.timings["read"] = result.timings.get("read", 0.0) + scan_s / len(found.studies)
         if args.json:
             report.append({**result.to_dict(), "outputs": [str(p) for p in written]})
         else:
-            print(_table(result, card))
+            if number == 1:
+                print(_preamble(card, why))
+            print(_table(result, card, number, len(found.studies)))
             if written:
                 print(f"  written to {out_dir}/:")
                 for path in written:
                     print(f"    {path.name}")
         t = result.timings
         print(
-            f"timings: startup {t['startup']:.2f}s, read {t['read']:.2f}s, predict {t.get('predict', 0.0):.2f}s, "
+            ("\r\033[K" if tty else "")
+            + f"timings: startup {t['startup']:.2f}s, read {t['read']:.2f}s, predict {t.get('predict', 0.0):.2f}s, "
             f"write {t.get('write', 0.0):.2f}s",
             file=sys.stderr,
         )
@@ -291,6 +349,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILURE
+    if incomplete:
+        print(
+            f"chexdcm infer: {incomplete} DICOM file(s) meant for analysis could not be analysed "
+            "(status error above); exit status 3",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE
     return EXIT_OK
 
 

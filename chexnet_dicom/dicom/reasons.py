@@ -21,6 +21,7 @@ __all__ = [
     "CORRUPT_PIXELS",
     "DUPLICATE_INSTANCE",
     "ERROR_REASONS",
+    "counts_against_run",
     "FOR_PROCESSING_REDUNDANT",
     "INTERNAL",
     "MISSING_UID",
@@ -104,6 +105,23 @@ REASONS: dict[str, tuple[Status, str]] = {
 
 #: Reasons that mean the file is defective (status ``error``), not merely out of scope.
 ERROR_REASONS = frozenset(code for code, (status, _) in REASONS.items() if status == "error")
+
+
+def counts_against_run(status: str, reason: str | None, *, named: bool) -> bool:
+    """Whether a file's outcome makes a run incomplete (exit code 3 of ``infer`` and ``check --strict``).
+
+    A defective file (status ``error``) does; a file out of scope (``skipped``) does not,
+    and neither does a non-DICOM file met while walking a folder (a README beside the
+    images) -- unless the user named that path explicitly.
+
+    Parameters
+    ----------
+    status, reason
+        The file's outcome.
+    named
+        The path was given on the command line (not found by walking a folder).
+    """
+    return status == "error" and (reason != NOT_DICOM or named)
 
 
 def status_for(reason: str) -> Status:

@@ -9,6 +9,7 @@ and vectorised over resamples, so 1,000 resamples of 22,000 images take seconds.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ __all__ = [
     "BinaryCI",
     "auroc",
     "bootstrap_weights",
+    "mean_auroc_ci",
     "calibration_bins",
     "expected_calibration_error",
     "operating_point_stats",
@@ -171,6 +173,41 @@ def auroc_ci(
     return BinaryCI(value, lo, hi, n)
 
 
+def mean_auroc_ci(
+    y_true: np.ndarray, scores: np.ndarray, boot_w: np.ndarray | None, alpha: float = 0.05
+) -> BinaryCI:
+    """Mean AUROC over the classes with both outcomes, with a percentile bootstrap interval.
+
+    Each resample's mean is taken over the classes whose AUROC is defined in it (a class
+    with no positive drawn is left out of that resample's mean), over the same bootstrap
+    weights as the per-class intervals, so that the mean's interval keeps the
+    correlation between classes that a patient-level resample carries.
+
+    Parameters
+    ----------
+    y_true, scores
+        (n, C) labels and scores.
+    boot_w
+        (B, n) bootstrap weights (:func:`bootstrap_weights`), or None for no interval.
+    alpha
+        1 - the interval's coverage.
+    """
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    defined = [j for j in range(y.shape[1]) if 0 < _as_binary(y[:, j]).sum() < y.shape[0]]
+    if not defined:
+        return BinaryCI(float("nan"), float("nan"), float("nan"), 0)
+    value = float(np.mean([auroc(y[:, j], s[:, j]) for j in defined]))
+    if boot_w is None or boot_w.shape[0] == 0:
+        return BinaryCI(value, float("nan"), float("nan"), 0)
+    per_class = np.stack([weighted_auroc(y[:, j], s[:, j], boot_w) for j in defined], axis=1)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no defined class
+        means = np.nanmean(per_class, axis=1)
+    lo, hi, n = _percentile_ci(means, alpha)
+    return BinaryCI(value, lo, hi, n)
+
+
 def youden_threshold(y_true: np.ndarray, score: np.ndarray) -> float:
     """Threshold maximising sensitivity + specificity - 1 (Youden's J)."""
     y = _as_binary(y_true)
@@ -190,6 +227,22 @@ def threshold_at_sensitivity(y_true: np.ndarray, score: np.ndarray, sensitivity:
     pos_scores = np.sort(np.asarray(score, dtype=np.float64)[y])[::-1]
     k = int(np.ceil(sensitivity * pos_scores.size)) - 1
     return float(pos_scores[min(max(k, 0), pos_scores.size - 1)])
+
+
+def threshold_at_specificity(y_true: np.ndarray, score: np.ndarray, specificity: float) -> float:
+    """Lowest threshold whose specificity (negatives scored below it) is at least ``specificity``.
+
+    A score at or above the threshold counts as positive.  Ties are kept below the
+    threshold, so the specificity reached is never less than asked for.
+    """
+    y = _as_binary(y_true)
+    neg = np.sort(np.asarray(score, dtype=np.float64)[~y])
+    if neg.size == 0:
+        return 0.5
+    k = int(np.ceil(float(specificity) * neg.size))
+    if k <= 0:
+        return float(neg[0])
+    return float(min(np.nextafter(neg[min(k, neg.size) - 1], np.inf), 1.0))
 
 
 def operating_point_stats(

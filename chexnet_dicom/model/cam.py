@@ -15,10 +15,13 @@ rectified last feature map gives exactly ``relu(CAM_c) / (h * w)`` (the gradient
 Scale
 -----
 Maps are reported in units of the model card's ``cam_scale``: a fixed, per-model
-constant, never a per-image min-max (min-max inflates a map of an image with no finding
-into a confident-looking blob, and MONAI's default normaliser even maps the maximum
-to 0, flipping it).  For display, :func:`to_display` clips ``CAM / cam_scale`` to [0, 1]:
-negative evidence shows as nothing.
+constant, so that maps compare across images (:func:`to_display` clips ``CAM /
+cam_scale`` to [0, 1], the absolute evidence the invariance tests compare).  What the
+overlays draw is the *relative* evidence of :meth:`chexnet_dicom.results.ImageResult.evidence_grid`
+(the map above its own mean, over its maximum), and only for findings present at their
+operating point: a per-image normalisation of an absent finding would inflate an image
+with no finding into a confident-looking blob, which is why it is never drawn (and
+MONAI's default normaliser even maps the maximum to 0, flipping it).
 
 Geometry
 --------
@@ -188,7 +191,7 @@ def _bilinear(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def to_display(cams: np.ndarray) -> np.ndarray:
-    """Clip maps in ``cam_scale`` units to [0, 1] for display (never per-image min-max).
+    """Clip maps in ``cam_scale`` units to [0, 1]: absolute evidence, comparable across images.
 
     Parameters
     ----------

@@ -38,6 +38,7 @@ __all__ = [
     "device_uid_for",
     "load_bundle",
     "load_state_dict_strict",
+    "policy_text",
     "save_bundle",
     "sha256_file",
     "verified_weights",
@@ -120,10 +121,12 @@ class ModelCard:
     operating_points
         Per-finding thresholds for present/absent.
     cam_threshold
-        Fraction of the model's global CAM scale above which a heatmap pixel belongs to
-        the reported image region of a positive finding.
+        Level of the relative evidence map (:mod:`chexnet_dicom.results`: a finding's
+        class activation above the image's mean, divided by its maximum) from which an
+        overlay draws colour and the SR's image region of a present finding is outlined.
     cam_scale
-        Global CAM value mapped to 1.0 in heatmaps (fixed per model, never per image).
+        Fixed per-model unit of the stored class activation maps (the validation
+        percentile the recipe names); the relative evidence map does not depend on it.
     training, metrics
         Free-form summaries: data, splits, positives per class, recipe; AUROC with CIs.
     intended_use
@@ -228,6 +231,27 @@ class ModelCard:
         if not isinstance(data, dict):
             raise WeightsError(f"model card {p} must be a JSON object")
         return cls.from_dict(data)
+
+
+def policy_text(operating_points: dict[str, OperatingPoint]) -> str:
+    """How the operating points were chosen, in words for a table header or a legend.
+
+    ``"specificity>=0.90:validation"`` reads "fixed specificity >= 0.90 on the validation
+    split", ``"youden:validation"`` "Youden's J on the validation split"; a card without
+    operating points reads "no operating points in the model card: 0.5".
+    """
+    methods = sorted({op.method for op in operating_points.values()})
+    if not methods:
+        return "no operating points in the model card: 0.5"
+    if len(methods) > 1:
+        return "chosen per finding (see the model card)"
+    kind, _, data = methods[0].partition(":")
+    where = f" on the {data} split" if data else ""
+    if kind == "youden":
+        return f"Youden's J{where}"
+    if kind.startswith("specificity>="):
+        return f"fixed specificity >= {kind.removeprefix('specificity>=')}{where}"
+    return methods[0]
 
 
 def device_uid_for(sha256_hex: str) -> str:

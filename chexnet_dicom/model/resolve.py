@@ -85,7 +85,7 @@ def resolve_weights(explicit: str | None = None) -> tuple[Path, str]:
         assert converted is not None
         return converted, f"cached {entry.name} download, converted into {converted.parent}"
     if DEMO_CARD.is_file():
-        return DEMO_CARD, "bundled demo weights (pipeline demonstration only, not for clinical use)"
+        return DEMO_CARD, "bundled demo weights: pipeline demonstration only, not for clinical use"
     raise WeightsError(
         "no model weights found: pass --weights CARD, set CHEXDCM_WEIGHTS, or run "
         f"`chexdcm weights fetch {entry.name}` (offline: put {entry.url} at {download_path(entry)})"

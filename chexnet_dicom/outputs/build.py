@@ -8,8 +8,8 @@
   which the new SR lists in its PredecessorDocumentsSequence;
 * ``sc-<image>-<k>.dcm``: the RGB overlay(s) of each analysed image (the top finding,
   or one per positive finding);
-* ``preview-<image>-<k>.png``: the same overlays as RGB arrays for PNG previews (the top
-  finding on the display grid when no SC is written);
+* ``preview-<image>-<k>.png``: the same overlays turned head up (as ``chexdcm render``
+  shows the image), as RGB arrays for PNG previews (also when no SC is written);
 * ``result.json``: the PHI-free JSON sidecar.
 
 File names hold only indices, never UIDs or names.  Writing is
@@ -27,8 +27,7 @@ from pydicom.dataset import Dataset
 
 from chexnet_dicom.config import OutputOptions
 from chexnet_dicom.errors import OutputError
-from chexnet_dicom.model.labels import LABELS
-from chexnet_dicom.outputs.sc import blend_overlay, build_sc, overlay_findings, overlay_pixels
+from chexnet_dicom.outputs.sc import build_sc, overlay_findings, overlay_pixels, preview_pixels
 from chexnet_dicom.outputs.sidecar import build_sidecar, sidecar_text
 from chexnet_dicom.outputs.sr import build_sr
 from chexnet_dicom.results import StudyResult
@@ -114,26 +113,21 @@ def build_outputs(
     for i, image in enumerate(result.images, 1):
         if not image.has_heatmaps:
             continue
-        if opts.sc:
-            for k, label in enumerate(overlay_findings(image, card, per_finding=opts.sc_per_finding), 1):
-                shown = label or LABELS[int(np.argmax(image.prediction.probabilities))]
-                rgb = overlay_pixels(image, card, shown)
+        labels = overlay_findings(image, card, per_finding=opts.sc_per_finding) if opts.sc else [None]
+        for k, label in enumerate(labels, 1):
+            if opts.sc:
                 sc = build_sc(
                     image,
                     card,
                     finding=label,
                     instance_number=number,
                     compression=opts.sc_compression,
-                    pixels=rgb,
+                    pixels=overlay_pixels(image, card, label),
                 )
                 number += 1
                 overlays.append((f"sc-{i}-{k}.dcm", sc))
-                if opts.previews:
-                    previews.append((f"preview-{i}-{k}.png", rgb))
-        elif opts.previews:
-            top = int(np.argmax(image.prediction.probabilities))
-            rgb = blend_overlay(image.display.image, image.display_heatmap(top), card.cam_threshold)
-            previews.append((f"preview-{i}-1.png", rgb))
+            if opts.previews:
+                previews.append((f"preview-{i}-{k}.png", preview_pixels(image, card, label)))
     sidecar = build_sidecar(
         result.images, card, skipped=result.skipped, sr=sr, overlays=[sc for _, sc in overlays]
     )

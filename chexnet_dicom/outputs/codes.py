@@ -41,6 +41,7 @@ __all__ = [
     "PRIVATE_SCHEME_ITEM",
     "PROBABILITY",
     "PROBABILITY_UNIT",
+    "IMAGE_REGION",
     "PROCEDURE_REPORTED",
     "QUALITATIVE_EVALUATIONS",
     "finding_concept",
@@ -53,12 +54,13 @@ PROBABILITY_UNIT = CodedConcept.from_code(codes.UCUM.NoUnits)
 #: Present / absent at the model card's operating point (SCT, CID 240 "Present-Absent").
 PRESENT = CodedConcept.from_code(codes.SCT.Present)
 ABSENT = CodedConcept.from_code(codes.SCT.Absent)
-#: Procedure reported: a chest radiograph, expressed as "Plain radiography" (SCT 168537006,
-#: CID 10005) of the chest ("Chest imaging", SCT 413815006), both from pydicom's dictionary.
-PROCEDURE_REPORTED: tuple[CodedConcept, ...] = (
-    CodedConcept.from_code(codes.SCT.PlainRadiography),
-    CodedConcept.from_code(codes.SCT.ChestImaging),
-)
+#: Procedure reported (TID 1500 row 4, one item from CID 100 "Quantitative Diagnostic
+#: Imaging Procedures"): "Imaging procedure" (SCT 363679005), the member of CID 100 that a
+#: chest radiograph falls under in every version of the group PixelMed and pydicom carry
+#: (the group has no chest radiography code; the evidence references say which images).
+PROCEDURE_REPORTED: CodedConcept = CodedConcept.from_code(codes.cid100.ImagingProcedure)
+#: TID 320 concept of a present finding's region: "Image Region" (DCM 111030).
+IMAGE_REGION = CodedConcept.from_code(codes.DCM.ImageRegion)
 #: TID 1500 row 12 container "Qualitative Evaluations" (PS3.16 TID 1500; the same
 #: concept is hard-coded in dcmtk's libcmr). pydicom's dictionary has no UMLS entry for it.
 QUALITATIVE_EVALUATIONS = CodedConcept(

@@ -1,19 +1,25 @@
-"""RGB Secondary Capture overlays: a finding's heatmap blended over the source image.
+"""RGB Secondary Capture overlays: where the evidence for a present finding lies.
 
-One SC per analysed image shows the highest-scoring finding (optionally one per
-positive finding). The overlay lies on the source pixel grid, so it lines up with the
-source instance it references (SourceImageSequence) and keeps its PatientOrientation:
+One SC per analysed image shows the most probable finding that is present at its
+operating point (optionally one per present finding); when no finding is present it
+shows the image with a legend that says so, never an absent finding's map.
 
 * grey base: the [0, 1] display image (VOI and MONOCHROME1 already applied by
-  :mod:`chexnet_dicom.dicom.pixels`), mapped to the source grid;
-* colour: the heatmap (fixed model scale, never min-max normalised per image) through
-  the perceptual *inferno* colormap (17 anchors of matplotlib's table, linear in
-  between: within 7/255 of it);
-* opacity: 0 below half the card's ``cam_threshold``, rising linearly to
-  ``max_alpha`` at ``cam_threshold``: only the high part of the map is coloured;
-* burned-in legend (Pillow's default font, top left): "RESEARCH USE ONLY", the
-  finding shown, the top three findings with probabilities (``*`` = present at the
-  operating point) and the model name and version. BurnedInAnnotation is YES.
+  :mod:`chexnet_dicom.dicom.pixels`), mapped to the **source pixel grid**: the SC keeps
+  the source's Rows x Columns and PatientOrientation, so it registers with the source
+  it references (SourceImageSequence) in a viewer, pixel for pixel;
+* colour: the finding's relative evidence map (:mod:`chexnet_dicom.results`: its class
+  activation above the image mean, divided by its maximum) where it reaches the card's
+  ``cam_threshold``, through the perceptual *inferno* colormap (from 0.3 of it, so the
+  weakest drawn colour is still visible) with an opacity that rises with the value: the
+  colour follows the value and never saturates into one flat colour;
+* burned-in legend (Pillow's default font, top left): "RESEARCH USE ONLY", the finding
+  drawn (or why nothing is), the top three findings with probabilities, what ``*``
+  means (present at its operating point, and the policy that chose it), a colour bar
+  with what the colours mean, and the model name and version. BurnedInAnnotation YES.
+
+The PNG previews (:func:`preview_pixels`) show the same overlay turned head up, as
+``chexdcm render`` shows the image, with the legend drawn upright.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ from pydicom.uid import (
 )
 
 from chexnet_dicom.config import SC_COMPRESSION_NAMES
+from chexnet_dicom.dicom.orientation import apply_orientation_ops
 from chexnet_dicom.errors import ConfigError, OutputError
 from chexnet_dicom.logs import phi_ref, redact
+from chexnet_dicom.model.card import policy_text
 from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 from chexnet_dicom.outputs.header import evidence_header, quiet_highdicom, sanitize_copied
 from chexnet_dicom.outputs.identity import (
@@ -67,6 +75,9 @@ __all__ = [
     "legend_lines",
     "overlay_findings",
     "overlay_pixels",
+    "present_findings",
+    "preview_pixels",
+    "shown_finding",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,21 +121,34 @@ def colormap(values: np.ndarray) -> np.ndarray:
     return _LUT[idx]
 
 
-def blend_overlay(
-    display: np.ndarray, heatmap: np.ndarray, cam_threshold: float, *, max_alpha: float = 0.6
-) -> np.ndarray:
-    """Blend a heatmap over a grey image.
+#: Where in the colormap the drawn values start (the low end of inferno is near black,
+#: which would vanish on a dark radiograph) and end.
+COLOUR_RANGE = (0.3, 1.0)
+#: Opacity of the colour at the drawing level and at the strongest location.
+ALPHA_RANGE = (0.35, 0.65)
+
+
+def _graded(heat: np.ndarray, level: float) -> np.ndarray:
+    """0 at ``level``, 1 at the strongest location; negative below ``level``."""
+    return (heat - float(level)) / max(1.0 - float(level), 1e-6)
+
+
+def blend_overlay(display: np.ndarray, heatmap: np.ndarray | None, level: float) -> np.ndarray:
+    """Blend a relative-evidence heatmap over a grey image.
+
+    Pixels below ``level`` stay grey; from ``level`` to 1 the colour runs through the
+    :data:`COLOUR_RANGE` of inferno and the opacity through :data:`ALPHA_RANGE`, so the
+    colour follows the value and never saturates into one flat colour.
 
     Parameters
     ----------
     display
         (H, W) grey image in [0, 1] (bright = dense).
     heatmap
-        (H, W) heatmap in [0, 1] on the model's fixed scale.
-    cam_threshold
-        Level at which the colour reaches full opacity; transparent below half of it.
-    max_alpha
-        Opacity of the colour where the map is high.
+        (H, W) relative evidence in [0, 1] (:meth:`ImageResult.heatmap`), or None
+        (nothing is drawn).
+    level
+        The card's ``cam_threshold``: where drawing starts.
 
     Returns
     -------
@@ -132,30 +156,68 @@ def blend_overlay(
         (H, W, 3) uint8 RGB.
     """
     grey = np.clip(np.nan_to_num(np.asarray(display, dtype=np.float32)), 0.0, 1.0) * 255.0
-    heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
-    if grey.shape != heat.shape:
-        raise OutputError(f"display image {grey.shape} and heatmap {heat.shape} must share the source grid")
-    lo = 0.5 * float(cam_threshold)
-    hi = max(float(cam_threshold), lo + 1e-6)
-    alpha = (np.clip((heat - lo) / (hi - lo), 0.0, 1.0) * float(max_alpha))[..., None]
-    rgb = grey[..., None] * (1.0 - alpha) + colormap(heat) * alpha
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    if heatmap is not None:
+        heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
+        if grey.shape != heat.shape:
+            raise OutputError(f"display image {grey.shape} and heatmap {heat.shape} must share one grid")
+        t = _graded(heat, level)
+        drawn = t >= 0.0
+        t = np.clip(t, 0.0, 1.0)
+        lo, hi = COLOUR_RANGE
+        a_lo, a_hi = ALPHA_RANGE
+        alpha = np.where(drawn, a_lo + (a_hi - a_lo) * t, 0.0)[..., None]
+        rgb = rgb * (1.0 - alpha) + colormap(lo + (hi - lo) * t) * alpha
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def legend_lines(result: ImageResult, card: CardLike, finding: str) -> list[str]:
-    """Text burned into the overlay (ASCII only)."""
+def present_findings(result: ImageResult, card: CardLike) -> list[str]:
+    """The findings present at their operating point, highest probability first."""
+    probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
+    present = [k for k, label in enumerate(LABELS) if probs[k] >= card.threshold(label)]
+    return [LABELS[k] for k in sorted(present, key=lambda k: -probs[k])]
+
+
+def shown_finding(result: ImageResult, card: CardLike, finding: str | None = None) -> str | None:
+    """The finding an overlay draws: ``finding`` if present, else the most probable present one.
+
+    Returns None when the finding asked for (or, without one, every finding) is absent
+    at its operating point: an absent finding is never drawn as if it were present.
+    """
+    present = present_findings(result, card)
+    if finding is not None:
+        if finding not in LABELS:
+            raise OutputError(f"unknown finding {finding!r}")
+        return finding if finding in present else None
+    return present[0] if present else None
+
+
+def legend_lines(result: ImageResult, card: CardLike, shown: str | None, *, flat: bool = False) -> list[str]:
+    """Text burned into the overlay (ASCII only); the colour bar is drawn below its last lines."""
     probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
     order = np.argsort(-probs, kind="stable")[:3]
-    k = LABELS.index(finding)
-    lines = [f"{RESEARCH_USE_ONLY} - not for diagnosis", f"Heatmap: {DISPLAY_NAMES[finding]} {probs[k]:.2f}"]
+    lines = [f"{RESEARCH_USE_ONLY} - not for diagnosis"]
+    if shown is None:
+        lines.append("No heatmap: no finding is present at its operating point")
+    else:
+        k = LABELS.index(shown)
+        what = f"{DISPLAY_NAMES[shown]} {probs[k]:.2f} (present: >= {card.threshold(shown):.2f})"
+        lines.append(f"No heatmap: the {what} map is flat" if flat else f"Heatmap: {what}")
     for rank, i in enumerate(order, start=1):
         mark = " *" if probs[i] >= card.threshold(LABELS[i]) else ""
         lines.append(f"{rank}. {DISPLAY_NAMES[LABELS[i]]} {probs[i]:.2f}{mark}")
+    lines.append("* present at its operating point, chosen by")
+    lines.append(f"  {policy_text(card.operating_points)}"[:72])
+    if shown is not None and not flat:
+        lines.append(
+            f"colour: share of the map's peak evidence, {card.cam_threshold:.1f} to 1 (not a probability)"
+        )
     lines.append(f"{card.name} {card.version}"[:60])
     return [line.encode("ascii", "replace").decode("ascii") for line in lines]
 
 
-def _draw_legend(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+def _draw_legend(rgb: np.ndarray, lines: Sequence[str], level: float, *, colour_bar: bool) -> np.ndarray:
+    """Burn the legend box (and the colour bar, after the line that explains it) into ``rgb``."""
     img = Image.fromarray(rgb, mode="RGB")
     rows, cols = rgb.shape[:2]
     size = max(8, round(min(rows, cols) / 45))
@@ -163,16 +225,40 @@ def _draw_legend(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
     draw = ImageDraw.Draw(img)
     pad = max(2, size // 3)
     widths = [draw.textlength(line, font=font) for line in lines]
-    box_w = int(max(widths)) + 2 * pad
-    box_h = len(lines) * (size + pad) + pad
-    draw.rectangle((0, 0, min(box_w, cols - 1), min(box_h, rows - 1)), fill=(0, 0, 0))
-    for n, line in enumerate(lines):
-        draw.text((pad, pad + n * (size + pad)), line, fill=(255, 255, 255), font=font)
+    box_w = min(int(max(widths)) + 2 * pad, cols - 1)
+    bar_h = size if colour_bar else 0
+    box_h = min(len(lines) * (size + pad) + pad + (bar_h + pad if colour_bar else 0), rows - 1)
+    draw.rectangle((0, 0, box_w, box_h), fill=(0, 0, 0))
+    y = pad
+    for line in lines:
+        draw.text((pad, y), line, fill=(255, 255, 255), font=font)
+        y += size + pad
+        if colour_bar and line.startswith("colour:"):
+            bar_w = max(8, box_w - 2 * pad)
+            values = level + (1.0 - level) * np.linspace(0.0, 1.0, bar_w)
+            # the bar shows the colours at full strength (the overlay blends them over grey)
+            strip = colormap(COLOUR_RANGE[0] + (COLOUR_RANGE[1] - COLOUR_RANGE[0]) * _graded(values, level))
+            bar = np.repeat(np.clip(strip + 0.5, 0, 255).astype(np.uint8)[None], bar_h, axis=0)
+            img.paste(Image.fromarray(bar, mode="RGB"), (pad, y))
+            y += bar_h + pad
     return np.asarray(img, dtype=np.uint8)
 
 
-def overlay_pixels(result: ImageResult, card: CardLike, label: str, *, max_alpha: float = 0.6) -> np.ndarray:
-    """The overlay of ``label``'s heatmap on the source grid, legend burned in.
+def _base_and_legend(
+    result: ImageResult, card: CardLike, finding: str | None
+) -> tuple[np.ndarray, np.ndarray | None, list[str], bool]:
+    """Grey source-grid image, the drawn map (or None), the legend lines, whether a bar is drawn."""
+    if not result.has_heatmaps:
+        raise OutputError("an overlay needs heatmaps; run the predictor with heatmaps enabled")
+    shown = shown_finding(result, card, finding)
+    heat = result.heatmap(LABELS.index(shown)) if shown is not None else None
+    flat = shown is not None and heat is None
+    grey = result.display.to_source_grid(result.display.image)
+    return grey, heat, legend_lines(result, card, shown, flat=flat), heat is not None
+
+
+def overlay_pixels(result: ImageResult, card: CardLike, finding: str | None = None) -> np.ndarray:
+    """The SC overlay on the source pixel grid (so it registers with the source), legend burned in.
 
     Parameters
     ----------
@@ -180,39 +266,45 @@ def overlay_pixels(result: ImageResult, card: CardLike, label: str, *, max_alpha
         The analysed image (its prediction must carry CAMs).
     card
         Model card (name, version, operating points, cam_threshold).
-    label
-        The finding whose heatmap is shown.
-    max_alpha
-        Opacity of the colour where the heatmap is high.
+    finding
+        The finding to draw (drawn only if present); None: the most probable present one.
 
     Returns
     -------
     numpy.ndarray
         (Rows, Columns, 3) uint8 RGB.
     """
-    if label not in LABELS:
-        raise OutputError(f"unknown finding {label!r}")
-    if not result.has_heatmaps:
-        raise OutputError("an overlay needs heatmaps; run the predictor with heatmaps enabled")
-    grey = result.display.to_source_grid(result.display.image)
-    rgb = blend_overlay(grey, result.heatmap(LABELS.index(label)), card.cam_threshold, max_alpha=max_alpha)
-    return _draw_legend(rgb, legend_lines(result, card, label))
+    grey, heat, lines, bar = _base_and_legend(result, card, finding)
+    rgb = blend_overlay(grey, heat, card.cam_threshold)
+    return _draw_legend(rgb, lines, card.cam_threshold, colour_bar=bar)
+
+
+def preview_pixels(result: ImageResult, card: CardLike, finding: str | None = None) -> np.ndarray:
+    """The same overlay head up, as ``chexdcm render`` shows the image (the PNG preview).
+
+    The overlay is turned to the display orientation before the legend is drawn, so
+    the text reads upright whatever the source's PatientOrientation.
+    """
+    grey, heat, lines, bar = _base_and_legend(result, card, finding)
+    rgb = blend_overlay(grey, heat, card.cam_threshold)
+    ops = result.display.orientation_ops
+    if ops:
+        rgb = np.ascontiguousarray(
+            np.stack([apply_orientation_ops(rgb[..., c], ops) for c in range(3)], axis=-1)
+        )
+    return _draw_legend(rgb, lines, card.cam_threshold, colour_bar=bar)
 
 
 def overlay_findings(result: ImageResult, card: CardLike, *, per_finding: bool = False) -> list[str | None]:
-    """Which overlays an image gets: ``[None]`` (the top finding) or each positive finding.
+    """Which overlays an image gets: ``[None]`` (the most probable present finding, or none).
 
     With ``per_finding``, one per finding present at its operating point, in label
-    order; when none is present, the single top-finding overlay.
+    order; when none is present, the single overlay that says so.
     """
     if not per_finding:
         return [None]
-    positives = [
-        label
-        for label, p in zip(LABELS, result.prediction.probabilities, strict=True)
-        if float(p) >= card.threshold(label)
-    ]
-    return list(positives) or [None]
+    present = set(present_findings(result, card))
+    return [label for label in LABELS if label in present] or [None]
 
 
 def _orientation(ds: Dataset) -> tuple[str, str] | None:
@@ -228,7 +320,6 @@ def build_sc(
     *,
     finding: str | None = None,
     instance_number: int = 1,
-    max_alpha: float = 0.6,
     compression: str = "none",
     pixels: np.ndarray | None = None,
 ) -> SCImage:
@@ -241,11 +332,10 @@ def build_sc(
     card
         Model card (name, version, operating points, cam_threshold, weights hash).
     finding
-        Which heatmap to show; default the highest-scoring finding.
+        Which finding's heatmap to show (drawn only if present); default the most
+        probable present finding, or none (the legend then says so).
     instance_number
         Instance Number in the overlay series.
-    max_alpha
-        Opacity of the colour where the heatmap is high.
     compression
         A key of :data:`SC_COMPRESSIONS` (lossless; default uncompressed).
     pixels
@@ -267,9 +357,8 @@ def build_sc(
     if compression not in SC_COMPRESSIONS:
         raise ConfigError(f"SC compression must be one of {', '.join(SC_COMPRESSIONS)}, not {compression!r}")
     transfer_syntax, photometric = SC_COMPRESSIONS[compression]
-    probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
-    label = finding if finding is not None else LABELS[int(np.argmax(probs))]
-    rgb = overlay_pixels(result, card, label, max_alpha=max_alpha) if pixels is None else pixels
+    label = shown_finding(result, card, finding)
+    rgb = overlay_pixels(result, card, finding) if pixels is None else pixels
     ds = result.dataset
     if rgb.shape[:2] != (int(ds.Rows), int(ds.Columns)):
         raise OutputError(
@@ -280,7 +369,7 @@ def build_sc(
     orientation = _orientation(ds)
     study = str(ds.StudyInstanceUID)
     sop_uid = output_uid(
-        "sc", card.weights_sha256, str(ds.SOPInstanceUID), label if finding is not None else "top"
+        "sc", card.weights_sha256, str(ds.SOPInstanceUID), finding if finding is not None else "top"
     )
     try:
         with quiet_highdicom():
@@ -313,12 +402,12 @@ def build_sc(
         # (CHEST); for a missing or non-standard term ("THORAX CHEST PA") it is unknown.
         sc.add_new("Laterality", "CS", None)
     sc.BurnedInAnnotation = "YES"
-    sc.ImageComments = f"{RESEARCH_USE_ONLY}: {DISPLAY_NAMES[label]} heatmap of {card.name} {card.version}"[
-        :10240
-    ]
+    what = f"{DISPLAY_NAMES[label]} heatmap" if label is not None else "no heatmap (no finding present)"
+    sc.ImageComments = f"{RESEARCH_USE_ONLY}: {what} of {card.name} {card.version}"[:10240]
     sc.DerivationDescription = (
-        f"{DISPLAY_NAMES[label]} class activation map (fixed model scale, inferno colormap, opaque from "
-        f"{card.cam_threshold:.3g}) blended over the rendered source image; legend burned in"
+        f"{what}: relative class activation evidence (above the image mean, over its maximum), "
+        f"drawn from {card.cam_threshold:.3g} with the inferno colormap over the rendered source image, "
+        "on the source pixel grid; legend and colour bar burned in"
     )[:1024]
     sc.DerivationCodeSequence = [CodedConcept.from_code(codes.DCM.ImageProcessing)]
     source_item = Dataset()
@@ -332,5 +421,5 @@ def build_sc(
     if str(ds.get("LossyImageCompression", "")) == "01" or syntax in _LOSSY_SYNTAXES:
         sc.LossyImageCompression = "01"  # derived from lossy-compressed pixels
     sanitize_copied(sc)
-    logger.info("built SC overlay %s (%s)", phi_ref(sop_uid), label)
+    logger.info("built SC overlay %s (%s)", phi_ref(sop_uid), label or "no finding present")
     return finalize_file_meta(sc)

@@ -1,27 +1,33 @@
 """TID 1500 Measurement Report (Comprehensive 3D SR) of the model's findings.
 
-Document layout (one SR per study and model)::
+Document layout (one SR per study and model), following PS3.16 TID 1500/1501/4019::
 
     Imaging Measurement Report (TID 1500)
       Language, Observation context: device observer = the model (UID = card.device_uid)
-      Procedure reported: Plain radiography + Chest imaging (a chest radiograph)
+      Procedure reported (row 4, one item from CID 100): Imaging procedure
       Imaging Measurements
-        one Measurement Group per finding per analysed image (14 x images), each with
+        one Measurement Group (TID 1501) per finding per analysed image (14 x images):
           Tracking Identifier + Tracking UID (deterministic)
           Finding (the finding's code, see chexnet_dicom.outputs.codes)
-          Algorithm Name / Version / Parameters (operating point, region rule)
-          Probability (DCM 122157), NUM, UCUM "1", value = the predictor's output,
-            source image referenced
-          <finding> = Present | Absent at the model card's operating point
-          positives only: Image Region = closed POLYLINE around the largest connected
-            component of the heatmap at or above card.cam_threshold (TID 1410); when the
-            heatmap never reaches that level the group is an image-level TID 1501 group
-          negatives: image-level TID 1501 group referencing the source image
+          Algorithm Name / Version / Parameters (TID 4019: operating point, region rule)
+          Probability (DCM 122157), NUM, UCUM "1", value = the predictor's output:
+            present findings: INFERRED FROM its image region (TID 300 row 8 / TID 320):
+              a closed POLYLINE SCOORD, purpose "Image Region", around the largest
+              connected area where the finding's relative evidence map
+              (chexnet_dicom.results) reaches card.cam_threshold: the area the overlay
+              colours; absent findings (or a flat map): the source image referenced
+          <finding> = Present | Absent at the model card's operating point: a
+            qualitative evaluation CODE item (TID 1501 row 11)
       Qualitative Evaluations (TID 1500 row 12)
         Comment: research use only + how the study summary is built
         per finding: TEXT "study maximum probability ..." (max over analysed images;
           present when the maximum reaches the operating point)
         per skipped instance: "Image not analysed" TEXT with its reason code and message
+
+PixelMed's DicomSRValidator (the IHE AI Results test tool) accepts it with 0 errors.
+Its one warning per finding group, "Content Item not in template" on the present/absent
+CODE item, is the validator's gap: its TID 1501 tables end before row 11 (qualitative
+evaluations as coded entries), which DCMTK's ``TID1501_MeasurementGroup`` also writes.
 
 A study whose instances were all skipped gets the same document without Imaging
 Measurements: only the Qualitative Evaluations saying what was not analysed and why.
@@ -43,16 +49,15 @@ from highdicom.sr import (
     Comprehensive3DSR,
     ContainerContentItem,
     ContentSequence,
+    CoordinatesForMeasurement,
     DeviceObserverIdentifyingAttributes,
     GraphicTypeValues,
-    ImageRegion,
     LanguageOfContentItemAndDescendants,
     Measurement,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
     ObservationContext,
     ObserverContext,
-    PlanarROIMeasurementsAndQualitativeEvaluations,
     QualitativeEvaluation,
     RelationshipTypeValues,
     SourceImageForMeasurement,
@@ -98,7 +103,7 @@ def heatmap_region(heatmap: np.ndarray, threshold: float) -> np.ndarray | None:
     Parameters
     ----------
     heatmap
-        (Rows, Columns) heatmap on the source pixel grid, on the model's fixed scale.
+        (Rows, Columns) relative evidence map on the source pixel grid, in [0, 1].
     threshold
         Level (``card.cam_threshold``) at or above which a pixel belongs to the region.
 
@@ -153,11 +158,9 @@ def _text(name: CodedConcept, value: str) -> TextContentItem:
 
 
 def _group(
-    result: ImageResult,
-    image_no: int,
-    k: int,
-    card: CardLike,
-) -> MeasurementsAndQualitativeEvaluations | PlanarROIMeasurementsAndQualitativeEvaluations:
+    result: ImageResult, image_no: int, k: int, card: CardLike
+) -> MeasurementsAndQualitativeEvaluations:
+    """One finding of one image: a TID 1501 group; a present finding's region under its probability."""
     label = LABELS[k]
     ds = result.dataset
     sop = str(ds.SOPInstanceUID)
@@ -171,36 +174,37 @@ def _group(
     )
     region_coords = None
     if present and result.has_heatmaps:
-        region_coords = heatmap_region(result.heatmap(k), card.cam_threshold)
+        heat = result.heatmap(k)
+        if heat is not None:
+            region_coords = heatmap_region(heat, card.cam_threshold)
     parameters = [f"operating point {thr:.6g}", f"probability output of finding index {k}"]
     if region_coords is not None:
         parameters.append(
-            f"region: largest connected heatmap component >= cam_threshold {card.cam_threshold:.6g}"
+            f"region: largest connected area where the relative evidence map >= {card.cam_threshold:.6g}"
         )
-    algorithm = AlgorithmIdentification(
-        name=str(card.name), version=str(card.version), parameters=parameters, manufacturer=MANUFACTURER
-    )
+    # TID 4019 rows 1-3: name, version, parameters (the manufacturer is the device observer's)
+    algorithm = AlgorithmIdentification(name=str(card.name), version=str(card.version), parameters=parameters)
+    coordinates = None
+    if region_coords is not None:
+        # TID 300 row 8 (INFERRED FROM, TID 320): the probability was inferred from this region
+        coordinates = [
+            CoordinatesForMeasurement(
+                graphic_type=GraphicTypeValues.POLYLINE,
+                graphic_data=region_coords,
+                source_image=SourceImageForRegion.from_source_image(ds),
+                purpose=cc.IMAGE_REGION,
+            )
+        ]
     measurement = Measurement(
         name=cc.PROBABILITY,
         value=prob,
         unit=cc.PROBABILITY_UNIT,
-        referenced_images=[SourceImageForMeasurement.from_source_image(ds)],
+        # TID 320: the image itself (row 1) or a region of it (row 3, selected from the
+        # image), not both
+        referenced_images=None if coordinates else [SourceImageForMeasurement.from_source_image(ds)],
+        referenced_coordinates=coordinates,
     )
     evaluation = QualitativeEvaluation(name=finding, value=cc.PRESENT if present else cc.ABSENT)
-    if region_coords is not None:
-        region = ImageRegion(
-            graphic_type=GraphicTypeValues.POLYLINE,
-            graphic_data=region_coords,
-            source_image=SourceImageForRegion.from_source_image(ds),
-        )
-        return PlanarROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking,
-            referenced_region=region,
-            finding_type=finding,
-            algorithm_id=algorithm,
-            measurements=[measurement],
-            qualitative_evaluations=[evaluation],
-        )
     return MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         finding_type=finding,
@@ -309,7 +313,7 @@ def build_sr(
     if groups:
         report = MeasurementReport(
             observation_context=context,
-            procedure_reported=list(cc.PROCEDURE_REPORTED),
+            procedure_reported=cc.PROCEDURE_REPORTED,
             imaging_measurements=groups,
         )
         root = report[0]
@@ -321,14 +325,11 @@ def build_sr(
             [
                 *LanguageOfContentItemAndDescendants(DEFAULT_LANGUAGE),
                 *context,
-                *[
-                    CodeContentItem(
-                        name=codes.DCM.ProcedureReported,
-                        value=proc,
-                        relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
-                    )
-                    for proc in cc.PROCEDURE_REPORTED
-                ],
+                CodeContentItem(
+                    name=codes.DCM.ProcedureReported,
+                    value=cc.PROCEDURE_REPORTED,
+                    relationship_type=RelationshipTypeValues.HAS_CONCEPT_MOD,
+                ),
             ]
         )
     root.ContentSequence.append(evaluations)

@@ -6,8 +6,10 @@ with the fp16 weights users get) and then the card is completed:
 - validation and test predictions are computed through the *inference* input path
   (source image -> :func:`chexnet_dicom.transforms.prepare_model_input` with the card's
   preprocessing), not the training cache;
-- operating points: Youden's J on the validation set, with sensitivity/specificity
-  and patient-level bootstrap 95% CIs on validation (``method = "youden:validation"``);
+- operating points: by the recipe's ``[output] operating_point`` policy on the validation
+  set (Youden's J, or a fixed specificity), with sensitivity/specificity and
+  patient-level bootstrap 95% CIs on validation (``method = "youden:validation"`` or
+  ``"specificity>=0.90:validation"``);
 - ``cam_scale``: the ``cam_percentile`` (99th) percentile of the class activation map
   values of each validation image's labelled-positive findings, where
   CAM_c = sum_k w_ck * ReLU(f_k) on the last feature grid (no bias);
@@ -41,7 +43,9 @@ from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.evaluate.metrics import (
     auroc_ci,
     bootstrap_weights,
+    mean_auroc_ci,
     operating_point_stats,
+    threshold_at_specificity,
     youden_threshold,
 )
 from chexnet_dicom.model.card import (
@@ -223,11 +227,11 @@ def export_bundle(
     val_metrics: dict[str, Any] = {}
     for j, name in enumerate(LABELS):
         if 0 < yv[:, j].sum() < len(yv):
-            thr = youden_threshold(yv[:, j], pv[:, j])
+            thr, method = _operating_point(out.operating_point, yv[:, j], pv[:, j])
             st = operating_point_stats(yv[:, j], pv[:, j], thr, wv)
             ops[name] = OperatingPoint(
                 threshold=round(float(thr), 6),
-                method="youden:validation",
+                method=method,
                 sensitivity=round(st["sensitivity"].value, 4),
                 specificity=round(st["specificity"].value, 4),
                 sensitivity_ci=_ci((st["sensitivity"].low, st["sensitivity"].high)),  # type: ignore[arg-type]
@@ -249,6 +253,7 @@ def export_bundle(
             }
         test_metrics[name] = entry
     finite = [m["auroc"] for m in test_metrics.values() if m["auroc"] is not None]
+    mean_t = mean_auroc_ci(yt, pt, wt)
     vfinite = [m["auroc"] for m in val_metrics.values() if m["auroc"] is not None]
     training = {
         "data": "NIH ChestX-ray14, 500-image subset in ../shared/data/nih (512x512 PNG downsampled "
@@ -273,12 +278,14 @@ def export_bundle(
         "history": [{k: _round(v) for k, v in h.items()} for h in history],
         "cam_scale_method": f"p{out.cam_percentile:g} of CAM_c = sum_k w_ck ReLU(f_k) (no bias) over the "
         "validation images' labelled-positive findings, last feature grid, fp16 weights",
-        "operating_point_method": "Youden's J (max sensitivity + specificity - 1) on the validation set",
+        "operating_point_method": _policy_text(out.operating_point),
+        "heatmap_method": HEATMAP_METHOD,
     }
     metrics = {
         "test": {
             "per_class": test_metrics,
             "mean_auroc": _round(float(np.mean(finite))) if finite else None,
+            "mean_auroc_ci95": _ci((mean_t.low, mean_t.high)),
             "ci_method": f"patient-level percentile bootstrap, {out.bootstrap} resamples, 95%",
             "predictions_file": f"{out.stem}.test_predictions.csv",
         },
@@ -298,6 +305,36 @@ def export_bundle(
     if ModelCard.read(path).weights_sha256 != card.weights_sha256:
         log.warning("re-saving the bundle changed the tensor hash; metrics refer to the final file")
     return path
+
+
+#: How the overlays draw a finding's map (chexnet_dicom.results), recorded in the card.
+HEATMAP_METHOD = (
+    "relative evidence: the finding's class activation map (Zhou et al. 2016; equal to Grad-CAM at "
+    "the last feature layer for this head, Selvaraju et al. 2017) minus its mean over the image's "
+    "feature grid, over its maximum, clipped to [0, 1]; drawn only for findings present at their "
+    "operating point, from cam_threshold to 1, and the SR's image region is the largest area at or "
+    "above cam_threshold"
+)
+
+
+def _operating_point(policy: str, y: np.ndarray, p: np.ndarray) -> tuple[float, str]:
+    """The threshold the recipe's policy gives on validation labels ``y`` and scores ``p``."""
+    if policy == "youden":
+        return youden_threshold(y, p), "youden:validation"
+    spec = float(policy.partition(":")[2])
+    # rounding to 6 digits may move the threshold below a tied negative score: round up
+    thr = float(np.ceil(threshold_at_specificity(y, p, spec) * 1e6) / 1e6)
+    return thr, f"specificity>={spec:.2f}:validation"
+
+
+def _policy_text(policy: str) -> str:
+    if policy == "youden":
+        return "Youden's J (max sensitivity + specificity - 1) on the validation set"
+    spec = float(policy.partition(":")[2])
+    return (
+        f"fixed specificity: the lowest threshold with specificity >= {spec:.2f} on the validation set "
+        "(a weak model's Youden points sit near the bottom of its range and call most findings present)"
+    )
 
 
 def export_run(cfg: TrainConfig) -> Path:

@@ -55,10 +55,18 @@ def test_json_lines_in_sorted_order(study: Path, capsys: pytest.CaptureFixture[s
     assert "4 file(s): 1 accepted, 1 skipped, 2 error" in err
 
 
-def test_strict_makes_error_files_exit_1(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "--strict", "--no-decode", str(study)]) == 1
-    capsys.readouterr()
+def test_strict_exit_codes_case_by_case(study: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--strict: 3 for a defective DICOM file or a named non-DICOM path; a README met while
+    walking and out-of-scope files do not count; a missing path is a runtime failure (1)."""
+    assert main(["check", "--strict", "--no-decode", str(study)]) == 3  # c/0_cut.dcm is corrupt
     assert main(["check", "--strict", str(study / "a")]) == 0
+    assert main(["check", "--strict", str(study / "b")]) == 0  # a lateral: skipped, in order
+    assert main(["check", "--strict", str(study / "a"), str(study / "c" / "notes.txt")]) == 3  # named
+    (study / "a" / "README.txt").write_text("walked past, not named\n")
+    assert main(["check", "--strict", str(study / "a")]) == 0
+    assert main(["check", str(study)]) == 0  # without --strict errors are reported only
+    assert main(["check", "--strict", str(study / "nope")]) == 1
+    capsys.readouterr()
 
 
 def test_human_readable_lines(study: Path, capsys: pytest.CaptureFixture[str]) -> None:

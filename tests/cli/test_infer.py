@@ -45,8 +45,12 @@ def test_table_and_files(card: Path, study: Path, tmp_path: Path, capsys: pytest
     assert "timings: startup" in captured.err and " predict " in captured.err
     for label in LABELS:
         assert DISPLAY_NAMES[label] in captured.out
-    assert "study max" in captured.out  # two frontal images: the study-level maximum is shown
+    assert "Study max" in captured.out  # two frontal images: the study-level maximum is shown
     assert "VIEW_NOT_FRONTAL" in captured.out and "Research use only" in captured.out
+    # every column is labelled, the policy is named, the intended use is on stdout
+    assert "Threshold" in captured.out and "Sensitivity (95% CI)" in captured.out
+    assert "Specificity (95% CI)" in captured.out and "Intended use:" in captured.out
+    assert "-> output folder study-" in captured.out and "study study-" not in captured.out
     names = sorted(p.name for p in out.iterdir())
     assert names == EXPECTED_OUTPUTS
     sr = pydicom.dcmread(out / "sr.dcm")
@@ -159,3 +163,80 @@ def test_config_file_is_read_and_the_command_line_wins(
     err = capsys.readouterr().err
     assert "batch_sise" in err and "[runtime]" in err
     assert main(["infer", str(study), "--pmap"]) == 2  # the option that wrote nothing is gone
+
+
+def _truncate_pixels(path: Path) -> None:
+    """Cut the Pixel Data of a written file to half (status error, CORRUPT_PIXELS)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 20000])
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("clean", 0),  # every image analysed
+        ("readme_beside", 0),  # a non-DICOM file met while walking the folder
+        ("lateral_only_skipped", 0),  # out of scope: skipped, its SR says why
+        ("corrupt_pixels_only", 3),  # the only file could not be decoded: SR written, exit 3
+        ("corrupt_beside_good", 3),  # one of two images corrupt: results for the other, exit 3
+        ("missing_uid", 3),  # a DICOM image that cannot be placed in a study
+        ("named_not_dicom", 1),  # STUDY_DIR is itself a non-DICOM file: nothing to analyse
+        ("failed_study", 1),  # the outputs could not be built
+    ],
+)
+def test_exit_code_table(
+    case: str, expected: int, card: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    target: Path = folder
+    if case in ("clean", "readme_beside", "corrupt_beside_good"):
+        write_single_image_study(folder / "a.dcm", 401)
+    if case == "readme_beside":
+        (folder / "README.md").write_text("# not DICOM\n")
+    if case == "lateral_only_skipped":
+        write_single_image_study(folder / "lat.dcm", 402, view_position="LL", view_code=False)
+    if case in ("corrupt_pixels_only", "corrupt_beside_good"):
+        # the same study as a.dcm when it is there (seed 401), another image in it
+        same = pydicom.dcmread(folder / "a.dcm").StudyInstanceUID if case == "corrupt_beside_good" else None
+        bad = write_single_image_study(folder / "b.dcm", 403, study_uid=same)
+        _truncate_pixels(bad)
+    if case == "missing_uid":
+        write_single_image_study(folder / "a.dcm", 404)
+        lost = write_single_image_study(folder / "c.dcm", 405)
+        ds = pydicom.dcmread(lost)
+        del ds.SeriesInstanceUID
+        ds.save_as(lost)
+    if case == "named_not_dicom":
+        folder.mkdir()
+        target = folder / "notes.txt"
+        target.write_text("no DICOM here")
+    if case == "failed_study":
+        write_single_image_study(folder / "x.dcm", 406, sop_class_uid="2.25.1234567890123456789")
+    out = tmp_path / "out"
+    code = main(["infer", str(target), "--weights", str(card), "--out", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == expected, captured.out[-2000:] + captured.err[-2000:]
+    assert "Traceback" not in captured.err + captured.out
+    if case == "readme_beside":
+        assert "not counted against the run" in captured.err
+    if expected == 3:
+        assert "exit status 3" in captured.err
+        assert list(out.rglob("sr.dcm"))  # the results that could be written are there
+    if case == "corrupt_beside_good":
+        assert "CORRUPT_PIXELS" in captured.out and "1 image analysed" in captured.out
+    if case == "lateral_only_skipped":
+        assert "VIEW_NOT_FRONTAL" in captured.out and "0 images analysed" in captured.out
+    if case == "missing_uid":
+        assert "MISSING_UID" in captured.err
+
+
+def test_a_folder_whose_only_file_has_corrupt_pixels_exits_3(
+    card: Path, shared_dicom: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "x.dcm").write_bytes((shared_dicom / "broken" / "966_broken_codestream.dcm").read_bytes())
+    code = main(["infer", str(folder), "--weights", str(card), "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert code == 3, captured.err[-2000:]
+    assert "0 images analysed, 1 file not analysed" in captured.out and "CORRUPT_PIXELS" in captured.out

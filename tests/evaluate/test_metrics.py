@@ -98,3 +98,23 @@ def test_expected_calibration_error() -> None:
 def test_single_class_gives_nan_not_an_error() -> None:
     assert np.isnan(mt.auroc(np.zeros(5), np.linspace(0, 1, 5)))
     assert np.isnan(float(mt.weighted_auroc(np.zeros(5), np.linspace(0, 1, 5), np.ones(5))))
+
+
+def test_mean_auroc_ci_is_the_mean_of_defined_classes_with_a_resampled_interval() -> None:
+    mean_auroc_ci = mt.mean_auroc_ci
+
+    rng = np.random.default_rng(5)
+    n = 120
+    y = np.zeros((n, 3), dtype=int)
+    y[:40, 0] = 1
+    y[:60, 1] = 1  # class 2 has no positive: left out of the mean
+    s = rng.random((n, 3)) + 0.6 * y
+    w = mt.bootstrap_weights(np.arange(n), 500, seed=1)
+    ci = mean_auroc_ci(y, s, w)
+    want = (roc_auc_score(y[:, 0], s[:, 0]) + roc_auc_score(y[:, 1], s[:, 1])) / 2
+    assert ci.value == pytest.approx(want)
+    assert ci.low < ci.value < ci.high and ci.high - ci.low < 0.2
+    # each resample's mean: the per-class intervals' resamples averaged
+    lo, hi = mt.auroc_ci(y[:, 0], s[:, 0], w), mt.auroc_ci(y[:, 1], s[:, 1], w)
+    assert min(lo.low, hi.low) <= ci.low and ci.high <= max(lo.high, hi.high)
+    assert np.isnan(mean_auroc_ci(y, s, None).low)

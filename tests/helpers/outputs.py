@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 from pydicom.dataset import Dataset
 
 from chexnet_dicom.dicom.pixels import DisplayImage
@@ -17,7 +19,7 @@ from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.result import Prediction
 from chexnet_dicom.results import ImageResult
 from chexnet_dicom.testing.synth import make_dataset
-from tests.helpers.shared import require_tool, shared_path
+from tests.helpers.shared import require_tool, required, shared_path
 
 
 def make_card(sha: str = "ab" * 32, *, threshold: float = 0.5, cam_threshold: float = 0.5) -> ModelCard:
@@ -130,3 +132,57 @@ def dciodvfy_errors(path: Path) -> tuple[list[str], list[str]]:
     errors = [line for line in lines if line.startswith("Error")]
     warnings = [line for line in lines if line.startswith("Warning")]
     return errors, warnings
+
+
+#: PixelMed's jar as Debian's ``pixelmed-apps`` installs it.
+PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
+#: The JDK's default XPath limits stop the validator's stylesheets part way.
+_PIXELMED_JAVA_OPTS = (
+    "-Djdk.xml.xpathExprOpLimit=0",
+    "-Djdk.xml.xpathExprGrpLimit=0",
+    "-Djdk.xml.xpathTotalOpLimit=0",
+)
+#: The one warning PixelMed gives on our SRs, and why it is the validator's gap, not ours:
+#: PS3.16 TID 1501 (Measurement and Qualitative Evaluation Group) row 11 has a
+#: qualitative evaluation as a CODE content item (concept: the finding, value: present or
+#: absent), which is how each finding's result is coded.  PixelMed's TID 1501 (its 2022
+#: template tables) stops before that row, so it reports the item as "not in template"
+#: (DCMTK's TID1501_MeasurementGroup::addQualitativeEvaluation writes the same item).
+PIXELMED_TID1501_GAP = re.compile(
+    r'^Warning: [0-9.]+: /CONTAINER \(126000,DCM,"Imaging Measurement Report"\)'
+    r'/CONTAINER \(126010,DCM,"Imaging Measurements"\)/CONTAINER \(125007,DCM,"Measurement Group"\)'
+    r"/CODE \([^)]*\): Content Item not in template$"
+)
+
+
+def pixelmed_sr_reports(paths: list[Path]) -> dict[Path, tuple[list[str], list[str]]]:
+    """Run PixelMed's DicomSRValidator on SR files, in one JVM; return path -> (errors, warnings).
+
+    PixelMed's own ``main`` validates one file per JVM and spends most of its 15 s
+    starting; ``tests/helpers/PixelmedSRBatch.java`` (run as a single-file source
+    program, which needs a JDK) validates them all with one validator.
+    """
+    java = require_tool("java")
+    if not PIXELMED_JAR.is_file():
+        msg = f"PixelMed not installed ({PIXELMED_JAR}; Debian package pixelmed-apps, see .ci/run)"
+        if required():
+            pytest.fail(msg + "; CHEXDCM_REQUIRE_SHARED=1 requires it")
+        pytest.skip(msg)
+    source = Path(__file__).with_name("PixelmedSRBatch.java")
+    proc = subprocess.run(
+        [java, *_PIXELMED_JAVA_OPTS, "-cp", str(PIXELMED_JAR), str(source), *map(str, paths)],
+        capture_output=True, text=True, errors="replace", timeout=1800, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reports: dict[Path, tuple[list[str], list[str]]] = {}
+    current: Path | None = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("=== FILE "):
+            current = Path(line.removeprefix("=== FILE "))
+            reports[current] = ([], [])
+        elif current is not None and line.startswith("Error"):
+            reports[current][0].append(line)
+        elif current is not None and line.startswith("Warning"):
+            reports[current][1].append(line)
+    assert set(reports) == set(paths), proc.stdout[-2000:] + proc.stderr[-2000:]
+    return reports

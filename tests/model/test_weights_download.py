@@ -185,7 +185,7 @@ def test_resolve_order(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(resolve, "DEMO_CARD", demo)
     assert resolve_weights() == (
         demo,
-        "bundled demo weights (pipeline demonstration only, not for clinical use)",
+        "bundled demo weights: pipeline demonstration only, not for clinical use",
     )
     cached = _card(bundle_dir(REGISTRY[DEFAULT_CHECKPOINT]), DEFAULT_CHECKPOINT)
     path, why = resolve_weights()

@@ -12,6 +12,7 @@ from PIL import Image
 
 from chexnet_dicom.dicom.load import load_image
 from chexnet_dicom.errors import ConfigError, OutputError
+from chexnet_dicom.model.card import policy_text
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.outputs.sc import (
     SC_COMPRESSIONS,
@@ -20,6 +21,8 @@ from chexnet_dicom.outputs.sc import (
     colormap,
     legend_lines,
     overlay_findings,
+    overlay_pixels,
+    preview_pixels,
 )
 from chexnet_dicom.outputs.write import write_dataset
 from tests.helpers.outputs import blob, dciodvfy_errors, make_card, make_dx, make_result
@@ -80,50 +83,86 @@ def test_overlay_of_a_real_chest_is_valid_and_references_the_source(source: str,
     assert colour[int(0.95 * rows), int(0.05 * cols)] <= 2
 
 
-def test_heatmap_of_the_top_finding_lies_where_its_cam_is_high(tmp_path: Path) -> None:
+def test_heatmap_of_the_top_present_finding_lies_where_its_evidence_is_high(tmp_path: Path) -> None:
     ds = make_dx(rows=240, cols=256)
     card = make_card()
     heat = np.zeros((len(LABELS), 240, 256), np.float32)
-    centres = {k: (60 + 12 * k, 40 + 14 * k) for k in range(len(LABELS))}
+    centres = {LABELS.index("Mass"): (175, 70), LABELS.index("Nodule"): (175, 200)}
     for k, (cy, cx) in centres.items():
-        heat[k] = blob(240, 256, cy, cx, 6.0)
+        heat[k] = blob(240, 256, cy, cx, 12.0)
     top = int(np.argmax(PROBS))
-    display = np.full((240, 256), 0.5, np.float32)
-    sc = build_sc(make_result(ds, card, PROBS, heat=heat, display=display), card)
+    assert LABELS[top] == "Mass"
+    result = make_result(ds, card, PROBS, heat=heat)
+    sc = build_sc(result, card)
     back = pydicom.dcmread(write_dataset(sc, tmp_path / "sc.dcm"))
     colour = _colourfulness(_png_roundtrip(back))
-    legend_rows = 80  # legend box at the top left
+    legend_rows = 120  # legend box and colour bar at the top left
     colour[:legend_rows, :] = 0
     ys, xs = np.nonzero(colour > 10)
     cy, cx = centres[top]
-    assert abs(ys.mean() - cy) <= 1.5 and abs(xs.mean() - cx) <= 1.5, ((ys.mean(), xs.mean()), (cy, cx))
-    other = centres[5]  # Nodule's blob is not shown
+    assert abs(ys.mean() - cy) <= 2.0 and abs(xs.mean() - cx) <= 2.0, ((ys.mean(), xs.mean()), (cy, cx))
+    other = centres[LABELS.index("Nodule")]  # Nodule's blob is not shown
     assert colour[other] <= 2
-    # the coloured area is the part of the blob at or above half the cam threshold
+    # exactly the part of the map at or above the drawing level is coloured, graded
+    level = result.heatmap(top)
+    assert level is not None
+    drawn = level >= card.cam_threshold
+    below = level < card.cam_threshold - 0.02
     coloured = colour > 10
-    expected = heat[top] >= 0.5 * card.cam_threshold + 0.05
-    assert coloured[expected].mean() > 0.95
-    assert coloured[heat[top] < 0.5 * card.cam_threshold].mean() < 0.01
+    assert coloured[legend_rows:][drawn[legend_rows:]].mean() > 0.97
+    assert coloured[legend_rows:][below[legend_rows:]].mean() < 0.01
+    rgb = _png_roundtrip(back)[legend_rows:][drawn[legend_rows:]]
+    assert len({tuple(v) for v in rgb}) > 20  # the colour follows the value: many levels
+
+
+def test_an_absent_finding_is_never_drawn_and_the_legend_says_why() -> None:
+    ds = make_dx(rows=240, cols=256)
+    card = make_card(threshold=0.95)  # nothing reaches its operating point
+    heat = np.repeat(blob(240, 256, 120, 128, 20)[None], len(LABELS), axis=0)
+    result = make_result(ds, card, PROBS, heat=heat)
+    rgb = overlay_pixels(result, card)
+    assert (_colourfulness(rgb.astype(np.int16))[160:] == 0).all()
+    assert "No heatmap: no finding is present at its operating point" in legend_lines(result, card, None)
+    # asking for an absent finding draws nothing either
+    assert (_colourfulness(overlay_pixels(result, card, "Mass").astype(np.int16))[160:] == 0).all()
+
+
+def test_a_flat_map_is_not_drawn_and_the_legend_says_so() -> None:
+    ds = make_dx(rows=96, cols=96)
+    card = make_card()
+    result = make_result(ds, card, PROBS, heat=np.full((len(LABELS), 96, 96), 0.3, np.float32))
+    assert result.heatmap(LABELS.index("Mass")) is None
+    lines = legend_lines(result, card, "Mass", flat=True)
+    assert any("map is flat" in line for line in lines)
 
 
 def test_legend_lists_top_three_model_version_and_research_use() -> None:
     card = make_card()
     lines = legend_lines(make_result(make_dx(), card, PROBS), card, "Mass")
     assert lines[0].startswith("RESEARCH USE ONLY")
+    assert lines[1] == "Heatmap: Mass 0.90 (present: >= 0.50)"
     assert lines[2:5] == ["1. Mass 0.90 *", "2. Pneumothorax 0.70 *", "3. Nodule 0.60 *"]
+    assert lines[5] == "* present at its operating point, chosen by"
+    assert lines[6].strip() == policy_text(card.operating_points)
+    assert lines[7].startswith("colour: share of the map's peak evidence, 0.5 to 1")
     assert lines[-1] == f"{card.name} {card.version}"
 
 
-def test_legend_is_burned_in() -> None:
-    ds = make_dx(rows=240, cols=256)
+def test_legend_and_colour_bar_are_burned_in() -> None:
+    ds = make_dx(rows=480, cols=512)
     card = make_card()
-    heat = np.zeros((len(LABELS), 240, 256), np.float32)
+    heat = np.repeat(blob(480, 512, 400, 400, 20)[None], len(LABELS), axis=0)
     sc = build_sc(make_result(ds, card, PROBS, heat=heat), card)
     rgb = sc.pixel_array.astype(int)
     box = rgb[:40, :120]
     assert (box == 0).all(axis=2).mean() > 0.5  # black box
     assert (box > 150).all(axis=2).sum() > 50  # white (antialiased) text
-    assert (rgb[200:, 200:] == 128).all()  # untouched grey elsewhere (no heat)
+    legend = rgb[:200, :400]
+    colourful = _colourfulness(legend) > 40
+    assert colourful.sum() > 200  # the colour bar
+    bar_colours = {tuple(v) for v in legend[colourful]}
+    assert len(bar_colours) > 30  # a gradient, not one colour
+    assert (rgb[300:340, 10:40] == 128).all()  # untouched grey away from the map
 
 
 def test_per_finding_overlays_and_deterministic_uids() -> None:
@@ -178,12 +217,16 @@ def test_colormap_is_matplotlib_inferno() -> None:
     assert np.all(np.diff(lum) >= -0.5)  # perceptual: luminance never decreases
 
 
-def test_blend_is_transparent_below_half_the_threshold() -> None:
-    grey = np.full((4, 4), 0.25, np.float32)
-    heat = np.array([[0.0, 0.2, 0.3, 1.0]] * 4, np.float32)
-    rgb = blend_overlay(grey, heat, 0.5, max_alpha=0.6).astype(int)
+def test_blend_is_transparent_below_the_level_and_graded_above() -> None:
+    grey = np.full((4, 5), 0.25, np.float32)
+    heat = np.array([[0.0, 0.49, 0.5, 0.75, 1.0]] * 4, np.float32)
+    rgb = blend_overlay(grey, heat, 0.5).astype(int)
     assert (rgb[:, :2] == 64).all()  # 0.25 * 255 rounded, untouched
-    assert _colourfulness(rgb)[0, 3] > 50
+    assert _colourfulness(rgb)[0, 2] > 10  # visible from the level on
+    luminance = rgb[0] @ np.array([0.2126, 0.7152, 0.0722])
+    assert luminance[2] < luminance[3] < luminance[4]  # rising with the value
+    assert len({tuple(rgb[0, k]) for k in (2, 3, 4)}) == 3
+    assert (blend_overlay(grey, None, 0.5) == 64).all()
 
 
 def test_bad_inputs_are_output_errors() -> None:
@@ -245,3 +288,22 @@ def test_laterality_is_present_unless_the_body_part_is_chest(body_part: str | No
     errors, _warnings = dciodvfy_errors(write_dataset(sc, tmp_path / "sc.dcm"))
     assert errors == [], errors
     assert ("Laterality" in sc) == (body_part != "CHEST")
+
+
+def test_the_preview_is_head_up_and_the_sc_stays_on_the_source_grid() -> None:
+    from chexnet_dicom.dicom.pixels import DisplayImage
+
+    ds = make_dx(rows=480, cols=512)
+    card = make_card()
+    # the map as the model saw it (head up): low in the image, right of the legend
+    heat = np.repeat(blob(480, 512, 400, 450, 15)[None], len(LABELS), axis=0)
+    grey = np.full((480, 512), 0.5, np.float32)
+    stored_upside_down = DisplayImage(image=grey, source_shape=(480, 512), orientation_ops=("flipud",))
+    result = make_result(ds, card, PROBS, heat=heat, display=stored_upside_down)
+    sc = overlay_pixels(result, card).astype(np.int16)
+    preview = preview_pixels(result, card).astype(np.int16)
+    ys_sc = np.nonzero(_colourfulness(sc)[:, 400:] > 10)[0]
+    ys_pv = np.nonzero(_colourfulness(preview)[:, 400:] > 10)[0]
+    assert abs(ys_pv.mean() - 400) < 5  # head up, as the model saw it
+    assert abs(ys_sc.mean() - (479 - 400)) < 5  # the stored (source) grid: upside down
+    assert (preview[:20, :60] == 0).all(axis=2).mean() > 0.5  # the legend reads top left

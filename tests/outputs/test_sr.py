@@ -90,9 +90,8 @@ def test_sr_of_a_real_chest_is_valid_and_complete(source: str, tmp_path: Path) -
     assert card.version in list(algo[0].SoftwareVersions)
 
     report: Any = hd.sr.srread(path)
-    groups = (
-        report.content.get_planar_roi_measurement_groups() + report.content.get_image_measurement_groups()
-    )
+    assert report.content.get_planar_roi_measurement_groups() == []
+    groups = report.content.get_image_measurement_groups()
     assert len(groups) == len(LABELS)
     by_code = {(g.finding_type.scheme_designator, g.finding_type.value): g for g in groups}
     for k, label in enumerate(LABELS):
@@ -103,9 +102,13 @@ def test_sr_of_a_real_chest_is_valid_and_complete(source: str, tmp_path: Path) -
         present = PROBS[k] >= card.threshold(label)
         evaluation = group.get_qualitative_evaluations()[0]
         assert evaluation.value.value == (codes.SCT.Present if present else codes.SCT.Absent).value
+        assert isinstance(group, hd.sr.MeasurementsAndQualitativeEvaluations)  # TID 1501, every one
+        (probability,) = group.get_measurements(name=codes.DCM.Probability)
+        regions = probability.referenced_coordinates
         if present:
-            region = group.roi
-            assert region is not None, label
+            # TID 300 row 8 (INFERRED FROM, TID 320): the probability's region, selected from the image
+            assert len(regions) == 1, label
+            region = regions[0]
             assert (
                 region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
                 == ds.SOPInstanceUID
@@ -115,7 +118,7 @@ def test_sr_of_a_real_chest_is_valid_and_complete(source: str, tmp_path: Path) -
             cx, cy = 0.6 * ds.Columns, 0.4 * ds.Rows
             assert xy[:, 0].min() < cx < xy[:, 0].max() and xy[:, 1].min() < cy < xy[:, 1].max()
         else:
-            assert isinstance(group, hd.sr.MeasurementsAndQualitativeEvaluations)
+            assert not regions and probability.referenced_images
         assert group.tracking_uid
     # observer is the model as a device
     device_uid = [
@@ -273,8 +276,9 @@ def test_positive_without_a_high_heatmap_has_no_region() -> None:
     ds = make_dx()
     heat = np.full((len(LABELS), ds.Rows, ds.Columns), 0.5, np.float32)
     sr = build_sr([make_result(ds, card, PROBS, heat=heat)], card)
-    assert _report(sr).get_planar_roi_measurement_groups() == []
-    assert len(_report(sr).get_image_measurement_groups()) == len(LABELS)
+    groups = _report(sr).get_image_measurement_groups()
+    assert len(groups) == len(LABELS)
+    assert not any(g.get_measurements()[0].referenced_coordinates for g in groups)
 
 
 def test_invalid_inputs_are_output_errors() -> None:

@@ -1,0 +1,192 @@
+"""The outputs of real radiographs, with the bundled demo weights, show what they claim.
+
+On the seven real chest files and on held-out NIH images written as DICOM:
+
+* an image whose overlay finding is present at its operating point has coloured pixels
+  on 1-60% of the image, in many colour levels (no flat, saturated polygon), and the
+  colour bar is burned in;
+* an absent finding is never drawn;
+* the SR's image region of the drawn finding lies inside what the overlay colours;
+* the PNG preview of DX_J2K_0Padding is head up, as ``chexdcm render`` shows it;
+* every SR passes PixelMed's DicomSRValidator (the IHE AI Results test tool) with 0
+  errors and only the warning documented as its TID 1501 gap, and dciodvfy with 0 errors.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.draw import polygon as fill_polygon
+
+from chexnet_dicom.dicom.study import scan
+from chexnet_dicom.model.backends import load_predictor
+from chexnet_dicom.model.labels import LABELS
+from chexnet_dicom.model.resolve import DEMO_CARD
+from chexnet_dicom.outputs.build import build_outputs
+from chexnet_dicom.outputs.sc import blend_overlay, overlay_pixels, preview_pixels, shown_finding
+from chexnet_dicom.outputs.write import write_dataset
+from chexnet_dicom.pipeline import iter_results
+from chexnet_dicom.results import ImageResult, StudyResult
+from chexnet_dicom.testing import synth
+from tests.helpers.outputs import PIXELMED_TID1501_GAP, dciodvfy_errors, pixelmed_sr_reports
+from tests.helpers.shared import REPO
+
+#: Held-out NIH images (the test split of the demo weights' recipe) written as DICOM.
+N_NIH = 16
+#: A test that finds nothing present proves nothing: at least this many images must show a map.
+MIN_PRESENT = 10
+
+
+def _colourful(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int16)
+    return (rgb.max(axis=-1) - rgb.min(axis=-1)) > 12
+
+
+def _scoord_regions(sr: object) -> list[np.ndarray]:
+    """Every SCOORD polygon of an SR content tree, as (N, 2) (column, row) points."""
+    found: list[np.ndarray] = []
+
+    def walk(items: object) -> None:
+        for item in items or []:  # type: ignore[attr-defined]
+            if getattr(item, "ValueType", "") == "SCOORD":
+                found.append(np.asarray(item.GraphicData, dtype=np.float64).reshape(-1, 2))
+            walk(getattr(item, "ContentSequence", None))
+
+    walk(getattr(sr, "ContentSequence", None))
+    return found
+
+
+@pytest.fixture(scope="module")
+def studies(shared_dicom: Path, nih_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[StudyResult]:
+    folder = tmp_path_factory.mktemp("nih-dicom")
+    with open(REPO / "pipelines" / "splits" / "nih500_split.csv", newline="") as fh:
+        held_out = sorted(row["key"] for row in csv.DictReader(fh) if row["split"] == "test")[:N_NIH]
+    assert len(held_out) == N_NIH
+    for seed, name in enumerate(held_out, start=900):
+        grey = np.asarray(Image.open(nih_dir / "images" / name).convert("L").resize((512, 512)), np.float32)
+        ds = synth.make_dataset(grey / 255.0, seed=seed, bits_stored=12)
+        synth.write(ds, folder / f"{Path(name).stem}.dcm")
+    predictor = load_predictor(DEMO_CARD, device="cpu")
+    found = scan([shared_dicom / "chest", folder])
+    results = list(iter_results(found, predictor))
+    assert sum(len(st.images) for st in results) == 6 + N_NIH  # the seventh chest file is a duplicate
+    return results
+
+
+@pytest.fixture(scope="module")
+def analysed(studies: list[StudyResult]) -> list[ImageResult]:
+    return [im for st in studies for im in st.images]
+
+
+def test_present_findings_get_a_visible_graded_map_with_a_colour_bar(analysed: list[ImageResult]) -> None:
+    card = load_predictor(DEMO_CARD, device="cpu").card
+    drawn = 0
+    for im in analysed:
+        shown = shown_finding(im, card)
+        name = Path(im.path).name
+        rgb = overlay_pixels(im, card)
+        if shown is None:
+            # nothing present: not one coloured pixel (no map, no colour bar)
+            assert not _colourful(rgb).any(), name
+            continue
+        heat = im.heatmap(LABELS.index(shown))
+        assert heat is not None, f"{name}: {shown} is present but its map is flat"
+        grey = im.display.to_source_grid(im.display.image)
+        mapped = blend_overlay(grey, heat, card.cam_threshold)
+        coloured = _colourful(mapped)
+        share = float(coloured.mean())
+        assert 0.01 <= share <= 0.60, f"{name}: {shown} coloured on {share:.1%} of the image"
+        colours, counts = np.unique(mapped[coloured].reshape(-1, 3), axis=0, return_counts=True)
+        assert len(colours) > 50, f"{name}: only {len(colours)} colours: a flat map"
+        assert counts.max() < 0.2 * counts.sum(), f"{name}: one colour covers most of the map"
+        # the colour bar: a strip of many colours inside the legend box (top left)
+        legend = rgb[: rgb.shape[0] // 3, : rgb.shape[1] // 2]
+        bar_colours = np.unique(legend[_colourful(legend)].reshape(-1, 3), axis=0)
+        assert len(bar_colours) > 30, f"{name}: no colour bar in the legend"
+        drawn += 1
+    assert drawn >= MIN_PRESENT, f"only {drawn} images have a present finding: test more NIH images"
+
+
+def test_absent_findings_are_never_drawn(analysed: list[ImageResult]) -> None:
+    card = load_predictor(DEMO_CARD, device="cpu").card
+    asked = 0
+    for im in analysed:
+        probs = im.prediction.probabilities
+        absent = [label for k, label in enumerate(LABELS) if probs[k] < card.threshold(label)]
+        for label in absent[:3]:
+            assert shown_finding(im, card, label) is None
+            # no map and no colour bar: not one coloured pixel in the whole overlay
+            rgb = overlay_pixels(im, card, label)
+            assert not _colourful(rgb).any(), f"{Path(im.path).name}: absent {label} drawn"
+            asked += 1
+    assert asked > 20
+
+
+def test_the_sr_region_lies_where_the_overlay_is_coloured(analysed: list[ImageResult]) -> None:
+    card = load_predictor(DEMO_CARD, device="cpu").card
+    checked = 0
+    for im in analysed:
+        shown = shown_finding(im, card)
+        if shown is None:
+            continue
+        study = StudyResult(study_uid=str(im.dataset.StudyInstanceUID), card=card, images=(im,))
+        sr = build_outputs(study).sr
+        regions = _scoord_regions(sr)
+        present = sum(
+            im.prediction.probabilities[k] >= card.threshold(label) for k, label in enumerate(LABELS)
+        )
+        assert 1 <= len(regions) <= present
+        heat = im.heatmap(LABELS.index(shown))
+        assert heat is not None
+        grey = im.display.to_source_grid(im.display.image)
+        coloured = _colourful(blend_overlay(grey, heat, card.cam_threshold))
+        # the drawn finding's region: the one that the overlay's colour covers best
+        best = 0.0
+        for pts in regions:
+            rr, cc = fill_polygon(pts[:, 1], pts[:, 0], shape=coloured.shape)
+            if len(rr):
+                best = max(best, float(coloured[rr, cc].mean()))
+        assert best > 0.95, f"{Path(im.path).name}: the SR region is not where the overlay is coloured"
+        checked += 1
+    assert checked >= MIN_PRESENT
+
+
+def test_the_preview_is_head_up_as_render_shows_it(analysed: list[ImageResult], tmp_path: Path) -> None:
+    from chexnet_dicom.cli import main
+
+    card = load_predictor(DEMO_CARD, device="cpu").card
+    (im,) = [im for im in analysed if Path(im.path).name == "DX_J2K_0Padding.dcm"]
+    assert im.display.orientation_ops, "this file's header asks for an orientation correction"
+    out = tmp_path / "render.png"
+    assert main(["render", im.path, "-o", str(out)]) == 0
+    rendered = np.asarray(Image.open(out).convert("L"), np.float64)
+    preview = np.asarray(Image.fromarray(preview_pixels(im, card)).convert("L"), np.float64)
+    assert preview.shape == rendered.shape
+    # compare away from the legend (top left) and the drawn map: the lower half
+    lower = slice(rendered.shape[0] // 2, None)
+    a, b = preview[lower].ravel(), rendered[lower].ravel()
+    twin = np.flipud(rendered)[lower].ravel()
+    upright = np.corrcoef(a, b)[0, 1]
+    flipped = np.corrcoef(a, twin)[0, 1]
+    assert upright > 0.9 and upright > flipped + 0.3, (upright, flipped)
+
+
+def test_every_sr_passes_pixelmed_and_dciodvfy(studies: list[StudyResult], tmp_path: Path) -> None:
+    paths = []
+    for n, st in enumerate(studies):
+        sr = build_outputs(st).sr
+        assert sr is not None
+        paths.append(write_dataset(sr, tmp_path / f"sr-{n}.dcm"))
+    reports = pixelmed_sr_reports(paths)
+    for path in paths:
+        errors, warnings = reports[path]
+        assert not errors, f"{path.name}: {errors[:5]}"
+        unexplained = [w for w in warnings if not PIXELMED_TID1501_GAP.match(w)]
+        assert not unexplained, f"{path.name}: {unexplained[:5]}"
+        assert len(warnings) == 14  # the gap: each finding's present/absent CODE, nothing else
+        errors, _ = dciodvfy_errors(path)
+        assert not errors, f"{path.name}: {errors[:5]}"
