@@ -1,0 +1,57 @@
+"""The README covers what a newcomer needs, and what it points at exists.
+
+Every reason code, every ``chexdcm infer`` option and every exit code is documented; the
+two set-up commands and the way to run ``chexdcm`` are there; every file path the
+README names (tests, benchmarks, scripts, modules) exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from chexnet_dicom.cli import infer
+from chexnet_dicom.dicom.reasons import REASONS
+from chexnet_dicom.results import FAILURE_REASONS
+from tests.helpers.shared import REPO
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_reason_code_is_documented() -> None:
+    missing = [code for code in (*REASONS, *FAILURE_REASONS) if f"`{code}`" not in README]
+    assert not missing, f"reason codes not in the README: {missing}"
+
+
+def test_every_infer_option_is_documented() -> None:
+    parser = argparse.ArgumentParser()
+    infer.register(parser.add_subparsers())
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["infer"]
+    options = [s for a in sub._actions for s in a.option_strings if s.startswith("--") and s != "--help"]
+    assert len(options) > 10
+    missing = [o for o in options if f"`{o}" not in README]
+    assert not missing, f"infer options not in the README: {missing}"
+
+
+def test_exit_codes_set_up_commands_and_how_to_run_chexdcm() -> None:
+    for code in range(4):
+        assert re.search(rf"^\| {code} \|", README, re.MULTILINE), f"exit code {code} has no row"
+    for command in ("bash scripts/demo.sh", "bash scripts/test.sh", "bash scripts/system_packages.sh"):
+        assert command in README
+    assert ".venv/bin/chexdcm" in README and "source .venv/bin/activate" in README
+    assert "../shared/data" in README and "%%" not in README
+
+
+def test_every_path_the_readme_names_exists() -> None:
+    named = set(
+        re.findall(r"`((?:tests|benchmarks|scripts|pipelines|chexnet_dicom)/[\w/.\-]+?)(?:::\w+)?`", README)
+    )
+    named |= {
+        f"chexnet_dicom/{m}"
+        for m in re.findall(r"`((?:dicom|model|outputs|train|evaluate)/\w+\.py)`", README)
+    }
+    assert len(named) > 20
+    missing = sorted(
+        p for p in named if not (REPO / p.rstrip("*")).exists() and "*" not in p and "<" not in p
+    )
+    assert not missing, f"paths in the README that do not exist: {missing}"
