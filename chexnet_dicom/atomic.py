@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["PART_SUFFIX", "atomic_write", "fsync_dir", "open_atomic", "remove_leftovers"]
+__all__ = ["PART_SUFFIX", "PartFile", "atomic_write", "fsync_dir", "open_atomic", "remove_leftovers"]
 
 #: Suffix of the temporary files (their names also start with a dot).
 PART_SUFFIX = ".part"
@@ -105,6 +105,80 @@ def open_atomic(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class PartFile:
+    """A file written piece by piece, from any thread, that appears only when committed.
+
+    The streaming form of :func:`open_atomic` for writers that are called back (a
+    network receive): the same unique ``.part`` temporary in the target folder, fsync,
+    rename and folder fsync on :meth:`commit`; :meth:`discard` removes it.
+
+    Parameters
+    ----------
+    path
+        The target file.
+    mode
+        Permission bits of the result; by default ``0o666`` less the umask.
+    parents
+        Create missing parent folders.
+
+    Attributes
+    ----------
+    target
+        The target file.
+    part
+        The temporary file while it is being written.
+    size
+        Bytes written so far.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, mode: int | None = None, parents: bool = True
+    ) -> None:
+        self.target = Path(path)
+        self.mode = mode
+        self._fd, self.part = _temporary(self.target, parents)
+        self.size = 0
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data`` (all of it, or raise :class:`OSError`)."""
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.write(self._fd, view[done:])
+        self.size += done
+        return done
+
+    def commit(self) -> Path:
+        """fsync, rename onto the target and fsync its folder; the target is then durable.
+
+        Returns
+        -------
+        Path
+            The target.
+        """
+        try:
+            os.fsync(self._fd)
+        finally:
+            self._close()
+        try:
+            _commit(self.part, self.target, self.mode)
+        except BaseException:
+            self.part.unlink(missing_ok=True)
+            raise
+        return self.target
+
+    def discard(self) -> None:
+        """Close and remove the temporary file (the target is untouched)."""
+        self._close()
+        self.part.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(self._fd)
 
 
 def atomic_write(
