@@ -107,6 +107,10 @@ class ImageResult:
         Probabilities, thresholds and CAMs (model-input grid, ``cam_scale`` units).
     preprocessing
         How the display image became the model input (the CAMs' geometry).
+    carried
+        The image was analysed for an earlier version of the study's results and only
+        its prediction and geometry were kept (:func:`chexnet_dicom.pipeline.restore_image`):
+        the SR covers it again, but its pixels are gone, so no overlay is rebuilt.
     """
 
     path: str
@@ -114,6 +118,7 @@ class ImageResult:
     display: DisplayImage = field(repr=False)
     prediction: Prediction = field(repr=False)
     preprocessing: Preprocessing = field(repr=False)
+    carried: bool = False
     _maps: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

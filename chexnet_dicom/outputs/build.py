@@ -7,7 +7,9 @@
   not analysed and why); a re-analysis passes the study's earlier SR(s) as ``previous``,
   which the new SR lists in its PredecessorDocumentsSequence;
 * ``sc-<image>-<k>.dcm``: the RGB overlay(s) of each analysed image (the top finding,
-  or one per positive finding);
+  or one per positive finding), except images carried from an earlier version of the
+  study's results (their overlays were delivered with it; the instance numbers of the
+  new overlays follow theirs);
 * ``preview-<image>-<k>.png``: the same overlays turned head up (as ``chexdcm render``
   shows the image), as RGB arrays for PNG previews (also when no SC is written);
 * ``result.json``: the PHI-free JSON sidecar.
@@ -114,6 +116,9 @@ def build_outputs(
         if not image.has_heatmaps:
             continue
         labels = overlay_findings(image, card, per_finding=opts.sc_per_finding) if opts.sc else [None]
+        if image.carried:  # its overlays went out with an earlier version; numbers stay the same
+            number += len(labels) if opts.sc else 0
+            continue
         for k, label in enumerate(labels, 1):
             if opts.sc:
                 sc = build_sc(
