@@ -1,0 +1,940 @@
+"""The node's ledger: one SQLite database (WAL, ``synchronous=FULL``) that every process shares.
+
+It records what the node has acknowledged, analysed and delivered, so that a restart
+resumes exactly where the node stopped.  A row is committed (and so fsynced) before
+the step it records is acknowledged: an instance before its C-STORE success status,
+a study's results before its delivery starts, a delivered file before the next one.
+
+Tables
+------
+``instances``
+    One row per received copy: its spool file, SOP/study/series UIDs, SHA-256, size,
+    ``kind`` (``image`` in scope, ``out_of_scope``, ``own_output``), ``state``
+    (``stored``, ``superseded`` by a later copy with other bytes, ``purged``,
+    ``dropped``), ``conflict`` (another copy of the UID has other bytes).
+``studies``
+    The analysis state of each study: ``receiving`` (instances arriving),
+    ``ready`` (complete: released and quiet), ``analysing``, ``analysed``,
+    ``failed`` (with a reason), ``ignored`` (nothing in scope); ``pending`` counts
+    in-scope instances not yet analysed, ``version`` the analyses done.
+``records``
+    What each analysed (or skipped) instance left for later versions of its study's
+    SR (:mod:`chexnet_dicom.node.records`): kept after the images are purged.
+``versions``
+    The SR of each analysis of a study (its UIDs, for the next one's predecessors).
+``deliveries`` and ``delivery_files``
+    Each analysis's results and where they go: ``pending``, ``sending``, ``sent``,
+    ``dead`` (after the last attempt); per file ``pending``, ``inflight``, ``sent``,
+    with ``sends`` (how often it was handed to the transport) and ``uncertain`` (it was
+    in flight when a crash or a dropped connection hid the outcome).
+``events`` and ``counters``
+    The last problems (PHI-free) and running counts, for ``chexdcm status``.
+
+Every timestamp is ``time.time()`` (comparable across processes and restarts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from chexnet_dicom.errors import StorageError
+
+__all__ = [
+    "DUPLICATE",
+    "NEW",
+    "Claimed",
+    "Delivery",
+    "Ledger",
+    "StoredInstance",
+]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0,
+    pending INTEGER NOT NULL DEFAULT 0,
+    first_arrival REAL NOT NULL,
+    last_arrival REAL NOT NULL,
+    claimed_by TEXT,
+    failure TEXT,
+    failure_message TEXT,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_state ON studies(state, last_arrival);
+CREATE TABLE IF NOT EXISTS instances (
+    file_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    reason TEXT,
+    state TEXT NOT NULL,
+    conflict INTEGER NOT NULL DEFAULT 0,
+    analysed_version INTEGER,
+    calling_ae TEXT NOT NULL,
+    adopted INTEGER NOT NULL DEFAULT 0,
+    received REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_uid);
+CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE TABLE IF NOT EXISTS records (
+    study_uid TEXT NOT NULL,
+    sop_uid TEXT NOT NULL,
+    file_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (study_uid, sop_uid)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    study_uid TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    sr_uid TEXT,
+    sr_series_uid TEXT,
+    sr_class_uid TEXT,
+    created REAL NOT NULL,
+    PRIMARY KEY (study_uid, version)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_uid TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    destination TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL,
+    last_error TEXT,
+    folder TEXT,
+    last_ack REAL NOT NULL,
+    created REAL NOT NULL,
+    sent REAL
+);
+CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state, next_at);
+CREATE TABLE IF NOT EXISTS delivery_files (
+    delivery INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    sends INTEGER NOT NULL DEFAULT 0,
+    uncertain INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (delivery, name)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+#: :meth:`Ledger.record_instance` outcomes.
+NEW = "new"
+DUPLICATE = "duplicate"
+CONFLICT = "conflict"
+
+#: Events kept for ``chexdcm status``.
+MAX_EVENTS = 200
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """A received copy as the ledger knows it.
+
+    Attributes
+    ----------
+    file_id, path
+        Its spool file (path relative to the spool).
+    sop_uid, study_uid, series_uid, sop_class_uid
+        Its identifiers.
+    kind, reason, state
+        See the module docstring.
+    received
+        When its row was committed (just before its success status was sent).
+    """
+
+    file_id: str
+    path: str
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    sop_class_uid: str
+    kind: str
+    reason: str | None
+    state: str
+    received: float
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A study a worker took: what to analyse and what earlier versions left.
+
+    Attributes
+    ----------
+    study_uid
+        The study.
+    version
+        The version this analysis makes (1 for the first).
+    instances
+        Its current copies (``stored`` state, ``image`` and ``out_of_scope`` kinds).
+    records
+        ``sop_uid -> (file_id, record bytes)`` from earlier versions.
+    previous_sr
+        ``(sr_uid, series_uid, sop_class_uid)`` of the latest earlier version with an SR.
+    last_ack
+        When the newest of its instances was acknowledged.
+    """
+
+    study_uid: str
+    version: int
+    instances: tuple[StoredInstance, ...]
+    records: dict[str, tuple[str, bytes]]
+    previous_sr: tuple[str, str, str] | None
+    last_ack: float
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A delivery a sender took.
+
+    Attributes
+    ----------
+    id, study_uid, version
+        Which analysis's results.
+    folder
+        Its results folder (relative to the spool).
+    pending
+        File names not yet sent, in sending order.
+    attempts
+        Attempts made before this one.
+    """
+
+    id: int
+    study_uid: str
+    version: int
+    folder: str
+    pending: tuple[str, ...]
+    attempts: int
+
+
+def _instance(row: sqlite3.Row) -> StoredInstance:
+    return StoredInstance(
+        row["file_id"],
+        row["path"],
+        row["sop_uid"],
+        row["study_uid"],
+        row["series_uid"],
+        row["sop_class_uid"],
+        row["kind"],
+        row["reason"],
+        row["state"],
+        row["received"],
+    )
+
+
+class Ledger:
+    """The ledger database (one per spool; thread-safe; one connection per process).
+
+    Parameters
+    ----------
+    path
+        The SQLite file (created with its schema).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StorageError(
+                    f"the ledger {self.path} has schema {row[0]}, this version reads {SCHEMA_VERSION}"
+                )
+        except sqlite3.Error as exc:
+            raise StorageError(f"the ledger {self.path} cannot be opened ({exc})") from exc
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT), durable when it returns."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StorageError(f"the ledger is not writable ({exc})") from exc
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise StorageError(f"the ledger could not be written ({exc})") from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._db.execute(sql, args))
+
+    # -- events and counters
+
+    def note(self, kind: str, message: str) -> None:
+        """Record a PHI-free event (the last ones are shown by ``chexdcm status``)."""
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO events (ts, kind, message) VALUES (?, ?, ?)", (time.time(), kind, message)
+                )
+                db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (MAX_EVENTS,))
+        except StorageError:
+            pass  # an event that cannot be recorded must not fail the step that had it
+
+    def count(self, name: str, by: int = 1) -> None:
+        """Add ``by`` to the counter ``name``."""
+        with contextlib.suppress(StorageError), self._tx() as db:
+            db.execute(
+                "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+                (name, by, by),
+            )
+
+    def counters(self) -> dict[str, int]:
+        """Every counter."""
+        return {r["name"]: r["value"] for r in self._read("SELECT name, value FROM counters")}
+
+    def events(self, limit: int = 10) -> list[tuple[float, str, str]]:
+        """The newest events, newest first."""
+        rows = self._read("SELECT ts, kind, message FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        return [(r["ts"], r["kind"], r["message"]) for r in rows]
+
+    # -- receiving
+
+    def known(self, sop_uid: str, sha256: str) -> bool:
+        """Whether this very copy (UID and bytes) was received before."""
+        rows = self._read(
+            "SELECT 1 FROM instances WHERE sop_uid = ? AND sha256 = ? LIMIT 1", (sop_uid, sha256)
+        )
+        return bool(rows)
+
+    def stored_bytes(self) -> int:
+        """Bytes of the instances the spool holds."""
+        rows = self._read(
+            "SELECT COALESCE(SUM(size), 0) AS n FROM instances WHERE state IN ('stored', 'superseded')"
+        )
+        return int(rows[0]["n"])
+
+    def record_instance(
+        self,
+        *,
+        file_id: str,
+        path: str,
+        sop_uid: str,
+        study_uid: str,
+        series_uid: str,
+        sop_class_uid: str,
+        sha256: str,
+        size: int,
+        kind: str,
+        reason: str | None,
+        calling_ae: str,
+        keep: bool = True,
+        adopted: bool = False,
+        now: float | None = None,
+    ) -> str:
+        """Record a received copy and what it does to its study; durable when it returns.
+
+        Parameters
+        ----------
+        file_id, path
+            Its spool file.
+        sop_uid, study_uid, series_uid, sop_class_uid, sha256, size
+            What it is.
+        kind
+            ``image``, ``out_of_scope`` or ``own_output``.
+        reason
+            The gate's reason for an out-of-scope instance.
+        calling_ae
+            Who sent it.
+        keep
+            False when the configuration drops instances of its kind (its row says
+            ``dropped``; it never reaches a study).
+        adopted
+            Found on disk without a row at restart.
+
+        Returns
+        -------
+        str
+            :data:`NEW`, :data:`DUPLICATE` (the same UID and bytes were received before:
+            nothing recorded, the caller removes its copy) or ``"conflict"`` (same UID,
+            other bytes: both kept and flagged, this one supersedes).
+        """
+        ts = time.time() if now is None else now
+        with self._tx() as db:
+            earlier = list(
+                db.execute("SELECT file_id, sha256, state FROM instances WHERE sop_uid = ?", (sop_uid,))
+            )
+            if any(r["sha256"] == sha256 for r in earlier):
+                db.execute(
+                    "INSERT INTO counters VALUES ('duplicates', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                )
+                return DUPLICATE
+            outcome = NEW
+            live = [r for r in earlier if r["state"] != "dropped"]
+            if live and keep:
+                outcome = CONFLICT
+                db.execute(
+                    "UPDATE instances SET conflict = 1, "
+                    "state = CASE state WHEN 'stored' THEN 'superseded' ELSE state END WHERE sop_uid = ?",
+                    (sop_uid,),
+                )
+                db.execute(
+                    "INSERT INTO counters VALUES ('conflicts', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                )
+            db.execute(
+                "INSERT INTO instances (file_id, path, sop_uid, study_uid, series_uid, sop_class_uid, sha256, "
+                "size, kind, reason, state, conflict, calling_ae, adopted, received) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    file_id,
+                    path,
+                    sop_uid,
+                    study_uid,
+                    series_uid,
+                    sop_class_uid,
+                    sha256,
+                    size if keep else 0,
+                    kind,
+                    reason,
+                    "stored" if keep else "dropped",
+                    int(outcome == CONFLICT),
+                    calling_ae,
+                    int(adopted),
+                    ts,
+                ),
+            )
+            if keep and kind in ("image", "out_of_scope"):
+                self._touch_study(db, study_uid, kind == "image", ts)
+            return outcome
+
+    @staticmethod
+    def _touch_study(db: sqlite3.Connection, study_uid: str, in_scope: bool, ts: float) -> None:
+        row = db.execute("SELECT state FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO studies (study_uid, state, pending, first_arrival, last_arrival, updated) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (study_uid, "receiving" if in_scope else "ignored", int(in_scope), ts, ts, ts),
+            )
+            return
+        state = row["state"]
+        if in_scope:
+            # a late in-scope instance (re-)opens the study; one arriving during its
+            # analysis is counted and re-opens it when that analysis ends
+            new_state = state if state == "analysing" else "receiving"
+            db.execute(
+                "UPDATE studies SET state = ?, pending = pending + 1, last_arrival = ?, updated = ? "
+                "WHERE study_uid = ?",
+                (new_state, ts, ts, study_uid),
+            )
+        elif state in ("receiving", "ready", "ignored"):
+            # out of scope: part of the study if it comes with it, never a re-opening
+            new_state = "receiving" if state == "ready" else state
+            db.execute(
+                "UPDATE studies SET state = ?, last_arrival = ?, updated = ? WHERE study_uid = ?",
+                (new_state, ts, ts, study_uid),
+            )
+
+    def stored_ids(self) -> set[str]:
+        """File ids the ledger has a row for."""
+        return {r["file_id"] for r in self._read("SELECT file_id FROM instances")}
+
+    def instances(self, study_uid: str | None = None) -> list[StoredInstance]:
+        """Every copy (of one study)."""
+        if study_uid is None:
+            rows = self._read("SELECT * FROM instances ORDER BY received")
+        else:
+            rows = self._read("SELECT * FROM instances WHERE study_uid = ? ORDER BY received", (study_uid,))
+        return [_instance(r) for r in rows]
+
+    # -- study completion
+
+    def promote_ready(self, now: float, quiet: float, open_wait: float, open_studies: set[str]) -> list[str]:
+        """Mark complete studies ``ready``: quiet for ``quiet`` s and no open association
+        (or quiet for ``open_wait`` s whatever the associations).
+
+        Returns
+        -------
+        list of str
+            The studies made ready.
+        """
+        rows = self._read(
+            "SELECT study_uid, last_arrival FROM studies WHERE state = 'receiving' AND pending > 0 AND last_arrival <= ?",
+            (now - quiet,),
+        )
+        ready = [
+            r["study_uid"]
+            for r in rows
+            if r["study_uid"] not in open_studies or r["last_arrival"] <= now - open_wait
+        ]
+        if ready:
+            with self._tx() as db:
+                for uid in ready:
+                    db.execute(
+                        "UPDATE studies SET state = 'ready', updated = ? WHERE study_uid = ? AND state = 'receiving'",
+                        (now, uid),
+                    )
+        return ready
+
+    # -- analysis
+
+    def claim(self, worker: str, limit: int = 1) -> list[Claimed]:
+        """Take up to ``limit`` ready studies for ``worker`` (oldest first)."""
+        out: list[Claimed] = []
+        with self._tx() as db:
+            rows = list(
+                db.execute(
+                    "SELECT study_uid, version FROM studies WHERE state = 'ready' ORDER BY last_arrival LIMIT ?",
+                    (limit,),
+                )
+            )
+            for row in rows:
+                uid = row["study_uid"]
+                db.execute(
+                    "UPDATE studies SET state = 'analysing', pending = 0, claimed_by = ?, updated = ? "
+                    "WHERE study_uid = ?",
+                    (worker, time.time(), uid),
+                )
+                instances = tuple(
+                    _instance(r)
+                    for r in db.execute(
+                        "SELECT * FROM instances WHERE study_uid = ? AND state = 'stored' "
+                        "AND kind IN ('image', 'out_of_scope') ORDER BY received",
+                        (uid,),
+                    )
+                )
+                records = {
+                    r["sop_uid"]: (r["file_id"], bytes(r["data"]))
+                    for r in db.execute(
+                        "SELECT sop_uid, file_id, data FROM records WHERE study_uid = ?", (uid,)
+                    )
+                }
+                prev = db.execute(
+                    "SELECT sr_uid, sr_series_uid, sr_class_uid FROM versions WHERE study_uid = ? "
+                    "AND sr_uid IS NOT NULL ORDER BY version DESC LIMIT 1",
+                    (uid,),
+                ).fetchone()
+                last_ack = max((i.received for i in instances), default=time.time())
+                out.append(
+                    Claimed(
+                        uid,
+                        int(row["version"]) + 1,
+                        instances,
+                        records,
+                        (prev["sr_uid"], prev["sr_series_uid"], prev["sr_class_uid"]) if prev else None,
+                        last_ack,
+                    )
+                )
+        return out
+
+    def finish(
+        self,
+        claimed: Claimed,
+        *,
+        records: dict[str, tuple[str, str, bytes]],
+        analysed_files: Sequence[str],
+        sr: tuple[str, str, str] | None,
+        destination: str,
+        folder: str | None,
+        files: Sequence[str],
+        delivered: bool,
+    ) -> int | None:
+        """Record a study's analysis and queue its delivery, in one transaction.
+
+        Parameters
+        ----------
+        claimed
+            What the worker took.
+        records
+            ``sop_uid -> (file_id, kind, record bytes)`` of the newly analysed and skipped instances.
+        analysed_files
+            The file ids this analysis covered.
+        sr
+            ``(sr_uid, series_uid, sop_class_uid)`` of the new SR, or None.
+        destination
+            Where the results go (its description), or ``"outbox"``.
+        folder
+            The results folder (relative to the spool), or None without results.
+        files
+            The result files to send, in order.
+        delivered
+            The results are already where they go (the local outbox).
+
+        Returns
+        -------
+        int or None
+            The delivery's id (None without results).
+        """
+        now = time.time()
+        with self._tx() as db:
+            for sop_uid, (file_id, kind, data) in records.items():
+                db.execute(
+                    "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)",
+                    (claimed.study_uid, sop_uid, file_id, kind, claimed.version, data),
+                )
+            db.executemany(
+                "UPDATE instances SET analysed_version = ? WHERE file_id = ?",
+                [(claimed.version, f) for f in analysed_files],
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?, ?, ?)",
+                (claimed.study_uid, claimed.version, *(sr or (None, None, None)), now),
+            )
+            delivery = None
+            if folder is not None and files:
+                cur = db.execute(
+                    "INSERT INTO deliveries (study_uid, version, destination, state, next_at, folder, last_ack, "
+                    "created, sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        claimed.study_uid,
+                        claimed.version,
+                        destination,
+                        "sent" if delivered else "pending",
+                        now,
+                        folder,
+                        claimed.last_ack,
+                        now,
+                        now if delivered else None,
+                    ),
+                )
+                delivery = int(cur.lastrowid or 0)
+                db.executemany(
+                    "INSERT INTO delivery_files (delivery, name, state, sends) VALUES (?, ?, ?, ?)",
+                    [(delivery, name, "sent" if delivered else "pending", int(delivered)) for name in files],
+                )
+            self._release(db, claimed.study_uid, "analysed", now, version=claimed.version)
+            return delivery
+
+    @staticmethod
+    def _release(
+        db: sqlite3.Connection, study_uid: str, state: str, now: float, *, version: int | None = None
+    ) -> None:
+        """End an analysis: ``state``, or ``receiving`` again when instances arrived meanwhile."""
+        db.execute(
+            "UPDATE studies SET state = CASE WHEN pending > 0 THEN 'receiving' ELSE ? END, "
+            "version = COALESCE(?, version), claimed_by = NULL, updated = ? WHERE study_uid = ?",
+            (state, version, now, study_uid),
+        )
+
+    def unchanged(self, claimed: Claimed) -> None:
+        """End an analysis that found nothing new to analyse (the results stand)."""
+        with self._tx() as db:
+            self._release(db, claimed.study_uid, "analysed", time.time())
+
+    def fail(self, claimed: Claimed, reason: str, message: str) -> None:
+        """Mark a study failed with a reason (PHI-free message); the node goes on."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE studies SET failure = ?, failure_message = ? WHERE study_uid = ?",
+                (reason, message, claimed.study_uid),
+            )
+            self._release(db, claimed.study_uid, "failed", now)
+            db.execute(
+                "INSERT INTO events (ts, kind, message) VALUES (?, ?, ?)",
+                (now, "study-failed", f"{reason}: {message}"),
+            )
+            db.execute(
+                "INSERT INTO counters VALUES ('studies_failed', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
+            )
+
+    def study(self, study_uid: str) -> dict[str, Any] | None:
+        """A study's row as a dictionary."""
+        rows = self._read("SELECT * FROM studies WHERE study_uid = ?", (study_uid,))
+        return dict(rows[0]) if rows else None
+
+    def studies(self) -> list[dict[str, Any]]:
+        """Every study's row."""
+        return [dict(r) for r in self._read("SELECT * FROM studies ORDER BY first_arrival")]
+
+    # -- delivery
+
+    def claim_delivery(self, now: float | None = None) -> Delivery | None:
+        """Take the next due delivery (``pending`` and its retry time reached)."""
+        ts = time.time() if now is None else now
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT * FROM deliveries WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT 1",
+                (ts,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE deliveries SET state = 'sending' WHERE id = ?", (row["id"],))
+            names = tuple(
+                r["name"]
+                for r in db.execute(
+                    "SELECT name FROM delivery_files WHERE delivery = ? AND state != 'sent' ORDER BY name",
+                    (row["id"],),
+                )
+            )
+        return Delivery(row["id"], row["study_uid"], row["version"], row["folder"], names, row["attempts"])
+
+    def next_delivery_at(self) -> float | None:
+        """When the next pending delivery is due."""
+        rows = self._read("SELECT MIN(next_at) AS t FROM deliveries WHERE state = 'pending'")
+        return rows[0]["t"]
+
+    def file_inflight(self, delivery: int, name: str) -> None:
+        """A file is handed to the transport (committed before it is)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE delivery_files SET state = 'inflight', sends = sends + 1 WHERE delivery = ? AND name = ?",
+                (delivery, name),
+            )
+
+    def file_sent(self, delivery: int, name: str) -> None:
+        """The destination confirmed a file."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE delivery_files SET state = 'sent' WHERE delivery = ? AND name = ?", (delivery, name)
+            )
+
+    def delivered(self, delivery: int) -> None:
+        """Every file of a delivery is at its destination."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE deliveries SET state = 'sent', sent = ?, last_error = NULL WHERE id = ?",
+                (time.time(), delivery),
+            )
+            db.execute(
+                "INSERT INTO counters VALUES ('delivered', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
+            )
+
+    def delivery_failed(self, delivery: int, error: str, retry_at: float | None) -> None:
+        """An attempt failed: retry at ``retry_at``, or dead-letter the delivery (None)."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "UPDATE delivery_files SET state = 'pending', uncertain = 1 WHERE delivery = ? AND state = 'inflight'",
+                (delivery,),
+            )
+            db.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, state = ?, next_at = ? WHERE id = ?",
+                (
+                    error,
+                    "pending" if retry_at is not None else "dead",
+                    retry_at if retry_at is not None else now,
+                    delivery,
+                ),
+            )
+            kind = "delivery-retry" if retry_at is not None else "dead-letter"
+            db.execute(
+                "INSERT INTO events (ts, kind, message) VALUES (?, ?, ?)",
+                (now, kind, f"delivery {delivery}: {error}"),
+            )
+            if retry_at is None:
+                db.execute(
+                    "INSERT INTO counters VALUES ('dead_letters', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
+                )
+
+    def deliveries(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Every delivery (in one state) with its files' counts."""
+        sql = (
+            "SELECT d.*, (SELECT COUNT(*) FROM delivery_files f WHERE f.delivery = d.id) AS files, "
+            "(SELECT COALESCE(SUM(sends), 0) FROM delivery_files f WHERE f.delivery = d.id) AS sends, "
+            "(SELECT COALESCE(SUM(uncertain), 0) FROM delivery_files f WHERE f.delivery = d.id) AS uncertain "
+            "FROM deliveries d"
+        )
+        rows = self._read(
+            sql + (" WHERE d.state = ? ORDER BY d.id" if state else " ORDER BY d.id"),
+            (state,) if state else (),
+        )
+        return [dict(r) for r in rows]
+
+    def delivery_files(self, delivery: int) -> list[dict[str, Any]]:
+        """The files of one delivery."""
+        return [
+            dict(r)
+            for r in self._read("SELECT * FROM delivery_files WHERE delivery = ? ORDER BY name", (delivery,))
+        ]
+
+    def resend(self, ids: Sequence[int] | None = None) -> int:
+        """Put dead letters back in the queue (all, or those ``ids``); returns how many."""
+        with self._tx() as db:
+            where = "state = 'dead'" + (f" AND id IN ({','.join('?' * len(ids))})" if ids else "")
+            cur = db.execute(
+                f"UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ? WHERE {where}",
+                (time.time(), *(ids or ())),
+            )
+            return int(cur.rowcount)
+
+    def purge_dead(self, ids: Sequence[int] | None = None) -> list[str]:
+        """Delete dead letters (all, or those ``ids``); returns their results folders."""
+        with self._tx() as db:
+            where = "state = 'dead'" + (f" AND id IN ({','.join('?' * len(ids))})" if ids else "")
+            rows = list(db.execute(f"SELECT id, folder FROM deliveries WHERE {where}", tuple(ids or ())))
+            for r in rows:
+                db.execute("DELETE FROM delivery_files WHERE delivery = ?", (r["id"],))
+                db.execute("DELETE FROM deliveries WHERE id = ?", (r["id"],))
+            return [r["folder"] for r in rows if r["folder"]]
+
+    # -- restart recovery and retention
+
+    def recover(self) -> dict[str, int]:
+        """After a crash or stop: unfinished analyses and sends go back to the queue.
+
+        Returns
+        -------
+        dict
+            How many studies and deliveries were resumed, and files whose outcome was lost.
+        """
+        with self._tx() as db:
+            studies = db.execute(
+                "UPDATE studies SET state = 'ready', claimed_by = NULL WHERE state = 'analysing'"
+            ).rowcount
+            deliveries = db.execute(
+                "UPDATE deliveries SET state = 'pending' WHERE state = 'sending'"
+            ).rowcount
+            uncertain = db.execute(
+                "UPDATE delivery_files SET state = 'pending', uncertain = 1 WHERE state = 'inflight'"
+            ).rowcount
+        return {"studies": studies, "deliveries": deliveries, "uncertain_files": uncertain}
+
+    def purgeable(self, now: float, grace: float) -> tuple[list[StoredInstance], list[tuple[int, str]]]:
+        """What retention may delete now: images of studies whose results were all
+        delivered ``grace`` seconds ago (and that are not being re-analysed), and the
+        results folders of those deliveries.
+
+        Returns
+        -------
+        instances, folders
+        """
+        done = [
+            r["study_uid"]
+            for r in self._read(
+                "SELECT s.study_uid FROM studies s WHERE s.state IN ('analysed', 'ignored') AND s.pending = 0 "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.study_uid = s.study_uid AND d.state != 'sent') "
+                "AND COALESCE((SELECT MAX(sent) FROM deliveries d WHERE d.study_uid = s.study_uid), s.updated) <= ?",
+                (now - grace,),
+            )
+        ]
+        instances: list[StoredInstance] = []
+        folders: list[tuple[int, str]] = []
+        for uid in done:
+            instances += [
+                _instance(r)
+                for r in self._read(
+                    "SELECT * FROM instances WHERE study_uid = ? AND state IN ('stored', 'superseded')",
+                    (uid,),
+                )
+            ]
+            folders += [
+                (r["id"], r["folder"])
+                for r in self._read(
+                    "SELECT id, folder FROM deliveries WHERE study_uid = ? AND folder IS NOT NULL AND destination != 'outbox'",
+                    (uid,),
+                )
+            ]
+        return instances, folders
+
+    def purged(self, file_ids: Sequence[str], deliveries: Sequence[int]) -> None:
+        """Record that files and results folders were deleted."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE instances SET state = 'purged' WHERE file_id = ?", [(f,) for f in file_ids]
+            )
+            db.executemany("UPDATE deliveries SET folder = NULL WHERE id = ?", [(d,) for d in deliveries])
+
+    def expire(self, before: float) -> int:
+        """Delete the records of studies untouched since ``before`` whose files are all gone."""
+        with self._tx() as db:
+            rows = list(
+                db.execute(
+                    "SELECT study_uid FROM studies s WHERE s.updated < ? AND s.state IN ('analysed', 'ignored', 'failed') "
+                    "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.study_uid = s.study_uid "
+                    "AND i.state IN ('stored', 'superseded')) "
+                    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.study_uid = s.study_uid AND d.state != 'sent')",
+                    (before,),
+                )
+            )
+            for r in rows:
+                uid = r["study_uid"]
+                for table in ("records", "versions", "instances", "studies"):
+                    db.execute(f"DELETE FROM {table} WHERE study_uid = ?", (uid,))
+                ids = [d["id"] for d in db.execute("SELECT id FROM deliveries WHERE study_uid = ?", (uid,))]
+                for d in ids:
+                    db.execute("DELETE FROM delivery_files WHERE delivery = ?", (d,))
+                db.execute("DELETE FROM deliveries WHERE study_uid = ?", (uid,))
+            return len(rows)
+
+    # -- status
+
+    def summary(self, now: float | None = None) -> dict[str, Any]:
+        """Counts for ``chexdcm status`` and the metrics endpoint."""
+        ts = time.time() if now is None else now
+        studies = {
+            r["state"]: r["n"] for r in self._read("SELECT state, COUNT(*) AS n FROM studies GROUP BY state")
+        }
+        deliveries = {
+            r["state"]: r["n"]
+            for r in self._read("SELECT state, COUNT(*) AS n FROM deliveries GROUP BY state")
+        }
+        instances = {
+            r["state"]: (r["n"], r["bytes"])
+            for r in self._read(
+                "SELECT state, COUNT(*) AS n, COALESCE(SUM(size), 0) AS bytes FROM instances GROUP BY state"
+            )
+        }
+        kinds = {
+            r["kind"]: r["n"] for r in self._read("SELECT kind, COUNT(*) AS n FROM instances GROUP BY kind")
+        }
+        recent = self._read(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM instances WHERE received >= ?", (ts - 60,)
+        )
+        turnaround = [
+            r["t"]
+            for r in self._read(
+                "SELECT sent - last_ack AS t FROM deliveries WHERE state = 'sent' AND sent IS NOT NULL ORDER BY id DESC LIMIT 1000"
+            )
+        ]
+        return {
+            "studies": studies,
+            "deliveries": deliveries,
+            "instances": {k: {"count": v[0], "bytes": v[1]} for k, v in instances.items()},
+            "kinds": kinds,
+            "received_last_minute": {"count": recent[0]["n"], "bytes": recent[0]["b"]},
+            "analysed_versions": self._read("SELECT COUNT(*) AS n FROM versions")[0]["n"],
+            "turnaround_s": turnaround,
+            "counters": self.counters(),
+            "queue": {
+                "studies_waiting": studies.get("receiving", 0)
+                + studies.get("ready", 0)
+                + studies.get("analysing", 0),
+                "deliveries_waiting": deliveries.get("pending", 0) + deliveries.get("sending", 0),
+            },
+        }
