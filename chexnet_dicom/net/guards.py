@@ -351,6 +351,9 @@ def install_guard(
         raise RuntimeError("the association's DUL thread is already running")
     guarded = GuardedDUL(assoc, limits, on_trip)
     guarded.socket = old.socket
+    # a connected AssociationSocket has already queued Evt5 (transport connection
+    # indication) on the old provider's queue: the new provider takes that queue over
+    guarded.event_queue = old.event_queue
     assoc.dul = guarded
     # the timeout setters write into the DUL's timers: apply them to the new one
     assoc.acse_timeout = assoc.acse_timeout

@@ -63,13 +63,13 @@ def _wanted() -> tuple[str, int] | None:
 
 
 def active(point: str) -> bool:
-    """Whether the fault variable names ``point`` and its count is reached (counts this hit)."""
+    """Whether the fault variable names ``point`` and this is its ``n``-th hit (counts this hit)."""
     wanted = _wanted()
     if wanted is None or wanted[0] != point:
         return False
     with _lock:
         _hits[point] = _hits.get(point, 0) + 1
-        return _hits[point] >= wanted[1]
+        return _hits[point] == wanted[1]
 
 
 def fault(point: str) -> None:

@@ -34,6 +34,7 @@ The same instance again (same UID, same bytes) is acknowledged and not kept twic
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -270,6 +271,16 @@ class Receiver:
             self.ledger.count(f"refused_{status:04x}")
         return status
 
+    def classify(self, ds: Any, study_uid: str) -> tuple[str, str | None, bool]:
+        """An instance's kind (``own_output``, ``image``, ``out_of_scope``), the gate's
+        reason for an out-of-scope one, and whether the configuration keeps it."""
+        if self.own.matches(ds, study_uid):
+            return "own_output", None, self.config.spool.own_outputs == "store"
+        decision = gate_header(ds, limits=self.limits)
+        if decision.accepted:
+            return "image", None, True
+        return "out_of_scope", decision.reason, self.config.spool.out_of_scope == "store"
+
     def _store(self, event: Any, file: IncomingFile) -> int:
         req = event.request
         if file.error is not None:
@@ -278,7 +289,7 @@ class Receiver:
             )
             return OUT_OF_RESOURCES
         try:
-            self.spool.check_space(self.ledger.stored_bytes(), 0)
+            self.spool.check_space(self.ledger.stored_bytes(), file.size)
         except StorageError as exc:
             log.warning("instance refused with 0xA700: %s", exc)
             self.ledger.note("storage", f"an instance was refused with 0xA700: {exc}")
@@ -298,13 +309,7 @@ class Receiver:
         ):
             log.warning("instance refused with 0xA900: missing, invalid or mismatched UIDs")
             return DOES_NOT_MATCH
-        if self.own.matches(ds, study_uid):
-            kind, reason = "own_output", None
-            keep = self.config.spool.own_outputs == "store"
-        else:
-            decision = gate_header(ds, limits=self.limits)
-            kind, reason = ("image", None) if decision.accepted else ("out_of_scope", decision.reason)
-            keep = decision.accepted or self.config.spool.out_of_scope == "store"
+        kind, reason, keep = self.classify(ds, study_uid)
         calling = self._track(event.assoc).calling_ae
         what = phi_ref(sop_uid, prefix="instance")
         if self.ledger.known(sop_uid, file.sha256):
@@ -494,7 +499,8 @@ class RunningSCP:
 
     def stop(self, grace: float = 10.0) -> None:
         """Stop accepting, give open associations ``grace`` seconds, then abort them."""
-        self.server.shutdown()
+        with contextlib.suppress(ValueError):  # made by make_server, not listed in the AE's servers
+            self.server.shutdown()
         deadline = time.monotonic() + grace
         while self.server.active_associations and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -509,6 +515,7 @@ def start_scp(
     ledger: Ledger,
     own: OwnOutputs,
     tls: ssl.SSLContext | None = None,
+    receiver: Receiver | None = None,
 ) -> RunningSCP:
     """Start the listener in a background thread.
 
@@ -522,6 +529,8 @@ def start_scp(
         How the node's own outputs are recognised.
     tls
         A server TLS context (from :func:`chexnet_dicom.net.tls.server_context`), or None.
+    receiver
+        The handlers to use (a new :class:`Receiver` when None).
 
     Returns
     -------
@@ -535,7 +544,7 @@ def start_scp(
     _config.STORE_RECV_CHUNKED_DATASET = True
     max_bytes = min(access.max_instance_bytes + 64 * 1024, config.ingest.limits.max_file_bytes)
     receive_temporaries(lambda: spool.incoming(threading.current_thread(), max_bytes))
-    receiver = Receiver(config, spool, ledger, own)
+    receiver = receiver or Receiver(config, spool, ledger, own)
     ae = AE(listen.ae_title)
     ae.implementation_class_uid = IMPLEMENTATION_CLASS_UID
     ae.implementation_version_name = IMPLEMENTATION_VERSION_NAME
