@@ -1,0 +1,372 @@
+"""The running node: listener, scheduler, worker process and sender over one spool and ledger.
+
+:class:`Node` wires the pieces together:
+
+* the guarded Storage SCP (:mod:`.scp`) in the main process, receiving into the spool;
+* a scheduler thread that marks studies ready (association released and quiet for
+  ``listen.quiet_period`` seconds), purges delivered images after
+  ``spool.retention_s`` and supervises the worker;
+* one or more worker processes (:mod:`.worker`), each loading the model once;
+* a sender thread that takes due deliveries from the ledger and sends them with
+  :func:`chexnet_dicom.net.sender.send_files`; the ledger owns the attempt count, the
+  backoff schedule (``[delivery]``) and the dead-letter state, so retries survive
+  restarts.  With no destination the worker writes into the outbox and nothing is sent.
+
+Restart recovery (:meth:`Node.recover`, before the listener opens): ``.part`` files are
+removed; a stored file without a ledger row is adopted (it was durable, and processing
+it again is safe); studies left ``analysing`` are ready again; deliveries left
+``sending`` are due again (their in-flight files marked uncertain).
+
+SIGTERM (:meth:`Node.run`): the listener stops accepting, open associations get
+``grace`` seconds, the worker finishes its study, the sender its attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from chexnet_dicom.config import NodeConfig
+from chexnet_dicom.dicom.attrs import text
+from chexnet_dicom.dicom.read import read_header
+from chexnet_dicom.errors import ChexDicomError, InputError, TransferError
+from chexnet_dicom.logs import persistent_log_key, phi_ref
+from chexnet_dicom.node.faults import NODE_PID_ENV, fault
+from chexnet_dicom.node.ledger import Delivery, Ledger
+from chexnet_dicom.node.scp import OwnOutputs, Receiver, RunningSCP, start_scp
+from chexnet_dicom.node.spool import Spool
+from chexnet_dicom.node.worker import OUTBOX, worker_main
+
+__all__ = ["Node", "describe_destination", "own_outputs_of"]
+
+log = logging.getLogger(__name__)
+
+
+def describe_destination(destination: Any) -> str:
+    """A credential-free name for a destination (what the ledger records), or :data:`OUTBOX`."""
+    if destination is None:
+        return OUTBOX
+    url = getattr(destination, "url", None)
+    if url:
+        return f"stow:{str(url).split('?', 1)[0]}"
+    ae = getattr(destination, "ae_title", "")
+    host = getattr(destination, "host", "")
+    port = getattr(destination, "port", "")
+    return f"dicom:{ae}@{host}:{port}"
+
+
+def own_outputs_of(config: NodeConfig) -> OwnOutputs:
+    """How this node's outputs are recognised: the model card's weights hash and device UID."""
+    from chexnet_dicom.model.card import ModelCard
+    from chexnet_dicom.model.resolve import resolve_weights
+
+    card_path, _ = resolve_weights(config.weights or None)
+    card = ModelCard.read(card_path)
+    return OwnOutputs(card.weights_sha256, card.device_uid)
+
+
+class Node:
+    """The listener node.
+
+    Parameters
+    ----------
+    config
+        The node's configuration.
+    destination
+        A destination from :mod:`chexnet_dicom.net.destination`, or None for the outbox.
+    tls
+        A server TLS context, or None.
+    send
+        ``send(paths, destination) -> report`` (default
+        :func:`chexnet_dicom.net.sender.send_files`); a report has ``deliveries`` with
+        ``path`` and ``ok``.
+    """
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        destination: Any = None,
+        tls: Any = None,
+        send: Callable[..., Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.destination = destination
+        self.tls = tls
+        self._send = send
+        self.spool = Spool(config.spool)
+        self.stopping = threading.Event()
+        self.scp: RunningSCP | None = None
+        self.ledger: Ledger | None = None
+        self._threads: list[threading.Thread] = []
+        self._workers: list[Any] = []
+        self._mp = multiprocessing.get_context("spawn")
+        self._worker_stop = self._mp.Event()
+        self.metrics: Any = None
+
+    # -- start-up
+
+    def start(self, *, wait_ready: float | None = 600.0) -> int:
+        """Recover, start the workers, open the listener; returns the port it listens on.
+
+        Raises
+        ------
+        ConfigError
+            Another node runs on the spool.
+        StorageError
+            The ledger cannot be opened.
+        """
+        self.spool.acquire()
+        persistent_log_key(self.spool.key_path)
+        os.environ[NODE_PID_ENV] = str(os.getpid())
+        self.ledger = Ledger(self.spool.ledger_path)
+        own = own_outputs_of(self.config)
+        receiver = Receiver(self.config, self.spool, self.ledger, own)
+        self.recover(receiver)
+        for _ in range(self.config.work.workers):
+            self._workers.append(self._start_worker())
+        if wait_ready:
+            deadline = time.monotonic() + wait_ready
+            while not all(r.is_set() for _, r in self._workers) and time.monotonic() < deadline:
+                if any(not p.is_alive() for p, _ in self._workers):
+                    break
+                time.sleep(0.05)
+        self.scp = start_scp(self.config, self.spool, self.ledger, own, tls=self.tls, receiver=receiver)
+        if self.config.metrics.enabled:
+            from chexnet_dicom.node.metrics import start_metrics
+
+            self.metrics = start_metrics(self.config.metrics.port, self.spool.ledger_path)
+        self._spawn(self._schedule, "chexdcm-scheduler")
+        if self.destination is not None:
+            self._spawn(self._sender, "chexdcm-sender")
+        return self.scp.port
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _start_worker(self) -> tuple[Any, Any]:
+        ready = self._mp.Event()
+        proc = self._mp.Process(
+            target=worker_main,
+            args=(self.config, describe_destination(self.destination), self._worker_stop, ready),
+            name="chexdcm-worker",
+            daemon=True,
+        )
+        proc.start()
+        return proc, ready
+
+    def recover(self, receiver: Receiver) -> dict[str, int]:
+        """Restart recovery (see the module docstring); returns what was done."""
+        assert self.ledger is not None
+        removed, stored = self.spool.recover()
+        known = self.ledger.stored_ids()
+        adopted = 0
+        for file_id, path in sorted(stored.items()):
+            if file_id in known:
+                continue
+            if self._adopt(receiver, file_id, path):
+                adopted += 1
+        resumed = self.ledger.recover()
+        done = {"parts_removed": removed, "adopted": adopted, **resumed}
+        if any(done.values()):
+            log.info("restart recovery: %s", ", ".join(f"{k} {v}" for k, v in done.items()))
+            self.ledger.note("recovery", ", ".join(f"{k} {v}" for k, v in done.items()))
+        return done
+
+    def _adopt(self, receiver: Receiver, file_id: str, path: Path) -> bool:
+        """Record a durable file the ledger never got a row for (a crash between rename and row)."""
+        assert self.ledger is not None
+        try:
+            ds = read_header(path, limits=self.config.ingest.limits).dataset
+        except InputError:
+            log.warning("a stored file without a ledger row is unreadable; it is left in place")
+            return False
+        study_uid = text(ds, "StudyInstanceUID")
+        kind, reason, _keep = receiver.classify(ds, study_uid)
+        sha = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                sha.update(chunk)
+        self.ledger.record_instance(
+            file_id=file_id,
+            path=self.spool.relative(path),
+            sop_uid=text(ds, "SOPInstanceUID"),
+            study_uid=study_uid,
+            series_uid=text(ds, "SeriesInstanceUID"),
+            sop_class_uid=text(ds, "SOPClassUID"),
+            sha256=sha.hexdigest(),
+            size=path.stat().st_size,
+            kind=kind,
+            reason=reason,
+            calling_ae="",
+            keep=True,
+            adopted=True,
+        )
+        return True
+
+    # -- the background loops
+
+    def _schedule(self) -> None:
+        assert self.ledger is not None and self.scp is not None
+        listen = self.config.listen
+        last_purge = 0.0
+        while not self.stopping.is_set():
+            now = time.time()
+            try:
+                self.ledger.promote_ready(
+                    now, listen.quiet_period, listen.open_wait, self.scp.receiver.open_studies()
+                )
+                if now - last_purge >= min(30.0, max(1.0, self.config.spool.retention_s / 2)):
+                    last_purge = now
+                    self.purge(now)
+                self._supervise()
+            except ChexDicomError as exc:
+                log.warning("scheduler: %s", exc)
+            self.stopping.wait(0.1)
+
+    def _supervise(self) -> None:
+        """Restart a worker process that died (its study goes back to the queue)."""
+        assert self.ledger is not None
+        for k, (proc, _ready) in enumerate(self._workers):
+            if proc.is_alive() or self.stopping.is_set():
+                continue
+            log.error("a worker process ended (exit code %s); starting another", proc.exitcode)
+            self.ledger.note(
+                "worker", f"a worker process ended (exit code {proc.exitcode}) and was restarted"
+            )
+            if len(self._workers) == 1:
+                self.ledger.recover()
+            self._workers[k] = self._start_worker()
+
+    def purge(self, now: float | None = None) -> tuple[int, int]:
+        """Retention: delete images (and sent results) of delivered studies after the grace period."""
+        assert self.ledger is not None
+        instances, folders = self.ledger.purgeable(
+            time.time() if now is None else now, self.config.spool.retention_s
+        )
+        for inst in instances:
+            if inst.path:
+                self.spool.remove_file(inst.path)
+        for _delivery, folder in folders:
+            self.spool.remove_tree(self.spool.root / folder)
+        if instances or folders:
+            self.ledger.purged([i.file_id for i in instances], [d for d, _ in folders])
+            log.info("retention: purged %d image(s) and %d results folder(s)", len(instances), len(folders))
+        cutoff = (time.time() if now is None else now) - self.config.spool.record_retention_days * 86400
+        self.ledger.expire(cutoff)
+        return len(instances), len(folders)
+
+    def _sender(self) -> None:
+        assert self.ledger is not None
+        while not self.stopping.is_set():
+            try:
+                job = self.ledger.claim_delivery()
+            except ChexDicomError as exc:
+                log.warning("sender: %s", exc)
+                job = None
+            if job is None:
+                self.stopping.wait(0.1)
+                continue
+            self.deliver(job)
+
+    def deliver(self, job: Delivery) -> bool:
+        """One attempt at one delivery; the ledger records the outcome and the next retry."""
+        assert self.ledger is not None
+        folder = self.spool.absolute(job.folder)
+        paths = [folder / name for name in job.pending]
+        attempt = job.attempts + 1
+        policy = self.config.delivery
+        if not paths:
+            self.ledger.delivered(job.id)
+            return True
+        for name in job.pending:
+            self.ledger.file_inflight(job.id, name)
+        fault("send.connected")
+        error = ""
+        try:
+            report = self._send_files(paths)
+        except TransferError as exc:
+            error = str(exc)
+            report = None
+        except (OSError, ChexDicomError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            report = None
+        fault("send.after_store")
+        if report is not None:
+            for d in report.deliveries:
+                if d.ok:
+                    self.ledger.file_sent(job.id, Path(d.path).name)
+            failed = [d for d in report.deliveries if not d.ok]
+            if not failed:
+                self.ledger.delivered(job.id)
+                log.info(
+                    "delivery %d (%s): %d file(s) sent",
+                    job.id,
+                    phi_ref(job.study_uid, prefix="study"),
+                    len(paths),
+                )
+                return True
+            error = "; ".join(sorted({f"{d.status or ''} {d.reason or ''}".strip() for d in failed}))[:300]
+        retry_at = time.time() + policy.delay(attempt) if attempt < policy.attempts else None
+        self.ledger.delivery_failed(job.id, error or "unknown failure", retry_at)
+        if retry_at is None:
+            log.error("delivery %d is a dead letter after %d attempts: %s", job.id, attempt, error)
+        else:
+            log.warning(
+                "delivery %d attempt %d failed (%s); retry in %.0f s",
+                job.id,
+                attempt,
+                error,
+                retry_at - time.time(),
+            )
+        return False
+
+    def _send_files(self, paths: list[Path]) -> Any:
+        if self._send is not None:
+            return self._send(paths, self.destination)
+        from chexnet_dicom.net.sender import send_files
+
+        timeouts = getattr(self.config, "destination", None)
+        timeouts = getattr(timeouts, "timeouts", None)
+        if timeouts is not None:
+            return send_files(paths, self.destination, timeouts=timeouts)
+        return send_files(paths, self.destination)
+
+    # -- running and stopping
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT, then stop gracefully; returns the exit code."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        self.stopping.wait()
+        self.stop()
+        return 0
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop accepting, let open associations finish (``grace`` s), stop the workers and loops."""
+        self.stopping.set()
+        if self.scp is not None:
+            self.scp.stop(grace)
+        self._worker_stop.set()
+        for proc, _ in self._workers:
+            proc.join(timeout=grace)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        for t in self._threads:
+            t.join(timeout=grace)
+        if self.metrics is not None:
+            self.metrics.shutdown()
+        if self.ledger is not None:
+            self.ledger.close()
+        self.spool.release()
+        log.info("node stopped")

@@ -1,0 +1,280 @@
+"""The node's analysis worker: holds the model (loaded once) and takes ready studies from the ledger.
+
+It runs in its own process (:func:`worker_main`, started by :mod:`.service`), so
+decoding and inference never share an interpreter lock with the listener.  Each study
+goes through the same stages as ``chexdcm infer`` (:mod:`chexnet_dicom.pipeline`,
+:func:`chexnet_dicom.outputs.build.build_outputs`):
+
+1. :meth:`~chexnet_dicom.node.ledger.Ledger.claim` gives the study's stored
+   instances and what earlier versions of its results left (records);
+2. the instances not analysed before go through :func:`~chexnet_dicom.pipeline.iter_results`;
+3. the earlier images come back from their records
+   (:func:`~chexnet_dicom.pipeline.restore_image`) and
+   :func:`~chexnet_dicom.pipeline.combine` merges them with the new analysis, so a
+   re-opened study's SR covers every image and lists the earlier SR as predecessor;
+4. the results are written into the spool (``results/<study ref>/<version>/``), or the
+   outbox when no destination is configured, and
+   :meth:`~chexnet_dicom.node.ledger.Ledger.finish` records the records, the version
+   and the delivery in one transaction.
+
+A failure of one study (unreadable pixels everywhere, a model error, outputs that
+cannot be built) marks that study ``failed`` with its reason and the worker goes on.
+Output UIDs are deterministic (:mod:`chexnet_dicom.outputs.identity`): an analysis
+repeated after a crash produces the same files, so the destination never sees two.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from chexnet_dicom.config import NodeConfig
+from chexnet_dicom.errors import ConfigError, InferenceError, WeightsError
+from chexnet_dicom.logs import log_failure, persistent_log_key, phi_ref
+from chexnet_dicom.node.faults import active, fault
+from chexnet_dicom.node.ledger import Claimed, Ledger
+from chexnet_dicom.node.records import decode_record, encode_record
+from chexnet_dicom.node.spool import Spool
+from chexnet_dicom.pipeline import (
+    CarriedImage,
+    analysis_preprocessing,
+    carry,
+    combine,
+    failure_of,
+    guarded,
+    iter_results,
+    restore_image,
+    restore_skip,
+)
+from chexnet_dicom.results import Failure, ImageResult, StudyResult, study_ref
+
+__all__ = ["OUTBOX", "Analyser", "previous_sr", "worker_main"]
+
+log = logging.getLogger(__name__)
+
+#: The destination name the ledger records for the local outbox.
+OUTBOX = "outbox"
+
+
+def previous_sr(uids: tuple[str, str, str], study_uid: str) -> Dataset:
+    """The identifiers of an earlier SR, as the new SR's predecessor (its file may be purged).
+
+    Parameters
+    ----------
+    uids
+        ``(SOPInstanceUID, SeriesInstanceUID, SOPClassUID)`` kept in the ledger.
+    study_uid
+        The study.
+    """
+    ds = Dataset()
+    ds.StudyInstanceUID = study_uid
+    ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.SOPClassUID = uids
+    return ds
+
+
+class Analyser:
+    """One worker's model and the steps it runs on a claimed study.
+
+    Parameters
+    ----------
+    config
+        The node's configuration.
+    spool, ledger
+        The node's spool and this process's ledger connection.
+    predictor
+        A loaded predictor (:func:`chexnet_dicom.model.backends.load_predictor`).
+    destination
+        The destination's description, or :data:`OUTBOX`.
+    """
+
+    def __init__(
+        self, config: NodeConfig, spool: Spool, ledger: Ledger, predictor: Any, destination: str
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self.ledger = ledger
+        self.predictor = predictor
+        self.destination = destination
+        self.name = f"worker-{os.getpid()}"
+
+    def run_once(self) -> int:
+        """Claim ready studies and analyse them; returns how many were taken."""
+        claimed = self.ledger.claim(self.name, self.config.work.max_studies)
+        for study in claimed:
+            self.analyse(study)
+        return len(claimed)
+
+    def analyse(self, claimed: Claimed) -> None:
+        """Analyse one claimed study and record the outcome (never raises for the study's own faults)."""
+        ref = phi_ref(claimed.study_uid, prefix="study")
+        t0 = time.perf_counter()
+        try:
+            self._analyse(claimed)
+        except (WeightsError, ConfigError):
+            raise
+        except Exception as exc:
+            log_failure(log, ref, exc)
+            failure = failure_of(exc, "node")
+            self.ledger.fail(claimed, failure.reason, failure.message)
+        log.info("%s: version %d handled in %.2f s", ref, claimed.version, time.perf_counter() - t0)
+
+    def _analyse(self, claimed: Claimed) -> None:
+        limits = self.config.ingest.limits
+        card = self.predictor.card
+        known_files = {file_id for file_id, _ in claimed.records.values()}
+        new = [i for i in claimed.instances if i.file_id not in known_files]
+        if not new:
+            self.ledger.unchanged(claimed)
+            return
+        by_path = {str(self.spool.absolute(i.path)): i for i in new}
+        fault("worker.predict")
+        if active("worker.model_error"):
+            raise InferenceError("the model failed on this study (injected fault worker.model_error)")
+        fresh: StudyResult | None = None
+        for result in iter_results(list(by_path), self.predictor, config=self.config.ingest):
+            if result.study_uid == claimed.study_uid:
+                fresh = result
+        if fresh is not None and fresh.failed:
+            assert fresh.failure is not None
+            self.ledger.fail(claimed, fresh.failure.reason, fresh.failure.message)
+            return
+        pre = analysis_preprocessing(self.predictor)
+        carried_images: list[ImageResult] = []
+        carried_skipped = []
+        for _sop, (_file_id, data) in claimed.records.items():
+            record = decode_record(data)
+            if isinstance(record, CarriedImage):
+                carried_images.append(restore_image(record, pre, limits))
+            else:
+                carried_skipped.append(restore_skip(record, limits))
+        result = combine(claimed.study_uid, card, fresh, carried_images, carried_skipped)
+        if not result.images and not result.skipped:
+            self.ledger.fail(claimed, "no-instances", "none of the study's instances could be read")
+            return
+        from chexnet_dicom.outputs.build import build_outputs
+        from chexnet_dicom.outputs.write import write_outputs
+
+        previous = [previous_sr(claimed.previous_sr, claimed.study_uid)] if claimed.previous_sr else []
+        outputs = guarded(
+            phi_ref(claimed.study_uid, prefix="study"),
+            "outputs",
+            build_outputs,
+            result,
+            self.config.outputs,
+            previous,
+        )
+        if isinstance(outputs, Failure):
+            self.ledger.fail(claimed, outputs.reason, outputs.message)
+            return
+        to_outbox = self.destination == OUTBOX
+        base = self.spool.outbox if to_outbox else self.spool.results
+        folder = base / study_ref(claimed.study_uid) / str(claimed.version)
+        written = write_outputs(outputs, folder)
+        files = sorted(p.name for p in written if p.suffix == ".dcm")
+        images, skipped = carry(fresh, limits) if fresh is not None else ({}, {})
+        file_of = {_sop_of(i): i.file_id for i in new}
+        records: dict[str, tuple[str, str, bytes]] = {}
+        for sop, item in images.items():
+            records[sop] = (file_of.get(sop, ""), "image", encode_record(item))
+        for sop, skip in skipped.items():
+            records[sop] = (file_of.get(sop, ""), "skipped", encode_record(skip))
+        sr = None
+        if outputs.sr is not None:
+            sr = (
+                str(outputs.sr.SOPInstanceUID),
+                str(outputs.sr.SeriesInstanceUID),
+                str(outputs.sr.SOPClassUID),
+            )
+        fault("worker.after_write")
+        relative = str(folder.relative_to(self.spool.root)) if not to_outbox else str(folder)
+        self.ledger.finish(
+            claimed,
+            records=records,
+            analysed_files=[i.file_id for i in new],
+            sr=sr,
+            destination=self.destination,
+            folder=relative,
+            files=files,
+            delivered=to_outbox,
+        )
+        self.ledger.count("studies_analysed")
+        self.ledger.count("images_analysed", len([im for im in result.images if not im.carried]))
+
+
+def _sop_of(instance: Any) -> str:
+    return str(instance.sop_uid)
+
+
+def load_node_predictor(config: NodeConfig) -> Any:
+    """Load the node's model once (weights resolved as for ``chexdcm infer``)."""
+    from chexnet_dicom.model.backends import load_predictor
+    from chexnet_dicom.model.resolve import resolve_weights
+
+    card_path, why = resolve_weights(config.weights or None)
+    rt = config.runtime
+    predictor = load_predictor(
+        card_path,
+        backend=rt.backend,
+        device=rt.device,
+        precision=rt.precision,
+        threads=rt.threads or None,
+        batch_size=rt.batch_size,
+        tta=None if rt.tta == "card" else rt.tta,
+    )
+    log.info(
+        "worker model: %s %s on %s (%s; %s)",
+        predictor.card.name,
+        predictor.card.version,
+        predictor.device,
+        predictor.backend,
+        why,
+    )
+    return predictor
+
+
+def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: Any = None) -> None:
+    """The worker process: load the model once, then analyse ready studies until stopped.
+
+    Parameters
+    ----------
+    config
+        The node's configuration.
+    destination
+        The destination's description, or :data:`OUTBOX`.
+    stop
+        A ``multiprocessing.Event`` that ends the loop (after the study in hand).
+    ready
+        A ``multiprocessing.Event`` set once the model is loaded.
+    """
+    from chexnet_dicom.logs import setup_logging
+
+    setup_logging(int(os.environ.get("CHEXDCM_VERBOSITY", "0") or 0))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    spool = Spool(config.spool)
+    persistent_log_key(spool.key_path)
+    ledger = Ledger(spool.ledger_path)
+    analyser = Analyser(config, spool, ledger, load_node_predictor(config), destination)
+    if ready is not None:
+        ready.set()
+    try:
+        while not stopping.is_set() and not (stop is not None and stop.is_set()):
+            if analyser.run_once() == 0:
+                time.sleep(config.work.poll_s)
+    finally:
+        ledger.close()
+
+
+def result_files(folder: Path, names: Sequence[str]) -> list[Path]:
+    """The result files of a delivery, in sending order."""
+    return [folder / n for n in names]
