@@ -52,7 +52,6 @@ __all__ = [
     "SpoolConfig",
     "WorkConfig",
     "MetricsConfig",
-    "DeliveryConfig",
     "NodeConfig",
     "load_node_config",
 ]
@@ -972,31 +971,6 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
-class DeliveryConfig:
-    """``[delivery]``: how the node retries sending results (the ledger keeps the count).
-
-    Attributes
-    ----------
-    attempts
-        Attempts per delivery before it becomes a dead letter (bounded exports).
-    base_s, cap_s
-        Backoff: ``min(cap_s, base_s * 2**(attempt - 1))`` seconds before attempt ``attempt + 1``.
-    """
-
-    attempts: int = 8
-    base_s: float = 2.0
-    cap_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.attempts <= 100 or not 0 < self.base_s <= self.cap_s <= 86400:
-            raise ConfigError("delivery needs 1 <= attempts <= 100 and 0 < base_s <= cap_s <= 86400")
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.cap_s, self.base_s * 2 ** max(0, attempt - 1)))
-
-
-@dataclass(frozen=True)
 class NodeConfig:
     """Everything ``chexdcm listen`` reads: one attribute per TOML table.
 
@@ -1004,8 +978,10 @@ class NodeConfig:
     ----------
     weights
         Model card, folder holding one, or registry name (``""``: the usual resolution).
-    listen, access, tls, spool, work, metrics, delivery
-        See their classes.
+    listen, access, tls, spool, work, metrics, destination
+        See their classes (``[destination]`` is shared with ``chexdcm batch``; its
+        ``attempts`` and backoff are the node's per-delivery retry schedule, kept in
+        the ledger).
     ingest, runtime, outputs
         The analysis tables, as for ``chexdcm infer``.
     """
@@ -1017,7 +993,7 @@ class NodeConfig:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     work: WorkConfig = field(default_factory=WorkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    destination: DestinationConfig = field(default_factory=DestinationConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     outputs: OutputOptions = field(default_factory=OutputOptions)

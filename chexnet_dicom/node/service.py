@@ -39,6 +39,7 @@ from chexnet_dicom.dicom.attrs import text
 from chexnet_dicom.dicom.read import read_header
 from chexnet_dicom.errors import ChexDicomError, InputError, TransferError
 from chexnet_dicom.logs import persistent_log_key, phi_ref
+from chexnet_dicom.net.sender import RetryPolicy
 from chexnet_dicom.node.faults import NODE_PID_ENV, fault
 from chexnet_dicom.node.ledger import Delivery, Ledger
 from chexnet_dicom.node.scp import OwnOutputs, Receiver, RunningSCP, start_scp
@@ -54,13 +55,7 @@ def describe_destination(destination: Any) -> str:
     """A credential-free name for a destination (what the ledger records), or :data:`OUTBOX`."""
     if destination is None:
         return OUTBOX
-    url = getattr(destination, "url", None)
-    if url:
-        return f"stow:{str(url).split('?', 1)[0]}"
-    ae = getattr(destination, "ae_title", "")
-    host = getattr(destination, "host", "")
-    port = getattr(destination, "port", "")
-    return f"dicom:{ae}@{host}:{port}"
+    return str(destination.describe())
 
 
 def own_outputs_of(config: NodeConfig) -> OwnOutputs:
@@ -284,7 +279,8 @@ class Node:
         folder = self.spool.absolute(job.folder)
         paths = [folder / name for name in job.pending]
         attempt = job.attempts + 1
-        policy = self.config.delivery
+        dest = self.config.destination
+        policy = RetryPolicy(dest.attempts, dest.backoff_s, dest.backoff_cap_s)
         if not paths:
             self.ledger.delivered(job.id)
             return True
@@ -335,11 +331,7 @@ class Node:
             return self._send(paths, self.destination)
         from chexnet_dicom.net.sender import send_files
 
-        timeouts = getattr(self.config, "destination", None)
-        timeouts = getattr(timeouts, "timeouts", None)
-        if timeouts is not None:
-            return send_files(paths, self.destination, timeouts=timeouts)
-        return send_files(paths, self.destination)
+        return send_files(paths, self.destination, timeouts=self.config.destination.timeouts)
 
     # -- running and stopping
 

@@ -89,3 +89,16 @@ def dcmsend(
     port: int, *files: Path, aet: str = "DCMSEND", called: str = "CHEXDCM"
 ) -> subprocess.CompletedProcess[str]:
     return dcmtk("dcmsend", "-aet", aet, "-aec", called, "127.0.0.1", str(port), *files)
+
+
+def wait_for(predicate: Any, timeout: float = 120.0, what: str = "condition") -> Any:
+    """Poll ``predicate()`` until it returns something true; fail after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -1,0 +1,135 @@
+"""The whole node with real peers: dcmtk sends a study, the results arrive (outbox, Orthanc by C-STORE and STOW-RS)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+
+from chexnet_dicom.net.destination import parse_destination
+from chexnet_dicom.node.ledger import Ledger
+from chexnet_dicom.node.service import Node
+from chexnet_dicom.results import study_ref
+from chexnet_dicom.testing import synth
+from tests.helpers.peers import orthanc
+from tests.node.conftest import node_config, storescu, wait_for
+
+pytestmark = pytest.mark.network
+
+STUDY = "1.2.826.0.1.3680043.8.498.91"
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+
+
+def write_images(folder: Path, seeds: list[int], study: str = STUDY, first: int = 1, **kw: Any) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k, seed in enumerate(seeds, first):
+        ds = synth.make_dataset(
+            synth.chest_phantom((160, 144), seed=seed),
+            seed=seed,
+            study_uid=study,
+            instance_number=k,
+            patient_id="NODE-TEST",
+            **kw,
+        )
+        path = folder / f"img{seed}.dcm"
+        synth.write(ds, path)
+        out.append(path)
+    return out
+
+
+def analysed(ledger: Ledger, study: str, version: int = 1) -> Any:
+    row = ledger.study(study)
+    return row if row and row["state"] in ("analysed", "failed") and row["version"] >= version else None
+
+
+@pytest.fixture
+def started() -> Iterator[list[Node]]:
+    nodes: list[Node] = []
+    yield nodes
+    for n in nodes:
+        n.stop(grace=2)
+
+
+def start_node(
+    started: list[Node], tmp_path: Path, destination: Any = None, **overrides: Any
+) -> tuple[Node, int]:
+    node = Node(node_config(tmp_path, **overrides), destination)
+    started.append(node)
+    port = node.start()
+    return node, port
+
+
+def test_outbox_then_a_late_image_supersedes_the_sr(started: list[Node], tmp_path: Path) -> None:
+    node, port = start_node(started, tmp_path)
+    first = write_images(tmp_path / "src", [21, 22])
+    assert storescu(port, *first).returncode == 0
+    assert node.ledger is not None
+    row = wait_for(lambda: analysed(node.ledger, STUDY), what="the study's analysis")
+    assert row["state"] == "analysed", row
+    v1 = node.spool.outbox / study_ref(STUDY) / "1"
+    sr1 = dcmread(v1 / "sr.dcm")
+    assert sr1.SOPClassUID == SR_CLASS and sr1.StudyInstanceUID == STUDY
+    assert sorted(p.name for p in v1.glob("sc-*.dcm")) == ["sc-1-1.dcm", "sc-2-1.dcm"]
+    # the late image re-opens the study: version 2 covers all three images and supersedes v1
+    late = write_images(tmp_path / "late", [23], first=3)
+    assert storescu(port, *late).returncode == 0
+    wait_for(lambda: analysed(node.ledger, STUDY, 2), what="the second version")
+    v2 = node.spool.outbox / study_ref(STUDY) / "2"
+    sr2 = dcmread(v2 / "sr.dcm")
+    assert sr2.SOPInstanceUID != sr1.SOPInstanceUID
+    pred = sr2.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert pred.ReferencedSOPInstanceUID == sr1.SOPInstanceUID
+    covered = {
+        ref.ReferencedSOPInstanceUID
+        for item in sr2.CurrentRequestedProcedureEvidenceSequence
+        for series in item.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
+    sent = {str(dcmread(p).SOPInstanceUID) for p in first + late}
+    assert sent <= covered
+    assert [p.name for p in v2.glob("sc-*.dcm")] == ["sc-3-1.dcm"]  # only the new image's overlay
+    assert dcmread(v2 / "sc-3-1.dcm").InstanceNumber == 3
+    # sending the same instance again changes nothing
+    assert storescu(port, late[0]).returncode == 0
+    assert node.ledger.study(STUDY)["version"] == 2
+
+
+def test_end_to_end_into_orthanc_by_c_store(started: list[Node], tmp_path: Path) -> None:
+    with orthanc(tmp_path) as pacs:
+        dest = parse_destination(pacs.address, calling_ae="CHEXDCM")
+        node, port = start_node(started, tmp_path, dest)
+        images = write_images(tmp_path / "src", [31, 32, 33])
+        assert storescu(port, *images).returncode == 0
+        assert node.ledger is not None
+        wait_for(lambda: node.ledger.deliveries("sent"), what="the delivery")
+        studies = pacs.rest("/studies?expand")
+        (study,) = [s for s in studies if s["MainDicomTags"]["StudyInstanceUID"] == STUDY]
+        instances = pacs.rest(f"/studies/{study['ID']}/instances?expand")
+        classes = sorted(i["MainDicomTags"].get("SOPClassUID", "") for i in instances)
+        files = {
+            i["ID"]: dcmread(io.BytesIO(pacs.rest_bytes(f"/instances/{i['ID']}/file"))) for i in instances
+        }
+        srs = [ds for ds in files.values() if ds.SOPClassUID == SR_CLASS]
+        assert len(srs) == 1 and srs[0].StudyInstanceUID == STUDY
+        scs = [ds for ds in files.values() if ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"]
+        assert len(scs) == 3 and all(ds.StudyInstanceUID == STUDY for ds in scs)
+        assert len(classes) == 4  # results only: the node never forwards the images themselves
+
+
+def test_end_to_end_into_orthanc_by_stow_rs(started: list[Node], tmp_path: Path) -> None:
+    with orthanc(tmp_path) as pacs:
+        dest = parse_destination(pacs.dicomweb_url)
+        node, port = start_node(started, tmp_path, dest)
+        images = write_images(tmp_path / "src", [41])
+        assert storescu(port, *images).returncode == 0
+        assert node.ledger is not None
+        wait_for(lambda: node.ledger.deliveries("sent"), what="the STOW-RS delivery")
+        instances = pacs.instances()
+        classes = sorted(i["MainDicomTags"].get("SOPClassUID", "") for i in instances)
+        assert SR_CLASS in classes or len(instances) == 2
+        assert len(instances) == 2  # SR + one overlay
