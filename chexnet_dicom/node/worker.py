@@ -240,6 +240,17 @@ def load_node_predictor(config: NodeConfig) -> Any:
     return predictor
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the node's main process dies (kill -9 included)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the parent check in the loop remains
+        pass
+
+
 def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: Any = None) -> None:
     """The worker process: load the model once, then analyse ready studies until stopped.
 
@@ -256,6 +267,8 @@ def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: A
     """
     from chexnet_dicom.logs import setup_logging
 
+    parent = os.getppid()
+    _die_with_parent()
     setup_logging(int(os.environ.get("CHEXDCM_VERBOSITY", "0") or 0))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
@@ -269,6 +282,8 @@ def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: A
         ready.set()
     try:
         while not stopping.is_set() and not (stop is not None and stop.is_set()):
+            if os.getppid() != parent:  # the node is gone (kill -9): never run orphaned
+                break
             if analyser.run_once() == 0:
                 time.sleep(config.work.poll_s)
     finally:

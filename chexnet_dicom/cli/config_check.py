@@ -1,0 +1,47 @@
+"""``chexdcm config check FILE``: validate a TOML configuration without starting anything.
+
+The kind is told by its tables: a node configuration (``[listen]``, ``[access]``,
+``[spool]``, ...), a training recipe (``[data]``, ``[optim]``, ...) or an analysis
+configuration (``[ingest]``, ``[runtime]``, ``[outputs]``); ``--kind`` forces one.
+Exit 0 and "ok" when valid; exit 2 with the key path of the first problem otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from chexnet_dicom.errors import EXIT_OK
+
+__all__ = ["NODE_TABLES", "register", "run"]
+
+#: Tables only a node configuration has.
+NODE_TABLES = frozenset({"listen", "access", "tls", "spool", "work", "metrics", "destination"})
+_TRAIN_TABLES = frozenset({"data", "preprocessing", "augment", "train", "output"})
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``config`` subcommand (``config check FILE``)."""
+    p = sub.add_parser("config", help="validate a TOML configuration (config check FILE)")
+    p.add_argument("action", choices=("check",))
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--kind", choices=("auto", "node", "analysis", "train"), default="auto")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate ``FILE``; a ConfigError (exit 2) names the key path."""
+    from chexnet_dicom.config import load_analysis_config, load_node_config, load_toml, load_train_config
+
+    kind = args.kind
+    if kind == "auto":
+        tables = set(load_toml(args.file))
+        kind = "node" if tables & NODE_TABLES else "train" if tables & _TRAIN_TABLES else "analysis"
+    if kind == "node":
+        load_node_config(args.file)
+    elif kind == "train":
+        load_train_config(args.file)
+    else:
+        load_analysis_config(args.file)
+    print(f"{args.file}: ok ({kind} configuration)")
+    return EXIT_OK

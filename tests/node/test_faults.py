@@ -1,0 +1,119 @@
+"""Faults: the node killed at named points and by a timed ``kill -9``; destination down; model failure.
+
+The destination is a dcmtk ``storescp +uf`` that writes every C-STORE it receives to a
+file of its own, so deliveries are counted at the transport: after the restart every
+result must be there exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from chexnet_dicom.node.ledger import Ledger
+from chexnet_dicom.testing import synth
+from tests.helpers.peers import StoreSCP, free_port, storescp
+from tests.node.conftest import storescu, wait_for
+from tests.node.proc import NodeProcess, write_node_config
+
+pytestmark = pytest.mark.network
+
+STUDY = "1.2.826.0.1.3680043.8.498.93"
+
+
+def images(folder: Path, n: int, study: str = STUDY, seed0: int = 50) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(n):
+        ds = synth.make_dataset(
+            synth.chest_phantom((160, 144), seed=seed0 + k),
+            seed=seed0 + k,
+            study_uid=study,
+            instance_number=k + 1,
+            patient_id="FAULT-TEST",
+        )
+        path = folder / f"i{k}.dcm"
+        synth.write(ds, path)
+        out.append(path)
+    return out
+
+
+def received(dest: StoreSCP) -> collections.Counter[str]:
+    """SOP Instance UID -> how many times the destination received it."""
+    return collections.Counter(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in dest.files())
+
+
+def all_sent(spool: Path, studies: int = 1) -> bool:
+    led = Ledger(spool / "ledger.sqlite")
+    try:
+        sent = led.deliveries("sent")
+        return (
+            len({d["study_uid"] for d in sent}) >= studies
+            and not led.deliveries("pending")
+            and not led.deliveries("sending")
+        )
+    finally:
+        led.close()
+
+
+def ledger_of(spool: Path) -> Ledger:
+    return Ledger(spool / "ledger.sqlite")
+
+
+def _port(cfg: Path) -> int:
+    import tomllib
+
+    return int(tomllib.loads(cfg.read_text())["listen"]["port"])
+
+
+_slow = pytest.mark.slow
+#: About 20 s each (two node starts); two run by default, all with -m slow.
+KILL_POINTS = [
+    pytest.param("receive.streaming", marks=_slow),
+    "receive.after_rename",
+    pytest.param("receive.before_ack", marks=_slow),
+    "worker.predict",
+    pytest.param("worker.after_write", marks=_slow),
+    pytest.param("send.connected", marks=_slow),
+]
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_killed_at_a_named_point_every_result_arrives_exactly_once(tmp_path: Path, point: str) -> None:
+    files = images(tmp_path / "src", 3)
+    with storescp(tmp_path) as dest:
+        # a quiet period long enough for the modality's resend to join the same study
+        cfg = write_node_config(tmp_path, dest=dest.address, listen={"quiet_period": 4.0})
+        port = _port(cfg)
+        spool = tmp_path / "spool"
+        node = NodeProcess(cfg, port, fault=f"{point}:2" if point.startswith("receive") else point)
+        first = storescu(port, *files)
+        assert node.wait_dead(180) != 0, "the fault point did not kill the node"
+        if point.startswith("receive"):
+            assert first.returncode != 0  # the peer saw its association break
+        node = NodeProcess(cfg, port)
+        try:
+            assert not list(spool.rglob("*.part")), "restart recovery leaves no .part file"
+            if first.returncode != 0:  # a modality sends again what was not acknowledged
+                assert storescu(port, *files).returncode == 0
+            wait_for(lambda: all_sent(spool), timeout=180, what="every delivery sent")
+            time.sleep(1.0)  # anything sent twice would arrive now
+            counts = received(dest)
+            assert len(counts) == len(files) + 1, counts  # the SR and one overlay per image
+            assert set(counts.values()) == {1}, counts
+            led = ledger_of(spool)
+            try:
+                stored = [i for i in led.instances() if i.kind == "image"]
+                assert sorted(str(dcmread(f).SOPInstanceUID) for f in files) == sorted(
+                    i.sop_uid for i in stored
+                )
+                assert led.study(STUDY)["version"] == 1  # analysed once: no second version
+                assert len(led.deliveries()) == 1
+            finally:
+                led.close()
+        finally:
+            assert node.terminate() == 0
