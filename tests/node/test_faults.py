@@ -16,7 +16,7 @@ from pydicom import dcmread
 
 from chexnet_dicom.node.ledger import Ledger
 from chexnet_dicom.testing import synth
-from tests.helpers.peers import StoreSCP, free_port, storescp
+from tests.helpers.peers import StoreSCP, storescp
 from tests.node.conftest import storescu, wait_for
 from tests.node.proc import NodeProcess, write_node_config
 
