@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,9 @@ def write_images(folder: Path, seeds: list[int], study: str = STUDY, first: int 
 
 def analysed(ledger: Ledger, study: str, version: int = 1) -> Any:
     row = ledger.study(study)
-    return row if row and row["state"] in ("analysed", "failed") and row["version"] >= version else None
+    if row and (row["state"] == "failed" or (row["state"] == "analysed" and row["version"] >= version)):
+        return row
+    return None
 
 
 @pytest.fixture
@@ -133,3 +136,63 @@ def test_end_to_end_into_orthanc_by_stow_rs(started: list[Node], tmp_path: Path)
         classes = sorted(i["MainDicomTags"].get("SOPClassUID", "") for i in instances)
         assert SR_CLASS in classes or len(instances) == 2
         assert len(instances) == 2  # SR + one overlay
+
+
+def test_destination_down_then_up_the_results_arrive_once(started: list[Node], tmp_path: Path) -> None:
+    from tests.helpers.peers import free_port, storescp
+    from tests.node.test_faults import received
+
+    port_dest = free_port()
+    dest = parse_destination(f"STORESCP@127.0.0.1:{port_dest}")
+    node, port = start_node(
+        started, tmp_path, dest, **{"destination.backoff_s": 0.3, "destination.backoff_cap_s": 1.0}
+    )
+    assert node.ledger is not None
+    assert storescu(port, *write_images(tmp_path / "src", [61, 62])).returncode == 0
+    failed_once = wait_for(
+        lambda: [d for d in node.ledger.deliveries() if d["attempts"] >= 2], what="two failed attempts"
+    )
+    assert failed_once[0]["state"] in ("pending", "sending") and failed_once[0]["last_error"]
+    with storescp(tmp_path, port=port_dest) as pacs:
+        wait_for(lambda: node.ledger.deliveries("sent"), what="the delivery once the destination is up")
+        counts = received(pacs)
+        assert len(counts) == 3 and set(counts.values()) == {1}
+
+
+def test_dead_letter_after_the_last_attempt_then_resend(started: list[Node], tmp_path: Path) -> None:
+    from tests.helpers.peers import free_port, storescp
+
+    port_dest = free_port()
+    dest = parse_destination(f"STORESCP@127.0.0.1:{port_dest}")
+    node, port = start_node(
+        started,
+        tmp_path,
+        dest,
+        **{"destination.attempts": 2, "destination.backoff_s": 0.2, "destination.backoff_cap_s": 0.2},
+    )
+    assert node.ledger is not None
+    assert storescu(port, *write_images(tmp_path / "src", [63])).returncode == 0
+    (dead,) = wait_for(lambda: node.ledger.deliveries("dead"), what="a dead letter")
+    assert dead["attempts"] == 2
+    time.sleep(1.0)
+    assert node.ledger.deliveries("dead")[0]["attempts"] == 2  # bounded: no attempt after the last
+    with storescp(tmp_path, port=port_dest) as pacs:
+        assert node.ledger.resend() == 1
+        wait_for(lambda: node.ledger.deliveries("sent"), what="the re-sent dead letter")
+        assert len(pacs.files()) == 2
+
+
+def test_a_model_failure_on_one_study_does_not_stop_the_others(
+    started: list[Node], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHEXDCM_FAULT", "worker.model_error:1")  # the worker's first study fails
+    node, port = start_node(started, tmp_path)
+    assert node.ledger is not None
+    bad, good = "1.2.826.0.1.3680043.8.498.94", "1.2.826.0.1.3680043.8.498.95"
+    assert storescu(port, *write_images(tmp_path / "a", [71], study=bad)).returncode == 0
+    failed = wait_for(lambda: analysed(node.ledger, bad), what="the first study")
+    assert failed["state"] == "failed" and failed["failure"] and failed["failure_message"]
+    assert storescu(port, *write_images(tmp_path / "b", [72], study=good)).returncode == 0
+    ok = wait_for(lambda: analysed(node.ledger, good), what="the second study")
+    assert ok["state"] == "analysed"
+    assert (node.spool.outbox / study_ref(good) / "1" / "sr.dcm").is_file()
