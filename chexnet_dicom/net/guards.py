@@ -77,6 +77,7 @@ TRIP_REASONS: dict[str, str] = {
     "instance-too-large": "a C-STORE data set larger than the instance cap",
     "dataset-too-large": "a non-C-STORE data set larger than its cap",
     "malformed-pdv": "a presentation data value whose length does not fit its PDU",
+    "malformed-command": "a DIMSE command set without CommandField or CommandDataSetType",
 }
 
 _P_DATA_TF = 0x04
@@ -136,6 +137,31 @@ class ReceiveLimits:
                 raise ConfigError(f"receive limit {name} must be positive")
         if self.pdu_timeout <= 0:
             raise ConfigError("the PDU timeout must be positive")
+
+
+def _command_elements(command: bytes) -> dict[int, bytes] | None:
+    """Element number -> value of an encoded command set (implicit VR little endian), or None if broken."""
+    out: dict[int, bytes] = {}
+    offset = 0
+    while offset + 8 <= len(command):
+        group, element, length = struct.unpack_from("<HHL", command, offset)
+        offset += 8
+        if group != 0x0000 or offset + length > len(command):
+            return None
+        out[element] = command[offset : offset + length]
+        offset += length
+    return out if offset == len(command) else None
+
+
+def command_well_formed(command: bytes) -> bool:
+    """Whether a command set has the elements pynetdicom's decoder needs before it checks anything.
+
+    pynetdicom 3.0.4 reads CommandField and CommandDataSetType without checking them: a
+    command set lacking either raises inside its state machine and kills the
+    association's thread.  A two-byte US value each is required here.
+    """
+    elements = _command_elements(command)
+    return elements is not None and all(len(elements.get(e, b"")) == 2 for e in (0x0100, 0x0800))
 
 
 def command_field(command: bytes) -> int | None:
@@ -200,6 +226,8 @@ class _Framing:
                 self.command += fragment
                 if header & 2:
                     self.command_done = True
+                    if not command_well_formed(bytes(self.command)):
+                        return "malformed-command"
                     self.field = command_field(bytes(self.command))
                 continue
             if not self.command_done:
