@@ -26,7 +26,7 @@ def test_the_pinned_version_is_installed_and_others_are_refused(monkeypatch: pyt
     assert pynetdicom.__version__ == PINNED_VERSION
     check_pinned()
     monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
-    with pytest.raises(ConfigError, match="3.0.4"):
+    with pytest.raises(ConfigError, match=r"3\.0\.4"):
         check_pinned()
 
 
