@@ -117,3 +117,79 @@ def test_killed_at_a_named_point_every_result_arrives_exactly_once(tmp_path: Pat
                 led.close()
         finally:
             assert node.terminate() == 0
+
+
+def test_a_timed_kill_9_while_receiving(tmp_path: Path) -> None:
+    """``kill -9`` at an arbitrary moment of a 12-image association; after restart, exactly once."""
+    import subprocess
+
+    files = images(tmp_path / "src", 12, seed0=80)
+    with storescp(tmp_path) as dest:
+        cfg = write_node_config(tmp_path, dest=dest.address, listen={"quiet_period": 4.0})
+        port = _port(cfg)
+        spool = tmp_path / "spool"
+        node = NodeProcess(cfg, port)
+        sender = subprocess.Popen(
+            ["storescu", "-aet", "STORESCU", "-aec", "CHEXDCM", "127.0.0.1", str(port), *map(str, files)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
+        )
+        time.sleep(0.15)
+        node.kill()
+        sender.wait(30)
+        node = NodeProcess(cfg, port)
+        try:
+            assert not list(spool.rglob("*.part"))
+            led = ledger_of(spool)
+            acknowledged = {i.sop_uid for i in led.instances()}
+            led.close()
+            assert storescu(port, *files).returncode == 0  # the modality sends the study again
+            wait_for(lambda: all_sent(spool), timeout=180, what="every delivery sent")
+            time.sleep(1.0)
+            counts = received(dest)
+            assert len(counts) == len(files) + 1 and set(counts.values()) == {1}, counts
+            led = ledger_of(spool)
+            try:
+                kept = {i.sop_uid for i in led.instances() if i.state == "stored"}
+                assert acknowledged <= kept  # nothing acknowledged before the kill was lost
+            finally:
+                led.close()
+        finally:
+            assert node.terminate() == 0
+
+
+@pytest.mark.slow
+def test_killed_after_the_destination_stored_a_file_before_the_ledger_knew(tmp_path: Path) -> None:
+    """The one window C-STORE cannot close: the destination has the file, the ledger does not.
+
+    The restart sends it again (at least once), flagged ``uncertain`` in the ledger; the
+    copy is byte-identical with the same SOP Instance UID (deterministic UIDs), so a
+    PACS stores it once.  The storescp destination counts both transfers.
+    """
+    files = images(tmp_path / "src", 1, seed0=90)
+    with storescp(tmp_path) as dest:
+        cfg = write_node_config(tmp_path, dest=dest.address)
+        port = _port(cfg)
+        spool = tmp_path / "spool"
+        node = NodeProcess(cfg, port, fault="send.after_store")
+        assert storescu(port, *files).returncode == 0
+        assert node.wait_dead(180) != 0
+        node = NodeProcess(cfg, port)
+        try:
+            wait_for(lambda: all_sent(spool), timeout=180, what="the delivery")
+            counts = received(dest)
+            assert len(counts) == 2 and set(counts.values()) == {2}, counts
+            by_uid: dict[str, list[object]] = collections.defaultdict(list)
+            for p in dest.files():
+                ds = dcmread(p)
+                by_uid[str(ds.SOPInstanceUID)].append(ds)
+            assert all(a == b for a, b in by_uid.values())  # the same content, element for element
+            led = ledger_of(spool)
+            try:
+                (d,) = led.deliveries()
+                assert d["uncertain"] == 2 and d["sends"] == 4
+            finally:
+                led.close()
+        finally:
+            assert node.terminate() == 0

@@ -196,3 +196,26 @@ def test_a_model_failure_on_one_study_does_not_stop_the_others(
     ok = wait_for(lambda: analysed(node.ledger, good), what="the second study")
     assert ok["state"] == "analysed"
     assert (node.spool.outbox / study_ref(good) / "1" / "sr.dcm").is_file()
+
+
+def test_retention_purges_images_and_a_later_version_still_covers_them(
+    started: list[Node], tmp_path: Path
+) -> None:
+    node, port = start_node(started, tmp_path, **{"spool.retention_s": 0.0})
+    assert node.ledger is not None
+    first = write_images(tmp_path / "src", [101])
+    assert storescu(port, *first).returncode == 0
+    wait_for(lambda: analysed(node.ledger, STUDY), what="the analysis")
+    wait_for(lambda: not list(node.spool.store.rglob("*.dcm")), what="the purge", timeout=30)
+    assert [i.state for i in node.ledger.instances()] == ["purged"]
+    late = write_images(tmp_path / "late", [102], first=2)
+    assert storescu(port, *late).returncode == 0
+    wait_for(lambda: analysed(node.ledger, STUDY, 2), what="the second version")
+    sr2 = dcmread(node.spool.outbox / study_ref(STUDY) / "2" / "sr.dcm")
+    covered = {
+        ref.ReferencedSOPInstanceUID
+        for item in sr2.CurrentRequestedProcedureEvidenceSequence
+        for series in item.ReferencedSeriesSequence
+        for ref in series.ReferencedSOPSequence
+    }
+    assert {str(dcmread(p).SOPInstanceUID) for p in first + late} <= covered
