@@ -69,7 +69,7 @@ def test_receive_temporaries_never_touch_the_system_temp_folder(
 ) -> None:
     """With the system temp folder unusable, chunked C-STOREs still land in the spool."""
     from chexnet_dicom.testing import synth
-    from tests.node.conftest import start_listener, storescu
+    from tests.helpers.node import start_listener, storescu
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
     lis = start_listener(tmp_path)

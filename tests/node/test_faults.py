@@ -14,11 +14,18 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from chexnet_dicom.node.ledger import Ledger
 from chexnet_dicom.testing import synth
-from tests.helpers.peers import StoreSCP, storescp
-from tests.node.conftest import storescu, wait_for
-from tests.node.proc import NodeProcess, write_node_config
+from tests.helpers.node import (
+    NodeProcess,
+    all_sent,
+    config_port,
+    ledger_of,
+    received,
+    storescu,
+    wait_for,
+    write_node_config,
+)
+from tests.helpers.peers import storescp
 
 pytestmark = pytest.mark.network
 
@@ -42,34 +49,6 @@ def images(folder: Path, n: int, study: str = STUDY, seed0: int = 50) -> list[Pa
     return out
 
 
-def received(dest: StoreSCP) -> collections.Counter[str]:
-    """SOP Instance UID -> how many times the destination received it."""
-    return collections.Counter(str(dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in dest.files())
-
-
-def all_sent(spool: Path, studies: int = 1) -> bool:
-    led = Ledger(spool / "ledger.sqlite")
-    try:
-        sent = led.deliveries("sent")
-        return (
-            len({d["study_uid"] for d in sent}) >= studies
-            and not led.deliveries("pending")
-            and not led.deliveries("sending")
-        )
-    finally:
-        led.close()
-
-
-def ledger_of(spool: Path) -> Ledger:
-    return Ledger(spool / "ledger.sqlite")
-
-
-def _port(cfg: Path) -> int:
-    import tomllib
-
-    return int(tomllib.loads(cfg.read_text())["listen"]["port"])
-
-
 _slow = pytest.mark.slow
 #: About 20 s each (two node starts); two run by default, all with -m slow.
 KILL_POINTS = [
@@ -88,7 +67,7 @@ def test_killed_at_a_named_point_every_result_arrives_exactly_once(tmp_path: Pat
     with storescp(tmp_path) as dest:
         # a quiet period long enough for the modality's resend to join the same study
         cfg = write_node_config(tmp_path, dest=dest.address, listen={"quiet_period": 4.0})
-        port = _port(cfg)
+        port = config_port(cfg)
         spool = tmp_path / "spool"
         node = NodeProcess(cfg, port, fault=f"{point}:2" if point.startswith("receive") else point)
         first = storescu(port, *files)
@@ -126,7 +105,7 @@ def test_a_timed_kill_9_while_receiving(tmp_path: Path) -> None:
     files = images(tmp_path / "src", 12, seed0=80)
     with storescp(tmp_path) as dest:
         cfg = write_node_config(tmp_path, dest=dest.address, listen={"quiet_period": 4.0})
-        port = _port(cfg)
+        port = config_port(cfg)
         spool = tmp_path / "spool"
         node = NodeProcess(cfg, port)
         sender = subprocess.Popen(
@@ -170,7 +149,7 @@ def test_killed_after_the_destination_stored_a_file_before_the_ledger_knew(tmp_p
     files = images(tmp_path / "src", 1, seed0=90)
     with storescp(tmp_path) as dest:
         cfg = write_node_config(tmp_path, dest=dest.address)
-        port = _port(cfg)
+        port = config_port(cfg)
         spool = tmp_path / "spool"
         node = NodeProcess(cfg, port, fault="send.after_store")
         assert storescu(port, *files).returncode == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
-from tests.node.conftest import Listener, dcmtk, start_listener
+from tests.helpers.node import Listener, dcmtk, start_listener
 
 pytestmark = pytest.mark.network
 

@@ -16,8 +16,8 @@ from chexnet_dicom.node.ledger import Ledger
 from chexnet_dicom.node.service import Node
 from chexnet_dicom.results import study_ref
 from chexnet_dicom.testing import synth
+from tests.helpers.node import node_config, storescu, wait_for
 from tests.helpers.peers import orthanc
-from tests.node.conftest import node_config, storescu, wait_for
 
 pytestmark = pytest.mark.network
 
@@ -139,8 +139,8 @@ def test_end_to_end_into_orthanc_by_stow_rs(started: list[Node], tmp_path: Path)
 
 
 def test_destination_down_then_up_the_results_arrive_once(started: list[Node], tmp_path: Path) -> None:
+    from tests.helpers.node import received
     from tests.helpers.peers import free_port, storescp
-    from tests.node.test_faults import received
 
     port_dest = free_port()
     dest = parse_destination(f"STORESCP@127.0.0.1:{port_dest}")

@@ -9,7 +9,7 @@ from pydicom import dcmread
 
 from chexnet_dicom.outputs.identity import MANUFACTURER
 from chexnet_dicom.testing import synth
-from tests.node.conftest import Listener, dcmtk, start_listener, storescu
+from tests.helpers.node import Listener, dcmtk, start_listener, storescu
 
 pytestmark = pytest.mark.network
 

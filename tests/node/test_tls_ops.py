@@ -16,8 +16,8 @@ from chexnet_dicom.node.metrics import start_metrics
 from chexnet_dicom.node.scp import start_scp
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.testing import synth
+from tests.helpers.node import OWN, dcmtk, node_config
 from tests.helpers.shared import require_tool
-from tests.node.conftest import OWN, dcmtk, node_config
 
 pytestmark = pytest.mark.network
 

@@ -16,6 +16,7 @@ DISTRIBUTION = {
     "skimage": "scikit-image",
     "sklearn": "scikit-learn",
     "jpeg_ls": "pyjpegls",
+    "prometheus_client": "prometheus-client",
 }
 #: imported only by optional features, declared as extras.
 OPTIONAL = {"ray": "ray"}
