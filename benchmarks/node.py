@@ -1,0 +1,260 @@
+"""The listener node: receive throughput against dcmtk ``storescp``, turnaround, memory.
+
+In one run:
+
+* **Receive throughput** (files/s, MB/s) of 200 small (256x256 16-bit) and 20 large
+  (2048x2048 16-bit, 8 MB) uncompressed files sent by dcmtk ``storescu`` (TCP_NODELAY)
+  to dcmtk ``storescp`` (which does not fsync) and to the node's guarded SCP with its
+  durability on (``.part`` + fsync + rename + folder fsync + a SQLite WAL row with
+  ``synchronous=FULL`` before each success) and, to show what fsync costs, with
+  ``os.fsync`` made a no-op.  Target: node >= 0.5x dcmtk on the large files, durable.
+* **Turnaround**: 4 senders at once, each sending 10 one-image studies (2048x2048 12-bit
+  JPEG 2000 lossless) one after another, into a node delivering to a real Orthanc by
+  C-STORE.  Per study: from the last instance acknowledged (its ledger row) to the
+  results stored in Orthanc (the C-STORE responses: the delivery's ``sent`` time),
+  less the quiet period.  p50 and p95.  Target: p95 < 3 s on a 2-core CPU.
+* **Memory**: peak RSS (VmHWM) of the node's main process and of its worker after the
+  first study and at the end.
+
+Usage::
+
+    python benchmarks/node.py [--small 200] [--large 20] [--senders 4] [--studies 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pydicom.uid import generate_uid  # noqa: E402
+
+from chexnet_dicom.testing import synth  # noqa: E402
+
+ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
+
+
+def _restamp(ds: Any, folder: Path, n: int, *, one_study: bool) -> list[Path]:
+    """``n`` copies of ``ds`` with new UIDs (one study, or a study each)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    study = generate_uid()
+    out = []
+    for k in range(n):
+        c = copy.copy(ds)
+        c.file_meta = copy.deepcopy(ds.file_meta)
+        c.SOPInstanceUID = generate_uid()
+        c.StudyInstanceUID = study if one_study else generate_uid()
+        c.SeriesInstanceUID = generate_uid()
+        c.InstanceNumber = k + 1
+        path = folder / f"f{k:04d}.dcm"
+        synth.write(c, path)
+        out.append(path)
+    return out
+
+
+def make_files(root: Path, small: int, large: int) -> tuple[list[Path], list[Path]]:
+    s = synth.make_dataset(synth.chest_phantom((256, 256), seed=1), bits_stored=16, seed=1)
+    big = synth.make_dataset(synth.chest_phantom((2048, 2048), seed=2), bits_stored=16, seed=2)
+    return _restamp(s, root / "small", small, one_study=True), _restamp(
+        big, root / "large", large, one_study=True
+    )
+
+
+def storescu(port: int, files: list[Path], aet: str = "STORESCU", called: str = "ANY", *extra: str) -> float:
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        ["storescu", "-aet", aet, "-aec", called, *extra, "127.0.0.1", str(port), *map(str, files)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    took = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-500:])
+    return took
+
+
+def rate(files: list[Path], seconds: float) -> dict[str, float]:
+    size = sum(p.stat().st_size for p in files)
+    return {
+        "s": round(seconds, 3),
+        "files_per_s": round(len(files) / seconds, 1),
+        "MB_per_s": round(size / 1e6 / seconds, 1),
+    }
+
+
+def bench_dcmtk(tmp: Path, files: list[Path]) -> float:
+    from tests.helpers.peers import storescp
+
+    with storescp(tmp, "ANY", name=f"dcmtk-{len(files)}-{time.monotonic_ns()}") as peer:
+        return storescu(peer.port, files, called="ANY")
+
+
+def bench_node(tmp: Path, files: list[Path], *, durable: bool) -> float:
+    from chexnet_dicom.config import load_node_config
+    from chexnet_dicom.node.ledger import Ledger
+    from chexnet_dicom.node.scp import OwnOutputs, start_scp
+    from chexnet_dicom.node.spool import Spool
+
+    spool_dir = tmp / f"spool-{time.monotonic_ns()}"
+    cfg = load_node_config(
+        None,
+        {
+            "listen.port": 0,
+            "access.allow": ["STORESCU"],
+            "spool.dir": str(spool_dir),
+            "spool.min_free_bytes": 64 * 1024 * 1024,
+        },
+    )
+    spool = Spool(cfg.spool)
+    ledger = Ledger(spool.ledger_path)
+    running = start_scp(cfg, spool, ledger, OwnOutputs("0" * 64, "1.2.3"))
+    real_fsync = os.fsync
+    try:
+        if not durable:
+            os.fsync = lambda fd: None  # type: ignore[assignment]
+            ledger._db.execute("PRAGMA synchronous=OFF")
+        return storescu(running.port, files, called="CHEXDCM")
+    finally:
+        os.fsync = real_fsync
+        running.stop(grace=2)
+        ledger.close()
+        subprocess.run(["rm", "-rf", str(spool_dir)], check=False)
+
+
+def receive(tmp: Path, small: int, large: int) -> dict[str, Any]:
+    s, big = make_files(tmp / "files", small, large)
+    out: dict[str, Any] = {}
+    for name, files in (("small", s), ("large", big)):
+        bench_dcmtk(tmp, files[: max(2, len(files) // 10)])  # warm the page cache and the tools
+        dcm = bench_dcmtk(tmp, files)
+        node = bench_node(tmp, files, durable=True)
+        nofsync = bench_node(tmp, files, durable=False)
+        out[name] = {
+            "files": len(files),
+            "dcmtk_storescp": rate(files, dcm),
+            "node_durable": rate(files, node),
+            "node_without_fsync": rate(files, nofsync),
+            "node_vs_dcmtk": round(dcm / node, 2),
+            "fsync_cost_s_per_file": round((node - nofsync) / len(files), 4),
+        }
+    subprocess.run(["rm", "-rf", str(tmp / "files")], check=False)
+    return out
+
+
+def _hwm(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def turnaround(tmp: Path, senders: int, studies: int) -> dict[str, Any]:
+    import threading
+
+    from chexnet_dicom.config import load_node_config
+    from chexnet_dicom.net.destination import parse_destination
+    from chexnet_dicom.node.service import Node
+    from tests.helpers.peers import orthanc
+
+    ds = synth.make_dataset(synth.chest_phantom((2048, 2048), seed=3), bits_stored=12, seed=3)
+    j2k = synth.encode(ds, "1.2.840.10008.1.2.4.90")
+    per_sender = [_restamp(j2k, tmp / f"j2k{k}", studies, one_study=False) for k in range(senders)]
+    quiet = 1.0
+    with orthanc(tmp, dicomweb=False) as pacs:
+        cfg = load_node_config(
+            None,
+            {
+                "listen.port": 0,
+                "listen.quiet_period": quiet,
+                "access.allow": [f"SEND{k}" for k in range(senders)],
+                "spool.dir": str(tmp / "spool"),
+                "spool.min_free_bytes": 64 * 1024 * 1024,
+            },
+        )
+        node = Node(cfg, parse_destination(pacs.address, calling_ae="CHEXDCM"))
+        port = node.start()
+        assert node.ledger is not None
+        worker_pid = node._workers[0][0].pid
+        # one study first, to measure memory after warm-up
+        warm = _restamp(j2k, tmp / "warm", 1, one_study=False)
+        storescu(port, warm, "SEND0", "CHEXDCM", "-xv")
+        while not node.ledger.deliveries("sent"):
+            time.sleep(0.1)
+        rss_start = {"main": _hwm(os.getpid()), "worker": _hwm(worker_pid)}
+
+        def send(k: int) -> None:
+            for path in per_sender[k]:
+                storescu(port, [path], f"SEND{k}", "CHEXDCM", "-xv")
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        total = senders * studies + 1
+        while len(node.ledger.deliveries("sent")) < total:
+            time.sleep(0.1)
+        wall = time.perf_counter() - t0
+        rss_end = {"main": _hwm(os.getpid()), "worker": _hwm(worker_pid)}
+        rows = node.ledger.deliveries("sent")[1:]
+        times = sorted(r["sent"] - r["last_ack"] - quiet for r in rows)
+        in_orthanc = len(pacs.rest("/instances"))
+        node.stop()
+    q = statistics.quantiles(times, n=20, method="inclusive")
+    return {
+        "studies": len(times),
+        "wall_s": round(wall, 1),
+        "p50_s": round(statistics.median(times), 2),
+        "p95_s": round(q[18], 2),
+        "max_s": round(times[-1], 2),
+        "instances_in_orthanc": in_orthanc,
+        "peak_rss_MB_after_first_study": {k: round(v / 1e6) for k, v in rss_start.items()},
+        "peak_rss_MB_at_end": {k: round(v / 1e6) for k, v in rss_end.items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--small", type=int, default=200)
+    ap.add_argument("--large", type=int, default=20)
+    ap.add_argument("--senders", type=int, default=4)
+    ap.add_argument("--studies", type=int, default=10)
+    ap.add_argument("--skip-receive", action="store_true")
+    ap.add_argument("--skip-turnaround", action="store_true")
+    args = ap.parse_args()
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    result: dict[str, Any] = {"cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="chexdcm-bench-node-") as d:
+        tmp = Path(d)
+        if not args.skip_receive:
+            result["receive"] = receive(tmp, args.small, args.large)
+            print(json.dumps(result["receive"], indent=2), flush=True)
+        if not args.skip_turnaround:
+            with contextlib.suppress(KeyboardInterrupt):
+                result["turnaround"] = turnaround(tmp, args.senders, args.studies)
+                print(json.dumps(result["turnaround"], indent=2), flush=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
