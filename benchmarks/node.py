@@ -47,6 +47,7 @@ from pydicom.uid import generate_uid  # noqa: E402
 from chexnet_dicom.testing import synth  # noqa: E402
 
 ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
+os.environ["TCP_NODELAY"] = "1"  # dcmtk storescp (started by tests/helpers/peers.py) inherits it
 
 
 def _restamp(ds: Any, folder: Path, n: int, *, one_study: bool) -> list[Path]:
@@ -165,7 +166,7 @@ def _hwm(pid: int) -> int:
     return 0
 
 
-def turnaround(tmp: Path, senders: int, studies: int) -> dict[str, Any]:
+def turnaround(tmp: Path, senders: int, studies: int, workers: int = 1, alone: int = 5) -> dict[str, Any]:
     import threading
 
     from chexnet_dicom.config import load_node_config
@@ -186,6 +187,7 @@ def turnaround(tmp: Path, senders: int, studies: int) -> dict[str, Any]:
                 "access.allow": [f"SEND{k}" for k in range(senders)],
                 "spool.dir": str(tmp / "spool"),
                 "spool.min_free_bytes": 64 * 1024 * 1024,
+                "work.workers": workers,
             },
         )
         node = Node(cfg, parse_destination(pacs.address, calling_ae="CHEXDCM"))
@@ -198,6 +200,13 @@ def turnaround(tmp: Path, senders: int, studies: int) -> dict[str, Any]:
         while not node.ledger.deliveries("sent"):
             time.sleep(0.1)
         rss_start = {"main": _hwm(os.getpid()), "worker": _hwm(worker_pid)}
+        # latency without queueing: studies one at a time, each delivered before the next
+        for k, path in enumerate(_restamp(j2k, tmp / "alone", alone, one_study=False)):
+            storescu(port, [path], "SEND0", "CHEXDCM", "-xv")
+            while len(node.ledger.deliveries("sent")) < k + 2:
+                time.sleep(0.05)
+        lone = sorted(r["sent"] - r["last_ack"] - quiet for r in node.ledger.deliveries("sent")[1:])
+        done_before = len(node.ledger.deliveries("sent"))
 
         def send(k: int) -> None:
             for path in per_sender[k]:
@@ -209,17 +218,19 @@ def turnaround(tmp: Path, senders: int, studies: int) -> dict[str, Any]:
             t.start()
         for t in threads:
             t.join()
-        total = senders * studies + 1
+        total = senders * studies + done_before
         while len(node.ledger.deliveries("sent")) < total:
             time.sleep(0.1)
         wall = time.perf_counter() - t0
         rss_end = {"main": _hwm(os.getpid()), "worker": _hwm(worker_pid)}
-        rows = node.ledger.deliveries("sent")[1:]
+        rows = node.ledger.deliveries("sent")[done_before:]
         times = sorted(r["sent"] - r["last_ack"] - quiet for r in rows)
         in_orthanc = len(pacs.rest("/instances"))
         node.stop()
     q = statistics.quantiles(times, n=20, method="inclusive")
     return {
+        "workers": workers,
+        "one_at_a_time": {"studies": len(lone), "p50_s": round(statistics.median(lone), 2), "max_s": round(lone[-1], 2)},
         "studies": len(times),
         "wall_s": round(wall, 1),
         "p50_s": round(statistics.median(times), 2),
@@ -237,6 +248,7 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=20)
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--studies", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=1, help="node worker processes")
     ap.add_argument("--skip-receive", action="store_true")
     ap.add_argument("--skip-turnaround", action="store_true")
     args = ap.parse_args()
@@ -251,7 +263,7 @@ def main() -> None:
             print(json.dumps(result["receive"], indent=2), flush=True)
         if not args.skip_turnaround:
             with contextlib.suppress(KeyboardInterrupt):
-                result["turnaround"] = turnaround(tmp, args.senders, args.studies)
+                result["turnaround"] = turnaround(tmp, args.senders, args.studies, args.workers)
                 print(json.dumps(result["turnaround"], indent=2), flush=True)
     print(json.dumps(result))
 
