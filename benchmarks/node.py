@@ -230,7 +230,11 @@ def turnaround(tmp: Path, senders: int, studies: int, workers: int = 1, alone: i
     q = statistics.quantiles(times, n=20, method="inclusive")
     return {
         "workers": workers,
-        "one_at_a_time": {"studies": len(lone), "p50_s": round(statistics.median(lone), 2), "max_s": round(lone[-1], 2)},
+        "one_at_a_time": {
+            "studies": len(lone),
+            "p50_s": round(statistics.median(lone), 2),
+            "max_s": round(lone[-1], 2),
+        },
         "studies": len(times),
         "wall_s": round(wall, 1),
         "p50_s": round(statistics.median(times), 2),

@@ -37,7 +37,9 @@ class _Collector:
                 return
         counters = summary["counters"]
         kinds = summary["kinds"]
-        received = CounterMetricFamily("chexdcm_instances_received", "Instances received, by kind", labels=["kind"])
+        received = CounterMetricFamily(
+            "chexdcm_instances_received", "Instances received, by kind", labels=["kind"]
+        )
         for kind, n in sorted(kinds.items()):
             received.add_metric([kind], n)
         yield received
@@ -49,7 +51,11 @@ class _Collector:
             ("chexdcm_dead_letters", "dead_letters", "Deliveries dead-lettered after their last attempt"),
             ("chexdcm_duplicates", "duplicates", "Instances received again with the same bytes"),
             ("chexdcm_guard_trips", "guard_trips", "Associations cut off by the receive guard"),
-            ("chexdcm_associations_refused", "associations_refused", "Associations rejected by the allow-list"),
+            (
+                "chexdcm_associations_refused",
+                "associations_refused",
+                "Associations rejected by the allow-list",
+            ),
         ):
             yield CounterMetricFamily(name, help_text, value=counters.get(key, 0))
         queue = GaugeMetricFamily("chexdcm_queue_depth", "Work waiting", labels=["what"])
