@@ -12,8 +12,8 @@ goes through the same stages as ``chexdcm infer`` (:mod:`chexnet_dicom.pipeline`
    (:func:`~chexnet_dicom.pipeline.restore_image`) and
    :func:`~chexnet_dicom.pipeline.combine` merges them with the new analysis, so a
    re-opened study's SR covers every image and lists the earlier SR as predecessor;
-4. the results are written into the spool (``results/<study ref>/<version>/``), or the
-   outbox when no destination is configured, and
+4. the results are written into the spool (``results/<study ref>/<version>/``, DICOM
+   only: no PNG previews), or the outbox when no destination is configured, and
    :meth:`~chexnet_dicom.node.ledger.Ledger.finish` records the records, the version
    and the delivery in one transaction.
 
@@ -25,6 +25,7 @@ repeated after a crash produces the same files, so the destination never sees tw
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -163,12 +164,15 @@ class Analyser:
         from chexnet_dicom.outputs.write import write_outputs
 
         previous = [previous_sr(claimed.previous_sr, claimed.study_uid)] if claimed.previous_sr else []
+        options = self.config.outputs
+        if self.destination != OUTBOX:  # a PACS gets DICOM; PNG previews are for the local outbox
+            options = dataclasses.replace(options, previews=False)
         outputs = guarded(
             phi_ref(claimed.study_uid, prefix="study"),
             "outputs",
             build_outputs,
             result,
-            self.config.outputs,
+            options,
             previous,
         )
         if isinstance(outputs, Failure):
