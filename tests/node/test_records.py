@@ -1,0 +1,54 @@
+"""Ledger records: what an analysed image leaves for later SR versions round-trips as bytes, never pickled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from chexnet_dicom.errors import StorageError
+from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.node.records import decode_record, encode_record
+from chexnet_dicom.pipeline import CarriedImage, CarriedSkip
+
+
+def _prediction() -> Prediction:
+    rng = np.random.default_rng(0)
+    return Prediction(
+        probabilities=rng.random(14),
+        thresholds=np.full(14, 0.5),
+        model_name="m",
+        model_version="1",
+        weights_sha256="ab" * 32,
+        cams=rng.random((14, 7, 7)).astype(np.float32),
+        precision="fp32",
+        device="cpu",
+        backend="onnxruntime",
+        labels=tuple(f"L{k}" for k in range(14)),
+    )
+
+
+def test_an_image_record_round_trips() -> None:
+    item = CarriedImage(
+        b"DICM-header", _prediction(), (2048, 2000), (1024, 1000), ("flip_h",), 2, {"voi": "x"}
+    )
+    back = decode_record(encode_record(item))
+    assert isinstance(back, CarriedImage)
+    assert (
+        back.header == item.header
+        and back.source_shape == (2048, 2000)
+        and back.display_shape == (1024, 1000)
+    )
+    assert back.orientation_ops == ("flip_h",) and back.decode_factor == 2 and back.provenance == {"voi": "x"}
+    np.testing.assert_array_equal(back.prediction.probabilities, item.prediction.probabilities)
+    np.testing.assert_array_equal(back.prediction.cams, item.prediction.cams)
+    assert back.prediction.labels == item.prediction.labels
+
+
+def test_a_skip_record_round_trips_and_damage_is_a_storage_error() -> None:
+    data = encode_record(CarriedSkip(b"hdr", "skipped", "lateral-view", "a lateral view"))
+    back = decode_record(data)
+    assert isinstance(back, CarriedSkip) and back.reason == "lateral-view" and back.header == b"hdr"
+    with pytest.raises(StorageError):
+        decode_record(data[: len(data) // 2])
+    with pytest.raises(StorageError):
+        decode_record(b"\x80\x04cos\nsystem\n.")  # a pickle is never loaded
