@@ -248,3 +248,27 @@ def test_50_idle_connections(guarded: Listener) -> None:
             s.close()
     assert rss() - before < MAX_GROWTH
     good_peer_served(guarded)
+
+
+def test_the_per_association_byte_budget(guarded: Listener, tmp_path: Path) -> None:
+    """Instances each under the 2 MiB cap, but more than the association's 8 MiB in all."""
+    import copy
+
+    from pydicom.uid import generate_uid
+
+    from chexnet_dicom.testing import synth
+    from tests.helpers.node import storescu
+
+    ds = synth.make_dataset(synth.chest_phantom((1024, 768), seed=4), bits_stored=16, seed=4)  # 1.5 MB
+    files = []
+    for k in range(8):
+        c = copy.deepcopy(ds)
+        c.SOPInstanceUID = generate_uid()
+        files.append(tmp_path / f"b{k}.dcm")
+        synth.write(c, files[-1])
+    done = storescu(guarded.port, *files)
+    assert done.returncode != 0
+    stored = len(guarded.ledger.instances())
+    assert 3 <= stored < len(files)
+    assert any("association-budget" in msg for _, kind, msg in guarded.ledger.events(20) if kind == "guard")
+    good_peer_served(guarded)
