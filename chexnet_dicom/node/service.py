@@ -109,7 +109,8 @@ class Node:
     # -- start-up
 
     def start(self, *, wait_ready: float | None = 600.0) -> int:
-        """Recover, start the workers, open the listener; returns the port it listens on.
+        """Recover, open the listener, start the workers (waiting up to ``wait_ready`` s for
+        their models); returns the port it listens on.
 
         Raises
         ------
@@ -125,6 +126,8 @@ class Node:
         own = own_outputs_of(self.config)
         receiver = Receiver(self.config, self.spool, self.ledger, own)
         self.recover(receiver)
+        # receiving never waits for the model: the listener opens first, studies queue in the ledger
+        self.scp = start_scp(self.config, self.spool, self.ledger, own, tls=self.tls, receiver=receiver)
         for _ in range(self.config.work.workers):
             self._workers.append(self._start_worker())
         if wait_ready:
@@ -133,7 +136,6 @@ class Node:
                 if any(not p.is_alive() for p, _ in self._workers):
                     break
                 time.sleep(0.05)
-        self.scp = start_scp(self.config, self.spool, self.ledger, own, tls=self.tls, receiver=receiver)
         if self.config.metrics.enabled:
             from chexnet_dicom.node.metrics import start_metrics
 

@@ -196,3 +196,33 @@ def test_config_check(tmp_path: Path) -> None:
     closed.write_text("[listen]\nport = 11112\n")
     res = _cli("config", "check", str(closed))
     assert res.returncode == 2 and "access.allow" in res.stderr
+
+
+def test_dead_letters_resend_and_purge_from_the_command_line(tmp_path: Path) -> None:
+    spool = Spool(node_config(tmp_path).spool)
+    ledger = Ledger(spool.ledger_path)
+    ids = []
+    for k in range(2):
+        folder = spool.results / f"r{k}"
+        folder.mkdir(parents=True)
+        (folder / "sr.dcm").write_bytes(b"x")
+        ledger._db.execute(
+            "INSERT INTO deliveries (study_uid, version, destination, state, attempts, next_at, last_error, "
+            "folder, last_ack, created) VALUES (?, 1, 'PACS@127.0.0.1:4242', 'dead', 5, 0, 'refused', ?, 0, 0)",
+            (f"1.2.3.{k}", f"results/r{k}"),
+        )
+        ids.append(ledger._db.execute("SELECT MAX(id) FROM deliveries").fetchone()[0])
+    ledger.close()
+    listed = _cli("dead-letters", "list", "--spool", str(spool.root), "--json")
+    assert [r["id"] for r in json.loads(listed.stdout)] == ids
+    assert (
+        "1 dead letter(s) queued again"
+        in _cli("dead-letters", "resend", str(ids[0]), "--spool", str(spool.root)).stdout
+    )
+    assert "1 dead letter(s) purged" in _cli("dead-letters", "purge", "--spool", str(spool.root)).stdout
+    assert not (spool.results / "r1").exists() and (spool.results / "r0").exists()
+    ledger = Ledger(spool.ledger_path)
+    try:
+        assert [d["state"] for d in ledger.deliveries()] == ["pending"]
+    finally:
+        ledger.close()
