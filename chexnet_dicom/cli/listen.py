@@ -126,10 +126,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Start the node and serve until SIGTERM."""
+    import os
+
     from chexnet_dicom.net.destination import destination_from_config
     from chexnet_dicom.node.service import Node
 
     config = config_from_args(args)
+    os.environ["CHEXDCM_VERBOSITY"] = str(getattr(args, "verbose", 0) or 0)  # the workers log alike
     destination = destination_from_config(config.destination)
     tls = None
     if config.tls.enabled:

@@ -130,7 +130,9 @@ def write_node_config(tmp_path: Path, *, dest: str = "", **tables: dict[str, Any
 class NodeProcess:
     """A ``chexdcm listen --config FILE`` process (optionally with a fault point armed)."""
 
-    def __init__(self, config: Path, port: int, *, fault: str = "", log: Path | None = None) -> None:
+    def __init__(
+        self, config: Path, port: int, *, fault: str = "", log: Path | None = None, verbose: int = 0
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if k != "CHEXDCM_FAULT"}
         env["OMP_WAIT_POLICY"] = "PASSIVE"
         if fault:
@@ -139,7 +141,15 @@ class NodeProcess:
         self.log = log or config.with_name(f"node-{int(time.time() * 1000)}.log")
         self._fh = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chexnet_dicom", "listen", "--config", str(config)],
+            [
+                sys.executable,
+                "-m",
+                "chexnet_dicom",
+                *(["-" + "v" * verbose] if verbose else []),
+                "listen",
+                "--config",
+                str(config),
+            ],
             stdout=self._fh,
             stderr=subprocess.STDOUT,
             env=env,

@@ -172,3 +172,40 @@ def test_killed_after_the_destination_stored_a_file_before_the_ledger_knew(tmp_p
                 led.close()
         finally:
             assert node.terminate() == 0
+
+
+def test_the_node_logs_no_patient_data(tmp_path: Path) -> None:
+    """``chexdcm -vv listen``: receive, analyse, deliver and a refused peer, and no identifier in the log."""
+    study = "1.2.826.0.1.3680043.8.498.97"
+    folder = tmp_path / "src"
+    folder.mkdir()
+    ds = synth.make_dataset(
+        synth.chest_phantom((160, 144), seed=7),
+        seed=7,
+        study_uid=study,
+        patient_name="Secretname^Privatefirst",
+        patient_id="PID-93417",
+        extra={"AccessionNumber": "ACC-55123"},
+    )
+    path = folder / "a.dcm"
+    synth.write(ds, path)
+    with storescp(tmp_path) as dest:
+        cfg = write_node_config(tmp_path, dest=dest.address)
+        node = NodeProcess(cfg, config_port(cfg), verbose=2)
+        try:
+            assert storescu(config_port(cfg), path).returncode == 0
+            assert storescu(config_port(cfg), path, aet="INTRUDER").returncode != 0
+            wait_for(lambda: all_sent(tmp_path / "spool"), timeout=180, what="the delivery")
+        finally:
+            assert node.terminate() == 0
+        log = node.output()
+        assert "association" in log.lower() or "delivery" in log.lower()  # the log does say things
+        for secret in (
+            study,
+            str(ds.SOPInstanceUID),
+            str(ds.SeriesInstanceUID),
+            "Secretname",
+            "PID-93417",
+            "ACC-55123",
+        ):
+            assert secret not in log, f"{secret[:8]}... appears in the node's log"
