@@ -100,14 +100,32 @@ def rate(files: list[Path], seconds: float) -> dict[str, float]:
     }
 
 
-def bench_dcmtk(tmp: Path, files: list[Path]) -> float:
+def parallel(port: int, files: list[Path], called: str, senders: int) -> float:
+    """Wall time of ``senders`` storescu associations at once, sharing ``files``."""
+    import threading
+
+    parts = [files[k::senders] for k in range(senders)]
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=storescu, args=(port, part, "STORESCU", called)) for part in parts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def bench_dcmtk(tmp: Path, files: list[Path], senders: int = 1) -> float:
     from tests.helpers.peers import storescp
 
     with storescp(tmp, "ANY", name=f"dcmtk-{len(files)}-{time.monotonic_ns()}") as peer:
-        return storescu(peer.port, files, called="ANY")
+        return (
+            storescu(peer.port, files, called="ANY")
+            if senders == 1
+            else parallel(peer.port, files, "ANY", senders)
+        )
 
 
-def bench_node(tmp: Path, files: list[Path], *, durable: bool) -> float:
+def bench_node(tmp: Path, files: list[Path], *, durable: bool, senders: int = 1) -> float:
     from chexnet_dicom.config import load_node_config
     from chexnet_dicom.node.ledger import Ledger
     from chexnet_dicom.node.scp import OwnOutputs, start_scp
@@ -131,6 +149,8 @@ def bench_node(tmp: Path, files: list[Path], *, durable: bool) -> float:
         if not durable:
             os.fsync = lambda fd: None  # type: ignore[assignment]
             ledger._db.execute("PRAGMA synchronous=OFF")
+        if senders > 1:
+            return parallel(running.port, files, "CHEXDCM", senders)
         return storescu(running.port, files, called="CHEXDCM")
     finally:
         os.fsync = real_fsync
@@ -155,6 +175,13 @@ def receive(tmp: Path, small: int, large: int) -> dict[str, Any]:
             "node_vs_dcmtk": round(dcm / node, 2),
             "fsync_cost_s_per_file": round((node - nofsync) / len(files), 4),
         }
+        if name == "small":  # overlapping associations (pynetdicom issue #917): 4 at once
+            both = bench_node(tmp, files, durable=True, senders=4)
+            out["small_4_associations_at_once"] = {
+                "node_durable": rate(files, both),
+                "dcmtk_storescp": rate(files, bench_dcmtk(tmp, files, senders=4)),
+                "node_4_at_once_vs_node_1": round(node / both, 2),
+            }
     subprocess.run(["rm", "-rf", str(tmp / "files")], check=False)
     return out
 
