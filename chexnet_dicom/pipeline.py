@@ -69,6 +69,7 @@ __all__ = [
     "model_input",
     "predict_batch",
     "scan",
+    "stream_results",
 ]
 
 log = logging.getLogger(__name__)
@@ -337,10 +338,60 @@ def iter_results(
     t0 = time.perf_counter()
     studies = found if isinstance(found, StudyScan) else scan(found, config=cfg)
     scan_share = (time.perf_counter() - t0) / max(1, len(studies.studies))
+    yield from stream_results(
+        studies.studies,
+        predictor,
+        config=cfg,
+        heatmaps=heatmaps,
+        workers=workers,
+        progress=progress,
+        total=sum(len(s.selected) for s in studies.studies),
+        scan_share=scan_share,
+    )
+
+
+def stream_results(
+    studies: Iterable[Study],
+    predictor: PredictorBase,
+    *,
+    config: IngestConfig | None = None,
+    heatmaps: bool = True,
+    workers: int | Executor = 0,
+    progress: Callable[[int, int], None] | None = None,
+    total: int = 0,
+    scan_share: float = 0.0,
+) -> Iterator[StudyResult]:
+    """:func:`iter_results` over studies that are already grouped, taken lazily one by one.
+
+    A front door that keeps its own index of an export (``chexdcm batch``) feeds its
+    studies from there, so memory stays bounded by the decode window and the studies not
+    yet complete, whatever the number of studies.
+
+    Parameters
+    ----------
+    studies
+        The studies, in the order their results are yielded (an iterator is read lazily).
+    predictor, config, heatmaps, workers, progress
+        As :func:`iter_results`.
+    total
+        The number of selected images, for ``progress`` (0 when unknown).
+    scan_share
+        Seconds of scanning to add to each study's ``read`` timing.
+
+    Yields
+    ------
+    StudyResult
+        In the order of ``studies``.
+
+    Raises
+    ------
+    WeightsError, ConfigError
+        Problems that are the same for every study.
+    """
+    cfg = config or IngestConfig()
     pre = analysis_preprocessing(predictor)
     card = predictor.card
     batch_size = max(1, predictor.batch_size)
-    total = sum(len(s.selected) for s in studies.studies)
     own_pool: ProcessPoolExecutor | None = None
     executor: Executor | None
     if isinstance(workers, int):
@@ -375,7 +426,7 @@ def iter_results(
             yield _finish(state, card, pre, scan_share)
 
     def jobs() -> Iterator[tuple[_Pending, int, Instance]]:
-        for index, study in enumerate(studies.studies):
+        for index, study in enumerate(studies):
             state = _Pending(study, index, waiting=len(study.selected))
             pending.append(state)
             yield from ((state, k, inst) for k, inst in enumerate(study.selected))
