@@ -40,7 +40,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from chexnet_dicom.config import IngestConfig
+from chexnet_dicom.config import IngestConfig, OutputOptions
 from chexnet_dicom.dicom.load import LoadedImage, load_image
 from chexnet_dicom.dicom.reasons import INTERNAL
 from chexnet_dicom.dicom.study import Instance, Skipped, Study, StudyScan, scan
@@ -70,6 +70,7 @@ __all__ = [
     "predict_batch",
     "scan",
     "stream_results",
+    "write_results",
 ]
 
 log = logging.getLogger(__name__)
@@ -487,3 +488,37 @@ def _finish(state: _Pending, card: ModelCard, pre: Preprocessing, scan_share: fl
         timings["predict"],
     )
     return result
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_results(
+    result: StudyResult, out_dir: str | os.PathLike[str], options: OutputOptions | None = None
+) -> tuple[StudyResult, list[str]]:
+    """Build and write one study's outputs into ``out_dir``; a failure fails the study, not the run.
+
+    An SR already in ``out_dir`` for other instances of the study becomes the new SR's
+    predecessor; the same instances give the same UIDs, so writing again (a resumed
+    run) rewrites the same objects.
+
+    Returns
+    -------
+    (StudyResult, list of str)
+        The result (with its :class:`~chexnet_dicom.results.Failure` when building or
+        writing failed, its ``write`` timing otherwise) and the files written.
+    """
+    from chexnet_dicom.outputs.build import build_outputs
+    from chexnet_dicom.outputs.write import earlier_sr, write_outputs
+
+    if result.failed:
+        return result, []
+    t0 = time.perf_counter()
+    outputs = guarded(result.ref, "outputs", build_outputs, result, options, earlier_sr(out_dir, result))
+    if isinstance(outputs, Failure):
+        return result.with_failure(outputs), []
+    written = guarded(result.ref, "write", write_outputs, outputs, out_dir)
+    if isinstance(written, Failure):
+        return result.with_failure(written), []
+    result.timings["write"] = time.perf_counter() - t0
+    return result, [str(p) for p in written]
