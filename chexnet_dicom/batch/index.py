@@ -142,9 +142,12 @@ def connect(path: Path, schema: str = "", what: str = "run database") -> sqlite3
         con.execute("PRAGMA synchronous=NORMAL")
         con.execute("PRAGMA foreign_keys=ON")
     except (sqlite3.Error, OSError) as exc:
-        raise StorageError(
-            f"cannot open the run database {path.name} ({exc}); check the --out folder"
-        ) from None
+        raise StorageError(f"cannot open the {what} {path.name} ({exc}); check the --out folder") from None
+    try:
+        con.executescript(schema)
+    except sqlite3.DatabaseError as exc:
+        con.close()
+        raise StorageError(f"the {what} {path} is damaged ({exc}); use a new --out") from None
     return con
 
 

@@ -138,6 +138,8 @@ def _bars(enabled: bool) -> Any:
             return
         bar = bars.get(stage)
         if bar is None:
+            for other in bars.values():
+                other.close()
             unit = "file" if stage == "discover" else "image"
             label = "indexing" if stage == "discover" else "analysing"
             bar = bars[stage] = tqdm(
@@ -217,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
         f"{predictor.precision}; {predictor.threads} threads, {rt.workers} decode workers, batch {rt.batch_size})",
         file=sys.stderr,
     )
-    progress, close = _bars(not args.no_progress)
+    progress, close = _bars(not args.no_progress and sys.stderr.isatty())
     try:
         report = run_batch(
             args.export_root,
