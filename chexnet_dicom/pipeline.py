@@ -29,8 +29,10 @@ and the run goes on: :func:`guarded` is how every front door calls a stage.  Onl
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -260,13 +262,31 @@ def assemble(
 # --------------------------------------------------------------------------- streaming
 
 
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:  # pragma: no cover - worker thread
+    """End this worker when the process that started it is gone (``kill -9``: no shutdown message)."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
+
+
 def _init_worker(key: bytes) -> None:  # pragma: no cover - runs in the worker processes
+    # A forked worker inherits the parent's garbage, an earlier run's ONNX Runtime session
+    # among it; collecting that here deadlocks on locks of threads that did not fork.
+    gc.freeze()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     use_log_key(key)
+    # a pool worker whose parent was killed waits for work forever, holding its pipes open
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
 
 
 def decode_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool for :func:`load_for_model` whose workers log with this run's key."""
+    """A process pool for :func:`load_for_model` whose workers log with this run's key.
+
+    The workers fork at the first submit.  Garbage is collected here first: a forked child
+    that collects an inherited, unreachable ONNX Runtime session (an earlier predictor of a
+    long-lived process) deadlocks on the locks of threads that were not forked.
+    """
+    gc.collect()
     return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(log_key(),))
 
 

@@ -24,6 +24,9 @@ from chexnet_dicom.results import StudyResult
 
 __all__ = ["StudyRows", "age_years", "file_outcome", "study_rows"]
 
+#: ``files.csv`` message of a duplicate (its ``duplicate_of`` column names the file used).
+DUPLICATE_MESSAGE = "same SOP Instance UID as the file in duplicate_of, which is used instead"
+
 
 @dataclass
 class StudyRows:
@@ -144,7 +147,9 @@ def study_rows(study: Study, result: StudyResult, root: str) -> StudyRows:
         out.outcomes.append((rel(im.path), "analysed", "", ""))
     for s in result.skipped:
         status = file_outcome(s.status, s.reason)
-        out.outcomes.append((rel(s.path), status, s.reason, s.message))
+        # the scan's message names the kept file by a per-process log reference: not for a table
+        message = DUPLICATE_MESSAGE if s.reason == DUPLICATE_INSTANCE else s.message
+        out.outcomes.append((rel(s.path), status, s.reason, message))
         if status == "failed":
             stage = "scan" if s.path in scanned_paths else "decode"
             out.errors.append(

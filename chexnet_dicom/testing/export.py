@@ -77,7 +77,7 @@ def _image(seed: int, study: int, *, size: int, **kw: object) -> Dataset:
     )
 
 
-def make_export(root: str | os.PathLike[str], *, size: int = 96) -> Export:
+def make_export(root: str | os.PathLike[str], *, size: int = 96, extra_studies: int = 0) -> Export:
     """Write the export under ``root`` (created) and return what each file must become.
 
     Parameters
@@ -86,6 +86,8 @@ def make_export(root: str | os.PathLike[str], *, size: int = 96) -> Export:
         The export root; its parent receives the file the DICOMDIR's outside reference names.
     size
         Side of the images (small by default: the tests analyse them).
+    extra_studies
+        One-image frontal studies to add under ``bulk/`` (a longer run, for the resume tests).
     """
     base = Path(root)
     base.mkdir(parents=True, exist_ok=True)
@@ -152,6 +154,9 @@ def make_export(root: str | os.PathLike[str], *, size: int = 96) -> Export:
     ):
         (base / rel).write_bytes(data)
         exp.expected[rel] = ("not_dicom", "NOT_DICOM")
+    for i in range(extra_studies):
+        put(f"bulk/S{i:04d}/IMG", _image(100 + i, 100 + i, size=size), "analysed")
+        exp.studies[_uid(100 + i)] = "analysed"
     _dicomdir(exp, size)
     return exp
 
