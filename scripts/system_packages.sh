@@ -7,8 +7,11 @@
 #   libgdcm-tools         gdcmconv (an independent decoder of compressed pixel data)
 #   pixelmed-apps         PixelMed's DicomSRValidator (the IHE AI Results SR checks)
 #   default-jdk-headless  runs the validator over many SRs in one JVM (tests/helpers/PixelmedSRBatch.java)
+#   orthanc               a real PACS for the sender and node tests (its own config and ports per test)
+#   orthanc-dicomweb      Orthanc's DICOMweb plugin (STOW-RS destination)
+#   openssl               makes the certificates of the TLS tests
 set -euo pipefail
-PACKAGES=(dcmtk dicom3tools libgdcm-tools pixelmed-apps default-jdk-headless)
+PACKAGES=(dcmtk dicom3tools libgdcm-tools pixelmed-apps default-jdk-headless orthanc orthanc-dicomweb openssl)
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
