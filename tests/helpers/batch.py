@@ -131,3 +131,52 @@ def assert_same_tables(a: Path, b: Path, *, tol: float = 1e-6) -> None:
                     assert abs(float(va) - float(vb)) <= tol, (name, col)
                 else:
                     assert va == vb, (name, col)
+
+
+def nih_test_keys() -> list[str]:
+    """The demo model's held-out test images (``pipelines/splits/nih500_split.csv``, split ``test``)."""
+    split = Path(__file__).resolve().parents[2] / "pipelines" / "splits" / "nih500_split.csv"
+    with split.open(newline="", encoding="utf-8") as fh:
+        return [r["key"] for r in csv.DictReader(fh) if r["split"] == "test"]
+
+
+def write_nih_export(nih: Path, root: Path, keys: list[str]) -> Path:
+    """The NIH PNGs named by ``keys`` as a DICOM export: one DX study per image, nested by patient.
+
+    The 8-bit grey values are stored as they are (RGBA files reduced to their grey channel),
+    with a window covering 0..255, so the model sees what it sees from the PNG.  The image
+    name goes into ImageComments, Patient ID, sex, age and view come from ``labels.csv``.
+    Returns the root.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from chexnet_dicom.testing import synth
+
+    with (nih / "labels.csv").open(newline="", encoding="utf-8") as fh:
+        meta = {r["Image Index"]: r for r in csv.DictReader(fh)}
+    for i, key in enumerate(keys):
+        row = meta[key]
+        with Image.open(nih / "images" / key) as im:
+            grey = np.asarray(im.convert("L"), dtype=np.uint8)
+        ds = synth.make_dataset(
+            grey,
+            bits_stored=8,
+            stored_range=(0, 255),
+            view_position=row["View Position"],
+            patient_id=f"NIH{int(row['Patient ID']):08d}",
+            patient_name="NIH^Anonymous",
+            study_key=f"nih:{key}",
+            seed=i,
+            extra={
+                "ImageComments": key,
+                "Manufacturer": "NIH ChestX-ray14 (PNG written as DICOM)",
+                "PatientSex": row["Patient Gender"],
+                "PatientAge": f"{int(row['Patient Age']):03d}Y",
+                "AccessionNumber": key.removesuffix(".png").replace("_", "")[:16],
+            },
+        )
+        folder = root / f"p{int(row['Patient ID']) % 7}" / row["Patient ID"]
+        folder.mkdir(parents=True, exist_ok=True)
+        synth.write(ds, folder / key.removesuffix(".png"))
+    return root
