@@ -168,6 +168,11 @@ class Ledger:
         for (row,) in self.con.execute(query):
             yield json.loads(row)
 
+    def undelivered(self) -> set[str]:
+        """Studies with a DICOM result the destination did not accept (``--send``)."""
+        rows = self.con.execute("SELECT study_uid, row FROM errors")
+        return {uid for uid, row in rows if json.loads(row).get("stage") == "send"}
+
     def outcome(self, path: str) -> tuple[str, str, str] | None:
         """(status, reason, message) of a study file, None when its study is not finished."""
         row = self.con.execute(

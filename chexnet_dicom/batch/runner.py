@@ -50,20 +50,72 @@ from chexnet_dicom.batch.pseudonym import Pseudonymizer
 from chexnet_dicom.batch.rows import study_rows
 from chexnet_dicom.batch.studies import WHOLE, Shard, StudyEntry, load_study, study_plan
 from chexnet_dicom.batch.tables import write_tables
-from chexnet_dicom.config import BatchConfig, RuntimeConfig
+from chexnet_dicom.config import BatchConfig, NetTimeouts, RuntimeConfig
 from chexnet_dicom.dicom.study import Study
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, ConfigError
 from chexnet_dicom.model.predictor import PredictorBase
+from chexnet_dicom.net.destination import Destination
 from chexnet_dicom.pipeline import stream_results, write_results
 from chexnet_dicom.results import FAILURE_REASONS, StudyResult
 
-__all__ = ["BatchReport", "Progress", "batch_runtime", "fingerprint", "run_batch", "state_paths"]
+__all__ = ["BatchReport", "Delivery", "Progress", "batch_runtime", "fingerprint", "run_batch", "state_paths"]
 
 log = logging.getLogger(__name__)
 
 #: ``progress(stage, done, total)``: stage ``"discover"`` (files; total 0: unknown) or
 #: ``"analyse"`` (images of the studies to analyse).
 Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """``--send``: where each study's DICOM results go, through :mod:`chexnet_dicom.net.sender`.
+
+    Attributes
+    ----------
+    destination
+        From :func:`~chexnet_dicom.net.destination.parse_destination`.
+    attempts
+        Tries per study (capped exponential backoff between them).
+    timeouts
+        Network timeouts; None: the sender's defaults.
+    """
+
+    destination: Destination
+    attempts: int = 5
+    timeouts: NetTimeouts | None = None
+
+    def send(self, paths: list[str], study_uid: str, out: Path) -> list[dict[str, Any]]:
+        """Send one study's SR and SC files; return ``errors`` rows for those not delivered.
+
+        Raises
+        ------
+        TransferError
+            The destination could not be reached on any try (the run stops; a resume
+            analyses and sends the study again, with the same UIDs).
+        """
+        from chexnet_dicom.net.sender import RetryPolicy, send_with_retry
+
+        files = [p for p in paths if p.endswith(".dcm")]
+        if not files:
+            return []
+        report = send_with_retry(
+            files, self.destination, policy=RetryPolicy(attempts=self.attempts), timeouts=self.timeouts
+        )
+        return [
+            {
+                "path": os.path.relpath(d.path, out),
+                "study_uid": study_uid,
+                "stage": "send",
+                "reason": SEND_FAILED,
+                "message": f"not delivered to {report.destination}: {d.reason}",
+            }
+            for d in report.failed
+        ]
+
+
+#: ``errors.csv`` reason of a DICOM result the destination did not accept.
+SEND_FAILED = "SEND_FAILED"
 
 
 @dataclass
@@ -157,7 +209,7 @@ def _exit_code(tables: dict[str, Any], ledger: Ledger) -> int:
     whole_study = any(
         row["reason"] in FAILURE_REASONS and row["status"] == "failed" for row in ledger.studies()
     )
-    if whole_study or files.get("pending", 0):
+    if whole_study or files.get("pending", 0) or ledger.undelivered():
         return EXIT_FAILURE
     return EXIT_INCOMPLETE if files.get("failed", 0) else EXIT_OK
 
@@ -170,6 +222,7 @@ def run_batch(
     *,
     shard: Shard = WHOLE,
     pseudonymizer: Pseudonymizer | None = None,
+    delivery: Delivery | None = None,
     progress: Progress | None = None,
 ) -> BatchReport:
     """Run (or resume) a batch over the export at ``root`` into ``out``.
@@ -187,22 +240,31 @@ def run_batch(
     shard
         The part of the export this run takes.
     pseudonymizer
-        Pseudonymise the tables (refused with ``write_dicom``).
+        Pseudonymise the tables (refused with ``write_dicom`` and ``delivery``).
+    delivery
+        Send each study's DICOM results (needs ``write_dicom``).  Studies whose results
+        were not all accepted are analysed and sent again by the next run.
     progress
         Progress callback.
 
     Raises
     ------
     ConfigError
-        A resume with other settings, or ``write_dicom`` with pseudonymisation.
+        A resume with other settings, ``write_dicom`` or ``delivery`` with
+        pseudonymisation, ``delivery`` without ``write_dicom``.
+    TransferError
+        The destination could not be reached (the finished studies stay recorded).
     WeightsError
         Weights that fail for every study.
     """
     root_s, out_p = os.fspath(root), Path(out)
-    if pseudonymizer is not None and settings.batch.write_dicom:
+    if pseudonymizer is not None and (settings.batch.write_dicom or delivery is not None):
         raise ConfigError(
-            "--pseudonymize cannot be combined with --write-dicom: DICOM results must link to the real study"
+            "--pseudonymize cannot be combined with --write-dicom or --send: DICOM results must link to the "
+            "real study"
         )
+    if delivery is not None and not settings.batch.write_dicom:
+        raise ConfigError("--send needs --write-dicom: the results are written, then sent")
     if not os.path.isdir(root_s):
         raise ConfigError("EXPORT_ROOT must be a folder")
     t0 = time.perf_counter()
@@ -221,7 +283,8 @@ def run_batch(
         t1 = time.perf_counter()
         plan = list(study_plan(index, shard))
         ledger.forget_others({e.study_uid for e in plan})
-        todo = [e for e in plan if ledger.done(e.study_uid) != e.content]
+        undelivered = ledger.undelivered() if delivery is not None else set()
+        todo = [e for e in plan if ledger.done(e.study_uid) != e.content or e.study_uid in undelivered]
         report = BatchReport(found, studies_planned=len(plan), studies_resumed=len(plan) - len(todo))
         card = predictor.card
         report.model = {
@@ -232,9 +295,13 @@ def run_batch(
         if engine == "ray":
             from chexnet_dicom.batch.ray_engine import run_ray
 
-            analysed, images = run_ray(todo, index, ledger, root_s, out_p, predictor, settings, progress)
+            analysed, images = run_ray(
+                todo, index, ledger, root_s, out_p, predictor, settings, delivery, progress
+            )
         else:
-            analysed, images = _run_local(todo, index, ledger, root_s, out_p, predictor, settings, progress)
+            analysed, images = _run_local(
+                todo, index, ledger, root_s, out_p, predictor, settings, delivery, progress
+            )
         report.studies_analysed, report.images_predicted = analysed, images
         t2 = time.perf_counter()
         report.tables = write_tables(out_p, index, ledger, shard, pseudonymizer)
@@ -271,13 +338,19 @@ def finish_study(
     root: str,
     out: Path,
     settings: BatchConfig,
+    delivery: Delivery | None = None,
 ) -> None:
-    """Write a study's DICOM results (``write_dicom``) and record its rows: every engine's last step."""
+    """Write a study's DICOM results (``write_dicom``), send them, record its rows: every engine's last step."""
     crash_point("predict")
+    not_sent: list[dict[str, Any]] = []
     if settings.batch.write_dicom:
-        result, _written = write_results(result, out / "dicom" / result.ref, settings.outputs)
+        result, written = write_results(result, out / "dicom" / result.ref, settings.outputs)
         crash_point("write")
-    ledger.record(entry, study_rows(study, result, root))
+        if delivery is not None:
+            not_sent = delivery.send(written, result.study_uid, out)
+    rows = study_rows(study, result, root)
+    rows.errors.extend(not_sent)
+    ledger.record(entry, rows)
     crash_point("commit")
 
 
@@ -289,6 +362,7 @@ def _run_local(
     out: Path,
     predictor: PredictorBase,
     settings: BatchConfig,
+    delivery: Delivery | None,
     progress: Progress | None,
 ) -> tuple[int, int]:
     fed: deque[tuple[StudyEntry, Study]] = deque()
@@ -312,7 +386,7 @@ def _run_local(
     ):
         entry, study = fed.popleft()
         assert entry.study_uid == result.study_uid
-        finish_study(entry, study, result, ledger, root, out, settings)
+        finish_study(entry, study, result, ledger, root, out, settings, delivery)
         analysed += 1
         images += len(result.images)
     return analysed, images

@@ -11,9 +11,11 @@ Exit codes
     Every file found is accounted for in ``files.csv`` and no DICOM file meant for
     analysis failed (skipped, duplicate, index and non-DICOM files do not count).
 1
-    The run stopped (interrupted, unreadable weights) or a study failed as a whole
-    (``INFERENCE_FAILED``, ``OUTPUT_FAILED``, ``WRITE_FAILED``, ``INTERNAL``).  Run the
-    same command again to resume.
+    The run stopped (interrupted, unreadable weights, ``--send`` destination not
+    reachable), a study failed as a whole (``INFERENCE_FAILED``, ``OUTPUT_FAILED``,
+    ``WRITE_FAILED``, ``INTERNAL``) or a result was not accepted by the ``--send``
+    destination (``SEND_FAILED`` in ``errors.csv``).  Run the same command again to
+    resume: it analyses and sends those studies again (same UIDs).
 2
     Usage or configuration error, including a resume refused because the weights or
     the analysis options differ from the run in ``--out``.
@@ -69,7 +71,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="model CPU threads")
     p.add_argument("--write-dicom", action="store_true", default=None, help="also write SR + SC per study")
-    p.add_argument("--send", metavar="AE@HOST:PORT", help="deliver the DICOM results to a PACS (C-STORE)")
+    p.add_argument(
+        "--send",
+        metavar="AE@HOST:PORT",
+        help="deliver each study's SR and SC to a PACS (C-STORE, or a STOW-RS URL); implies --write-dicom",
+    )
+    p.add_argument(
+        "--calling-ae", default="CHEXDCM", help="this side's AE title for --send (default CHEXDCM)"
+    )
+    p.add_argument(
+        "--send-attempts", type=int, default=5, metavar="N", help="tries per study, with backoff (default 5)"
+    )
     p.add_argument("--labels", type=Path, help="labels CSV for a cohort report (NIH Data_Entry or wide 0/1)")
     p.add_argument("--label-key", metavar="ATTRIBUTE", help="DICOM keyword joined with --label-column")
     p.add_argument("--label-column", metavar="COL", help="labels CSV column holding the key's values")
@@ -193,11 +205,17 @@ def run(args: argparse.Namespace) -> int:
             "--pseudonymize cannot be combined with --write-dicom or --send: DICOM results must link "
             "to the real study, and pseudonymised tables must not"
         )
+    delivery = None
     if args.send:
-        return _usage(
-            "--send is not available yet: the shared C-STORE sender (net/sender.py) has not landed; "
-            "use --write-dicom and send OUT/dicom/ with a DICOM tool"
+        from chexnet_dicom.batch.runner import Delivery
+        from chexnet_dicom.net.destination import parse_destination
+
+        if args.send_attempts < 1:
+            return _usage("--send-attempts must be at least 1")
+        delivery = Delivery(
+            parse_destination(args.send, calling_ae=args.calling_ae), attempts=args.send_attempts
         )
+        settings = dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, write_dicom=True))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from chexnet_dicom.batch.pseudonym import Pseudonymizer
     from chexnet_dicom.batch.runner import batch_runtime, run_batch
@@ -228,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
             settings,
             shard=shard,
             pseudonymizer=pseudonymizer,
+            delivery=delivery,
             progress=progress,
         )
     except KeyboardInterrupt:
