@@ -68,10 +68,12 @@ __all__ = [
     "guarded",
     "iter_results",
     "load_for_model",
+    "load_skip",
     "model_input",
     "predict_batch",
     "scan",
     "stream_results",
+    "study_result",
     "write_results",
 ]
 
@@ -304,6 +306,11 @@ class _Pending:
     predict_s: float = 0.0
 
 
+def load_skip(inst: Instance, exc: BaseException) -> Skipped:
+    """The record of an image whose :func:`load_for_model` raised ``exc`` (logged without PHI)."""
+    return _load_skip(inst, exc)
+
+
 def _load_skip(inst: Instance, exc: BaseException) -> Skipped:
     if isinstance(exc, InputError):
         log.warning("%s: not analysed (%s)", phi_ref(inst.path, prefix="file"), exc.reason)
@@ -487,6 +494,40 @@ def stream_results(
     finally:
         if own_pool is not None:
             own_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def study_result(
+    study: Study,
+    card: ModelCard,
+    preprocessing: Preprocessing,
+    analysed: dict[int, tuple[Instance, LoadedImage, Prediction]],
+    skipped: Sequence[Skipped] = (),
+    failure: Failure | None = None,
+    timings: dict[str, float] | None = None,
+) -> StudyResult:
+    """A study's result from images loaded and predicted by another scheduler (Ray tasks and actors).
+
+    The last step of :func:`stream_results`, for front doors that run :func:`load_for_model`
+    and :func:`predict_batch` their own way.
+
+    Parameters
+    ----------
+    study, card, preprocessing
+        As :func:`assemble`.
+    analysed
+        Index in ``study.selected`` -> ``(instance, loaded image, prediction)``.
+    skipped
+        Images that failed to load (:func:`load_skip`).
+    failure
+        The failure of a prediction (:func:`failure_of` with stage ``"predict"``).
+    timings
+        ``read`` and ``predict`` seconds.
+    """
+    t = timings or {}
+    state = _Pending(
+        study, 0, 0, dict(analysed), list(skipped), failure, t.get("read", 0.0), t.get("predict", 0.0)
+    )
+    return _finish(state, card, preprocessing, 0.0)
 
 
 def _finish(state: _Pending, card: ModelCard, pre: Preprocessing, scan_share: float) -> StudyResult:

@@ -295,9 +295,14 @@ def run_batch(
         if engine == "ray":
             from chexnet_dicom.batch.ray_engine import run_ray
 
-            analysed, images = run_ray(
-                todo, index, ledger, root_s, out_p, predictor, settings, delivery, progress
-            )
+            def load(entry: StudyEntry) -> Study:
+                return load_study(index, entry.study_uid, root_s, settings.ingest)
+
+            def finish(entry: StudyEntry, study: Study, result: StudyResult) -> None:
+                finish_study(entry, study, result, ledger, root_s, out_p, settings, delivery)
+
+            total = images_to_analyse(index, todo)
+            analysed, images = run_ray(todo, load, finish, total, predictor, settings, progress)
         else:
             analysed, images = _run_local(
                 todo, index, ledger, root_s, out_p, predictor, settings, delivery, progress

@@ -230,7 +230,9 @@ def run(args: argparse.Namespace) -> int:
     card_path, why = resolve_weights(settings.weights or None)
     print(f"weights: {card_path} ({why})", file=sys.stderr)
     rt = batch_runtime(settings.runtime)
-    settings = dataclasses.replace(settings, runtime=rt)
+    settings = dataclasses.replace(
+        settings, runtime=rt, weights=str(card_path)
+    )  # the file the Ray actors load
     predictor = predictor_for(card_path, rt)
     print(
         f"model: {predictor.card.name} {predictor.card.version} on {predictor.device} ({predictor.backend}, "
