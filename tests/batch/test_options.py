@@ -113,3 +113,10 @@ def test_write_dicom_gives_each_study_its_sr_and_each_analysed_image_an_sc(
         assert n_images == (2 if uid.endswith(".3") else int(export.studies[uid] == "analysed"))
         want = ["Comprehensive 3D SR Storage"] + ["Secondary Capture Image Storage"] * n_images
         assert sorted(classes) == sorted(want), (uid, classes)
+
+
+def test_the_shipped_batch_config_runs(export: Export, card: Path, tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parents[2] / "pipelines" / "batch.toml"
+    out = tmp_path / "run"
+    assert run_batch_cli(export.root, out, card, "--config", str(config)) == EXIT_INCOMPLETE
+    assert len(read_table(out, "predictions")) == sum(s == "analysed" for s, _ in export.expected.values())
