@@ -21,7 +21,11 @@ ray = pytest.importorskip("ray", reason="the [ray] extra is not installed (pip i
 def local_ray() -> Iterator[None]:
     # the dashboard serves the state API (ray[default]); on this host only, an ephemeral port
     ray.init(
-        num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port(), log_to_driver=False
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
+        log_to_driver=False,
     )
     try:
         yield

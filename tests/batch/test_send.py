@@ -32,10 +32,14 @@ def _sops(paths: list[Path]) -> list[str]:
 def test_each_study_s_results_arrive_exactly_once(export: Export, card: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     with storescp(tmp_path) as scp:
-        assert run_batch_cli(export.root, out, card, "--write-dicom", "--send", scp.address) == EXIT_INCOMPLETE
+        assert (
+            run_batch_cli(export.root, out, card, "--write-dicom", "--send", scp.address) == EXIT_INCOMPLETE
+        )
         received = scp.files()
         # a resume sends nothing again: every study was delivered
-        assert run_batch_cli(export.root, out, card, "--write-dicom", "--send", scp.address) == EXIT_INCOMPLETE
+        assert (
+            run_batch_cli(export.root, out, card, "--write-dicom", "--send", scp.address) == EXIT_INCOMPLETE
+        )
         assert len(scp.files()) == len(received)
     written = sorted((out / "dicom").rglob("*.dcm"))
     assert Counter(_sops(received)) == Counter(_sops(written))  # each written object once
