@@ -54,6 +54,10 @@ __all__ = [
     "MetricsConfig",
     "NodeConfig",
     "load_node_config",
+    "BATCH_ENGINES",
+    "BatchOptions",
+    "BatchConfig",
+    "load_batch_config",
 ]
 
 MiB = 1024 * 1024
@@ -1037,3 +1041,95 @@ def load_node_config(path: str | Path | None, overrides: dict[str, Any] | None =
                 raise ConfigError(f"{table} must be a table")
         target[key] = value
     return from_mapping(NodeConfig, doc)
+
+
+# --------------------------------------------------------------------------- batch runs
+#
+# ``chexdcm batch --config pipelines/batch.toml`` reads the same ``[ingest]``,
+# ``[runtime]`` and ``[outputs]`` tables as ``infer`` (and the node), plus ``[batch]``.
+
+#: Engines of ``chexdcm batch``.
+BATCH_ENGINES: tuple[str, ...] = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """``[batch]``: how a retrospective run over an export is organised.
+
+    Attributes
+    ----------
+    engine
+        ``"local"`` (decode worker processes + one predictor in this process) or
+        ``"ray"`` (Ray Data: decode tasks, a predictor actor pool; extra ``[ray]``).
+    write_dicom
+        Also write each study's SR and SC into ``OUT/dicom/<study ref>/``.
+    pseudonymize
+        Replace identifiers and paths in the tables by keyed hashes, dates shifted per
+        patient (the key from ``pseudonym_key_file`` or ``CHEXDCM_PSEUDONYM_KEY``).
+    pseudonym_key_file
+        File holding the pseudonymisation key (at least 16 bytes); empty: the environment.
+    commit_every
+        Discovery commits its index every this many files (a killed run keeps them).
+    ray_address
+        ``ray.init`` address: empty starts a local instance, ``"auto"`` joins the cluster
+        this machine belongs to, ``"ray://host:10001"`` a remote one.
+    ray_actors
+        Predictor actors in the pool (each loads the model once).
+    ray_decode_cpus
+        CPUs reserved per decode task.
+    ray_chunk_images
+        Images per Ray Dataset (memory stays bounded by one chunk's items).
+    """
+
+    engine: Literal["local", "ray"] = "local"
+    write_dicom: bool = False
+    pseudonymize: bool = False
+    pseudonym_key_file: str = ""
+    commit_every: int = 256
+    ray_address: str = ""
+    ray_actors: int = 1
+    ray_decode_cpus: float = 1.0
+    ray_chunk_images: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.engine not in BATCH_ENGINES:
+            raise ConfigError(f"batch.engine must be local or ray, not {self.engine!r}")
+        if self.commit_every < 1 or self.ray_actors < 1 or self.ray_chunk_images < 1:
+            raise ConfigError("batch.commit_every, batch.ray_actors and batch.ray_chunk_images must be >= 1")
+        if self.ray_decode_cpus <= 0:
+            raise ConfigError("batch.ray_decode_cpus must be > 0")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """What ``chexdcm batch --config FILE`` reads: the analysis tables of ``infer`` plus ``[batch]``.
+
+    Attributes
+    ----------
+    weights, ingest, runtime, outputs
+        As :class:`AnalysisConfig` (the same objects).
+    batch
+        ``[batch]``.
+    """
+
+    weights: str = ""
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    outputs: OutputOptions = field(default_factory=OutputOptions)
+    batch: BatchOptions = field(default_factory=BatchOptions)
+
+    @property
+    def analysis(self) -> AnalysisConfig:
+        """The analysis part, as ``infer`` reads it."""
+        return AnalysisConfig(self.weights, self.ingest, self.runtime, self.outputs)
+
+
+def load_batch_config(path: str | Path) -> BatchConfig:
+    """Read ``[ingest]``, ``[runtime]``, ``[outputs]``, ``[batch]`` (and ``weights``) from a TOML file.
+
+    Raises
+    ------
+    ConfigError
+        Unknown tables or keys, wrong types, invalid values (the message names the key).
+    """
+    return from_mapping(BatchConfig, load_toml(path))

@@ -29,8 +29,10 @@ and the run goes on: :func:`guarded` is how every front door calls a stage.  Onl
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -40,7 +42,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from chexnet_dicom.config import IngestConfig, IngestLimits
+from chexnet_dicom.config import IngestConfig, IngestLimits, OutputOptions
 from chexnet_dicom.dicom.attrs import ordering_int, text
 from chexnet_dicom.dicom.load import LoadedImage, load_image
 from chexnet_dicom.dicom.pixels import DisplayImage
@@ -73,12 +75,16 @@ __all__ = [
     "guarded",
     "iter_results",
     "load_for_model",
+    "load_skip",
     "model_input",
     "predict_batch",
     "restore_image",
     "restore_skip",
     "scan",
     "source_header",
+    "stream_results",
+    "study_result",
+    "write_results",
 ]
 
 log = logging.getLogger(__name__)
@@ -268,13 +274,31 @@ def assemble(
 # --------------------------------------------------------------------------- streaming
 
 
+def _exit_with_parent(parent: int, every_s: float = 0.5) -> None:  # pragma: no cover - worker thread
+    """End this worker when the process that started it is gone (``kill -9``: no shutdown message)."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
+
+
 def _init_worker(key: bytes) -> None:  # pragma: no cover - runs in the worker processes
+    # A forked worker inherits the parent's garbage, an earlier run's ONNX Runtime session
+    # among it; collecting that here deadlocks on locks of threads that did not fork.
+    gc.freeze()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     use_log_key(key)
+    # a pool worker whose parent was killed waits for work forever, holding its pipes open
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
 
 
 def decode_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool for :func:`load_for_model` whose workers log with this run's key."""
+    """A process pool for :func:`load_for_model` whose workers log with this run's key.
+
+    The workers fork at the first submit.  Garbage is collected here first: a forked child
+    that collects an inherited, unreachable ONNX Runtime session (an earlier predictor of a
+    long-lived process) deadlocks on the locks of threads that were not forked.
+    """
+    gc.collect()
     return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(log_key(),))
 
 
@@ -290,6 +314,11 @@ class _Pending:
     failure: Failure | None = None
     read_s: float = 0.0
     predict_s: float = 0.0
+
+
+def load_skip(inst: Instance, exc: BaseException) -> Skipped:
+    """The record of an image whose :func:`load_for_model` raised ``exc`` (logged without PHI)."""
+    return _load_skip(inst, exc)
 
 
 def _load_skip(inst: Instance, exc: BaseException) -> Skipped:
@@ -347,10 +376,60 @@ def iter_results(
     t0 = time.perf_counter()
     studies = found if isinstance(found, StudyScan) else scan(found, config=cfg)
     scan_share = (time.perf_counter() - t0) / max(1, len(studies.studies))
+    yield from stream_results(
+        studies.studies,
+        predictor,
+        config=cfg,
+        heatmaps=heatmaps,
+        workers=workers,
+        progress=progress,
+        total=sum(len(s.selected) for s in studies.studies),
+        scan_share=scan_share,
+    )
+
+
+def stream_results(
+    studies: Iterable[Study],
+    predictor: PredictorBase,
+    *,
+    config: IngestConfig | None = None,
+    heatmaps: bool = True,
+    workers: int | Executor = 0,
+    progress: Callable[[int, int], None] | None = None,
+    total: int = 0,
+    scan_share: float = 0.0,
+) -> Iterator[StudyResult]:
+    """:func:`iter_results` over studies that are already grouped, taken lazily one by one.
+
+    A front door that keeps its own index of an export (``chexdcm batch``) feeds its
+    studies from there, so memory stays bounded by the decode window and the studies not
+    yet complete, whatever the number of studies.
+
+    Parameters
+    ----------
+    studies
+        The studies, in the order their results are yielded (an iterator is read lazily).
+    predictor, config, heatmaps, workers, progress
+        As :func:`iter_results`.
+    total
+        The number of selected images, for ``progress`` (0 when unknown).
+    scan_share
+        Seconds of scanning to add to each study's ``read`` timing.
+
+    Yields
+    ------
+    StudyResult
+        In the order of ``studies``.
+
+    Raises
+    ------
+    WeightsError, ConfigError
+        Problems that are the same for every study.
+    """
+    cfg = config or IngestConfig()
     pre = analysis_preprocessing(predictor)
     card = predictor.card
     batch_size = max(1, predictor.batch_size)
-    total = sum(len(s.selected) for s in studies.studies)
     own_pool: ProcessPoolExecutor | None = None
     executor: Executor | None
     if isinstance(workers, int):
@@ -385,7 +464,7 @@ def iter_results(
             yield _finish(state, card, pre, scan_share)
 
     def jobs() -> Iterator[tuple[_Pending, int, Instance]]:
-        for index, study in enumerate(studies.studies):
+        for index, study in enumerate(studies):
             state = _Pending(study, index, waiting=len(study.selected))
             pending.append(state)
             yield from ((state, k, inst) for k, inst in enumerate(study.selected))
@@ -425,6 +504,40 @@ def iter_results(
     finally:
         if own_pool is not None:
             own_pool.shutdown(wait=True, cancel_futures=True)
+
+
+def study_result(
+    study: Study,
+    card: ModelCard,
+    preprocessing: Preprocessing,
+    analysed: dict[int, tuple[Instance, LoadedImage, Prediction]],
+    skipped: Sequence[Skipped] = (),
+    failure: Failure | None = None,
+    timings: dict[str, float] | None = None,
+) -> StudyResult:
+    """A study's result from images loaded and predicted by another scheduler (Ray tasks and actors).
+
+    The last step of :func:`stream_results`, for front doors that run :func:`load_for_model`
+    and :func:`predict_batch` their own way.
+
+    Parameters
+    ----------
+    study, card, preprocessing
+        As :func:`assemble`.
+    analysed
+        Index in ``study.selected`` -> ``(instance, loaded image, prediction)``.
+    skipped
+        Images that failed to load (:func:`load_skip`).
+    failure
+        The failure of a prediction (:func:`failure_of` with stage ``"predict"``).
+    timings
+        ``read`` and ``predict`` seconds.
+    """
+    t = timings or {}
+    state = _Pending(
+        study, 0, 0, dict(analysed), list(skipped), failure, t.get("read", 0.0), t.get("predict", 0.0)
+    )
+    return _finish(state, card, preprocessing, 0.0)
 
 
 def _finish(state: _Pending, card: ModelCard, pre: Preprocessing, scan_share: float) -> StudyResult:
@@ -646,3 +759,37 @@ def combine(
         skipped=tuple(skipped),
         timings=dict(new.timings) if new is not None else {},
     )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_results(
+    result: StudyResult, out_dir: str | os.PathLike[str], options: OutputOptions | None = None
+) -> tuple[StudyResult, list[str]]:
+    """Build and write one study's outputs into ``out_dir``; a failure fails the study, not the run.
+
+    An SR already in ``out_dir`` for other instances of the study becomes the new SR's
+    predecessor; the same instances give the same UIDs, so writing again (a resumed
+    run) rewrites the same objects.
+
+    Returns
+    -------
+    (StudyResult, list of str)
+        The result (with its :class:`~chexnet_dicom.results.Failure` when building or
+        writing failed, its ``write`` timing otherwise) and the files written.
+    """
+    from chexnet_dicom.outputs.build import build_outputs
+    from chexnet_dicom.outputs.write import earlier_sr, write_outputs
+
+    if result.failed:
+        return result, []
+    t0 = time.perf_counter()
+    outputs = guarded(result.ref, "outputs", build_outputs, result, options, earlier_sr(out_dir, result))
+    if isinstance(outputs, Failure):
+        return result.with_failure(outputs), []
+    written = guarded(result.ref, "write", write_outputs, outputs, out_dir)
+    if isinstance(written, Failure):
+        return result.with_failure(written), []
+    result.timings["write"] = time.perf_counter() - t0
+    return result, [str(p) for p in written]

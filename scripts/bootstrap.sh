@@ -12,7 +12,7 @@ LOG=.venv/bootstrap.log
 if ! {
     .venv/bin/python -m pip install -q --upgrade pip &&
     .venv/bin/python -m pip install -q -c constraints.txt "torch==2.13.0" &&
-    .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+    .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,ray]"
 } >"$LOG" 2>&1; then
     tail -n 40 "$LOG" >&2
     echo "scripts/bootstrap.sh: installing into .venv failed (full log: $LOG)" >&2

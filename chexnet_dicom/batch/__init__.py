@@ -1,1 +1,1 @@
-"""batch layer of chexnet-dicom (see DESIGN.md for the dependency rules)."""
+"""Batch retrospective runs over PACS exports: discovery, the resumable runner, result tables."""

@@ -27,6 +27,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check": ("chexnet_dicom.cli.check", "gate DICOM files: accepted / skipped / error with a reason"),
     "render": ("chexnet_dicom.cli.render", "render the display image the model sees to PNG"),
     "infer": ("chexnet_dicom.cli.infer", "analyse a study folder and write DICOM SR/SC results"),
+    "batch": (
+        "chexnet_dicom.cli.batch",
+        "resumable retrospective run over a PACS export, with result tables",
+    ),
     "weights": ("chexnet_dicom.cli.weights", "list, fetch, import and inspect model weights"),
     "train": ("chexnet_dicom.cli.train", "train CheXNet from a TOML recipe"),
     "evaluate": ("chexnet_dicom.cli.evaluate", "evaluate predictions with bootstrap CIs"),

@@ -262,22 +262,14 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from chexnet_dicom.dicom.reasons import counts_against_run
     from chexnet_dicom.dicom.study import scan
-    from chexnet_dicom.model.backends import load_predictor
+    from chexnet_dicom.model.backends import predictor_for
     from chexnet_dicom.model.resolve import resolve_weights
     from chexnet_dicom.pipeline import iter_results
 
     card_path, why = resolve_weights(settings.weights or None)
     print(f"weights: {card_path} ({why})", file=sys.stderr)
     rt = settings.runtime
-    predictor = load_predictor(
-        card_path,
-        backend=rt.backend,
-        device=rt.device,
-        precision=rt.precision,
-        threads=rt.threads or None,
-        batch_size=rt.batch_size,
-        tta=None if rt.tta == "card" else rt.tta,
-    )
+    predictor = predictor_for(card_path, rt)
     card = predictor.card
     print(
         f"model: {card.name} {card.version} on {predictor.device} ({predictor.backend}, {predictor.precision}, "
@@ -361,21 +353,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _write(result: StudyResult, out_dir: Path, settings: AnalysisConfig) -> tuple[StudyResult, list[Path]]:
     """Build and write one study's outputs; a failure fails the study, not the run."""
-    from chexnet_dicom.outputs.build import build_outputs
-    from chexnet_dicom.outputs.write import earlier_sr, write_outputs
-    from chexnet_dicom.pipeline import guarded
-    from chexnet_dicom.results import Failure
+    from chexnet_dicom.pipeline import write_results
 
-    if result.failed:
-        return result, []
-    t0 = time.perf_counter()
-    outputs = guarded(
-        result.ref, "outputs", build_outputs, result, settings.outputs, earlier_sr(out_dir, result)
-    )
-    if isinstance(outputs, Failure):
-        return result.with_failure(outputs), []
-    written = guarded(result.ref, "write", write_outputs, outputs, out_dir)
-    if isinstance(written, Failure):
-        return result.with_failure(written), []
-    result.timings["write"] = time.perf_counter() - t0
-    return result, written
+    result, written = write_results(result, out_dir, settings.outputs)
+    return result, [Path(p) for p in written]

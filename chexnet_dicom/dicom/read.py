@@ -40,7 +40,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, cast
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -70,6 +70,7 @@ __all__ = [
     "PixelLocation",
     "ScannedHeader",
     "read_dataset",
+    "header_from_raw",
     "read_header",
     "read_pixels",
     "without_pixels",
@@ -770,10 +771,15 @@ class ScannedHeader:
     location
         Where :func:`read_pixels` finds the pixel data; None when the header came from
         bytes, a stream or a deflated file (the pixels then need a full read).
+    raw
+        The file's bytes up to the pixel data, when :func:`read_header` was asked to keep
+        them (a header index stores them; :func:`header_from_raw` parses them back
+        without touching the file).
     """
 
     dataset: Dataset
     location: PixelLocation | None
+    raw: bytes | None = field(default=None, repr=False, compare=False)
 
 
 def without_pixels(ds: Dataset) -> Dataset:
@@ -803,7 +809,10 @@ def without_pixels(ds: Dataset) -> Dataset:
 
 
 def read_header(
-    source: str | os.PathLike[str] | bytes | BinaryIO, *, limits: IngestLimits | None = None
+    source: str | os.PathLike[str] | bytes | BinaryIO,
+    *,
+    limits: IngestLimits | None = None,
+    keep_raw: bool = False,
 ) -> ScannedHeader:
     """Read a file's header only (as ``read_dataset(..., stop_before_pixels=True)``).
 
@@ -813,6 +822,9 @@ def read_header(
         A path, the file's bytes or a binary file object.
     limits
         Size caps; defaults when None.
+    keep_raw
+        Also keep the file's bytes up to the pixel data (:attr:`ScannedHeader.raw`), taken
+        from the handle this read opened; only for a file that is not deflated.
 
     Returns
     -------
@@ -828,10 +840,43 @@ def read_header(
     with _opened(source, lim) as (fp, name, handle):
         ds, rest_at = _parse(fp, name, lim, True)
         st = os.fstat(handle.fileno()) if handle is not None else None
+        raw = None
+        if keep_raw and rest_at is not None and handle is not None:
+            handle.seek(0)
+            raw = handle.read(rest_at[0])
     if rest_at is None or name is None or st is None:
         return ScannedHeader(ds, None)
     offset, implicit, little = rest_at
-    return ScannedHeader(ds, PixelLocation(name, offset, st.st_size, st.st_mtime_ns, implicit, little))
+    location = PixelLocation(name, offset, st.st_size, st.st_mtime_ns, implicit, little)
+    return ScannedHeader(ds, location, raw)
+
+
+def header_from_raw(
+    raw: bytes, location: PixelLocation, *, limits: IngestLimits | None = None
+) -> ScannedHeader:
+    """The :class:`ScannedHeader` of a file from the header bytes an index kept (:attr:`ScannedHeader.raw`).
+
+    The bytes are parsed by the same safe parser; the file itself is not opened (its
+    pixels are read later through ``location``, which also notices a file that changed).
+
+    Parameters
+    ----------
+    raw
+        The file's bytes up to the pixel data.
+    location
+        Where the pixel data starts, as recorded when the header was read.
+    limits
+        Size caps; defaults when None.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_header` (a damaged index entry).
+    """
+    lim = limits or IngestLimits()
+    with _opened(bytes(raw), lim) as (fp, _name, _handle):
+        ds = _parse(fp, location.path, lim, True)[0]
+    return ScannedHeader(ds, location, bytes(raw))
 
 
 def read_pixels(header: Dataset, location: PixelLocation, *, limits: IngestLimits | None = None) -> Dataset:

@@ -24,6 +24,7 @@ __all__ = [
     "counts_against_run",
     "FOR_PROCESSING_REDUNDANT",
     "INTERNAL",
+    "MISSING_FILE",
     "MISSING_UID",
     "MODALITY",
     "MULTIFRAME",
@@ -60,8 +61,10 @@ DUPLICATE_INSTANCE = "DUPLICATE_INSTANCE"
 FOR_PROCESSING_REDUNDANT = "FOR_PROCESSING_REDUNDANT"
 #: StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID is missing or empty.
 MISSING_UID = "MISSING_UID"
-#: A symbolic link inside a walked folder points outside it.
+#: A symbolic link inside a walked folder, or a path a DICOMDIR references, leads outside it.
 OUTSIDE_ROOT = "OUTSIDE_ROOT"
+#: A file that a DICOMDIR references does not exist.
+MISSING_FILE = "MISSING_FILE"
 #: An unexpected failure (a bug or a library's untyped error) while handling one file.
 INTERNAL = "INTERNAL"
 
@@ -99,7 +102,9 @@ REASONS: dict[str, tuple[Status, str]] = {
     DUPLICATE_INSTANCE: ("skipped", "the same SOP Instance UID as another file, which is used instead"),
     FOR_PROCESSING_REDUNDANT: ("skipped", "a DX FOR PROCESSING image in a study that has its processed image"),
     MISSING_UID: ("error", "StudyInstanceUID, SeriesInstanceUID or SOPInstanceUID missing: cannot be placed in a study"),
-    OUTSIDE_ROOT: ("skipped", "a symbolic link inside a walked folder that points outside it: not followed"),
+    OUTSIDE_ROOT: ("skipped", "a symbolic link inside a walked folder, or a DICOMDIR reference, that leads outside "
+                              "it: not followed"),
+    MISSING_FILE: ("error", "a file that a DICOMDIR references does not exist (an incomplete export)"),
     INTERNAL: ("error", "an unexpected failure while handling the file (please report it)"),
 }  # fmt: skip
 

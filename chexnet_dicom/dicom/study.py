@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,7 +58,20 @@ from chexnet_dicom.dicom.walk import iter_files
 from chexnet_dicom.errors import InputError
 from chexnet_dicom.logs import phi_ref
 
-__all__ = ["Instance", "Series", "Skipped", "Study", "StudyScan", "scan"]
+__all__ = [
+    "Instance",
+    "Series",
+    "Skipped",
+    "Study",
+    "StudyScan",
+    "build_study",
+    "duplicate_skipped",
+    "instance_from_header",
+    "kept_index",
+    "read_instance",
+    "scan",
+    "study_order",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -228,14 +241,33 @@ def _none_last(value: int | None) -> tuple[int, int]:
     return (1, 0) if value is None else (0, value)
 
 
-def _read_instance(path: str, cfg: IngestConfig) -> tuple[Instance, tuple[str, str]] | Skipped:
-    """Read and gate one header; return the instance and its (StudyDate, StudyTime)."""
+def read_instance(
+    path: str, cfg: IngestConfig, *, keep_raw: bool = False
+) -> tuple[Instance, tuple[str, str]] | Skipped:
+    """Read and gate one header (rule 1): the instance and its (StudyDate, StudyTime), or why not.
+
+    Parameters
+    ----------
+    path
+        The file.
+    cfg
+        Ingest limits.
+    keep_raw
+        Keep the header bytes (:attr:`~chexnet_dicom.dicom.read.ScannedHeader.raw`) for an index.
+    """
     try:
-        scanned = read_header(path, limits=cfg.limits)
+        scanned = read_header(path, limits=cfg.limits, keep_raw=keep_raw)
     except InputError as exc:
         return Skipped(path, "error", exc.reason, str(exc))
     except OSError as exc:  # a file vanishing or unreadable between walk and read
         return Skipped(path, "error", NOT_DICOM, f"cannot read the file ({type(exc).__name__})")
+    return instance_from_header(path, scanned, cfg)
+
+
+def instance_from_header(
+    path: str, scanned: ScannedHeader, cfg: IngestConfig
+) -> tuple[Instance, tuple[str, str]] | Skipped:
+    """Gate a header already read (rule 1): the instance and its (StudyDate, StudyTime), or why not."""
     ds = scanned.dataset
     study_uid, series_uid, sop_uid = (
         text(ds, k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
@@ -271,6 +303,30 @@ def _read_instance(path: str, cfg: IngestConfig) -> tuple[Instance, tuple[str, s
     return instance, (text(ds, "StudyDate"), text(ds, "StudyTime"))
 
 
+def kept_index(accepted: Sequence[bool]) -> int:
+    """Rule 2 for the files sharing one SOP Instance UID, in walking order: the index of the one kept.
+
+    The first file the gate accepts, else the first file.
+    """
+    return next((i for i, ok in enumerate(accepted) if ok), 0)
+
+
+def duplicate_skipped(inst: Instance, kept_path: str) -> Skipped:
+    """The record of a file that rule 2 does not keep (``DUPLICATE_INSTANCE``)."""
+    return Skipped(
+        inst.path,
+        "skipped",
+        DUPLICATE_INSTANCE,
+        f"same SOP Instance UID as {phi_ref(kept_path, prefix='file')}, which is used instead",
+        inst.dataset,
+    )
+
+
+def study_order(study: Study) -> tuple[str, str, str]:
+    """Rule 4's order of studies: (StudyDate, StudyTime, StudyInstanceUID)."""
+    return (study.study_date, study.study_time, study.study_uid)
+
+
 def scan(paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None = None) -> StudyScan:
     """Read the headers of every file under ``paths`` and group them into studies.
 
@@ -294,42 +350,33 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None
         if entry.reason is not None:
             unassigned.append(Skipped(entry.path, status_for(entry.reason), entry.reason, entry.message))
             continue
-        result = _read_instance(entry.path, cfg)
+        result = read_instance(entry.path, cfg)
         if isinstance(result, Skipped):
             unassigned.append(result)
             logger.debug("file %s not assigned: %s", phi_ref(entry.path), result.reason)
             continue
         found.append(result)
     # Duplicate SOP Instance UIDs: keep the accepted one, then the first in walking order.
-    best: dict[str, int] = {}
+    members: dict[str, list[int]] = {}
     for index, (inst, _) in enumerate(found):
-        kept = best.get(inst.sop_uid)
-        if kept is None or (inst.accepted and not found[kept][0].accepted):
-            best[inst.sop_uid] = index
+        members.setdefault(inst.sop_uid, []).append(index)
+    best = {sop: group[kept_index([found[i][0].accepted for i in group])] for sop, group in members.items()}
     by_study: dict[str, list[Instance]] = {}
     study_skipped: dict[str, list[Skipped]] = {}
     study_when: dict[str, tuple[str, str]] = {}
     for index, (inst, when) in enumerate(found):
         if best[inst.sop_uid] != index:
             kept_path = found[best[inst.sop_uid]][0].path
-            study_skipped.setdefault(inst.study_uid, []).append(
-                Skipped(
-                    inst.path,
-                    "skipped",
-                    DUPLICATE_INSTANCE,
-                    f"same SOP Instance UID as {phi_ref(kept_path, prefix='file')}, which is used instead",
-                    inst.dataset,
-                )
-            )
+            study_skipped.setdefault(inst.study_uid, []).append(duplicate_skipped(inst, kept_path))
             logger.info("duplicate instance %s in %s", phi_ref(inst.sop_uid), phi_ref(inst.path))
             continue
         by_study.setdefault(inst.study_uid, []).append(inst)
         study_when.setdefault(inst.study_uid, when)
     studies = [
-        _build_study(uid, by_study.get(uid, []), study_skipped.get(uid, []), study_when.get(uid, ("", "")))
+        build_study(uid, by_study.get(uid, []), study_skipped.get(uid, []), study_when.get(uid, ("", "")))
         for uid in set(by_study) | set(study_skipped)
     ]
-    studies.sort(key=lambda s: (s.study_date, s.study_time, s.study_uid))
+    studies.sort(key=study_order)
     logger.info(
         "scanned %d studies, %d selected images, %d files belong to no study",
         len(studies),
@@ -339,7 +386,22 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None
     return StudyScan(tuple(studies), tuple(unassigned))
 
 
-def _build_study(uid: str, instances: list[Instance], skipped: list[Skipped], when: tuple[str, str]) -> Study:
+def build_study(
+    uid: str, instances: Sequence[Instance], skipped: Sequence[Skipped], when: tuple[str, str]
+) -> Study:
+    """Rules 3-5 for one study: its series, the images selected and every other file with its reason.
+
+    Parameters
+    ----------
+    uid
+        StudyInstanceUID.
+    instances
+        Its instances after rule 2 (duplicates excluded), in walking order.
+    skipped
+        Its files already not analysed (the duplicates), in walking order.
+    when
+        (StudyDate, StudyTime) of its first instance.
+    """
     series_map: dict[str, list[Instance]] = {}
     for inst in instances:
         series_map.setdefault(inst.series_uid, []).append(inst)

@@ -3,7 +3,7 @@
 :func:`evaluate` computes, per finding: AUROC and PR-AUC with patient-level bootstrap
 95% CIs, sensitivity/specificity/PPV/F1 at two operating points (Youden's J, or the
 thresholds given e.g. by a model card, and a fixed sensitivity) with CIs, calibration
-(ECE), subgroup AUROCs (sex, age band, view position), optionally a paired bootstrap
+(ECE), subgroup AUROCs (sex, age band, view position, manufacturer when known), optionally a paired bootstrap
 comparison with a second model, and the published per-class AUROCs side by side.
 :func:`write_report` writes ``report.md``, ``report.html``, ``metrics.json``,
 ``per_class.csv`` and PNG plots.
@@ -167,7 +167,7 @@ def evaluate(
 
 
 def _subgroups(data: EvalData, n_boot: int, seed: int) -> dict[str, dict[str, dict[str, Any]]]:
-    groups: dict[str, dict[str, np.ndarray]] = {"sex": {}, "age": {}, "view": {}}
+    groups: dict[str, dict[str, np.ndarray]] = {"sex": {}, "age": {}, "view": {}, "manufacturer": {}}
     for value in sorted(set(data.sex) - {""}):
         groups["sex"][value] = data.sex == value
     for name, lo, hi in AGE_BANDS:
@@ -176,6 +176,9 @@ def _subgroups(data: EvalData, n_boot: int, seed: int) -> dict[str, dict[str, di
             groups["age"][name] = mask
     for value in sorted(set(data.view) - {""}):
         groups["view"][value] = data.view == value
+    if data.manufacturer is not None:
+        for value in sorted(set(data.manufacturer) - {""}):
+            groups["manufacturer"][value] = data.manufacturer == value
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for attr, members in groups.items():
         for value, mask in members.items():

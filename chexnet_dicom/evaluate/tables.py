@@ -48,6 +48,8 @@ class EvalData:
         (n,) patient identifiers (the image id when unknown).
     sex, age, view
         (n,) subgroup attributes ("" when unknown; age NaN when unknown).
+    manufacturer
+        (n,) the equipment manufacturer (DICOM Manufacturer) when known, else None.
     """
 
     ids: np.ndarray
@@ -57,6 +59,7 @@ class EvalData:
     sex: np.ndarray
     age: np.ndarray
     view: np.ndarray
+    manufacturer: np.ndarray | None = None
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -121,8 +124,16 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return ids, scores
 
 
-def read_labels(path: str | Path) -> dict[str, dict[str, object]]:
+def read_labels(path: str | Path, id_column: str | None = None) -> dict[str, dict[str, object]]:
     """Read a label table (NIH ``Data_Entry`` or wide format).
+
+    Parameters
+    ----------
+    path
+        The CSV (or ``.csv.gz``).
+    id_column
+        The column that names the image or study (default: the first of ``Image Index``,
+        ``image``, ``image_id``, ``id``, ``SOPInstanceUID``, ``path``, else the first column).
 
     Returns
     -------
@@ -131,7 +142,9 @@ def read_labels(path: str | Path) -> dict[str, dict[str, object]]:
     """
     p = Path(path)
     fields, rows = _rows(p)
-    id_col = _id_column(fields)
+    id_col = id_column or _id_column(fields)
+    if id_col not in fields:
+        raise InputError(f"{p.name} has no column {id_col!r}", reason="BAD_TABLE")
     nih = "Finding Labels" in fields
     if not nih:
         missing = [lab for lab in LABELS if lab not in fields]

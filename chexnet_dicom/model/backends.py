@@ -18,10 +18,11 @@ import logging
 import os
 from typing import Literal
 
+from chexnet_dicom.config import RuntimeConfig
 from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
 from chexnet_dicom.model.predictor import PredictorBase, cuda_may_be_present, onnxruntime_available
 
-__all__ = ["BACKENDS", "load_predictor"]
+__all__ = ["BACKENDS", "load_predictor", "predictor_for"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,25 @@ def load_predictor(
         threads=threads,
         batch_size=batch_size,
         tta=tta,
+    )
+
+
+def predictor_for(card_path: str | os.PathLike[str], runtime: RuntimeConfig) -> PredictorBase:
+    """:func:`load_predictor` with the settings of a ``[runtime]`` table (what every front door runs).
+
+    Raises
+    ------
+    ConfigError, WeightsError
+        As :func:`load_predictor`.
+    """
+    return load_predictor(
+        card_path,
+        backend=runtime.backend,
+        device=runtime.device,
+        precision=runtime.precision,
+        threads=runtime.threads or None,
+        batch_size=runtime.batch_size,
+        tta=None if runtime.tta == "card" else runtime.tta,
     )
 
 

@@ -1,0 +1,311 @@
+"""``chexdcm batch EXPORT_ROOT --out OUT``: a resumable retrospective run over a PACS export.
+
+A thin front door over :mod:`chexnet_dicom.batch` (discovery, the runner, the tables),
+composed here with :mod:`chexnet_dicom.evaluate` for the cohort report (``--labels``),
+which ``batch`` itself may not import.  Progress bars (files found, images analysed:
+counts, rate, ETA) go to stderr on a terminal; the one-screen summary to stdout.
+
+Exit codes
+----------
+0
+    Every file found is accounted for in ``files.csv`` and no DICOM file meant for
+    analysis failed (skipped, duplicate, index and non-DICOM files do not count).
+1
+    The run stopped (interrupted, unreadable weights, ``--send`` destination not
+    reachable), a study failed as a whole (``INFERENCE_FAILED``, ``OUTPUT_FAILED``,
+    ``WRITE_FAILED``, ``INTERNAL``) or a result was not accepted by the ``--send``
+    destination (``SEND_FAILED`` in ``errors.csv``).  Run the same command again to
+    resume: it analyses and sends those studies again (same UIDs).
+2
+    Usage or configuration error, including a resume refused because the weights or
+    the analysis options differ from the run in ``--out``.
+3
+    Tables written, but a DICOM file meant for analysis could not be analysed (status
+    ``failed`` in ``files.csv``: corrupt header or pixels, too large, missing UIDs, a
+    DICOMDIR reference to a missing file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chexnet_dicom.errors import EXIT_USAGE
+
+if TYPE_CHECKING:
+    from chexnet_dicom.batch.runner import BatchReport
+    from chexnet_dicom.config import BatchConfig
+
+__all__ = ["register", "run"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``batch`` subcommand."""
+    p = sub.add_parser(
+        "batch",
+        help="resumable retrospective run over a PACS export, with result tables",
+        description="Index every file under EXPORT_ROOT (walk + DICOMDIR, headers once), analyse "
+        "each study's frontal chest radiographs with CheXNet and write predictions.parquet/.csv, "
+        "studies.csv, files.csv and errors.csv into OUT. Killed runs resume with the same command. "
+        "Research use only. Exit status: 0 every file accounted for; 1 the run stopped or a study "
+        "failed; 2 usage error or a refused resume; 3 a DICOM file meant for analysis failed.",
+    )
+    p.add_argument("export_root", metavar="EXPORT_ROOT", type=Path, help="the export folder")
+    p.add_argument("--out", required=True, type=Path, help="run folder (tables, summary.json, state/)")
+    p.add_argument(
+        "--config", type=Path, help="TOML with [ingest] [runtime] [outputs] [batch] (pipelines/batch.toml)"
+    )
+    p.add_argument("--weights", help="model card, folder holding one, or registry name")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default=None)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None)
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="decode worker processes (default: CPUs - 1)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=None, metavar="B", help="images per forward pass (default 8)"
+    )
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="model CPU threads")
+    p.add_argument("--write-dicom", action="store_true", default=None, help="also write SR + SC per study")
+    p.add_argument(
+        "--send",
+        metavar="AE@HOST:PORT",
+        help="deliver each study's SR and SC to a PACS (C-STORE, or a STOW-RS URL); implies --write-dicom",
+    )
+    p.add_argument(
+        "--calling-ae", default="CHEXDCM", help="this side's AE title for --send (default CHEXDCM)"
+    )
+    p.add_argument(
+        "--send-attempts", type=int, default=5, metavar="N", help="tries per study, with backoff (default 5)"
+    )
+    p.add_argument("--labels", type=Path, help="labels CSV for a cohort report (NIH Data_Entry or wide 0/1)")
+    p.add_argument("--label-key", metavar="ATTRIBUTE", help="DICOM keyword joined with --label-column")
+    p.add_argument("--label-column", metavar="COL", help="labels CSV column holding the key's values")
+    p.add_argument("--label-level", choices=("auto", "image", "study"), default="auto")
+    p.add_argument("--published", type=Path, help="CSV of published AUROCs to show side by side")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the cohort report")
+    p.add_argument("--pseudonymize", action="store_true", default=None, help="keyed hashes in the tables")
+    p.add_argument("--pseudonym-key-file", type=Path, help="key file (else CHEXDCM_PSEUDONYM_KEY)")
+    p.add_argument("--shard", default="1/1", metavar="i/n", help="take the i-th of n parts (1-based)")
+    p.add_argument("--engine", choices=("local", "ray"), default=None)
+    p.add_argument("--ray-address", default=None, help="ray.init address ('auto': the cluster of this node)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _settings(args: argparse.Namespace) -> BatchConfig:
+    from chexnet_dicom.config import BatchConfig, load_batch_config
+    from chexnet_dicom.model.predictor import available_cpus
+
+    cfg = load_batch_config(args.config) if args.config is not None else BatchConfig()
+    runtime_changes = {
+        k: v
+        for k, v in (
+            ("device", args.device),
+            ("backend", args.backend),
+            ("precision", args.precision),
+            ("batch_size", args.batch_size),
+            ("threads", args.threads),
+            ("workers", args.workers),
+        )
+        if v is not None
+    }
+    if args.workers is None and args.config is None:
+        runtime_changes["workers"] = max(1, available_cpus() - 1)
+    batch_changes: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("write_dicom", args.write_dicom),
+            ("pseudonymize", args.pseudonymize),
+            ("engine", args.engine),
+            ("ray_address", args.ray_address),
+            ("pseudonym_key_file", str(args.pseudonym_key_file) if args.pseudonym_key_file else None),
+        )
+        if v is not None
+    }
+    return dataclasses.replace(
+        cfg,
+        weights=args.weights if args.weights is not None else cfg.weights,
+        runtime=dataclasses.replace(cfg.runtime, **runtime_changes),
+        batch=dataclasses.replace(cfg.batch, **batch_changes),
+    )
+
+
+def _usage(message: str) -> int:
+    print(f"chexdcm batch: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _bars(enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not enabled:
+            return
+        bar = bars.get(stage)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            unit = "file" if stage == "discover" else "image"
+            label = "indexing" if stage == "discover" else "analysing"
+            bar = bars[stage] = tqdm(
+                total=total or None, unit=unit, desc=label, file=sys.stderr, dynamic_ncols=True
+            )
+        bar.update(done - bar.n)
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return progress, close
+
+
+def _summary(report: BatchReport, out: Path) -> str:
+    d = report.discovery
+    files = report.tables.get("files", {})
+    studies = report.tables.get("studies", {})
+    skipped = files.get("skipped", 0) + files.get("duplicate", 0) + files.get("index", 0)
+    total = sum(files.values())
+    m = report.model
+    sec = report.seconds
+    rate = report.images_predicted / sec["analyse"] if sec.get("analyse") else 0.0
+    lines = [
+        f"chexdcm batch: {total} files in the export{' (this shard)' if total != d.files else ''}",
+        f"  analysed {files.get('analysed', 0)} + skipped {skipped} (out of scope {files.get('skipped', 0)}, "
+        f"duplicates {files.get('duplicate', 0)}, DICOMDIR {files.get('index', 0)}) + failed {files.get('failed', 0)} "
+        f"+ not DICOM {files.get('not_dicom', 0)}"
+        + (f" + pending {files['pending']}" if files.get("pending") else ""),
+        f"  indexed {d.read} new or changed files ({d.new} new, {d.changed} changed, {d.unchanged} unchanged, "
+        f"{d.removed} gone) in {sec.get('discover', 0):.1f}s",
+        f"  studies: {report.studies_planned} ({', '.join(f'{k} {v}' for k, v in studies.items()) or 'none'}); "
+        f"{report.studies_resumed} finished earlier (not recomputed), {report.studies_analysed} analysed now",
+        f"  images predicted now: {report.images_predicted} in {sec.get('analyse', 0):.1f}s ({rate:.1f} images/s)",
+        f"  model: {m.get('name')} {m.get('version')} ({m.get('backend')} {m.get('precision')} on {m.get('device')})",
+        f"  tables in {out}/: predictions.parquet predictions.csv studies.csv files.csv errors.csv summary.json",
+        "  Research use only. Not for clinical use.",
+    ]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``chexdcm batch``."""
+    if not args.export_root.is_dir():
+        return _usage(f"{args.export_root} is not a folder")
+    if args.labels is not None and not (args.label_key and args.label_column):
+        return _usage("--labels needs --label-key ATTRIBUTE and --label-column COL")
+    settings = _settings(args)
+    if settings.batch.pseudonymize and (settings.batch.write_dicom or args.send):
+        return _usage(
+            "--pseudonymize cannot be combined with --write-dicom or --send: DICOM results must link "
+            "to the real study, and pseudonymised tables must not"
+        )
+    delivery = None
+    if args.send:
+        from chexnet_dicom.batch.runner import Delivery
+        from chexnet_dicom.net.destination import parse_destination
+
+        if args.send_attempts < 1:
+            return _usage("--send-attempts must be at least 1")
+        delivery = Delivery(
+            parse_destination(args.send, calling_ae=args.calling_ae), attempts=args.send_attempts
+        )
+        settings = dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, write_dicom=True))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from chexnet_dicom.batch.pseudonym import Pseudonymizer
+    from chexnet_dicom.batch.runner import batch_runtime, run_batch
+    from chexnet_dicom.batch.studies import Shard
+    from chexnet_dicom.model.backends import predictor_for
+    from chexnet_dicom.model.resolve import resolve_weights
+
+    shard = Shard.parse(args.shard)
+    pseudonymizer = (
+        Pseudonymizer.load(settings.batch.pseudonym_key_file or None) if settings.batch.pseudonymize else None
+    )
+    card_path, why = resolve_weights(settings.weights or None)
+    print(f"weights: {card_path} ({why})", file=sys.stderr)
+    rt = batch_runtime(settings.runtime)
+    settings = dataclasses.replace(
+        settings, runtime=rt, weights=str(card_path)
+    )  # the file the Ray actors load
+    predictor = predictor_for(card_path, rt)
+    print(
+        f"model: {predictor.card.name} {predictor.card.version} on {predictor.device} ({predictor.backend}, "
+        f"{predictor.precision}; {predictor.threads} threads, {rt.workers} decode workers, batch {rt.batch_size})",
+        file=sys.stderr,
+    )
+    progress, close = _bars(not args.no_progress and sys.stderr.isatty())
+    try:
+        report = run_batch(
+            args.export_root,
+            args.out,
+            predictor,
+            settings,
+            shard=shard,
+            pseudonymizer=pseudonymizer,
+            delivery=delivery,
+            progress=progress,
+        )
+    except KeyboardInterrupt:
+        close()
+        print("chexdcm batch: interrupted; run the same command again to resume", file=sys.stderr)
+        return 1
+    close()
+    print(_summary(report, args.out))
+    if args.labels is not None:
+        _cohort(args)
+    return report.exit_code
+
+
+def _cohort(args: argparse.Namespace) -> None:
+    """The evaluation report of the labelled images, next to the tables (``OUT/report/``)."""
+    import numpy as np
+
+    from chexnet_dicom.batch.cohort import cohort_rows
+    from chexnet_dicom.errors import ConfigError
+    from chexnet_dicom.evaluate.report import evaluate, read_published, write_report
+    from chexnet_dicom.evaluate.tables import EvalData, read_labels
+
+    rows = cohort_rows(args.out, args.label_key, args.label_level)
+    labels = read_labels(args.labels, id_column=args.label_column)
+    keep = np.array([k in labels for k in rows.keys], dtype=bool)
+    if not keep.any():
+        raise ConfigError(
+            f"no analysed {rows.level} has a {args.label_key} value found in column {args.label_column!r} of the labels"
+        )
+    ids = rows.keys[keep]
+    matched = [labels[k] for k in ids]
+
+    def pick(dicom: np.ndarray, key: str) -> np.ndarray:
+        return np.array([d or str(m[key]) for d, m in zip(dicom[keep], matched, strict=True)], dtype=object)
+
+    ages = rows.age[keep].copy()
+    label_ages = np.array([float(m["age"]) for m in matched])  # type: ignore[arg-type]
+    ages[np.isnan(ages)] = label_ages[np.isnan(ages)]
+    data = EvalData(
+        ids=ids,
+        y=np.stack([np.asarray(m["y"]) for m in matched]).astype(np.int8),
+        scores=rows.scores[keep],
+        patients=pick(rows.patients, "patient"),
+        sex=pick(rows.sex, "sex"),
+        age=ages,
+        view=pick(rows.view, "view"),
+        manufacturer=rows.manufacturer[keep],
+    )
+    published = read_published(args.published) if args.published else None
+    result = evaluate(data, n_boot=args.bootstrap, published=published)
+    report = write_report(result, args.out / "report")
+    print(
+        f"cohort report: {len(ids)} labelled {rows.level}s scored ({int((~keep).sum())} analysed without a label row, "
+        f"{len(labels) - len(set(ids))} label rows without an analysed {rows.level}); {report}"
+    )
+    print(f"  {'finding':<20} {'pos':>4}  AUROC (95% CI, patient bootstrap)")
+    for label, e in result.per_class.items():
+        a = e["auroc"]
+        print(f"  {label:<20} {e['positives']:>4}  {a['value']:.3f} ({a['low']:.3f}-{a['high']:.3f})")
+    print(f"  {'mean':<20} {'':>4}  {result.mean_auroc:.3f}")
