@@ -1110,6 +1110,8 @@ class BatchConfig:
         As :class:`AnalysisConfig` (the same objects).
     batch
         ``[batch]``.
+    destination
+        ``[destination]``: where ``--send`` delivers (the node's table; ``--send`` sets its ``url``).
     """
 
     weights: str = ""
@@ -1117,6 +1119,7 @@ class BatchConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     outputs: OutputOptions = field(default_factory=OutputOptions)
     batch: BatchOptions = field(default_factory=BatchOptions)
+    destination: DestinationConfig = field(default_factory=DestinationConfig)
 
     @property
     def analysis(self) -> AnalysisConfig:
@@ -1125,7 +1128,7 @@ class BatchConfig:
 
 
 def load_batch_config(path: str | Path) -> BatchConfig:
-    """Read ``[ingest]``, ``[runtime]``, ``[outputs]``, ``[batch]`` (and ``weights``) from a TOML file.
+    """Read ``[ingest]``, ``[runtime]``, ``[outputs]``, ``[batch]``, ``[destination]`` (and ``weights``) from TOML.
 
     Raises
     ------

@@ -79,11 +79,15 @@ class Delivery:
         Tries per study (capped exponential backoff between them).
     timeouts
         Network timeouts; None: the sender's defaults.
+    backoff_s, backoff_cap_s
+        First retry delay, doubled after each failed try up to the cap.
     """
 
     destination: Destination
     attempts: int = 5
     timeouts: NetTimeouts | None = None
+    backoff_s: float = 2.0
+    backoff_cap_s: float = 300.0
 
     def send(self, paths: list[str], study_uid: str, out: Path) -> list[dict[str, Any]]:
         """Send one study's SR and SC files; return ``errors`` rows for those not delivered.
@@ -100,7 +104,10 @@ class Delivery:
         if not files:
             return []
         report = send_with_retry(
-            files, self.destination, policy=RetryPolicy(attempts=self.attempts), timeouts=self.timeouts
+            files,
+            self.destination,
+            policy=RetryPolicy(self.attempts, self.backoff_s, self.backoff_cap_s),
+            timeouts=self.timeouts,
         )
         return [
             {

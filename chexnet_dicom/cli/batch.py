@@ -77,10 +77,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="deliver each study's SR and SC to a PACS (C-STORE, or a STOW-RS URL); implies --write-dicom",
     )
     p.add_argument(
-        "--calling-ae", default="CHEXDCM", help="this side's AE title for --send (default CHEXDCM)"
+        "--calling-ae",
+        default=None,
+        help="this side's AE title for --send (default: [destination] or CHEXDCM)",
     )
     p.add_argument(
-        "--send-attempts", type=int, default=5, metavar="N", help="tries per study, with backoff (default 5)"
+        "--send-attempts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="tries per study, with capped backoff (default: [destination] attempts, 5)",
     )
     p.add_argument("--labels", type=Path, help="labels CSV for a cohort report (NIH Data_Entry or wide 0/1)")
     p.add_argument("--label-key", metavar="ATTRIBUTE", help="DICOM keyword joined with --label-column")
@@ -206,14 +212,31 @@ def run(args: argparse.Namespace) -> int:
             "to the real study, and pseudonymised tables must not"
         )
     delivery = None
-    if args.send:
+    dest_changes: dict[str, Any] = {
+        k: v
+        for k, v in (("url", args.send), ("calling_ae", args.calling_ae), ("attempts", args.send_attempts))
+        if v is not None
+    }
+    if dest_changes:
+        dest_cfg = dataclasses.replace(settings.destination, **dest_changes)
+        settings = dataclasses.replace(settings, destination=dest_cfg)
+    if settings.destination.url:
         from chexnet_dicom.batch.runner import Delivery
-        from chexnet_dicom.net.destination import parse_destination
+        from chexnet_dicom.net.destination import destination_from_config
 
-        if args.send_attempts < 1:
-            return _usage("--send-attempts must be at least 1")
+        if settings.batch.pseudonymize:
+            return _usage(
+                "--pseudonymize cannot be combined with --send: DICOM results must link to the real study"
+            )
+        cfg = settings.destination
+        target = destination_from_config(cfg)
+        assert target is not None
         delivery = Delivery(
-            parse_destination(args.send, calling_ae=args.calling_ae), attempts=args.send_attempts
+            target,
+            attempts=cfg.attempts,
+            timeouts=cfg.timeouts,
+            backoff_s=cfg.backoff_s,
+            backoff_cap_s=cfg.backoff_cap_s,
         )
         settings = dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, write_dicom=True))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

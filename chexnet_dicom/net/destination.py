@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from chexnet_dicom.config import DestinationConfig
+from chexnet_dicom.config import DestinationConfig, check_ae_title
 from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.net.tls import client_context
 
@@ -30,7 +30,6 @@ __all__ = [
     "parse_destination",
 ]
 
-_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE VR: no backslash, no control chars
 _HOST_RE = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
@@ -39,14 +38,14 @@ _HOST_RE = re.compile(
 def parse_ae_title(text: str, what: str = "AE title") -> str:
     """An Application Entity title (PS3.5 AE: 1-16 characters, no backslash or control character).
 
+    The same rule as the node's configuration (:func:`chexnet_dicom.config.check_ae_title`).
+
     Raises
     ------
     ConfigError
         An empty, all-space, too long or ill-formed title.
     """
-    if not _AE_RE.match(text) or not text.strip():
-        raise ConfigError(f"{what} {text!r} is not a valid AE title (1-16 characters, no backslash)")
-    return text.strip()
+    return check_ae_title(text, what)
 
 
 @dataclass(frozen=True)

@@ -63,3 +63,20 @@ def test_a_destination_down_stops_the_run_and_a_resume_delivers(
         received = scp.files()
     written = sorted((out / "dicom").rglob("*.dcm"))
     assert Counter(_sops(received)) == Counter(_sops(written))
+
+
+def test_the_destination_table_of_the_config_sends_by_stow_rs(
+    export: Export, card: Path, tmp_path: Path
+) -> None:
+    from tests.helpers.peers import orthanc
+
+    out = tmp_path / "run"
+    with orthanc(tmp_path) as pacs:
+        cfg = tmp_path / "batch.toml"
+        cfg.write_text(
+            f'[runtime]\nworkers = 1\n\n[destination]\nurl = "{pacs.dicomweb_url}"\nattempts = 2\n'
+        )
+        assert run_batch_cli(export.root, out, card, "--config", str(cfg)) == EXIT_INCOMPLETE
+        stored = {i["MainDicomTags"]["SOPInstanceUID"] for i in pacs.instances()}
+    written = sorted((out / "dicom").rglob("*.dcm"))  # the table implies --write-dicom, as --send does
+    assert written and stored == set(_sops(written))

@@ -207,9 +207,7 @@ def test_retention_purges_images_and_a_later_version_still_covers_them(
     assert storescu(port, *first).returncode == 0
     wait_for(lambda: analysed(node.ledger, STUDY), what="the analysis")
     # the files go first, then the ledger says so (a crash between is redone by the next purge)
-    wait_for(
-        lambda: [i.state for i in node.ledger.instances()] == ["purged"], what="the purge", timeout=30
-    )
+    wait_for(lambda: [i.state for i in node.ledger.instances()] == ["purged"], what="the purge", timeout=30)
     assert not list(node.spool.store.rglob("*.dcm"))
     late = write_images(tmp_path / "late", [102], first=2)
     assert storescu(port, *late).returncode == 0
