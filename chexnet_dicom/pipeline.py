@@ -38,7 +38,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -64,11 +65,17 @@ from chexnet_dicom.model.result import Prediction
 from chexnet_dicom.preprocess import decode_target_size, prepare_model_input
 from chexnet_dicom.results import Failure, ImageResult, StudyResult
 
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+    from chexnet_dicom.outputs.build import StudyOutputs
+
 __all__ = [
     "CarriedImage",
     "CarriedSkip",
     "analysis_preprocessing",
     "assemble",
+    "build_and_write",
     "carry",
     "combine",
     "failure_of",
@@ -764,6 +771,46 @@ def combine(
 # --------------------------------------------------------------------------- writing
 
 
+def build_and_write(
+    result: StudyResult,
+    out_dir: str | os.PathLike[str],
+    options: OutputOptions | None = None,
+    previous: Sequence[Dataset] | None = None,
+) -> tuple[StudyOutputs, list[Path]] | Failure:
+    """Build one study's outputs and write them atomically into ``out_dir``: every front door's write step.
+
+    Parameters
+    ----------
+    result
+        A study result that did not fail.
+    out_dir
+        The study's output folder.
+    options
+        What to write.
+    previous
+        Earlier SRs of the study that the new SR supersedes; None: the SR an earlier run
+        left in ``out_dir`` for other instances (:func:`~chexnet_dicom.outputs.write.earlier_sr`).
+        A front door that keeps its own record of earlier versions (the node) passes them.
+
+    Returns
+    -------
+    (StudyOutputs, list of Path) or Failure
+        The outputs and the files written, or why building or writing failed.
+    """
+    from chexnet_dicom.outputs.build import build_outputs
+    from chexnet_dicom.outputs.write import earlier_sr, write_outputs
+
+    if previous is None:
+        previous = earlier_sr(out_dir, result)
+    outputs = guarded(result.ref, "outputs", build_outputs, result, options, previous)
+    if isinstance(outputs, Failure):
+        return outputs
+    written = guarded(result.ref, "write", write_outputs, outputs, out_dir)
+    if isinstance(written, Failure):
+        return written
+    return outputs, written
+
+
 def write_results(
     result: StudyResult, out_dir: str | os.PathLike[str], options: OutputOptions | None = None
 ) -> tuple[StudyResult, list[str]]:
@@ -779,17 +826,11 @@ def write_results(
         The result (with its :class:`~chexnet_dicom.results.Failure` when building or
         writing failed, its ``write`` timing otherwise) and the files written.
     """
-    from chexnet_dicom.outputs.build import build_outputs
-    from chexnet_dicom.outputs.write import earlier_sr, write_outputs
-
     if result.failed:
         return result, []
     t0 = time.perf_counter()
-    outputs = guarded(result.ref, "outputs", build_outputs, result, options, earlier_sr(out_dir, result))
-    if isinstance(outputs, Failure):
-        return result.with_failure(outputs), []
-    written = guarded(result.ref, "write", write_outputs, outputs, out_dir)
-    if isinstance(written, Failure):
-        return result.with_failure(written), []
+    done = build_and_write(result, out_dir, options)
+    if isinstance(done, Failure):
+        return result.with_failure(done), []
     result.timings["write"] = time.perf_counter() - t0
-    return result, [str(p) for p in written]
+    return result, [str(p) for p in done[1]]

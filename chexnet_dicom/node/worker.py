@@ -3,7 +3,7 @@
 It runs in its own process (:func:`worker_main`, started by :mod:`.service`), so
 decoding and inference never share an interpreter lock with the listener.  Each study
 goes through the same stages as ``chexdcm infer`` (:mod:`chexnet_dicom.pipeline`,
-:func:`chexnet_dicom.outputs.build.build_outputs`):
+:func:`chexnet_dicom.pipeline.build_and_write`):
 
 1. :meth:`~chexnet_dicom.node.ledger.Ledger.claim` gives the study's stored
    instances and what earlier versions of its results left (records);
@@ -47,10 +47,10 @@ from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.pipeline import (
     CarriedImage,
     analysis_preprocessing,
+    build_and_write,
     carry,
     combine,
     failure_of,
-    guarded,
     iter_results,
     restore_image,
     restore_skip,
@@ -160,28 +160,18 @@ class Analyser:
         if not result.images and not result.skipped:
             self.ledger.fail(claimed, "no-instances", "none of the study's instances could be read")
             return
-        from chexnet_dicom.outputs.build import build_outputs
-        from chexnet_dicom.outputs.write import write_outputs
-
         previous = [previous_sr(claimed.previous_sr, claimed.study_uid)] if claimed.previous_sr else []
         options = self.config.outputs
         if self.destination != OUTBOX:  # a PACS gets DICOM; PNG previews are for the local outbox
             options = dataclasses.replace(options, previews=False)
-        outputs = guarded(
-            phi_ref(claimed.study_uid, prefix="study"),
-            "outputs",
-            build_outputs,
-            result,
-            options,
-            previous,
-        )
-        if isinstance(outputs, Failure):
-            self.ledger.fail(claimed, outputs.reason, outputs.message)
-            return
         to_outbox = self.destination == OUTBOX
         base = self.spool.outbox if to_outbox else self.spool.results
         folder = base / study_ref(claimed.study_uid) / str(claimed.version)
-        written = write_outputs(outputs, folder)
+        done = build_and_write(result, folder, options, previous)
+        if isinstance(done, Failure):
+            self.ledger.fail(claimed, done.reason, done.message)
+            return
+        outputs, written = done
         files = sorted(p.name for p in written if p.suffix == ".dcm")
         images, skipped = carry(fresh, limits) if fresh is not None else ({}, {})
         file_of = {_sop_of(i): i.file_id for i in new}
@@ -219,20 +209,11 @@ def _sop_of(instance: Any) -> str:
 
 def load_node_predictor(config: NodeConfig) -> Any:
     """Load the node's model once (weights resolved as for ``chexdcm infer``)."""
-    from chexnet_dicom.model.backends import load_predictor
+    from chexnet_dicom.model.backends import predictor_for
     from chexnet_dicom.model.resolve import resolve_weights
 
     card_path, why = resolve_weights(config.weights or None)
-    rt = config.runtime
-    predictor = load_predictor(
-        card_path,
-        backend=rt.backend,
-        device=rt.device,
-        precision=rt.precision,
-        threads=rt.threads or None,
-        batch_size=rt.batch_size,
-        tta=None if rt.tta == "card" else rt.tta,
-    )
+    predictor = predictor_for(card_path, config.runtime)
     log.info(
         "worker model: %s %s on %s (%s; %s)",
         predictor.card.name,
