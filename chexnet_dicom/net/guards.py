@@ -153,6 +153,10 @@ def _command_elements(command: bytes) -> dict[int, bytes] | None:
     return out if offset == len(command) else None
 
 
+def _well_formed(elements: dict[int, bytes] | None) -> bool:
+    return elements is not None and all(len(elements.get(e, b"")) == 2 for e in (0x0100, 0x0800))
+
+
 def command_well_formed(command: bytes) -> bool:
     """Whether a command set has the elements pynetdicom's decoder needs before it checks anything.
 
@@ -160,8 +164,7 @@ def command_well_formed(command: bytes) -> bool:
     command set lacking either raises inside its state machine and kills the
     association's thread.  A two-byte US value each is required here.
     """
-    elements = _command_elements(command)
-    return elements is not None and all(len(elements.get(e, b"")) == 2 for e in (0x0100, 0x0800))
+    return _well_formed(_command_elements(command))
 
 
 def command_field(command: bytes) -> int | None:
@@ -178,16 +181,9 @@ def command_field(command: bytes) -> int | None:
         None when the element is missing or the encoding is broken (pynetdicom then
         refuses the message itself).
     """
-    offset = 0
-    while offset + 8 <= len(command):
-        group, element, length = struct.unpack_from("<HHL", command, offset)
-        offset += 8
-        if group != 0x0000 or offset + length > len(command):
-            return None
-        if element == 0x0100 and length == 2:
-            return int(struct.unpack_from("<H", command, offset)[0])
-        offset += length
-    return None
+    elements = _command_elements(command)
+    value = elements.get(0x0100) if elements is not None else None
+    return int(struct.unpack("<H", value)[0]) if value is not None and len(value) == 2 else None
 
 
 class _Framing:
@@ -226,9 +222,11 @@ class _Framing:
                 self.command += fragment
                 if header & 2:
                     self.command_done = True
-                    if not command_well_formed(bytes(self.command)):
+                    elements = _command_elements(bytes(self.command))  # parsed once per message
+                    if not _well_formed(elements):
                         return "malformed-command"
-                    self.field = command_field(bytes(self.command))
+                    assert elements is not None
+                    self.field = int(struct.unpack("<H", elements[0x0100])[0])
                 continue
             if not self.command_done:
                 return "dataset-without-command"
