@@ -55,6 +55,7 @@ from chexnet_dicom.dicom.study import Study
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, ConfigError
 from chexnet_dicom.model.predictor import PredictorBase
 from chexnet_dicom.net.destination import Destination
+from chexnet_dicom.net.sender import RetryPolicy
 from chexnet_dicom.pipeline import stream_results, write_results
 from chexnet_dicom.results import FAILURE_REASONS, StudyResult
 
@@ -75,19 +76,15 @@ class Delivery:
     ----------
     destination
         From :func:`~chexnet_dicom.net.destination.parse_destination`.
-    attempts
-        Tries per study (capped exponential backoff between them).
+    policy
+        Tries per study and the capped exponential backoff between them.
     timeouts
         Network timeouts; None: the sender's defaults.
-    backoff_s, backoff_cap_s
-        First retry delay, doubled after each failed try up to the cap.
     """
 
     destination: Destination
-    attempts: int = 5
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
     timeouts: NetTimeouts | None = None
-    backoff_s: float = 2.0
-    backoff_cap_s: float = 300.0
 
     def send(self, paths: list[str], study_uid: str, out: Path) -> list[dict[str, Any]]:
         """Send one study's SR and SC files; return ``errors`` rows for those not delivered.
@@ -98,7 +95,7 @@ class Delivery:
             The destination could not be reached on any try (the run stops; a resume
             analyses and sends the study again, with the same UIDs).
         """
-        from chexnet_dicom.net.sender import RetryPolicy, send_with_retry
+        from chexnet_dicom.net.sender import send_with_retry
 
         files = [p for p in paths if p.endswith(".dcm")]
         if not files:
@@ -106,7 +103,7 @@ class Delivery:
         report = send_with_retry(
             files,
             self.destination,
-            policy=RetryPolicy(self.attempts, self.backoff_s, self.backoff_cap_s),
+            policy=self.policy,
             timeouts=self.timeouts,
         )
         return [

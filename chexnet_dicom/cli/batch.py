@@ -231,13 +231,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = settings.destination
         target = destination_from_config(cfg)
         assert target is not None
-        delivery = Delivery(
-            target,
-            attempts=cfg.attempts,
-            timeouts=cfg.timeouts,
-            backoff_s=cfg.backoff_s,
-            backoff_cap_s=cfg.backoff_cap_s,
-        )
+        from chexnet_dicom.net.sender import RetryPolicy
+
+        delivery = Delivery(target, RetryPolicy.of(cfg), cfg.timeouts)
         settings = dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, write_dicom=True))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from chexnet_dicom.batch.pseudonym import Pseudonymizer

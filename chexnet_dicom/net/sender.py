@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from chexnet_dicom.config import NetTimeouts
+from chexnet_dicom.config import DestinationConfig, NetTimeouts
 from chexnet_dicom.errors import TransferError
 from chexnet_dicom.logs import phi_ref, redact
 from chexnet_dicom.net.destination import Destination, DicomDestination, StowDestination
@@ -72,6 +72,11 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.base_s < 0 or self.cap_s < self.base_s:
             raise ValueError("RetryPolicy needs attempts >= 1 and 0 <= base_s <= cap_s")
+
+    @classmethod
+    def of(cls, cfg: DestinationConfig) -> RetryPolicy:
+        """The policy of a ``[destination]`` table (``attempts``, ``backoff_s``, ``backoff_cap_s``)."""
+        return cls(cfg.attempts, cfg.backoff_s, cfg.backoff_cap_s)
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failed tries (1 for the first)."""

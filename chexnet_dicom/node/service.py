@@ -9,7 +9,7 @@
 * one or more worker processes (:mod:`.worker`), each loading the model once;
 * a sender thread that takes due deliveries from the ledger and sends them with
   :func:`chexnet_dicom.net.sender.send_files`; the ledger owns the attempt count, the
-  backoff schedule (``[delivery]``) and the dead-letter state, so retries survive
+  backoff schedule (``[destination]``) and the dead-letter state, so retries survive
   restarts.  With no destination the worker writes into the outbox and nothing is sent.
 
 Restart recovery (:meth:`Node.recover`, before the listener opens): ``.part`` files are
@@ -281,8 +281,7 @@ class Node:
         folder = self.spool.absolute(job.folder)
         paths = [folder / name for name in job.pending]
         attempt = job.attempts + 1
-        dest = self.config.destination
-        policy = RetryPolicy(dest.attempts, dest.backoff_s, dest.backoff_cap_s)
+        policy = RetryPolicy.of(self.config.destination)
         if not paths:
             self.ledger.delivered(job.id)
             return True
