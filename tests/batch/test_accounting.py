@@ -14,19 +14,8 @@ from pydicom import dcmread
 from chexnet_dicom.batch.schema import FILE_STATUSES, FILES, PREDICTIONS, STUDIES
 from chexnet_dicom.errors import EXIT_INCOMPLETE, EXIT_OK
 from chexnet_dicom.testing import synth
-from chexnet_dicom.testing.export import Export, make_export
+from chexnet_dicom.testing.export import Export
 from tests.helpers.batch import read_table, run_batch_cli
-from tests.helpers.bundles import make_bundle
-
-
-@pytest.fixture(scope="module")
-def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return make_export(tmp_path_factory.mktemp("pacs") / "export")
 
 
 @pytest.fixture(scope="module")

@@ -11,21 +11,10 @@ from pydicom import dcmread
 
 from chexnet_dicom.batch.pseudonym import KEY_ENV
 from chexnet_dicom.errors import EXIT_INCOMPLETE, EXIT_USAGE
-from chexnet_dicom.testing.export import Export, make_export
+from chexnet_dicom.testing.export import Export
 from tests.helpers.batch import predictions_by_sop, read_table, run_batch_cli
-from tests.helpers.bundles import make_bundle
 
 KEY = "0123456789abcdef0123456789abcdef"
-
-
-@pytest.fixture(scope="module")
-def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return make_export(tmp_path_factory.mktemp("pacs") / "export")
 
 
 @pytest.fixture(scope="module")

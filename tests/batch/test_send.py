@@ -9,20 +9,9 @@ import pytest
 from pydicom import dcmread
 
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE
-from chexnet_dicom.testing.export import Export, make_export
+from chexnet_dicom.testing.export import Export
 from tests.helpers.batch import read_table, run_batch_cli
-from tests.helpers.bundles import make_bundle
 from tests.helpers.peers import free_port, storescp
-
-
-@pytest.fixture(scope="module")
-def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory: pytest.TempPathFactory) -> Export:
-    return make_export(tmp_path_factory.mktemp("pacs") / "export")
 
 
 def _sops(paths: list[Path]) -> list[str]:
