@@ -82,9 +82,9 @@ def storescu(
 
 
 def dcmsend(
-    port: int, *files: Path, aet: str = "DCMSEND", called: str = "CHEXDCM"
+    port: int, *files: Path, aet: str = "DCMSEND", called: str = "CHEXDCM", extra: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    return dcmtk("dcmsend", "-aet", aet, "-aec", called, "127.0.0.1", str(port), *files)
+    return dcmtk("dcmsend", "-aet", aet, "-aec", called, *extra, "127.0.0.1", str(port), *files)
 
 
 def wait_for(predicate: Any, timeout: float = 120.0, what: str = "condition") -> Any:

@@ -9,7 +9,7 @@ from pydicom import dcmread
 
 from chexnet_dicom.outputs.identity import MANUFACTURER
 from chexnet_dicom.testing import synth
-from tests.helpers.node import Listener, dcmtk, start_listener, storescu
+from tests.helpers.node import Listener, dcmsend, dcmtk, start_listener, storescu
 
 pytestmark = pytest.mark.network
 
@@ -61,17 +61,7 @@ def test_every_transfer_syntax_the_ingest_decodes(listener: Listener, tmp_path: 
     ds = synth.make_dataset(synth.chest_phantom((96, 80), seed=5), seed=5, study_uid=STUDY, **kw)  # type: ignore[arg-type]
     path = tmp_path / "x.dcm"
     synth.write(synth.encode(ds, syntax), path)
-    done = dcmtk(
-        "dcmsend",
-        "-aet",
-        "DCMSEND",
-        "-aec",
-        "CHEXDCM",
-        "--decompress-never",
-        "127.0.0.1",
-        str(listener.port),
-        path,
-    )
+    done = dcmsend(listener.port, path, extra=("--decompress-never",))
     assert done.returncode == 0, done.stdout + done.stderr
     (row,) = listener.ledger.instances()
     stored = dcmread(listener.spool.absolute(row.path))
@@ -87,17 +77,7 @@ def test_deflate_is_not_accepted(listener: Listener, tmp_path: Path) -> None:
     ds = synth.make_dataset(synth.chest_phantom((96, 80), seed=6), seed=6, study_uid=STUDY)
     path = tmp_path / "deflated.dcm"
     synth.write(synth.encode(ds, "1.2.840.10008.1.2.1.99"), path)
-    done = dcmtk(
-        "dcmsend",
-        "-aet",
-        "DCMSEND",
-        "-aec",
-        "CHEXDCM",
-        "--decompress-never",
-        "127.0.0.1",
-        str(listener.port),
-        path,
-    )
+    done = dcmsend(listener.port, path, extra=("--decompress-never",))
     assert "no acceptable presentation contexts" in (done.stdout + done.stderr).lower()
     assert listener.ledger.instances() == [] and not listener.stored()
 
