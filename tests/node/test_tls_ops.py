@@ -16,7 +16,7 @@ from chexnet_dicom.node.metrics import start_metrics
 from chexnet_dicom.node.scp import start_scp
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.testing import synth
-from tests.helpers.node import OWN, dcmtk, node_config
+from tests.helpers.node import OWN, dcmtk, node_config, storescu
 from tests.helpers.shared import require_tool
 
 pytestmark = pytest.mark.network
@@ -91,53 +91,17 @@ def test_mutual_tls_accepts_a_client_certificate_and_refuses_none(tmp_path: Path
     try:
         ds = synth.make_dataset(synth.chest_phantom((96, 80), seed=2), seed=2)
         synth.write(ds, tmp_path / "a.dcm")
-        ok = dcmtk(
-            "storescu",
-            "-aet",
-            "STORESCU",
-            "-aec",
-            "CHEXDCM",
-            "+tls",
-            pki["cli.key"],
-            pki["cli.pem"],
-            "+cf",
-            pki["ca.pem"],
-            "127.0.0.1",
-            str(running.port),
-            tmp_path / "a.dcm",
-        )
+        mutual = ("+tls", str(pki["cli.key"]), str(pki["cli.pem"]), "+cf", str(pki["ca.pem"]))
+        ok = storescu(running.port, tmp_path / "a.dcm", extra=mutual)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert len(ledger.instances()) == 1
-        anonymous = dcmtk(
-            "storescu",
-            "-aet",
-            "STORESCU",
-            "-aec",
-            "CHEXDCM",
-            "+tla",
-            "+cf",
-            pki["ca.pem"],
-            "127.0.0.1",
-            str(running.port),
-            tmp_path / "a.dcm",
-        )
+        anonymous = storescu(running.port, tmp_path / "a.dcm", extra=("+tla", "+cf", str(pki["ca.pem"])))
         assert anonymous.returncode != 0
         plain = dcmtk("echoscu", "-aet", "ECHOSCU", "-aec", "CHEXDCM", "127.0.0.1", str(running.port))
         assert plain.returncode != 0
         assert len(ledger.instances()) == 1
         again = dcmtk(
-            "echoscu",
-            "-aet",
-            "ECHOSCU",
-            "-aec",
-            "CHEXDCM",
-            "+tls",
-            pki["cli.key"],
-            pki["cli.pem"],
-            "+cf",
-            pki["ca.pem"],
-            "127.0.0.1",
-            str(running.port),
+            "echoscu", "-aet", "ECHOSCU", "-aec", "CHEXDCM", *mutual, "127.0.0.1", str(running.port)
         )
         assert again.returncode == 0, again.stderr
     finally:
