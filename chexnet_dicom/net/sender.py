@@ -25,7 +25,7 @@ import secrets
 import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -153,7 +153,7 @@ class _Meta:
     sop_class: str
     sop_instance: str
     transfer_syntax: str
-    size: int = field(default=0)
+    size: int = 0
 
 
 def _read_meta(path: Path) -> _Meta | Delivery:
@@ -479,6 +479,4 @@ def send_with_retry(
         raise TransferError(
             f"{describe}: nothing delivered after {tries} tries ({last_error})"
         ) from last_error
-    for p in pending:
-        final.setdefault(p, Delivery(p, "", False, None, "the destination could not be reached", True))
     return SendReport(describe, tuple(final[p] for p in files), tries)
