@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS instances (
 );
 CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_uid);
 CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
+CREATE INDEX IF NOT EXISTS instances_state ON instances(state, size);
 CREATE TABLE IF NOT EXISTS records (
     study_uid TEXT NOT NULL,
     sop_uid TEXT NOT NULL,

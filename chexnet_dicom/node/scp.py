@@ -289,7 +289,7 @@ class Receiver:
             )
             return OUT_OF_RESOURCES
         try:
-            self.spool.check_space(self.ledger.stored_bytes(), file.size)
+            self.spool.check_space(self.ledger.stored_bytes, file.size)
         except StorageError as exc:
             log.warning("instance refused with 0xA700: %s", exc)
             self.ledger.note("storage", f"an instance was refused with 0xA700: {exc}")

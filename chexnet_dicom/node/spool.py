@@ -37,7 +37,7 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -261,13 +261,13 @@ class Spool:
         st = os.statvfs(self.root)
         return st.f_bavail * st.f_frsize
 
-    def check_space(self, stored_bytes: int, incoming: int) -> None:
+    def check_space(self, stored_bytes: Callable[[], int], incoming: int) -> None:
         """Refuse an instance when the disk is (nearly) full or the spool above its cap.
 
         Parameters
         ----------
         stored_bytes
-            What the spool holds now (the ledger's sum).
+            What the spool holds now (the ledger's sum), asked only when a cap is set.
         incoming
             The new instance's size.
 
@@ -278,7 +278,7 @@ class Spool:
         """
         if self.free_bytes() < self.config.min_free_bytes + incoming:
             raise StorageError("the spool's disk is below its free-space watermark")
-        if self.config.max_bytes and stored_bytes + incoming > self.config.max_bytes:
+        if self.config.max_bytes and stored_bytes() + incoming > self.config.max_bytes:
             raise StorageError("the spool is above its size cap (spool.max_bytes)")
 
     # -- restart recovery and retention
