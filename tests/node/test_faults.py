@@ -90,7 +90,8 @@ def test_killed_at_a_named_point_every_result_arrives_exactly_once(tmp_path: Pat
                 assert sorted(str(dcmread(f).SOPInstanceUID) for f in files) == sorted(
                     i.sop_uid for i in stored
                 )
-                assert led.study(STUDY)["version"] == 1  # analysed once: no second version
+                study = led.study(STUDY)
+                assert study is not None and study["version"] == 1  # analysed once: no second version
                 assert len(led.deliveries()) == 1
             finally:
                 led.close()

@@ -135,8 +135,8 @@ def _associate(port: int) -> tuple[object, socket.socket, int]:
     assoc = ae.associate("127.0.0.1", port, ae_title="CHEXDCM")
     assert assoc.is_established
     ctx = assoc.accepted_contexts[0].context_id
-    sock = assoc.dul.socket.socket
-    return assoc, sock, ctx
+    assert assoc.dul.socket is not None and assoc.dul.socket.socket is not None and ctx is not None
+    return assoc, assoc.dul.socket.socket, ctx
 
 
 def _pdata(ctx: int, header: int, payload: bytes) -> bytes:

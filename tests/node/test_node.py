@@ -99,7 +99,8 @@ def test_outbox_then_a_late_image_supersedes_the_sr(started: list[Node], tmp_pat
     assert dcmread(v2 / "sc-3-1.dcm").InstanceNumber == 3
     # sending the same instance again changes nothing
     assert storescu(port, late[0]).returncode == 0
-    assert node.ledger.study(STUDY)["version"] == 2
+    study = node.ledger.study(STUDY)
+    assert study is not None and study["version"] == 2
 
 
 def test_end_to_end_into_orthanc_by_c_store(started: list[Node], tmp_path: Path) -> None:

@@ -49,7 +49,8 @@ def test_every_class_stored_durably_with_a_row_before_success(listener: Listener
         assert row.sop_uid not in str(path) and row.study_uid not in str(path)
         assert dcmread(path).SOPInstanceUID == row.sop_uid
     assert {r.study_uid for r in rows} == {STUDY}
-    assert listener.ledger.study(STUDY)["state"] == "receiving"
+    study = listener.ledger.study(STUDY)
+    assert study is not None and study["state"] == "receiving"
 
 
 @pytest.mark.parametrize(
