@@ -12,12 +12,21 @@ overlays' grid with a coarse thumbnail of their pixels.
 UIDs and identity exactly, numbers within 1e-6, region vertices within 1.5 pixels (a
 heatmap level crossing may move by a pixel on another CPU), thumbnails within 2 grey
 levels.
+
+Numbers printed into SR TEXT items are compared like NUM items, not as part of a hash:
+float results differ in their last bits between CPUs (ONNX Runtime and torch pick kernels
+by CPU features), so "0.061173" on one machine may print as "0.061174" on another. A
+TEXT item is summarised as the hash of its text with every number replaced by ``#`` plus
+the numbers themselves as printed; decimal numbers compare within 1e-6 plus one unit of
+their last printed digit (a rounding boundary may move by one), integers (counts, image
+indices) compare exactly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,15 @@ THUMB_SIDE = 16
 _IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
              "AccessionNumber", "StudyDate", "StudyID")  # fmt: skip
 _UIDS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID")
+
+
+#: A number as printed into text: an optional sign, digits, an optional fraction.
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+
+
+def _text(value: str) -> dict[str, Any]:
+    """A TEXT item as the hash of its words plus the numbers printed into it."""
+    return {"text": _h(_NUMBER.sub("#", value)), "text_numbers": _NUMBER.findall(value)}
 
 
 def _h(value: object) -> str:
@@ -61,7 +79,7 @@ def _content(items: Any, out: list[dict[str, Any]], depth: int = 0) -> None:
         elif item.ValueType == "UIDREF":
             entry["uid"] = str(item.UID)
         elif item.ValueType == "TEXT":
-            entry["text"] = _h(item.TextValue)
+            entry.update(_text(str(item.TextValue)))
         out.append(entry)
         if "ContentSequence" in item:
             _content(item.ContentSequence, out, depth + 1)
@@ -117,7 +135,19 @@ def summarise_outputs(folder: Path) -> dict[str, Any]:
     return summary
 
 
+def _printed_close(a: str, b: str) -> bool:
+    """Two numbers as printed into text: decimals within tolerance, integers exactly."""
+    if "." not in a and "." not in b:
+        return a == b
+    decimals = max(len(x.partition(".")[2]) for x in (a, b))
+    return abs(float(a) - float(b)) <= NUM_ATOL + 10.0**-decimals * (1 + 1e-9)
+
+
 def _close(a: Any, b: Any, where: str, problems: list[str], atol: float) -> None:
+    if where.endswith(".text_numbers") and isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b) or not all(_printed_close(x, y) for x, y in zip(a, b, strict=True)):
+            problems.append(f"{where}: {a!r} != {b!r} (printed numbers)")
+        return
     if isinstance(a, dict) and isinstance(b, dict):
         if set(a) != set(b):
             problems.append(f"{where}: keys {sorted(a)} != {sorted(b)}")
