@@ -177,6 +177,50 @@ class _Null:
         return None
 
 
+def _training_table(
+    decoded: DecodedImages,
+    cached: CachedImages,
+    batches: list[int],
+    *,
+    steps: int,
+    size: int,
+    device: torch.device,
+    workers: int,
+) -> None:
+    """Part 2: training-step throughput per batch size, data source and precision."""
+    print("2) training steps (images/s)")
+    print(f"   {'batch':>5} {'data':>8} {'precision':>16} {'img/s':>9} {'GPU util %':>10}  ratio")
+    scale = 1.0 / 255.0
+    for batch in batches:
+        base: float | None = None
+        results = {}
+        for data_name, ds in (("decode", decoded), ("cache", cached)):
+            for prec, bf16, cl in (("fp32", False, False), ("bf16+ch_last", True, True)):
+                if data_name == "decode" and prec != "fp32":
+                    continue
+                rate, util = train_rate(
+                    ds,
+                    batch=batch,
+                    steps=steps,
+                    size=size,
+                    scale=scale,
+                    device=device,
+                    bf16=bf16,
+                    channels_last=cl,
+                    workers=workers,
+                )
+                results[(data_name, prec)] = rate
+                if base is None:
+                    base = rate
+                u = f"{util:10.0f}" if util is not None else f"{'n/a':>10}"
+                print(
+                    f"   {batch:5d} {data_name:>8} {prec:>16} {rate:9.1f} {u}  {rate / base:5.2f}x vs decode fp32"
+                )
+        if ("cache", "fp32") in results and ("cache", "bf16+ch_last") in results:
+            r = results[("cache", "bf16+ch_last")] / results[("cache", "fp32")]
+            print(f"   batch {batch}: bf16+channels_last vs fp32 (both cached): {r:.2f}x")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nih", default=str(REPO.parent / "shared" / "data" / "nih"))
@@ -224,37 +268,7 @@ def main() -> int:
         print(f"   decode on the fly : {r_dec:10.1f}")
         print(f"   from cache        : {r_cache:10.1f}   ratio {r_cache / r_dec:6.1f}x")
         print()
-        print("2) training steps (images/s)")
-        print(f"   {'batch':>5} {'data':>8} {'precision':>16} {'img/s':>9} {'GPU util %':>10}  ratio")
-        scale = 1.0 / 255.0
-        for batch in batches:
-            base: float | None = None
-            results = {}
-            for data_name, ds in (("decode", decoded), ("cache", cached)):
-                for prec, bf16, cl in (("fp32", False, False), ("bf16+ch_last", True, True)):
-                    if data_name == "decode" and prec != "fp32":
-                        continue
-                    rate, util = train_rate(
-                        ds,
-                        batch=batch,
-                        steps=steps,
-                        size=size,
-                        scale=scale,
-                        device=device,
-                        bf16=bf16,
-                        channels_last=cl,
-                        workers=workers,
-                    )
-                    results[(data_name, prec)] = rate
-                    if base is None:
-                        base = rate
-                    u = f"{util:10.0f}" if util is not None else f"{'n/a':>10}"
-                    print(
-                        f"   {batch:5d} {data_name:>8} {prec:>16} {rate:9.1f} {u}  {rate / base:5.2f}x vs decode fp32"
-                    )
-            if ("cache", "fp32") in results and ("cache", "bf16+ch_last") in results:
-                r = results[("cache", "bf16+ch_last")] / results[("cache", "fp32")]
-                print(f"   batch {batch}: bf16+channels_last vs fp32 (both cached): {r:.2f}x")
+        _training_table(decoded, cached, batches, steps=steps, size=size, device=device, workers=workers)
         if on_gpu:
             print("\ntarget on an H200: >= 2000 images/s at 224 px from the cache with high GPU utilisation")
     finally:

@@ -5,6 +5,27 @@ Each subcommand lives in ``chexnet_dicom/cli/<name>.py`` and exposes
 Modules are imported lazily so that ``chexdcm check`` never pays for torch.
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+
+Modules
+-------
+
+- :mod:`~chexnet_dicom.cli.check`: ``chexdcm check``: gate DICOM files.
+- :mod:`~chexnet_dicom.cli.render`: ``chexdcm render``: the image the model sees, as a PNG.
+- :mod:`~chexnet_dicom.cli.infer`: ``chexdcm infer``: analyse a study folder and write DICOM
+  results.
+- :mod:`~chexnet_dicom.cli.batch`: ``chexdcm batch``: a resumable retrospective run over a PACS
+  export.
+- :mod:`~chexnet_dicom.cli.listen`: ``chexdcm listen``: run the listener node.
+- :mod:`~chexnet_dicom.cli.status`: ``chexdcm status``: the node's queue, states, last errors and
+  throughput.
+- :mod:`~chexnet_dicom.cli.dead_letters`: ``chexdcm dead-letters``: deliveries that used up their
+  attempts.
+- :mod:`~chexnet_dicom.cli.weights`: ``chexdcm weights``: published checkpoints and model bundles.
+- :mod:`~chexnet_dicom.cli.train`: ``chexdcm train``: train CheXNet from a TOML recipe.
+- :mod:`~chexnet_dicom.cli.evaluate`: ``chexdcm evaluate``: metrics with patient-level bootstrap CIs
+  and a report.
+- :mod:`~chexnet_dicom.cli.config_check`: ``chexdcm config check``: validate a TOML configuration
+  without starting anything.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ Real headers lie, so measured sanity checks follow, each recorded as a flag (pub
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,92 +186,23 @@ def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = No
     signed = pixel.signed if pixel else int_attr(ds, "PixelRepresentation", 0) == 1
     little = is_little_endian(ds)
     integer = np.issubdtype(arr.dtype, np.integer)
-    bits = 0
-    if integer:
-        bits = pixel.bits_stored if pixel else arr.dtype.itemsize * 8
-        if stored.masked and stored.value_range is not None:
-            value_range = stored.value_range
-        else:
-            arr, value_range = mask_and_range(arr, bits, signed)
-        chain.steps.append(f"stored: {bits} bits {'signed' if signed else 'unsigned'}")
-    else:
-        if not np.all(np.isfinite(arr)):
-            raise CorruptPixelDataError("decoded pixel data holds NaN or infinite values")
-        chain.steps.append(f"stored: floating point ({arr.dtype})")
+    bits = (pixel.bits_stored if pixel else arr.dtype.itemsize * 8) if integer else 0
+    arr, value_range = _checked_stored(arr, stored, bits if integer else None, signed, chain)
     pad = padding_mask(ds, arr, signed, chain)
 
     modality = modality_lut(ds, signed, little, chain)
-
-    # Statistics of the valid (non-padding) modality values.
-    use_lut = False
-    vmin = 0
-    if integer:
-        vmin, vmax = value_range
-        use_lut = vmax - vmin < _MAX_LUT_SPAN
-    if use_lut:
-        if vmin >= 0 and vmax < _MAX_LUT_SPAN and arr.dtype.kind == "u" and arr.dtype.itemsize <= 4:
-            vmin = 0  # index the table with the stored values themselves: no int64 copy
-        offs = (arr.astype(np.int64) - vmin) if vmin != 0 or arr.dtype.itemsize > 4 else arr
-        domain = np.arange(vmin, vmax + 1, dtype=np.int64)
-        hist = np.bincount((offs if pad is None else offs[~pad]).ravel(), minlength=domain.size)
-        present = hist > 0
-        if not present.any():
-            hist, present = np.bincount(offs.ravel(), minlength=domain.size), np.ones(domain.size, bool)
-        mod_domain = modality(domain.astype(np.float64))
-        values, weights = mod_domain[present], hist[present]
-    else:
-        flat = arr.astype(np.float64) if pad is None else arr[~pad].astype(np.float64)
-        if flat.size == 0:
-            flat = arr.astype(np.float64).ravel()
-        values, weights = modality(flat.ravel()), None
-
-    nominal: tuple[float, float] | None = None
-    if integer:
-        lo_s, hi_s = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
-        if isinstance(modality, Lut):
-            ends = modality.table
-        else:
-            ends = modality(np.array([lo_s, hi_s], dtype=np.float64))
-        nominal = (float(np.min(ends)), float(np.max(ends)))
-    voi = choose_voi(ds, values, weights, policy, signed, little, chain, nominal)
+    stats = _modality_values(arr, value_range, pad, modality)
+    nominal = _nominal_range(bits, signed, modality) if value_range is not None else None
+    voi = choose_voi(ds, stats.values, stats.weights, policy, signed, little, chain, nominal)
     invert = presentation_inverts(ds, chain)
-
-    if use_lut:
-        table = voi(mod_domain)
-        if invert:
-            table = 1.0 - table
-        # clipping the table clips every output pixel: one pass less over the image
-        out = np.take(np.clip(table, 0.0, 1.0).astype(np.float32), offs)
-    else:
-        out = voi(modality(arr.astype(np.float64)))
-        if invert:
-            out = 1.0 - out
-        out = np.clip(out, 0.0, 1.0).astype(np.float32)
+    out = _grey_scale(arr, stats, modality, voi, invert)
     if pad is not None:
         out[pad] = 0.0
 
     # Geometry: PatientOrientation -> standard frontal.
     ops = display_orientation(ds, out, policy, chain)
     img = np.ascontiguousarray(apply_orientation_ops(out, ops))
-
-    # Content polarity (only measurable on an image large enough to show anatomy).
-    measurable = min(img.shape) >= MIN_CONTENT_SIDE
-    score = inversion_score(img) if measurable else float("nan")
-    if not measurable:
-        chain.steps.append(f"content: {img.shape[0]}x{img.shape[1]} too small to measure polarity")
-    elif score < -INVERSION_MARGIN and policy.inversion != "ignore":
-        chain.flag(FLAG_CONTENT_INVERTED)
-        if policy.inversion == "correct":
-            img = 1.0 - img
-            if pad is not None:
-                img[apply_orientation_ops(pad, ops)] = 0.0
-            chain.steps.append(
-                f"content: lung fields brighter than the mediastinum (score {score:.3f}); inverted"
-            )
-        else:
-            chain.steps.append(
-                f"content: lung fields brighter than the mediastinum (score {score:.3f}); not corrected (policy)"
-            )
+    img, score, measurable = _content_polarity(img, pad, ops, policy, chain)
     laterality = text(ds, "ImageLaterality").upper()
     if laterality in ("L", "R"):
         chain.steps.append(
@@ -293,3 +225,113 @@ def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = No
         decode_factor=int(stored.factor),
         provenance=provenance,
     )
+
+
+def _checked_stored(
+    arr: np.ndarray, stored: StoredPixels, bits: int | None, signed: bool, chain: RenderSteps
+) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Integer stored values (``bits`` given) masked to BitsStored with their range; floating
+    point values (``bits`` None, range None) must be finite."""
+    if bits is not None:
+        if stored.masked and stored.value_range is not None:
+            value_range = stored.value_range
+        else:
+            arr, value_range = mask_and_range(arr, bits, signed)
+        chain.steps.append(f"stored: {bits} bits {'signed' if signed else 'unsigned'}")
+        return arr, value_range
+    if not np.all(np.isfinite(arr)):
+        raise CorruptPixelDataError("decoded pixel data holds NaN or infinite values")
+    chain.steps.append(f"stored: floating point ({arr.dtype})")
+    return arr, None
+
+
+@dataclass
+class _ModalityValues:
+    """The valid (non-padding) modality values the VOI is chosen from.
+
+    With a table (``use_lut``: an integer image of a small enough range) they are the
+    distinct values with their counts, and ``offs`` indexes ``mod_domain`` per pixel.
+    """
+
+    values: np.ndarray
+    weights: np.ndarray | None
+    use_lut: bool = False
+    offs: np.ndarray | None = None
+    mod_domain: np.ndarray | None = None
+
+
+def _modality_values(
+    arr: np.ndarray,
+    value_range: tuple[int, int] | None,
+    pad: np.ndarray | None,
+    modality: Any,
+) -> _ModalityValues:
+    if value_range is not None and value_range[1] - value_range[0] < _MAX_LUT_SPAN:
+        vmin, vmax = value_range
+        if vmin >= 0 and vmax < _MAX_LUT_SPAN and arr.dtype.kind == "u" and arr.dtype.itemsize <= 4:
+            vmin = 0  # index the table with the stored values themselves: no int64 copy
+        offs = (arr.astype(np.int64) - vmin) if vmin != 0 or arr.dtype.itemsize > 4 else arr
+        domain = np.arange(vmin, vmax + 1, dtype=np.int64)
+        hist = np.bincount((offs if pad is None else offs[~pad]).ravel(), minlength=domain.size)
+        present = hist > 0
+        if not present.any():
+            hist, present = np.bincount(offs.ravel(), minlength=domain.size), np.ones(domain.size, bool)
+        mod_domain = modality(domain.astype(np.float64))
+        return _ModalityValues(mod_domain[present], hist[present], True, offs, mod_domain)
+    flat = arr.astype(np.float64) if pad is None else arr[~pad].astype(np.float64)
+    if flat.size == 0:
+        flat = arr.astype(np.float64).ravel()
+    return _ModalityValues(modality(flat.ravel()), None)
+
+
+def _nominal_range(bits: int, signed: bool, modality: Any) -> tuple[float, float]:
+    """The modality values of the whole stored range of BitsStored."""
+    lo_s, hi_s = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    # every output of a table is one of its entries
+    ends = modality.table if isinstance(modality, Lut) else modality(np.array([lo_s, hi_s], dtype=np.float64))
+    return float(np.min(ends)), float(np.max(ends))
+
+
+def _grey_scale(
+    arr: np.ndarray,
+    stats: _ModalityValues,
+    modality: Any,
+    voi: Any,
+    invert: bool,
+) -> np.ndarray:
+    """Modality -> VOI -> Presentation over the image, clipped to [0, 1] (float32)."""
+    if stats.use_lut and stats.mod_domain is not None and stats.offs is not None:
+        table = voi(stats.mod_domain)
+        if invert:
+            table = 1.0 - table
+        # clipping the table clips every output pixel: one pass less over the image
+        return np.take(np.clip(table, 0.0, 1.0).astype(np.float32), stats.offs)
+    out = voi(modality(arr.astype(np.float64)))
+    if invert:
+        out = 1.0 - out
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _content_polarity(
+    img: np.ndarray, pad: np.ndarray | None, ops: Sequence[str], policy: PixelPolicy, chain: RenderSteps
+) -> tuple[np.ndarray, float, bool]:
+    """Measure the polarity (on an image large enough to show anatomy) and correct it if the
+    policy says so; returns the image, the score and whether it was measurable."""
+    if min(img.shape) < MIN_CONTENT_SIDE:
+        chain.steps.append(f"content: {img.shape[0]}x{img.shape[1]} too small to measure polarity")
+        return img, float("nan"), False
+    score = inversion_score(img)
+    if score < -INVERSION_MARGIN and policy.inversion != "ignore":
+        chain.flag(FLAG_CONTENT_INVERTED)
+        if policy.inversion == "correct":
+            img = 1.0 - img
+            if pad is not None:
+                img[apply_orientation_ops(pad, ops)] = 0.0
+            chain.steps.append(
+                f"content: lung fields brighter than the mediastinum (score {score:.3f}); inverted"
+            )
+        else:
+            chain.steps.append(
+                f"content: lung fields brighter than the mediastinum (score {score:.3f}); not corrected (policy)"
+            )
+    return img, score, True

@@ -232,47 +232,9 @@ def choose_voi(
     as dcmtk does) unless the data use less than half of it.
     """
     idx = policy.window_index
-
-    def minmax(reason: str) -> Any:
-        lo, hi = float(values.min()), float(values.max())
-        if hi <= lo:
-            chain.flag(FLAG_CONSTANT_IMAGE)
-            chain.voi = f"constant ({reason})"
-            chain.steps.append(f"voi: none, constant image ({reason})")
-            return lambda x: np.zeros(np.shape(x), dtype=np.float64)
-        chain.voi = f"min-max {lo:g}..{hi:g} ({reason})"
-        chain.steps.append(f"voi: {chain.voi}")
-        return lambda x: np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-
-    def fallback(what: str, cov: float) -> Any:
-        lo, hi = _weighted_quantiles(values, weights, FALLBACK_PERCENTILES)
-        chain.flag(FLAG_WINDOW_OUTSIDE_DATA)
-        if hi <= lo:
-            return minmax("percentile window empty")
-        p0, p1 = FALLBACK_PERCENTILES
-        chain.voi = f"percentile window p{p0:g}..p{p1:g} = {lo:g}..{hi:g}"
-        chain.steps.append(
-            f"voi: {what} leaves {100 * cov:.2f}% of the valid pixels unsaturated; replaced by {chain.voi}"
-        )
-        logger.info("window outside the stored data (%s); percentile window used", what)
-        return lambda x: np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-
     seq = ds.get("VOILUTSequence")
     if seq:
-        if idx >= len(seq):
-            chain.flag(FLAG_WINDOW_INDEX_OUT_OF_RANGE)
-            idx = 0
-        signed_first = signed or float(values.min()) < 0
-        lut = _read_lut(seq[idx], signed_first=signed_first, little_endian=little_endian, what="VOI LUT")
-        what = f"VOI LUT Sequence item {idx} of {len(seq)} ({lut.table.size} entries, first {lut.first}, {lut.bits} bits)"
-        cov = 1.0 - _one_sided(values, weights, lut.first, lut.first + lut.table.size - 1)
-        if policy.window_fallback and cov < WINDOW_MIN_COVERAGE:
-            return fallback(what, cov)
-        scale = float((1 << lut.bits) - 1)
-        chain.voi = f"VOI LUT[{idx}]"
-        chain.steps.append(f"voi: {what}")
-        return lambda x: np.clip(lut(x) / scale, 0.0, 1.0)
-
+        return _voi_lut_sequence(seq, idx, values, weights, policy, signed, little_endian, chain)
     centers = _floats(ds, "WindowCenter")
     widths = _floats(ds, "WindowWidth")
     n = min(len(centers), len(widths))
@@ -283,11 +245,81 @@ def choose_voi(
                 chain.voi = f"none (identity over the nominal range {nlo:g}..{nhi:g})"
                 chain.steps.append(f"voi: no VOI in the header; {chain.voi}")
                 return lambda x: np.clip((x - nlo) / (nhi - nlo), 0.0, 1.0)
-        return minmax("no VOI in the header, data narrower than its nominal range")
+        return _minmax(values, chain, "no VOI in the header, data narrower than its nominal range")
     if idx >= n:
         chain.flag(FLAG_WINDOW_INDEX_OUT_OF_RANGE)
         idx = 0
-    c, w = centers[idx], widths[idx]
+    return _voi_window(ds, idx, n, centers[idx], widths[idx], values, weights, policy, chain)
+
+
+def _minmax(values: np.ndarray, chain: RenderSteps, reason: str) -> Any:
+    """The VOI spanning the data (a constant image maps to 0)."""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        chain.flag(FLAG_CONSTANT_IMAGE)
+        chain.voi = f"constant ({reason})"
+        chain.steps.append(f"voi: none, constant image ({reason})")
+        return lambda x: np.zeros(np.shape(x), dtype=np.float64)
+    chain.voi = f"min-max {lo:g}..{hi:g} ({reason})"
+    chain.steps.append(f"voi: {chain.voi}")
+    return lambda x: np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _fallback(
+    values: np.ndarray, weights: np.ndarray | None, chain: RenderSteps, what: str, cov: float
+) -> Any:
+    """The percentile window that replaces a VOI leaving too little of the data unsaturated."""
+    lo, hi = _weighted_quantiles(values, weights, FALLBACK_PERCENTILES)
+    chain.flag(FLAG_WINDOW_OUTSIDE_DATA)
+    if hi <= lo:
+        return _minmax(values, chain, "percentile window empty")
+    p0, p1 = FALLBACK_PERCENTILES
+    chain.voi = f"percentile window p{p0:g}..p{p1:g} = {lo:g}..{hi:g}"
+    chain.steps.append(
+        f"voi: {what} leaves {100 * cov:.2f}% of the valid pixels unsaturated; replaced by {chain.voi}"
+    )
+    logger.info("window outside the stored data (%s); percentile window used", what)
+    return lambda x: np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def _voi_lut_sequence(
+    seq: Any,
+    idx: int,
+    values: np.ndarray,
+    weights: np.ndarray | None,
+    policy: PixelPolicy,
+    signed: bool,
+    little_endian: bool,
+    chain: RenderSteps,
+) -> Any:
+    """The VOI of item ``idx`` of a VOI LUT Sequence (item 0 when out of range)."""
+    if idx >= len(seq):
+        chain.flag(FLAG_WINDOW_INDEX_OUT_OF_RANGE)
+        idx = 0
+    signed_first = signed or float(values.min()) < 0
+    lut = _read_lut(seq[idx], signed_first=signed_first, little_endian=little_endian, what="VOI LUT")
+    what = f"VOI LUT Sequence item {idx} of {len(seq)} ({lut.table.size} entries, first {lut.first}, {lut.bits} bits)"
+    cov = 1.0 - _one_sided(values, weights, lut.first, lut.first + lut.table.size - 1)
+    if policy.window_fallback and cov < WINDOW_MIN_COVERAGE:
+        return _fallback(values, weights, chain, what, cov)
+    scale = float((1 << lut.bits) - 1)
+    chain.voi = f"VOI LUT[{idx}]"
+    chain.steps.append(f"voi: {what}")
+    return lambda x: np.clip(lut(x) / scale, 0.0, 1.0)
+
+
+def _voi_window(
+    ds: Dataset,
+    idx: int,
+    n: int,
+    c: float,
+    w: float,
+    values: np.ndarray,
+    weights: np.ndarray | None,
+    policy: PixelPolicy,
+    chain: RenderSteps,
+) -> Any:
+    """The VOI of window ``idx`` of ``n`` (center ``c``, width ``w``) with its VOILUTFunction."""
     funcs = (
         [f.strip().upper() for f in text(ds, "VOILUTFunction").upper().split("\\")]
         if "VOILUTFunction" in ds
@@ -299,7 +331,7 @@ def choose_voi(
         func = "LINEAR"
     if (func == "LINEAR" and w < 1.0) or w <= 0.0:
         chain.flag(FLAG_WINDOW_INVALID)
-        return minmax(f"window width {w:g} invalid for {func}")
+        return _minmax(values, chain, f"window width {w:g} invalid for {func}")
     what = f"window {idx} of {n} {func} center {c:g} width {w:g}"
     if func == "LINEAR":
         lo, hi = c - 0.5 - (w - 1.0) / 2.0, c - 0.5 + (w - 1.0) / 2.0
@@ -309,7 +341,7 @@ def choose_voi(
         lo, hi = c - w, c + w
     cov = 1.0 - _one_sided(values, weights, lo, hi)
     if policy.window_fallback and cov < WINDOW_MIN_COVERAGE:
-        return fallback(what, cov)
+        return _fallback(values, weights, chain, what, cov)
     chain.voi = f"window[{idx}] {func} c={c:g} w={w:g}"
     chain.steps.append(f"voi: {what}")
     if func == "LINEAR":

@@ -1,1 +1,22 @@
-"""node layer of chexnet-dicom (see DESIGN.md for the dependency rules)."""
+"""The listener node (``chexdcm listen``): receive by C-STORE, analyse, deliver.
+
+Nothing in the package imports it except :mod:`chexnet_dicom.cli`.
+
+Modules
+-------
+
+- :mod:`~chexnet_dicom.node.scp`: the DICOM listener: Verification and Storage SCP on pynetdicom,
+  guarded.
+- :mod:`~chexnet_dicom.node.spool`: the durable inbox of received instances and the results awaiting
+  delivery.
+- :mod:`~chexnet_dicom.node.ledger`: the node's SQLite ledger (WAL, ``synchronous=FULL``) that every
+  process shares.
+- :mod:`~chexnet_dicom.node.records`: what the ledger keeps of an analysed instance, as bytes (never
+  pickled).
+- :mod:`~chexnet_dicom.node.worker`: the analysis worker: the model loaded once, ready studies taken
+  from the ledger.
+- :mod:`~chexnet_dicom.node.service`: the running node: listener, scheduler, worker process and
+  sender together.
+- :mod:`~chexnet_dicom.node.metrics`: the Prometheus endpoint (off by default; bound to 127.0.0.1).
+- :mod:`~chexnet_dicom.node.faults`: named fault points that stop the node at a step (tests only).
+"""

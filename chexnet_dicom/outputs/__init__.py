@@ -5,6 +5,30 @@ Depends on :mod:`chexnet_dicom.dicom`, the model's result types and
 
     outputs = build_outputs(study_result, OutputOptions(), previous=earlier_srs)  # pure
     write_outputs(outputs, folder)                                                # atomic
+
+Modules
+-------
+
+- :mod:`~chexnet_dicom.outputs.identity`: who made a result and how it is named: constants, the card
+  protocol, deterministic UIDs.
+- :mod:`~chexnet_dicom.outputs.header`: the source header a result copies (Patient and Study
+  modules), cleaned of invalid values.
+- :mod:`~chexnet_dicom.outputs.charset`: the Specific Character Set of a result, so that the
+  source's text round-trips validly.
+- :mod:`~chexnet_dicom.outputs.codes`: coded concepts of the results, and the project's private
+  coding scheme.
+- :mod:`~chexnet_dicom.outputs.provenance`: IHE AI Results contributing equipment: the algorithm as
+  processing equipment.
+- :mod:`~chexnet_dicom.outputs.sr`: the TID 1500 Measurement Report (Comprehensive 3D SR) of the
+  findings.
+- :mod:`~chexnet_dicom.outputs.sc`: RGB Secondary Capture overlays: where the evidence for a present
+  finding lies.
+- :mod:`~chexnet_dicom.outputs.sidecar`: the JSON sidecar: the same result for programs that do not
+  read DICOM.
+- :mod:`~chexnet_dicom.outputs.build`: ``build_outputs``: one study's results and sidecar, built
+  without I/O.
+- :mod:`~chexnet_dicom.outputs.write`: ``write_outputs``: the built outputs into the study's folder,
+  each file atomically.
 """
 
 from chexnet_dicom.outputs.build import StudyOutputs, build_outputs

@@ -3,4 +3,13 @@
 Not part of the analysis path (no runtime module imports it; the layering test checks
 that): the tests, ``scripts/make_sample_data.py`` and ``benchmarks/`` use it to build
 their fixtures, so that no real patient data is ever needed or committed.
+
+Modules
+-------
+
+- :mod:`~chexnet_dicom.testing.synth`: the deterministic chest phantom, ``make_dataset`` (a
+  :class:`~chexnet_dicom.testing.synth.DatasetSpec` into a DX, CR or SC dataset), encoders and
+  ``write``.
+- :mod:`~chexnet_dicom.testing.export`: a synthetic PACS export with every kind of file a real one
+  holds, and what each should become.
 """

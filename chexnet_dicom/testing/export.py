@@ -73,7 +73,7 @@ def _image(seed: int, study: int, *, size: int, **kw: object) -> Dataset:
             "PatientSex": "FM"[seed % 2],
             "PatientAge": f"{30 + seed:03d}Y",
         },
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

@@ -28,6 +28,7 @@ BitsStored).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import logging
 import math
@@ -67,6 +68,7 @@ __all__ = [
     "ENCODABLE_TRANSFER_SYNTAXES",
     "LOSSLESS_TRANSFER_SYNTAXES",
     "SC_IMAGE_STORAGE",
+    "DatasetSpec",
     "Lesion",
     "chest_phantom",
     "encode",
@@ -395,58 +397,12 @@ def _is_ascii(text: str) -> bool:
     return all(ord(ch) < 128 for ch in text)
 
 
-def make_dataset(
-    pixels: np.ndarray,
-    *,
-    modality: Literal["DX", "CR", "SC"] = "DX",
-    modality_value: str | None = None,
-    sop_class_uid: str | None = None,
-    presentation_intent: Literal["FOR PRESENTATION", "FOR PROCESSING"] = "FOR PRESENTATION",
-    photometric: str = "MONOCHROME2",
-    bits_allocated: int | None = None,
-    bits_stored: int = 12,
-    pixel_representation: int = 0,
-    stored_range: tuple[int, int] | None = None,
-    rescale_slope: float = 1.0,
-    rescale_intercept: float = 0.0,
-    modality_lut: bool = False,
-    window: tuple[float, float] | Sequence[tuple[float, float]] | Literal["auto"] | None = "auto",
-    voi_lut_function: Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"] | None = None,
-    voi_lut: bool = False,
-    presentation_lut_shape: Literal["IDENTITY", "INVERSE", "auto"] | None = "auto",
-    view_position: str | None = "PA",
-    view_code: bool = True,
-    patient_orientation: tuple[str, str] | Literal["auto"] | None = "auto",
-    body_part: str | None = "CHEST",
-    laterality: str | None = "U",
-    patient_name: str = "Synthetic^Patient",
-    patient_id: str | None = None,
-    specific_character_set: str | None = "auto",
-    seed: int = 0,
-    study_key: str | None = None,
-    series_number: int = 1,
-    instance_number: int = 1,
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-    sop_uid: str | None = None,
-    study_date: str = "20240102",
-    study_description: str = "CHEST 2 VIEWS (SYNTHETIC)",
-    series_description: str | None = None,
-    imager_pixel_spacing: float | None = None,
-    pixel_padding_value: int | None = None,
-    junk_high_bits: bool = False,
-    extra: Mapping[str, Any] | None = None,
-) -> Dataset:
-    """Build a DX, CR or Secondary Capture image dataset (uncompressed, explicit VR LE).
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything :func:`make_dataset` writes besides the pixels (all fields have defaults).
 
-    Parameters
+    Attributes
     ----------
-    pixels
-        Either a float display image in [0, 1] (bright = dense; quantised as the
-        module docstring says), or integer *stored* values used as they are.
-        2-D for one frame; ``(frames, rows, cols)`` makes a multi-frame image
-        and ``(rows, cols, 3)`` uint8 with ``photometric="RGB"`` a colour one
-        (both outside the DX/CR IODs: for gate tests only).
     modality
         The IOD: ``"DX"`` (Digital X-Ray for presentation/processing), ``"CR"``
         or ``"SC"`` (Secondary Capture, ConversionType SYN).
@@ -515,6 +471,64 @@ def make_dataset(
         pixel data, as some modalities do; readers must mask them.
     extra
         Further attributes by keyword, set last (may override anything).
+    """
+
+    modality: Literal["DX", "CR", "SC"] = "DX"
+    modality_value: str | None = None
+    sop_class_uid: str | None = None
+    presentation_intent: Literal["FOR PRESENTATION", "FOR PROCESSING"] = "FOR PRESENTATION"
+    photometric: str = "MONOCHROME2"
+    bits_allocated: int | None = None
+    bits_stored: int = 12
+    pixel_representation: int = 0
+    stored_range: tuple[int, int] | None = None
+    rescale_slope: float = 1.0
+    rescale_intercept: float = 0.0
+    modality_lut: bool = False
+    window: tuple[float, float] | Sequence[tuple[float, float]] | Literal["auto"] | None = "auto"
+    voi_lut_function: Literal["LINEAR", "LINEAR_EXACT", "SIGMOID"] | None = None
+    voi_lut: bool = False
+    presentation_lut_shape: Literal["IDENTITY", "INVERSE", "auto"] | None = "auto"
+    view_position: str | None = "PA"
+    view_code: bool = True
+    patient_orientation: tuple[str, str] | Literal["auto"] | None = "auto"
+    body_part: str | None = "CHEST"
+    laterality: str | None = "U"
+    patient_name: str = "Synthetic^Patient"
+    patient_id: str | None = None
+    specific_character_set: str | None = "auto"
+    seed: int = 0
+    study_key: str | None = None
+    series_number: int = 1
+    instance_number: int = 1
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    study_date: str = "20240102"
+    study_description: str = "CHEST 2 VIEWS (SYNTHETIC)"
+    series_description: str | None = None
+    imager_pixel_spacing: float | None = None
+    pixel_padding_value: int | None = None
+    junk_high_bits: bool = False
+    extra: Mapping[str, Any] | None = None
+
+
+def make_dataset(pixels: np.ndarray, spec: DatasetSpec | None = None, /, **fields: Any) -> Dataset:
+    """Build a DX, CR or Secondary Capture image dataset (uncompressed, explicit VR LE).
+
+    Parameters
+    ----------
+    pixels
+        Either a float display image in [0, 1] (bright = dense; quantised as the
+        module docstring says), or integer *stored* values used as they are.
+        2-D for one frame; ``(frames, rows, cols)`` makes a multi-frame image
+        and ``(rows, cols, 3)`` uint8 with ``photometric="RGB"`` a colour one
+        (both outside the DX/CR IODs: for gate tests only).
+    spec
+        What to write (:class:`DatasetSpec`); the defaults when omitted.
+    **fields
+        :class:`DatasetSpec` fields by name, replacing those of ``spec``
+        (``make_dataset(img, bits_stored=16)`` is ``make_dataset(img, DatasetSpec(bits_stored=16))``).
 
     Returns
     -------
@@ -523,10 +537,55 @@ def make_dataset(
 
     Raises
     ------
+    TypeError
+        On a keyword that is not a :class:`DatasetSpec` field.
     ValueError
         On inconsistent arguments.
     """
+    spec = dataclasses.replace(spec, **fields) if spec is not None else DatasetSpec(**fields)
     arr = np.asarray(pixels)
+    fmt = _pixel_format(arr, spec)
+    stored = _stored_values(arr, spec, fmt)
+    ds = Dataset()
+    key = spec.study_key if spec.study_key is not None else str(spec.seed)
+    _identity(ds, spec, key)
+    _acquisition(ds, spec, fmt)
+    _image_pixel(ds, spec, fmt)
+    if not fmt.colour:
+        _grey_pipeline(ds, spec, fmt)
+    ds.PixelData = _pack(stored, fmt.bits_allocated, fmt.bits_stored, spec.junk_high_bits)
+    ds["PixelData"].VR = "OB" if fmt.bits_allocated == 8 else "OW"
+    for keyword, value in (spec.extra or {}).items():
+        setattr(ds, keyword, value)
+    ds.file_meta = _file_meta(ds)
+    return ds
+
+
+@dataclass(frozen=True)
+class _Format:
+    """The pixel layout :func:`make_dataset` resolves from the pixels and the spec."""
+
+    colour: bool
+    frames: int
+    rows: int
+    cols: int
+    multi_frame: bool
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    #: PresentationLUTShape to write (None: omit) and whether the display is inverted.
+    shape_value: str | None
+    inverted: bool
+    #: The whole stored range of BitsStored, and the part that 0 and 1 of a float image map to.
+    rmin: int
+    rmax: int
+    lo: int
+    hi: int
+
+
+def _pixel_format(arr: np.ndarray, spec: DatasetSpec) -> _Format:
+    """Check the pixels against the spec and resolve the Image Pixel values."""
+    photometric, modality = spec.photometric, spec.modality
     colour = photometric == "RGB"
     if colour:
         if arr.ndim != 3 or arr.shape[2] != 3:
@@ -543,136 +602,154 @@ def make_dataset(
         raise ValueError(f"photometric must be MONOCHROME1, MONOCHROME2 or RGB, not {photometric!r}")
     if modality not in ("DX", "CR", "SC"):
         raise ValueError(f"modality must be DX, CR or SC, not {modality!r}")
-    if colour:
-        bits_stored, pixel_representation = 8, 0
+    bits_stored, pixel_representation = (8, 0) if colour else (spec.bits_stored, spec.pixel_representation)
+    bits_allocated = spec.bits_allocated
     if bits_allocated is None:
         bits_allocated = 8 if bits_stored <= 8 else 16
     if bits_allocated not in (8, 16) or bits_stored > bits_allocated:
         raise ValueError(f"unsupported BitsAllocated {bits_allocated} / BitsStored {bits_stored}")
     if pixel_representation not in (0, 1):
         raise ValueError("pixel_representation must be 0 or 1")
-    if presentation_lut_shape == "auto":
+    if spec.presentation_lut_shape == "auto":
         shape_value: str | None = None
         if modality == "DX" and not colour:
             shape_value = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
     else:
-        shape_value = presentation_lut_shape
+        shape_value = spec.presentation_lut_shape
     inverted = photometric == "MONOCHROME1" or (photometric == "MONOCHROME2" and shape_value == "INVERSE")
-
     rmin, rmax = stored_range_for(bits_stored, pixel_representation)
-    lo, hi = stored_range if stored_range is not None else (rmin, rmax)
+    lo, hi = spec.stored_range if spec.stored_range is not None else (rmin, rmax)
+    multi_frame = frames > 1 or (arr.ndim == 3 and not colour)
+    return _Format(
+        colour,
+        frames,
+        rows,
+        cols,
+        multi_frame,
+        bits_allocated,
+        bits_stored,
+        pixel_representation,
+        shape_value,
+        inverted,
+        rmin,
+        rmax,
+        lo,
+        hi,
+    )
+
+
+def _stored_values(arr: np.ndarray, spec: DatasetSpec, fmt: _Format) -> np.ndarray:
+    """The stored values: a float image quantised (module docstring), integers checked and kept."""
     if np.issubdtype(arr.dtype, np.floating):
-        if colour:
-            stored = np.rint(np.clip(arr, 0, 1) * 255).astype(np.int64)
-        else:
-            stored = to_stored(
-                arr,
-                bits_stored=bits_stored,
-                pixel_representation=pixel_representation,
-                invert=inverted,
-                stored_range=(lo, hi),
-            )
-    elif np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
-        stored = arr.astype(np.int64)
-        if stored.size and (stored.min() < rmin or stored.max() > rmax):
-            raise ValueError(
-                f"stored values {stored.min()}..{stored.max()} do not fit {bits_stored}-bit "
-                f"{'signed' if pixel_representation else 'unsigned'} data"
-            )
-    else:
-        raise ValueError(f"unsupported pixel dtype {arr.dtype}")
-
-    # Modality values of the stored range (for the auto window and the VOI LUT).
-    if modality_lut:
-        n_lut = rmax - rmin + 1
-        lut_values = np.rint(np.linspace(0.0, 65535.0, n_lut))
-        mlo, mhi = float(lut_values[lo - rmin]), float(lut_values[hi - rmin])
-    else:
-        mlo = lo * rescale_slope + rescale_intercept
-        mhi = hi * rescale_slope + rescale_intercept
-    mlo, mhi = min(mlo, mhi), max(mlo, mhi)
-
-    ds = Dataset()
-    key = study_key if study_key is not None else str(seed)
-    study_uid = study_uid or derive_uid(_SYNTH_ROOT, key, "study")
-    series_uid = series_uid or derive_uid(_SYNTH_ROOT, key, "series", str(series_number))
-    sop_uid = sop_uid or derive_uid(_SYNTH_ROOT, key, "instance", str(series_number), str(instance_number))
-    if modality == "DX":
-        default_class = (
-            DX_PRESENTATION_STORAGE if presentation_intent == "FOR PRESENTATION" else DX_PROCESSING_STORAGE
+        if fmt.colour:
+            return np.rint(np.clip(arr, 0, 1) * 255).astype(np.int64)
+        return to_stored(
+            arr,
+            bits_stored=fmt.bits_stored,
+            pixel_representation=fmt.pixel_representation,
+            invert=fmt.inverted,
+            stored_range=(fmt.lo, fmt.hi),
         )
-    elif modality == "CR":
-        default_class = CR_IMAGE_STORAGE
-    else:
-        default_class = SC_IMAGE_STORAGE
-    sop_class = UID(sop_class_uid or default_class)
+    if np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
+        stored = arr.astype(np.int64)
+        if stored.size and (stored.min() < fmt.rmin or stored.max() > fmt.rmax):
+            raise ValueError(
+                f"stored values {stored.min()}..{stored.max()} do not fit {fmt.bits_stored}-bit "
+                f"{'signed' if fmt.pixel_representation else 'unsigned'} data"
+            )
+        return stored
+    raise ValueError(f"unsupported pixel dtype {arr.dtype}")
 
-    if specific_character_set == "auto":
-        charset: str | None = None if _is_ascii(patient_name) else "ISO_IR 192"
+
+def _sop_class(spec: DatasetSpec) -> UID:
+    if spec.sop_class_uid:
+        return UID(spec.sop_class_uid)
+    if spec.modality == "DX":
+        return (
+            DX_PRESENTATION_STORAGE
+            if spec.presentation_intent == "FOR PRESENTATION"
+            else DX_PROCESSING_STORAGE
+        )
+    return CR_IMAGE_STORAGE if spec.modality == "CR" else SC_IMAGE_STORAGE
+
+
+def _identity(ds: Dataset, spec: DatasetSpec, key: str) -> None:
+    """SOP Common, Patient, Study, Series and equipment attributes, with deterministic UIDs."""
+    modality, series_number = spec.modality, spec.series_number
+    if spec.specific_character_set == "auto":
+        charset: str | None = None if _is_ascii(spec.patient_name) else "ISO_IR 192"
     else:
-        charset = specific_character_set
+        charset = spec.specific_character_set
     if charset is not None:
         ds.SpecificCharacterSet = charset
     ds.ImageType = ["ORIGINAL", "PRIMARY", ""] if modality == "DX" else ["DERIVED", "SECONDARY"]
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = study_date
-    ds.SeriesDate = study_date
-    ds.ContentDate = study_date
+    ds.SOPClassUID = _sop_class(spec)
+    ds.SOPInstanceUID = spec.sop_uid or derive_uid(
+        _SYNTH_ROOT, key, "instance", str(series_number), str(spec.instance_number)
+    )
+    ds.StudyDate = spec.study_date
+    ds.SeriesDate = spec.study_date
+    ds.ContentDate = spec.study_date
     ds.StudyTime = "101500"
     ds.SeriesTime = "101500"
-    ds.ContentTime = f"1015{instance_number % 60:02d}"
+    ds.ContentTime = f"1015{spec.instance_number % 60:02d}"
     ds.AccessionNumber = f"SYN{abs(_hash_int(key)) % 10**8:08d}"
-    ds.Modality = modality_value or ("OT" if modality == "SC" else modality)
+    ds.Modality = spec.modality_value or ("OT" if modality == "SC" else modality)
     if modality == "SC":
         ds.ConversionType = "SYN"
     ds.Manufacturer = "chexnet-dicom synthetic phantom"
     ds.InstitutionName = "Synthetic"
     ds.ReferringPhysicianName = ""
-    ds.StudyDescription = study_description
-    ds.SeriesDescription = series_description or f"{view_position or 'chest'} synthetic"
+    ds.StudyDescription = spec.study_description
+    ds.SeriesDescription = spec.series_description or f"{spec.view_position or 'chest'} synthetic"
     ds.ManufacturerModelName = "chest_phantom"
-    ds.PatientName = patient_name
-    ds.PatientID = patient_id or f"SYN-{abs(_hash_int(key)) % 10**6:06d}"
+    ds.PatientName = spec.patient_name
+    ds.PatientID = spec.patient_id or f"SYN-{abs(_hash_int(key)) % 10**6:06d}"
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "Synthetic data: no patient"
-    if body_part is not None:
-        ds.BodyPartExamined = body_part
+    if spec.body_part is not None:
+        ds.BodyPartExamined = spec.body_part
     ds.DeviceSerialNumber = "0"
     ds.SoftwareVersions = IMPLEMENTATION_VERSION_NAME
+    ds.StudyInstanceUID = spec.study_uid or derive_uid(_SYNTH_ROOT, key, "study")
+    ds.SeriesInstanceUID = spec.series_uid or derive_uid(_SYNTH_ROOT, key, "series", str(series_number))
+    ds.StudyID = "1"
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = spec.instance_number
+
+
+def _acquisition(ds: Dataset, spec: DatasetSpec, fmt: _Format) -> None:
+    """View, orientation and laterality, and the DX / CR acquisition attributes."""
+    modality, view_position = spec.modality, spec.view_position
     if modality in ("DX", "CR"):
         ds.ViewPosition = view_position or ""
     elif view_position is not None:
         ds.ViewPosition = view_position
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.StudyID = "1"
-    ds.SeriesNumber = series_number
-    ds.InstanceNumber = instance_number
-    if patient_orientation == "auto":
+    if spec.patient_orientation == "auto":
         ds.PatientOrientation = list(_ORIENTATION.get((view_position or "").upper(), ("L", "F")))
-    elif patient_orientation is None:
+    elif spec.patient_orientation is None:
         ds.PatientOrientation = ""
     else:
-        ds.PatientOrientation = list(patient_orientation)
+        ds.PatientOrientation = list(spec.patient_orientation)
+    laterality = spec.laterality
     if (laterality is not None and modality == "DX") or (laterality is not None and laterality != "U"):
         ds.ImageLaterality = laterality
-    if view_code and modality == "DX" and view_position and view_position.upper() in _VIEW_CODES:
+    if spec.view_code and modality == "DX" and view_position and view_position.upper() in _VIEW_CODES:
         item = _code_item(_VIEW_CODES[view_position.upper()])
         item.ViewModifierCodeSequence = DicomSequence([])
         ds.ViewCodeSequence = DicomSequence([item])
+    spacing = spec.imager_pixel_spacing or 430.0 / max(fmt.rows, fmt.cols)
     if modality == "DX":
-        ds.PresentationIntentType = presentation_intent
+        ds.PresentationIntentType = spec.presentation_intent
         ds.AnatomicRegionSequence = DicomSequence([_code_item(codes.SCT.Chest)])
         ds.PixelIntensityRelationship = "LIN"
-        ds.PixelIntensityRelationshipSign = -1 if photometric == "MONOCHROME1" else 1
+        ds.PixelIntensityRelationshipSign = -1 if spec.photometric == "MONOCHROME1" else 1
         ds.DetectorType = "SCINTILLATOR"
         ds.PatientPosition = ""
         ds.PositionerType = ""
         ds.AcquisitionContextSequence = DicomSequence([])
-        spacing = imager_pixel_spacing or 430.0 / max(rows, cols)
         ds.ImagerPixelSpacing = [_ds_number(round(spacing, 6))] * 2
         ds.DistanceSourceToDetector = "1800"
         ds.KVP = "120"
@@ -682,79 +759,92 @@ def make_dataset(
         ds.DetectorConfiguration = "AREA"
         ds.Exposure = "2"
     elif modality == "CR":
-        ds.ImagerPixelSpacing = [_ds_number(round(imager_pixel_spacing or 430.0 / max(rows, cols), 6))] * 2
+        ds.ImagerPixelSpacing = [_ds_number(round(spacing, 6))] * 2
         ds.KVP = "120"
 
-    # Image Pixel module.
-    ds.SamplesPerPixel = 3 if colour else 1
-    ds.PhotometricInterpretation = photometric
-    if colour:
+
+def _image_pixel(ds: Dataset, spec: DatasetSpec, fmt: _Format) -> None:
+    """The Image Pixel module (the pixel data itself is packed last)."""
+    ds.SamplesPerPixel = 3 if fmt.colour else 1
+    ds.PhotometricInterpretation = spec.photometric
+    if fmt.colour:
         ds.PlanarConfiguration = 0
-    ds.Rows = rows
-    ds.Columns = cols
-    if frames > 1 or (arr.ndim == 3 and not colour):
-        ds.NumberOfFrames = frames
-    ds.BitsAllocated = bits_allocated
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = pixel_representation
-    if pixel_padding_value is not None:
-        ds.add(DataElement(0x00280120, "SS" if pixel_representation else "US", pixel_padding_value))
+    ds.Rows = fmt.rows
+    ds.Columns = fmt.cols
+    if fmt.multi_frame:
+        ds.NumberOfFrames = fmt.frames
+    ds.BitsAllocated = fmt.bits_allocated
+    ds.BitsStored = fmt.bits_stored
+    ds.HighBit = fmt.bits_stored - 1
+    ds.PixelRepresentation = fmt.pixel_representation
+    if spec.pixel_padding_value is not None:
+        vr = "SS" if fmt.pixel_representation else "US"
+        ds.add(DataElement(0x00280120, vr, spec.pixel_padding_value))
     ds.LossyImageCompression = "00"
     ds.BurnedInAnnotation = "NO"
 
-    if not colour:
-        if modality_lut:
-            item = Dataset()
-            item.add(_descriptor(n_lut, rmin, lut_values))
-            item.ModalityLUTType = "US"
-            item.LUTExplanation = "synthetic linear modality LUT"
-            item.add(_lut_element(0x00283006, lut_values))
-            ds.ModalityLUTSequence = DicomSequence([item])
-        elif modality != "SC" or rescale_slope != 1.0 or rescale_intercept != 0.0:
-            ds.RescaleIntercept = _ds_number(rescale_intercept)
-            ds.RescaleSlope = _ds_number(rescale_slope)
+
+def _grey_pipeline(ds: Dataset, spec: DatasetSpec, fmt: _Format) -> None:
+    """Modality LUT (rescale or sequence), VOI (windows, function, LUT) and Presentation LUT Shape."""
+    # Modality values of the stored range (for the auto window and the VOI LUT).
+    if spec.modality_lut:
+        n_lut = fmt.rmax - fmt.rmin + 1
+        lut_values = np.rint(np.linspace(0.0, 65535.0, n_lut))
+        mlo, mhi = float(lut_values[fmt.lo - fmt.rmin]), float(lut_values[fmt.hi - fmt.rmin])
+        item = Dataset()
+        item.add(_descriptor(n_lut, fmt.rmin, lut_values))
+        item.ModalityLUTType = "US"
+        item.LUTExplanation = "synthetic linear modality LUT"
+        item.add(_lut_element(0x00283006, lut_values))
+        ds.ModalityLUTSequence = DicomSequence([item])
+    else:
+        slope, intercept = spec.rescale_slope, spec.rescale_intercept
+        mlo, mhi = fmt.lo * slope + intercept, fmt.hi * slope + intercept
+        if spec.modality != "SC" or slope != 1.0 or intercept != 0.0:
+            ds.RescaleIntercept = _ds_number(intercept)
+            ds.RescaleSlope = _ds_number(slope)
             ds.RescaleType = "US"
-        windows = _windows(window, mlo, mhi, voi_lut_function)
-        if windows:
-            ds.WindowCenter = (
-                [_ds_number(c) for c, _ in windows] if len(windows) > 1 else _ds_number(windows[0][0])
-            )
-            ds.WindowWidth = (
-                [_ds_number(w) for _, w in windows] if len(windows) > 1 else _ds_number(windows[0][1])
-            )
+    mlo, mhi = min(mlo, mhi), max(mlo, mhi)
+    windows = _windows(spec.window, mlo, mhi, spec.voi_lut_function)
+    if windows:
+        if len(windows) > 1:
+            ds.WindowCenter = [_ds_number(c) for c, _ in windows]
+            ds.WindowWidth = [_ds_number(w) for _, w in windows]
             ds.WindowCenterWidthExplanation = [f"WINDOW{i + 1}" for i in range(len(windows))]
-            if len(windows) == 1:
-                ds.WindowCenterWidthExplanation = "WINDOW1"
-        if voi_lut_function is not None:
-            ds.VOILUTFunction = voi_lut_function
-        if voi_lut:
-            first, last = math.floor(mlo), math.ceil(mhi)
-            n = last - first + 1
-            if n > 65536:
-                raise ValueError("voi_lut needs a modality range of at most 65536 values")
-            voi_values = np.rint(np.linspace(0.0, 65535.0, n))
-            item = Dataset()
-            item.add(_descriptor(n, first, voi_values))
-            item.LUTExplanation = "synthetic linear VOI LUT"
-            item.add(_lut_element(0x00283006, voi_values))
-            ds.VOILUTSequence = DicomSequence([item])
-        if shape_value is not None:
-            ds.PresentationLUTShape = shape_value
+        else:
+            ds.WindowCenter = _ds_number(windows[0][0])
+            ds.WindowWidth = _ds_number(windows[0][1])
+            ds.WindowCenterWidthExplanation = "WINDOW1"
+    if spec.voi_lut_function is not None:
+        ds.VOILUTFunction = spec.voi_lut_function
+    if spec.voi_lut:
+        ds.VOILUTSequence = DicomSequence([_voi_lut_item(mlo, mhi)])
+    if fmt.shape_value is not None:
+        ds.PresentationLUTShape = fmt.shape_value
 
-    ds.PixelData = _pack(stored, bits_allocated, bits_stored, junk_high_bits)
-    ds["PixelData"].VR = "OB" if bits_allocated == 8 else "OW"
-    for keyword, value in (extra or {}).items():
-        setattr(ds, keyword, value)
 
+def _voi_lut_item(mlo: float, mhi: float) -> Dataset:
+    """A VOI LUT Sequence item mapping the modality range ``mlo..mhi`` linearly to 16 bits."""
+    first, last = math.floor(mlo), math.ceil(mhi)
+    n = last - first + 1
+    if n > 65536:
+        raise ValueError("voi_lut needs a modality range of at most 65536 values")
+    voi_values = np.rint(np.linspace(0.0, 65535.0, n))
+    item = Dataset()
+    item.add(_descriptor(n, first, voi_values))
+    item.LUTExplanation = "synthetic linear VOI LUT"
+    item.add(_lut_element(0x00283006, voi_values))
+    return item
+
+
+def _file_meta(ds: Dataset) -> FileMetaDataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    ds.file_meta = meta
-    return ds
+    return meta
 
 
 def _hash_int(text: str) -> int:

@@ -82,7 +82,8 @@ def test_study_is_scanned_gated_and_analysed(analysed: StudyResult, study_dir: P
     assert result.skipped[0].dataset is not None  # the SR can list it, from the scan's one read
     found = scan([study_dir])
     assert [(Path(o.path).name, o.reason) for o in found.unassigned] == [("notes.txt", "NOT_DICOM")]
-    assert set(result.timings) >= {"read", "predict"} and all(v >= 0 for v in result.timings.values())
+    # both stages were timed: reading two files and predicting take measurable time
+    assert set(result.timings) >= {"read", "predict"} and all(0 < v < 600 for v in result.timings.values())
     # the analysed image's header carries no pixel data: results stay small
     assert "PixelData" not in result.images[0].dataset
 

@@ -18,7 +18,7 @@ DISTRIBUTION = {
     "jpeg_ls": "pyjpegls",
     "prometheus_client": "prometheus-client",
 }
-#: imported only by optional features, declared as extras.
+#: import name -> the extra that declares it (imported only by optional features).
 OPTIONAL = {"ray": "ray"}
 
 
@@ -51,6 +51,7 @@ def test_every_import_is_a_declared_core_dependency() -> None:
 
 
 def test_optional_imports_have_their_extra() -> None:
-    for name, dist in OPTIONAL.items():
-        if name in _third_party_imports():
-            assert dist in _requirements("options.extras_require", name)
+    imported = _third_party_imports()
+    for name, extra in OPTIONAL.items():
+        assert name in imported, f"{name} is listed as optional but nothing imports it: drop it from OPTIONAL"
+        assert DISTRIBUTION.get(name, name).lower() in _requirements("options.extras_require", extra)

@@ -1,10 +1,13 @@
-"""The dependency direction of DESIGN.md section 2 is a rule: walk every import."""
+"""The dependency direction of DESIGN.md section 2 is a rule: walk every import; docs/architecture.md shows it."""
 
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from pathlib import Path
+
+from tests.helpers.shared import REPO
 
 PKG = Path(__file__).resolve().parents[2] / "chexnet_dicom"
 
@@ -141,12 +144,29 @@ def test_a_planted_violation_is_caught(tmp_path: Path) -> None:
     assert len(found) == 4, found
 
 
+def imported_layers(root: Path) -> dict[str, set[str]]:
+    """Layer -> the other project layers its modules really import (lazy imports included)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        layer = _layer(path, root)
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "chexnet_dicom" and len(parts) > 1 and parts[1] != layer:
+                found.setdefault(layer, set()).add(parts[1])
+        found.setdefault(layer, set())
+    return found
+
+
 def test_no_runtime_module_imports_the_testing_package() -> None:
-    assert not [layer for layer, allowed in ALLOWED.items() if "testing" in allowed]
+    layers = imported_layers(PKG)
+    assert "testing" in layers and layers["testing"] >= {"dicom"}  # the walk sees real imports
+    assert {layer for layer, used in layers.items() if "testing" in used} == set()
 
 
 def test_node_and_batch_never_import_each_other() -> None:
-    assert "batch" not in ALLOWED["node"] and "node" not in ALLOWED["batch"]
+    layers = imported_layers(PKG)
+    assert layers["node"] and layers["batch"]  # both import other layers: the walk sees them
+    assert "batch" not in layers["node"] and "node" not in layers["batch"]
 
 
 def _module_graph() -> dict[str, set[str]]:
@@ -216,3 +236,67 @@ def test_the_cycle_finder_finds_a_planted_cycle() -> None:
     graph = _module_graph()
     graph["chexnet_dicom.model.card"] = graph["chexnet_dicom.model.card"] | {"chexnet_dicom.model.registry"}
     assert ["chexnet_dicom.model.card", "chexnet_dicom.model.registry"] in _cycles(graph)
+
+
+# docs/architecture.md holds the layer map; it must say what this module enforces.
+PAGE = REPO / "docs" / "architecture.md"
+
+
+def _names(cell: str) -> set[str]:
+    return set(re.findall(r"`([^`]+)`", cell))
+
+
+def page_table(text: str) -> dict[str, tuple[set[str], set[str]]]:
+    """Layer -> (project layers it may import, third-party packages it never imports), from the page."""
+    section = text.split("## The layer map", 1)[1].split("\n## ", 1)[0]
+    rows: dict[str, tuple[set[str], set[str]]] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`"):
+            continue
+        (layer,) = _names(cells[0])
+        assert layer not in rows, f"layer {layer!r} has two rows"
+        rows[layer] = (_names(cells[2]), _names(cells[3]))
+    return rows
+
+
+def enforced_table() -> dict[str, tuple[set[str], set[str]]]:
+    # every layer above the base may import the package root: the page says so once, in prose
+    return {
+        layer: (allowed - {"__init__"}, set(FORBIDDEN_THIRD_PARTY.get(layer, set())))
+        for layer, allowed in ALLOWED.items()
+    }
+
+
+def _differences(page: dict[str, tuple[set[str], set[str]]]) -> list[str]:
+    enforced = enforced_table()
+    out = [f"{layer}: on the page, not enforced" for layer in sorted(page.keys() - enforced.keys())]
+    out += [f"{layer}: enforced, not on the page" for layer in sorted(enforced.keys() - page.keys())]
+    for layer in sorted(page.keys() & enforced.keys()):
+        for what, said, real in zip(
+            ("may import", "never imports"), page[layer], enforced[layer], strict=True
+        ):
+            if said != real:
+                out.append(f"{layer} {what}: page {sorted(said)}, enforced {sorted(real)}")
+    return out
+
+
+def test_the_architecture_page_shows_the_enforced_layer_table() -> None:
+    page = page_table(PAGE.read_text(encoding="utf-8"))
+    assert len(page) > 10
+    problems = _differences(page)
+    assert not problems, "docs/architecture.md and ALLOWED differ:\n" + "\n".join(problems)
+
+
+def test_a_drifted_page_is_caught() -> None:
+    text = PAGE.read_text(encoding="utf-8")
+    # the evaluate row's "may import" cell gains batch
+    drifted = re.sub(r"(\| `evaluate` \|[^|]*\| [^|]*?) \|", r"\1, `batch` |", text, count=1)
+    assert drifted != text
+    assert any("evaluate may import" in p for p in _differences(page_table(drifted)))
+    dropped = "\n".join(line for line in text.splitlines() if not line.startswith("| `net` |"))
+    assert "net: enforced, not on the page" in _differences(page_table(dropped))
+
+
+def test_the_readme_links_the_architecture_page() -> None:
+    assert "(docs/architecture.md)" in (REPO / "README.md").read_text(encoding="utf-8")
