@@ -4,7 +4,12 @@ Each subcommand lives in ``chexnet_dicom/cli/<name>.py`` and exposes
 ``register(subparsers)`` that adds its parser and sets ``func(args) -> int``.
 Modules are imported lazily so that ``chexdcm check`` never pays for torch.
 
-Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+Exit codes (the ``EXIT_*`` constants of :mod:`chexnet_dicom.errors`): 0 success, 1
+runtime failure, 2 usage or configuration error (argparse, or a
+:class:`~chexnet_dicom.errors.ConfigError` from any command), 3 results written but a
+DICOM file meant for analysis could not be analysed (``infer``, ``batch``, ``check``).
+Other :class:`~chexnet_dicom.errors.ChexDicomError` reaching :func:`main` give 1
+(:func:`~chexnet_dicom.errors.exit_code_for`).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["MiB", "from_mapping", "load_toml", "type_name"]
+__all__ = ["MiB", "from_mapping", "load_toml"]
 
 #: One mebibyte, the unit of the byte limits.
 MiB = 1024 * 1024
