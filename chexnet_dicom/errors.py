@@ -5,7 +5,10 @@ Messages say what was wrong and what to do about it, and never contain PHI
 (patient names, IDs, dates or UIDs): callers quote hashed references from
 :func:`chexnet_dicom.logs.phi_ref` instead.
 
-The CLI maps the classes to exit codes (see :data:`EXIT_CODES`).
+The CLI's exit codes are the ``EXIT_*`` constants below: :func:`exit_code_for` maps an
+error that ends a command to 2 (:class:`ConfigError`) or 1; commands return
+:data:`EXIT_INCOMPLETE` (3) themselves when results were written but an input could
+not be analysed.
 """
 
 from __future__ import annotations

@@ -77,9 +77,9 @@ class _PredictorActor:  # pragma: no cover - runs in Ray actors
     """A Ray actor: the predictor, loaded once, over batches of decoded images."""
 
     def __init__(self, card_path: str, runtime: RuntimeConfig, heatmaps: bool) -> None:
-        from chexnet_dicom.model.backends import predictor_for
+        from chexnet_dicom.model.startup import start_model
 
-        self.predictor = predictor_for(card_path, runtime)
+        self.predictor = start_model(card_path, runtime).predictor
         self.heatmaps = heatmaps
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

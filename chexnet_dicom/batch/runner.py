@@ -50,7 +50,7 @@ from chexnet_dicom.batch.pseudonym import Pseudonymizer
 from chexnet_dicom.batch.rows import study_rows
 from chexnet_dicom.batch.studies import WHOLE, Shard, StudyEntry, load_study, study_plan
 from chexnet_dicom.batch.tables import write_tables
-from chexnet_dicom.config import BatchConfig, NetTimeouts, RuntimeConfig
+from chexnet_dicom.config import BatchConfig, NetTimeouts, RuntimeConfig, check_pseudonymization
 from chexnet_dicom.dicom.study import Study
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, ConfigError
 from chexnet_dicom.model.predictor import PredictorBase
@@ -262,11 +262,9 @@ def run_batch(
         Weights that fail for every study.
     """
     root_s, out_p = os.fspath(root), Path(out)
-    if pseudonymizer is not None and (settings.batch.write_dicom or delivery is not None):
-        raise ConfigError(
-            "--pseudonymize cannot be combined with --write-dicom or --send: DICOM results must link to the "
-            "real study"
-        )
+    check_pseudonymization(
+        pseudonymizer is not None, write_dicom=settings.batch.write_dicom, send=delivery is not None
+    )
     if delivery is not None and not settings.batch.write_dicom:
         raise ConfigError("--send needs --write-dicom: the results are written, then sent")
     if not os.path.isdir(root_s):

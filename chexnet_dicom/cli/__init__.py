@@ -4,7 +4,12 @@ Each subcommand lives in ``chexnet_dicom/cli/<name>.py`` and exposes
 ``register(subparsers)`` that adds its parser and sets ``func(args) -> int``.
 Modules are imported lazily so that ``chexdcm check`` never pays for torch.
 
-Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+Exit codes (the ``EXIT_*`` constants of :mod:`chexnet_dicom.errors`): 0 success, 1
+runtime failure, 2 usage or configuration error (argparse, or a
+:class:`~chexnet_dicom.errors.ConfigError` from any command), 3 results written but a
+DICOM file meant for analysis could not be analysed (``infer``, ``batch``, ``check``).
+Other :class:`~chexnet_dicom.errors.ChexDicomError` reaching :func:`main` give 1
+(:func:`~chexnet_dicom.errors.exit_code_for`).
 
 Modules
 -------
@@ -24,6 +29,7 @@ Modules
 - :mod:`~chexnet_dicom.cli.train`: ``chexdcm train``: train CheXNet from a TOML recipe.
 - :mod:`~chexnet_dicom.cli.evaluate`: ``chexdcm evaluate``: metrics with patient-level bootstrap CIs
   and a report.
+- :mod:`~chexnet_dicom.cli.options`: the runtime flags every door declares, declared once.
 - :mod:`~chexnet_dicom.cli.config_check`: ``chexdcm config check``: validate a TOML configuration
   without starting anything.
 """

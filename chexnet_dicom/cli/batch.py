@@ -34,6 +34,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chexnet_dicom.cli.options import (
+    add_runtime_options,
+    add_weights_option,
+    announce_weights,
+    runtime_overrides,
+)
 from chexnet_dicom.errors import EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -59,17 +65,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config", type=Path, help="TOML with [ingest] [runtime] [outputs] [batch] (pipelines/batch.toml)"
     )
-    p.add_argument("--weights", help="model card, folder holding one, or registry name")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    p.add_argument("--backend", choices=("auto", "onnxruntime", "torch"), default=None)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None)
-    p.add_argument(
-        "--workers", type=int, default=None, metavar="N", help="decode worker processes (default: CPUs - 1)"
+    add_weights_option(p)
+    add_runtime_options(
+        p,
+        "device",
+        "backend",
+        "precision",
+        "workers",
+        "batch_size",
+        "threads",
+        helps={"workers": "decode worker processes (default: CPUs - 1)"},
     )
-    p.add_argument(
-        "--batch-size", type=int, default=None, metavar="B", help="images per forward pass (default 8)"
-    )
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="model CPU threads")
     p.add_argument("--write-dicom", action="store_true", default=None, help="also write SR + SC per study")
     p.add_argument(
         "--send",
@@ -104,41 +110,35 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> BatchConfig:
-    from chexnet_dicom.config import BatchConfig, load_batch_config
+    """The configuration file's settings with the command line's options on top.
+
+    ``--send`` (or a ``[destination]`` url) implies ``--write-dicom``; pseudonymised tables
+    with DICOM results are refused by :class:`~chexnet_dicom.config.BatchConfig` itself.
+    """
+    from chexnet_dicom.config import apply_overrides, load_batch_config
     from chexnet_dicom.model.predictor import available_cpus
 
-    cfg = load_batch_config(args.config) if args.config is not None else BatchConfig()
-    runtime_changes = {
-        k: v
-        for k, v in (
-            ("device", args.device),
-            ("backend", args.backend),
-            ("precision", args.precision),
-            ("batch_size", args.batch_size),
-            ("threads", args.threads),
-            ("workers", args.workers),
-        )
-        if v is not None
-    }
+    flags = runtime_overrides(args)
     if args.workers is None and args.config is None:
-        runtime_changes["workers"] = max(1, available_cpus() - 1)
-    batch_changes: dict[str, Any] = {
-        k: v
-        for k, v in (
-            ("write_dicom", args.write_dicom),
-            ("pseudonymize", args.pseudonymize),
-            ("engine", args.engine),
-            ("ray_address", args.ray_address),
-            ("pseudonym_key_file", str(args.pseudonym_key_file) if args.pseudonym_key_file else None),
-        )
-        if v is not None
-    }
-    return dataclasses.replace(
-        cfg,
-        weights=args.weights if args.weights is not None else cfg.weights,
-        runtime=dataclasses.replace(cfg.runtime, **runtime_changes),
-        batch=dataclasses.replace(cfg.batch, **batch_changes),
-    )
+        flags["runtime.workers"] = max(1, available_cpus() - 1)
+    for key, value in (
+        ("batch.write_dicom", args.write_dicom),
+        ("batch.pseudonymize", args.pseudonymize),
+        ("batch.engine", args.engine),
+        ("batch.ray_address", args.ray_address),
+        ("batch.pseudonym_key_file", str(args.pseudonym_key_file) if args.pseudonym_key_file else None),
+        ("destination.url", args.send),
+        ("destination.calling_ae", args.calling_ae),
+        ("destination.attempts", args.send_attempts),
+    ):
+        if value is not None:
+            flags[key] = value
+    if args.send:
+        flags["batch.write_dicom"] = True
+    cfg = load_batch_config(args.config, flags)
+    if cfg.destination.url and not cfg.batch.write_dicom:  # the file's destination: results are sent
+        cfg = apply_overrides(cfg, {"batch.write_dicom": True})
+    return cfg
 
 
 def _usage(message: str) -> int:
@@ -206,56 +206,33 @@ def run(args: argparse.Namespace) -> int:
     if args.labels is not None and not (args.label_key and args.label_column):
         return _usage("--labels needs --label-key ATTRIBUTE and --label-column COL")
     settings = _settings(args)
-    if settings.batch.pseudonymize and (settings.batch.write_dicom or args.send):
-        return _usage(
-            "--pseudonymize cannot be combined with --write-dicom or --send: DICOM results must link "
-            "to the real study, and pseudonymised tables must not"
-        )
     delivery = None
-    dest_changes: dict[str, Any] = {
-        k: v
-        for k, v in (("url", args.send), ("calling_ae", args.calling_ae), ("attempts", args.send_attempts))
-        if v is not None
-    }
-    if dest_changes:
-        dest_cfg = dataclasses.replace(settings.destination, **dest_changes)
-        settings = dataclasses.replace(settings, destination=dest_cfg)
     if settings.destination.url:
         from chexnet_dicom.batch.runner import Delivery
         from chexnet_dicom.net.destination import destination_from_config
+        from chexnet_dicom.net.sender import RetryPolicy
 
-        if settings.batch.pseudonymize:
-            return _usage(
-                "--pseudonymize cannot be combined with --send: DICOM results must link to the real study"
-            )
         cfg = settings.destination
         target = destination_from_config(cfg)
         assert target is not None
-        from chexnet_dicom.net.sender import RetryPolicy
-
         delivery = Delivery(target, RetryPolicy.of(cfg), cfg.timeouts)
-        settings = dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, write_dicom=True))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from chexnet_dicom.batch.pseudonym import Pseudonymizer
     from chexnet_dicom.batch.runner import batch_runtime, run_batch
     from chexnet_dicom.batch.studies import Shard
-    from chexnet_dicom.model.backends import predictor_for
-    from chexnet_dicom.model.resolve import resolve_weights
+    from chexnet_dicom.model.startup import start_model
 
     shard = Shard.parse(args.shard)
     pseudonymizer = (
         Pseudonymizer.load(settings.batch.pseudonym_key_file or None) if settings.batch.pseudonymize else None
     )
-    card_path, why = resolve_weights(settings.weights or None)
-    print(f"weights: {card_path} ({why})", file=sys.stderr)
     rt = batch_runtime(settings.runtime)
-    settings = dataclasses.replace(
-        settings, runtime=rt, weights=str(card_path)
-    )  # the file the Ray actors load
-    predictor = predictor_for(card_path, rt)
+    started = start_model(settings.weights, rt, announce=announce_weights)
+    predictor = started.predictor
+    # the resolved card is what the Ray actors load
+    settings = dataclasses.replace(settings, runtime=rt, weights=str(started.card_path))
     print(
-        f"model: {predictor.card.name} {predictor.card.version} on {predictor.device} ({predictor.backend}, "
-        f"{predictor.precision}; {predictor.threads} threads, {rt.workers} decode workers, batch {rt.batch_size})",
+        f"model: {started.summary()}, {rt.workers} decode workers, batch {rt.batch_size}",
         file=sys.stderr,
     )
     progress, close = _bars(not args.no_progress and sys.stderr.isatty())

@@ -1,9 +1,13 @@
 """``chexdcm config check FILE``: validate a TOML configuration without starting anything.
 
-The kind is told by its tables: a node configuration (``[listen]``, ``[access]``,
-``[spool]``, ...), a training recipe (``[data]``, ``[optim]``, ...) or an analysis
-configuration (``[ingest]``, ``[runtime]``, ``[outputs]``); ``--kind`` forces one.
-Exit 0 and "ok" when valid; exit 2 with the key path of the first problem otherwise.
+The kind is told by its tables: a batch configuration (``[batch]``), a node
+configuration (``[listen]``, ``[access]``, ``[spool]``, ...), a training recipe
+(``[data]``, ``[train]``, ...) or an analysis configuration (``[ingest]``,
+``[runtime]``, ``[outputs]``); ``--kind`` forces one.  A node configuration gets the
+checks ``chexdcm listen`` makes before it binds (:func:`chexnet_dicom.cli.listen.start_checks`:
+destination, TLS files, allow-list hosts that must resolve), a batch configuration the
+destination check of ``chexdcm batch``.  Exit 0 and "ok" when valid; exit 2 with the
+key path of the first problem otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ __all__ = ["NODE_TABLES", "register", "run"]
 #: Tables only a node configuration has.
 NODE_TABLES = frozenset({"listen", "access", "tls", "spool", "work", "metrics", "destination"})
 _TRAIN_TABLES = frozenset({"data", "preprocessing", "augment", "train", "output"})
+_KINDS = ("auto", "node", "batch", "analysis", "train")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,20 +30,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("config", help="validate a TOML configuration (config check FILE)")
     p.add_argument("action", choices=("check",))
     p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--kind", choices=("auto", "node", "analysis", "train"), default="auto")
+    p.add_argument("--kind", choices=_KINDS, default="auto")
     p.set_defaults(func=run)
+
+
+def _kind(tables: set[str]) -> str:
+    if "batch" in tables:
+        return "batch"
+    if tables & NODE_TABLES:
+        return "node"
+    return "train" if tables & _TRAIN_TABLES else "analysis"
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate ``FILE``; a ConfigError (exit 2) names the key path."""
-    from chexnet_dicom.config import load_analysis_config, load_node_config, load_toml, load_train_config
+    from chexnet_dicom.config import (
+        load_analysis_config,
+        load_batch_config,
+        load_node_config,
+        load_toml,
+        load_train_config,
+    )
 
-    kind = args.kind
-    if kind == "auto":
-        tables = set(load_toml(args.file))
-        kind = "node" if tables & NODE_TABLES else "train" if tables & _TRAIN_TABLES else "analysis"
+    kind = _kind(set(load_toml(args.file))) if args.kind == "auto" else args.kind
     if kind == "node":
-        load_node_config(args.file)
+        from chexnet_dicom.cli.listen import start_checks
+
+        start_checks(load_node_config(args.file))
+    elif kind == "batch":
+        from chexnet_dicom.net.destination import destination_from_config
+
+        destination_from_config(load_batch_config(args.file).destination)
     elif kind == "train":
         load_train_config(args.file)
     else:

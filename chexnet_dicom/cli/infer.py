@@ -50,6 +50,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chexnet_dicom.cli.options import (
+    add_runtime_options,
+    add_weights_option,
+    announce_weights,
+    runtime_overrides,
+)
+from chexnet_dicom.config import SC_COMPRESSION_NAMES
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -79,7 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("study_dir", metavar="STUDY_DIR", type=Path, help="folder (or file) of DICOM instances")
     p.add_argument("--out", type=Path, help="output folder (default ./chexdcm-out/<study ref>/)")
     p.add_argument("--config", type=Path, help="TOML file with [ingest], [runtime] and [outputs] tables")
-    p.add_argument("--weights", help="model card, folder holding one, or registry name")
+    add_weights_option(p)
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument(
         "--no-sc", action="store_true", default=None, help="do not write Secondary Capture overlays"
@@ -89,67 +96,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--sc-compression",
-        choices=("none", "jpeg2000", "jpegls", "rle"),
+        choices=SC_COMPRESSION_NAMES,
         default=None,
         help="lossless encoding of the overlays (default: none, accepted by every PACS; "
         "jpeg2000 is the smallest)",
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: auto")
-    p.add_argument(
-        "--precision", choices=("auto", "fp32", "bf16"), default=None, help="default: auto (per device)"
-    )
-    p.add_argument(
-        "--backend",
-        choices=("auto", "onnxruntime", "torch"),
-        default=None,
-        help="default: auto (ONNX Runtime float32 on a CPU, PyTorch on a GPU or for bf16)",
-    )
-    p.add_argument(
-        "--tta", action="store_true", default=None, help="TenCrop test-time augmentation (10x slower)"
-    )
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads (default: available)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="decode worker processes (default: 0, in-process)",
-    )
+    add_runtime_options(p, "device", "precision", "backend", "tta", "threads", "workers")
     p.set_defaults(func=run)
 
 
 def _settings(args: argparse.Namespace) -> AnalysisConfig:
     """The configuration file's settings with the command line's options on top."""
-    import dataclasses
+    from chexnet_dicom.config import load_analysis_config
 
-    from chexnet_dicom.config import AnalysisConfig, load_analysis_config
-
-    cfg = load_analysis_config(args.config) if args.config is not None else AnalysisConfig()
-    runtime = cfg.runtime
-    changes: dict[str, Any] = {
-        k: v
-        for k, v in (
-            ("device", args.device),
-            ("precision", args.precision),
-            ("backend", args.backend),
-            ("threads", args.threads),
-            ("workers", args.workers),
-            ("tta", "tencrop" if args.tta else None),
-        )
-        if v is not None
-    }
-    runtime = dataclasses.replace(runtime, **changes)
-    outputs = cfg.outputs
-    out_changes: dict[str, Any] = {}
+    flags = runtime_overrides(args)
     if args.no_sc:
-        out_changes["sc"] = False
+        flags["outputs.sc"] = False
     if args.sc_per_finding:
-        out_changes["sc_per_finding"] = True
+        flags["outputs.sc_per_finding"] = True
     if args.sc_compression is not None:
-        out_changes["sc_compression"] = args.sc_compression
-    outputs = dataclasses.replace(outputs, **out_changes)
-    weights = args.weights if args.weights is not None else (cfg.weights or None)
-    return dataclasses.replace(cfg, runtime=runtime, outputs=outputs, weights=weights or "")
+        flags["outputs.sc_compression"] = args.sc_compression
+    return load_analysis_config(args.config, flags)
 
 
 def process_age() -> float | None:
@@ -251,9 +218,6 @@ def run(args: argparse.Namespace) -> int:
     if not study_dir.exists():
         print(f"chexdcm infer: error: {study_dir} does not exist", file=sys.stderr)
         return EXIT_USAGE
-    if (args.threads is not None and args.threads < 1) or (args.workers is not None and args.workers < 0):
-        print("chexdcm infer: error: --threads must be >= 1 and --workers >= 0", file=sys.stderr)
-        return EXIT_USAGE
     settings = _settings(args)
 
     # OpenMP threads that spin while waiting collapse throughput when the cores are shared
@@ -262,20 +226,14 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from chexnet_dicom.dicom.reasons import counts_against_run
     from chexnet_dicom.dicom.study import scan
-    from chexnet_dicom.model.backends import predictor_for
-    from chexnet_dicom.model.resolve import resolve_weights
+    from chexnet_dicom.model.startup import start_model
     from chexnet_dicom.pipeline import iter_results
 
-    card_path, why = resolve_weights(settings.weights or None)
-    print(f"weights: {card_path} ({why})", file=sys.stderr)
-    rt = settings.runtime
-    predictor = predictor_for(card_path, rt)
+    started = start_model(settings.weights, settings.runtime, announce=announce_weights)
+    predictor, card_path, why = started.predictor, started.card_path, started.why
     card = predictor.card
-    print(
-        f"model: {card.name} {card.version} on {predictor.device} ({predictor.backend}, {predictor.precision}, "
-        f"{predictor.runtime.reason}; {predictor.threads} threads)",
-        file=sys.stderr,
-    )
+    rt = settings.runtime
+    print(f"model: {started.summary()}", file=sys.stderr)
     startup = (age or 0.0) + (time.perf_counter() - t_run)
 
     tty = sys.stderr.isatty()

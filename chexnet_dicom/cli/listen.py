@@ -21,11 +21,18 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from chexnet_dicom.cli.options import add_runtime_options, add_weights_option, runtime_overrides
 from chexnet_dicom.errors import EXIT_OK, ConfigError
 
-__all__ = ["add_spool_options", "config_from_args", "register", "run", "spool_of"]
+if TYPE_CHECKING:
+    import ssl
+
+    from chexnet_dicom.config import NodeConfig
+    from chexnet_dicom.net.destination import Destination
+
+__all__ = ["add_spool_options", "config_from_args", "register", "run", "spool_of", "start_checks"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--quiet-period", type=float, help="seconds without new instances before analysis (default 5)"
     )
     p.add_argument("--spool", help="the spool folder (instances, ledger, results)")
-    p.add_argument("--weights", help="model card, folder holding one, or registry name")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs")
+    add_weights_option(p)
+    add_runtime_options(p, "device")
     p.add_argument("--acse-timeout", type=float, metavar="S", help="seconds for association messages (30)")
     p.add_argument("--dimse-timeout", type=float, metavar="S", help="seconds for DIMSE messages (60)")
     p.add_argument(
@@ -77,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> Any:
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """The configuration file (if any) with the flags on top, validated.
 
     Raises
@@ -106,14 +113,12 @@ def config_from_args(args: argparse.Namespace) -> Any:
         "destination.basic_env": args.dest_basic_env,
         "destination.ca_bundle": args.dest_ca_bundle,
         "spool.dir": args.spool,
-        "weights": args.weights,
-        "runtime.device": args.device,
         "tls.cert": args.tls_cert,
         "tls.key": args.tls_key,
         "tls.ca_bundle": args.tls_ca,
         "metrics.port": args.metrics_port,
     }
-    overrides = {k: v for k, v in flags.items() if v is not None}
+    overrides = {k: v for k, v in flags.items() if v is not None} | runtime_overrides(args)
     if args.tls_cert or args.tls_key:
         overrides["tls.enabled"] = True
         overrides.setdefault("tls.require_client_cert", bool(args.tls_ca))
@@ -124,15 +129,26 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return load_node_config(args.config, overrides)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Start the node and serve until SIGTERM."""
-    import os
+def start_checks(config: NodeConfig) -> tuple[Destination | None, ssl.SSLContext | None]:
+    """What ``listen`` checks before it binds, beyond the configuration's own validation.
 
+    The destination (URL, credentials), the TLS certificate, key and CA files, and the
+    allow-list's hosts (each must resolve, as the listener resolves them once at start).
+    ``chexdcm config check`` runs the same checks.
+
+    Returns
+    -------
+    (Destination or None, ssl.SSLContext or None)
+        Where results go (None: the outbox) and the listener's TLS context (None: plain TCP).
+
+    Raises
+    ------
+    ConfigError
+        Naming the setting at fault.
+    """
     from chexnet_dicom.net.destination import destination_from_config
-    from chexnet_dicom.node.service import Node
+    from chexnet_dicom.node.scp import AccessPolicy
 
-    config = config_from_args(args)
-    os.environ["CHEXDCM_VERBOSITY"] = str(getattr(args, "verbose", 0) or 0)  # the workers log alike
     destination = destination_from_config(config.destination)
     tls = None
     if config.tls.enabled:
@@ -144,6 +160,19 @@ def run(args: argparse.Namespace) -> int:
             config.tls.ca_bundle or None,
             require_client_cert=config.tls.require_client_cert,
         )
+    AccessPolicy(config.access.allow, config.access.open)
+    return destination, tls
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the node and serve until SIGTERM."""
+    import os
+
+    from chexnet_dicom.node.service import Node
+
+    config = config_from_args(args)
+    os.environ["CHEXDCM_VERBOSITY"] = str(getattr(args, "verbose", 0) or 0)  # the workers log alike
+    destination, tls = start_checks(config)
     node = Node(config, destination, tls)
     port = node.start()
     where = destination.describe() if destination is not None else f"outbox {node.spool.outbox}"

@@ -209,20 +209,9 @@ def _sop_of(instance: Any) -> str:
 
 def load_node_predictor(config: NodeConfig) -> Any:
     """Load the node's model once (weights resolved as for ``chexdcm infer``)."""
-    from chexnet_dicom.model.backends import predictor_for
-    from chexnet_dicom.model.resolve import resolve_weights
+    from chexnet_dicom.model.startup import start_model
 
-    card_path, why = resolve_weights(config.weights or None)
-    predictor = predictor_for(card_path, config.runtime)
-    log.info(
-        "worker model: %s %s on %s (%s; %s)",
-        predictor.card.name,
-        predictor.card.version,
-        predictor.device,
-        predictor.backend,
-        why,
-    )
-    return predictor
+    return start_model(config.weights, config.runtime).predictor
 
 
 def _die_with_parent() -> None:
