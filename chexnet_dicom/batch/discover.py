@@ -39,7 +39,7 @@ from pathlib import Path
 
 from pydicom.uid import MediaStorageDirectoryStorage
 
-from chexnet_dicom.batch.faults import crash_point
+from chexnet_dicom.faults import fault
 from chexnet_dicom.batch.index import FOUND_BY_DICOMDIR, FOUND_BY_WALK, FileRecord, HeaderIndex
 from chexnet_dicom.config import IngestConfig
 from chexnet_dicom.dicom.attrs import text
@@ -306,7 +306,7 @@ def discover(
                         generation,
                     )
                     index.set_refs(rel, [])
-            crash_point("discover")
+            fault("batch.discover")
         if kind == "index":
             dicomdirs.append(rel)
         if seq % commit_every == 0:

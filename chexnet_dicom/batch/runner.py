@@ -43,7 +43,7 @@ from typing import Any
 
 from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.batch.discover import DiscoveryReport, discover
-from chexnet_dicom.batch.faults import crash_point
+from chexnet_dicom.faults import fault
 from chexnet_dicom.batch.index import HeaderIndex
 from chexnet_dicom.batch.ledger import Ledger
 from chexnet_dicom.batch.pseudonym import Pseudonymizer
@@ -350,17 +350,17 @@ def finish_study(
     delivery: Delivery | None = None,
 ) -> None:
     """Write a study's DICOM results (``write_dicom``), send them, record its rows: every engine's last step."""
-    crash_point("predict")
+    fault("batch.predict")
     not_sent: list[dict[str, Any]] = []
     if settings.batch.write_dicom:
         result, written = write_results(result, out / "dicom" / result.ref, settings.outputs)
-        crash_point("write")
+        fault("batch.write")
         if delivery is not None:
             not_sent = delivery.send(written, result.study_uid, out)
     rows = study_rows(study, result, root)
     rows.errors.extend(not_sent)
     ledger.record(entry, rows)
-    crash_point("commit")
+    fault("batch.commit")
 
 
 def _run_local(

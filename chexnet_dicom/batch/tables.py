@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chexnet_dicom.atomic import atomic_write
-from chexnet_dicom.batch.faults import crash_point
+from chexnet_dicom.faults import fault
 from chexnet_dicom.batch.index import FOUND_BY_DICOMDIR, FOUND_BY_WALK, HeaderIndex
 from chexnet_dicom.batch.ledger import Ledger
 from chexnet_dicom.batch.pseudonym import Pseudonymizer
@@ -159,7 +159,7 @@ def write_tables(
             yield pseudonymizer.row(columns, row) if pseudonymizer is not None else row
 
     _write_parquet(out / "predictions.parquet", PREDICTIONS, cover(PREDICTIONS, ledger.predictions()))
-    crash_point("export")
+    fault("batch.export")
     n_pred = _write_csv(out / "predictions.csv", PREDICTIONS, cover(PREDICTIONS, ledger.predictions()))
     study_status: Counter[str] = Counter()
 
@@ -169,7 +169,7 @@ def write_tables(
             yield row
 
     _write_csv(out / "studies.csv", STUDIES, cover(STUDIES, counted_studies()))
-    crash_point("export")
+    fault("batch.export")
     file_status: Counter[str] = Counter()
     failed_unassigned: list[dict[str, Any]] = []
 

@@ -55,7 +55,7 @@ from chexnet_dicom.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VE
 from chexnet_dicom.errors import ConfigError, InputError, StorageError
 from chexnet_dicom.logs import phi_ref
 from chexnet_dicom.net.guards import ReceiveLimits, install_guard, receive_temporaries
-from chexnet_dicom.node.faults import fault
+from chexnet_dicom.faults import fault
 from chexnet_dicom.node.ledger import DUPLICATE, Ledger
 from chexnet_dicom.node.spool import IncomingFile, Spool
 from chexnet_dicom.outputs.identity import MANUFACTURER, series_uid

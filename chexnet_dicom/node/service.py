@@ -40,7 +40,7 @@ from chexnet_dicom.dicom.read import read_header
 from chexnet_dicom.errors import ChexDicomError, InputError, TransferError
 from chexnet_dicom.logs import persistent_log_key, phi_ref
 from chexnet_dicom.net.sender import RetryPolicy
-from chexnet_dicom.node.faults import NODE_PID_ENV, fault
+from chexnet_dicom.faults import MAIN_PID_ENV, fault
 from chexnet_dicom.node.ledger import Delivery, Ledger
 from chexnet_dicom.node.scp import OwnOutputs, Receiver, RunningSCP, start_scp
 from chexnet_dicom.node.spool import Spool
@@ -121,7 +121,7 @@ class Node:
         """
         self.spool.acquire()
         persistent_log_key(self.spool.key_path)
-        os.environ[NODE_PID_ENV] = str(os.getpid())
+        os.environ[MAIN_PID_ENV] = str(os.getpid())
         self.ledger = Ledger(self.spool.ledger_path)
         own = own_outputs_of(self.config)
         receiver = Receiver(self.config, self.spool, self.ledger, own)

@@ -40,7 +40,7 @@ from pydicom.dataset import Dataset
 from chexnet_dicom.config import NodeConfig
 from chexnet_dicom.errors import ConfigError, InferenceError, WeightsError
 from chexnet_dicom.logs import log_failure, persistent_log_key, phi_ref
-from chexnet_dicom.node.faults import active, fault
+from chexnet_dicom.faults import active, fault
 from chexnet_dicom.node.ledger import Claimed, Ledger
 from chexnet_dicom.node.records import decode_record, encode_record
 from chexnet_dicom.node.spool import Spool
