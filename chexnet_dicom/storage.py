@@ -100,7 +100,9 @@ class SQLiteStore:
         self._depth = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the {what} {self.path} ({exc}){self._hint}") from None
         try:
@@ -112,7 +114,9 @@ class SQLiteStore:
             self._check_version(version, tuple(legacy_version_keys))
         except sqlite3.Error as exc:
             self._db.close()
-            raise StorageError(f"the {what} {self.path} is damaged or not a database ({exc}){self._hint}") from None
+            raise StorageError(
+                f"the {what} {self.path} is damaged or not a database ({exc}){self._hint}"
+            ) from None
         except StorageError:
             self._db.close()
             raise

@@ -20,7 +20,9 @@ class Vocabulary(str, Enum):
     def __str__(self) -> str:
         return str.__str__(self)
 
-    __format__ = str.__format__
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
+
     # Enum hashes a member by its name; a member must find the entry its value keys, and back
     __hash__ = str.__hash__
 

@@ -43,16 +43,17 @@ from typing import Any
 
 from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.batch.discover import DiscoveryReport, discover
-from chexnet_dicom.faults import fault
 from chexnet_dicom.batch.index import HeaderIndex
-from chexnet_dicom.batch.ledger import Ledger
+from chexnet_dicom.batch.ledger import RunLedger
 from chexnet_dicom.batch.pseudonym import Pseudonymizer
 from chexnet_dicom.batch.rows import study_rows
+from chexnet_dicom.batch.schema import FileStatus, StudyStatus
 from chexnet_dicom.batch.studies import WHOLE, Shard, StudyEntry, load_study, study_plan
 from chexnet_dicom.batch.tables import write_tables
 from chexnet_dicom.config import BatchConfig, NetTimeouts, RuntimeConfig
 from chexnet_dicom.dicom.study import Study
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, ConfigError
+from chexnet_dicom.faults import fault
 from chexnet_dicom.model.predictor import PredictorBase
 from chexnet_dicom.net.destination import Destination
 from chexnet_dicom.net.sender import RetryPolicy
@@ -208,14 +209,14 @@ def fingerprint(
     }
 
 
-def _exit_code(tables: dict[str, Any], ledger: Ledger) -> int:
+def _exit_code(tables: dict[str, Any], ledger: RunLedger) -> int:
     files = tables.get("files", {})
     whole_study = any(
-        row["reason"] in FAILURE_REASONS and row["status"] == "failed" for row in ledger.studies()
+        row["reason"] in FAILURE_REASONS and row["status"] == StudyStatus.FAILED for row in ledger.studies()
     )
-    if whole_study or files.get("pending", 0) or ledger.undelivered():
+    if whole_study or files.get(FileStatus.PENDING, 0) or ledger.undelivered():
         return EXIT_FAILURE
-    return EXIT_INCOMPLETE if files.get("failed", 0) else EXIT_OK
+    return EXIT_INCOMPLETE if files.get(FileStatus.FAILED, 0) else EXIT_OK
 
 
 def run_batch(
@@ -273,7 +274,7 @@ def run_batch(
         raise ConfigError("EXPORT_ROOT must be a folder")
     t0 = time.perf_counter()
     index_path, ledger_path = state_paths(out_p)
-    index, ledger = HeaderIndex(index_path), Ledger(ledger_path)
+    index, ledger = HeaderIndex(index_path), RunLedger(ledger_path)
     try:
         resumed = ledger.check_fingerprint(fingerprint(predictor, settings, shard, pseudonymizer, root_s))
         log.info("%s the run in the output folder", "resuming" if resumed else "starting")
@@ -333,17 +334,14 @@ def images_to_analyse(index: HeaderIndex, todo: list[StudyEntry]) -> int:
     if not todo:
         return 0
     uids = {e.study_uid for e in todo}
-    rows = index.con.execute(
-        "SELECT study_uid FROM files WHERE kind = 'instance' AND status = 'accepted' AND duplicate_of IS NULL"
-    )
-    return sum(1 for (uid,) in rows if uid in uids)
+    return sum(1 for uid in index.accepted_study_uids() if uid in uids)
 
 
 def finish_study(
     entry: StudyEntry,
     study: Study,
     result: StudyResult,
-    ledger: Ledger,
+    ledger: RunLedger,
     root: str,
     out: Path,
     settings: BatchConfig,
@@ -366,7 +364,7 @@ def finish_study(
 def _run_local(
     todo: list[StudyEntry],
     index: HeaderIndex,
-    ledger: Ledger,
+    ledger: RunLedger,
     root: str,
     out: Path,
     predictor: PredictorBase,

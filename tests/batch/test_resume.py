@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chexnet_dicom.faults import ENV as FAULT_ENV
 from chexnet_dicom.errors import EXIT_INCOMPLETE, EXIT_USAGE
+from chexnet_dicom.faults import ENV as FAULT_ENV
 from chexnet_dicom.testing.export import Export, make_export
 from tests.helpers.batch import (
     assert_same_tables,
