@@ -60,7 +60,7 @@ from chexnet_dicom.net.sender import RetryPolicy
 from chexnet_dicom.pipeline import stream_results, write_results
 from chexnet_dicom.results import FAILURE_REASONS, StudyResult
 
-__all__ = ["BatchReport", "Delivery", "Progress", "batch_runtime", "fingerprint", "run_batch", "state_paths"]
+__all__ = ["BatchReport", "ResultSender", "Progress", "batch_runtime", "fingerprint", "run_batch", "state_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
-class Delivery:
+class ResultSender:
     """``--send``: where each study's DICOM results go, through :mod:`chexnet_dicom.net.sender`.
 
     Attributes
@@ -227,7 +227,7 @@ def run_batch(
     *,
     shard: Shard = WHOLE,
     pseudonymizer: Pseudonymizer | None = None,
-    delivery: Delivery | None = None,
+    delivery: ResultSender | None = None,
     progress: Progress | None = None,
 ) -> BatchReport:
     """Run (or resume) a batch over the export at ``root`` into ``out``.
@@ -345,7 +345,7 @@ def finish_study(
     root: str,
     out: Path,
     settings: BatchConfig,
-    delivery: Delivery | None = None,
+    delivery: ResultSender | None = None,
 ) -> None:
     """Write a study's DICOM results (``write_dicom``), send them, record its rows: every engine's last step."""
     fault("batch.predict")
@@ -369,7 +369,7 @@ def _run_local(
     out: Path,
     predictor: PredictorBase,
     settings: BatchConfig,
-    delivery: Delivery | None,
+    delivery: ResultSender | None,
     progress: Progress | None,
 ) -> tuple[int, int]:
     fed: deque[tuple[StudyEntry, Study]] = deque()

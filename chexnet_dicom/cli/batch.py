@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         dest_cfg = dataclasses.replace(settings.destination, **dest_changes)
         settings = dataclasses.replace(settings, destination=dest_cfg)
     if settings.destination.url:
-        from chexnet_dicom.batch.runner import Delivery
+        from chexnet_dicom.batch.runner import ResultSender
         from chexnet_dicom.net.destination import destination_from_config
 
         if settings.batch.pseudonymize:
@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         assert target is not None
         from chexnet_dicom.net.sender import RetryPolicy
 
-        delivery = Delivery(target, RetryPolicy.of(cfg), cfg.timeouts)
+        delivery = ResultSender(target, RetryPolicy.of(cfg), cfg.timeouts)
         settings = dataclasses.replace(settings, batch=dataclasses.replace(settings.batch, write_dicom=True))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from chexnet_dicom.batch.pseudonym import Pseudonymizer

@@ -116,7 +116,7 @@ def test_databases_written_before_the_layer_still_open(tmp_path: Path) -> None:
     assert _meta(ledger) == {VERSION_KEY: "1", "fingerprint": "{}"}
     # a version this code does not know is refused, naming the file
     _legacy_db(tmp_path / "future.sqlite", "", {"schema": "9"})
-    with pytest.raises(StorageError, match="node ledger .*future.sqlite has schema version 9"):
+    with pytest.raises(StorageError, match=r"node ledger .*future\.sqlite has schema version 9"):
         NodeLedger(tmp_path / "future.sqlite")
 
 
