@@ -73,6 +73,7 @@ __all__ = [
     "study_summary",
 ]
 
+
 class StudyFailure(Vocabulary):
     """Why a whole study failed: the reason codes of :class:`Failure` (besides input reason codes)."""
 

@@ -60,7 +60,15 @@ from chexnet_dicom.net.sender import RetryPolicy
 from chexnet_dicom.pipeline import stream_results, write_results
 from chexnet_dicom.results import FAILURE_REASONS, StudyResult
 
-__all__ = ["BatchReport", "ResultSender", "Progress", "batch_runtime", "fingerprint", "run_batch", "state_paths"]
+__all__ = [
+    "BatchReport",
+    "ResultSender",
+    "Progress",
+    "batch_runtime",
+    "fingerprint",
+    "run_batch",
+    "state_paths",
+]
 
 log = logging.getLogger(__name__)
 
