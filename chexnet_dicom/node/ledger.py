@@ -1,5 +1,9 @@
 """The node's ledger: one SQLite database (WAL, ``synchronous=FULL``) that every process shares.
 
+Opened through :class:`~chexnet_dicom.storage.SQLiteStore` (schema version, transactions
+that roll back and raise :class:`~chexnet_dicom.errors.StorageError`); the states below
+are the enums of :mod:`chexnet_dicom.node.states`.
+
 It records what the node has acknowledged, analysed and delivered, so that a restart
 resumes exactly where the node stopped.  A row is committed (and so fsynced) before
 the step it records is acknowledged: an instance before its C-STORE success status,
