@@ -158,7 +158,9 @@ class Analyser:
                 carried_skipped.append(restore_skip(record, limits))
         result = combine(claimed.study_uid, card, fresh, carried_images, carried_skipped)
         if not result.images and not result.skipped:
-            self.ledger.fail(claimed, StudyFailure.NO_INSTANCES, "none of the study's instances could be read")
+            self.ledger.fail(
+                claimed, StudyFailure.NO_INSTANCES, "none of the study's instances could be read"
+            )
             return
         previous = [previous_sr(claimed.previous_sr, claimed.study_uid)] if claimed.previous_sr else []
         options = self.config.outputs
