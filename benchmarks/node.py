@@ -127,7 +127,7 @@ def bench_dcmtk(tmp: Path, files: list[Path], senders: int = 1) -> float:
 
 def bench_node(tmp: Path, files: list[Path], *, durable: bool, senders: int = 1) -> float:
     from chexnet_dicom.config import load_node_config
-    from chexnet_dicom.node.ledger import Ledger
+    from chexnet_dicom.node.ledger import NodeLedger
     from chexnet_dicom.node.scp import OwnOutputs, start_scp
     from chexnet_dicom.node.spool import Spool
 
@@ -142,13 +142,13 @@ def bench_node(tmp: Path, files: list[Path], *, durable: bool, senders: int = 1)
         },
     )
     spool = Spool(cfg.spool)
-    ledger = Ledger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path)
     running = start_scp(cfg, spool, ledger, OwnOutputs("0" * 64, "1.2.3"))
     real_fsync = os.fsync
     try:
         if not durable:
             os.fsync = lambda fd: None  # type: ignore[assignment]
-            ledger._db.execute("PRAGMA synchronous=OFF")
+            ledger._store._db.execute("PRAGMA synchronous=OFF")
         if senders > 1:
             return parallel(running.port, files, "CHEXDCM", senders)
         return storescu(running.port, files, called="CHEXDCM")

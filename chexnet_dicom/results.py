@@ -60,23 +60,37 @@ from chexnet_dicom.model.cam import cam_to_image_grid
 from chexnet_dicom.model.card import ModelCard, Preprocessing
 from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
 from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.vocab import Vocabulary
 
 __all__ = [
     "FAILURE_REASONS",
     "Failure",
     "FindingSummary",
     "ImageResult",
+    "StudyFailure",
     "StudyResult",
     "study_ref",
     "study_summary",
 ]
 
+
+class StudyFailure(Vocabulary):
+    """Why a whole study failed: the reason codes of :class:`Failure` (besides input reason codes)."""
+
+    INFERENCE_FAILED = "INFERENCE_FAILED"
+    OUTPUT_FAILED = "OUTPUT_FAILED"
+    WRITE_FAILED = "WRITE_FAILED"
+    NO_INSTANCES = "NO_INSTANCES"
+    INTERNAL = "INTERNAL"
+
+
 #: Why a whole study failed (the reason codes of :class:`Failure`), with their meaning.
 FAILURE_REASONS: dict[str, str] = {
-    "INFERENCE_FAILED": "the model could not produce a valid result for an image of the study",
-    "OUTPUT_FAILED": "the DICOM results could not be built (the study's headers break a rule)",
-    "WRITE_FAILED": "the results could not be written (disk full, permissions)",
-    "INTERNAL": "an unexpected failure (please report it)",
+    StudyFailure.INFERENCE_FAILED: "the model could not produce a valid result for an image of the study",
+    StudyFailure.OUTPUT_FAILED: "the DICOM results could not be built (the study's headers break a rule)",
+    StudyFailure.WRITE_FAILED: "the results could not be written (disk full, permissions)",
+    StudyFailure.NO_INSTANCES: "the node: none of the study's instances could be read when its analysis ran",
+    StudyFailure.INTERNAL: "an unexpected failure (please report it)",
 }
 
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")

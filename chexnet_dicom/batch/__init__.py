@@ -24,6 +24,4 @@ Modules
   record it, write the tables.
 - :mod:`~chexnet_dicom.batch.ray_engine`: ``--engine ray``: the pipeline's stages as a Ray Data
   pipeline (extra ``[ray]``).
-- :mod:`~chexnet_dicom.batch.faults`: injected crash points that stop a run at a chosen step (resume
-  tests).
 """

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from chexnet_dicom.batch.index import HeaderIndex
-from chexnet_dicom.batch.ledger import Ledger
+from chexnet_dicom.batch.ledger import RunLedger
 from chexnet_dicom.batch.runner import state_paths
 from chexnet_dicom.dicom.attrs import text
 from chexnet_dicom.dicom.read import PixelLocation, header_from_raw
@@ -78,7 +78,7 @@ def label_level(key: str, level: str = "auto") -> str:
 def _key_values(index: HeaderIndex, root: str, key: str) -> dict[str, str]:
     """SOP Instance UID -> the key attribute's value, from the stored headers."""
     out: dict[str, str] = {}
-    for record in index.records("kind = 'instance' AND duplicate_of IS NULL AND header IS NOT NULL"):
+    for record in index.kept_records_with_headers():
         full = os.path.join(root, record.path)
         loc = PixelLocation(
             full, record.px_offset, record.size, record.mtime_ns, bool(record.implicit), bool(record.little)
@@ -105,7 +105,7 @@ def cohort_rows(out: str | os.PathLike[str], key: str, level: str = "auto") -> C
     if not ledger_path.is_file() or not index_path.is_file():
         raise ConfigError("no batch run in the output folder")
     chosen = label_level(key, level)
-    index, ledger = HeaderIndex(index_path), Ledger(ledger_path)
+    index, ledger = HeaderIndex(index_path), RunLedger(ledger_path)
     try:
         root = index.get_meta("root") or ""
         rows = list(ledger.predictions())

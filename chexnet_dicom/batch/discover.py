@@ -39,13 +39,20 @@ from pathlib import Path
 
 from pydicom.uid import MediaStorageDirectoryStorage
 
-from chexnet_dicom.batch.faults import crash_point
-from chexnet_dicom.batch.index import FOUND_BY_DICOMDIR, FOUND_BY_WALK, FileRecord, HeaderIndex
+from chexnet_dicom.batch.index import (
+    FOUND_BY_DICOMDIR,
+    FOUND_BY_WALK,
+    FileKind,
+    FileRecord,
+    HeaderIndex,
+    HeaderStatus,
+)
 from chexnet_dicom.config import IngestConfig
 from chexnet_dicom.dicom.attrs import text
 from chexnet_dicom.dicom.reasons import CORRUPT_HEADER, MISSING_FILE, OUTSIDE_ROOT, status_for
 from chexnet_dicom.dicom.study import Instance, Skipped, kept_index, read_instance
 from chexnet_dicom.dicom.walk import iter_files
+from chexnet_dicom.faults import fault
 from chexnet_dicom.logs import phi_ref, redact
 
 __all__ = ["DiscoveryReport", "dicomdir_references", "discover", "rel_path"]
@@ -144,17 +151,19 @@ def _record(
     fields["seq"] = seq
     if isinstance(found, Skipped):
         ds = found.dataset
-        kind = "index" if ds is not None and _is_dicomdir(ds) else "unassigned"
+        kind = FileKind.INDEX if ds is not None and _is_dicomdir(ds) else FileKind.UNASSIGNED
         fields.update(kind=kind, status=found.status, reason=found.reason, message=found.message)
-        if kind == "index":
-            fields.update(status="skipped", reason="", message="DICOMDIR: an index of the export's files")
+        if kind == FileKind.INDEX:
+            fields.update(
+                status=HeaderStatus.SKIPPED, reason="", message="DICOMDIR: an index of the export's files"
+            )
         _attrs(fields, ds)
         return FileRecord(**fields)  # type: ignore[arg-type]
     inst, _when = found
     decision = inst.decision
     fields.update(
-        kind="instance",
-        status="accepted" if decision.accepted else "skipped",
+        kind=FileKind.INSTANCE,
+        status=HeaderStatus.ACCEPTED if decision.accepted else HeaderStatus.SKIPPED,
         reason=decision.reason or "",
         message=decision.message if not decision.accepted else "",
     )
@@ -170,7 +179,7 @@ def _record(
 
 def _refused(rel: str, reason: str, message: str, found_by: int, seq: int) -> FileRecord:
     return FileRecord(
-        path=rel, size=-1, mtime_ns=-1, kind="unassigned", status=status_for(reason), reason=reason,
+        path=rel, size=-1, mtime_ns=-1, kind=FileKind.UNASSIGNED, status=status_for(reason), reason=reason,
         message=message, found_by=found_by, seq=seq,
     )  # fmt: skip
 
@@ -265,82 +274,80 @@ def discover(
     walked: set[str] = set()
     dicomdirs: list[str] = []
     seq = 0
-    index.begin()
+    with index.transaction():  # committed in chunks of commit_every files
 
-    def handle(rel: str, full: str, found_by: int) -> None:
-        nonlocal seq
-        seq += 1
-        stamp = index.stamp(rel)
-        try:
-            st = os.stat(full)
-        except OSError:
-            st = None
-        if stamp is not None and st is not None and stamp[:2] == (st.st_size, st.st_mtime_ns):
-            index.seen(rel, generation, seq, found_by)
-            counts["unchanged"] += 1
-            kind = stamp[2]
-        else:
-            found = read_instance(full, cfg, keep_raw=True)
-            if st is None:
-                assert isinstance(found, Skipped)
-                record = _refused(rel, found.reason, found.message, found_by, seq)
-            else:
-                record = _record(rel, full, found, found_by, seq)
-            index.put(record, generation)
-            counts["new" if stamp is None else "changed"] += 1
-            kind = record.kind
-            if kind == "index":
-                try:
-                    index.set_refs(rel, dicomdir_references(full, root_s))
-                except ValueError as exc:
-                    log.warning("%s: %s", phi_ref(rel, prefix="file"), exc)
-                    index.put(
-                        FileRecord(
-                            **{
-                                **asdict(record),
-                                "status": "error",
-                                "reason": CORRUPT_HEADER,
-                                "message": str(exc),
-                            }
-                        ),
-                        generation,
-                    )
-                    index.set_refs(rel, [])
-            crash_point("discover")
-        if kind == "index":
-            dicomdirs.append(rel)
-        if seq % commit_every == 0:
-            index.commit()
-            index.begin()
-        if progress is not None:
-            progress(seq)
-
-    for entry in iter_files([root_s]):
-        rel = rel_path(entry.path, root_s)
-        walked.add(rel)
-        if entry.reason is not None:
+        def handle(rel: str, full: str, found_by: int) -> None:
+            nonlocal seq
             seq += 1
-            reason = entry.reason
-            index.put(_refused(rel, reason, entry.message, FOUND_BY_WALK, seq), generation)
-            continue
-        handle(rel, entry.path, FOUND_BY_WALK)
-    for dicomdir in dicomdirs:
-        for rel, problem, message in index.refs(dicomdir):
-            if rel in walked:
-                index.add_found_by(rel, FOUND_BY_DICOMDIR)
-                continue
-            walked.add(rel)
-            if problem:
-                seq += 1
-                index.put(_refused(rel, problem, message, FOUND_BY_DICOMDIR, seq), generation)
+            stamp = index.stamp(rel)
+            try:
+                st = os.stat(full)
+            except OSError:
+                st = None
+            if stamp is not None and st is not None and stamp[:2] == (st.st_size, st.st_mtime_ns):
+                index.seen(rel, generation, seq, found_by)
+                counts["unchanged"] += 1
+                kind = stamp[2]
             else:
-                handle(rel, os.path.join(root_s, rel), FOUND_BY_DICOMDIR)
-    removed = index.remove_unseen(generation)
-    duplicates = _resolve_duplicates(index)
-    index.set_meta("generation", str(generation))
-    index.set_meta("ingest", key)
-    index.set_meta("root", os.path.realpath(root_s))
-    index.commit()
+                found = read_instance(full, cfg, keep_raw=True)
+                if st is None:
+                    assert isinstance(found, Skipped)
+                    record = _refused(rel, found.reason, found.message, found_by, seq)
+                else:
+                    record = _record(rel, full, found, found_by, seq)
+                index.put(record, generation)
+                counts["new" if stamp is None else "changed"] += 1
+                kind = record.kind
+                if kind == FileKind.INDEX:
+                    try:
+                        index.set_refs(rel, dicomdir_references(full, root_s))
+                    except ValueError as exc:
+                        log.warning("%s: %s", phi_ref(rel, prefix="file"), exc)
+                        index.put(
+                            FileRecord(
+                                **{
+                                    **asdict(record),
+                                    "status": "error",
+                                    "reason": CORRUPT_HEADER,
+                                    "message": str(exc),
+                                }
+                            ),
+                            generation,
+                        )
+                        index.set_refs(rel, [])
+                fault("batch.discover")
+            if kind == FileKind.INDEX:
+                dicomdirs.append(rel)
+            if seq % commit_every == 0:
+                index.checkpoint()
+            if progress is not None:
+                progress(seq)
+
+        for entry in iter_files([root_s]):
+            rel = rel_path(entry.path, root_s)
+            walked.add(rel)
+            if entry.reason is not None:
+                seq += 1
+                reason = entry.reason
+                index.put(_refused(rel, reason, entry.message, FOUND_BY_WALK, seq), generation)
+                continue
+            handle(rel, entry.path, FOUND_BY_WALK)
+        for dicomdir in dicomdirs:
+            for rel, problem, message in index.refs(dicomdir):
+                if rel in walked:
+                    index.add_found_by(rel, FOUND_BY_DICOMDIR)
+                    continue
+                walked.add(rel)
+                if problem:
+                    seq += 1
+                    index.put(_refused(rel, problem, message, FOUND_BY_DICOMDIR, seq), generation)
+                else:
+                    handle(rel, os.path.join(root_s, rel), FOUND_BY_DICOMDIR)
+        removed = index.remove_unseen(generation)
+        duplicates = _resolve_duplicates(index)
+        index.set_meta("generation", str(generation))
+        index.set_meta("ingest", key)
+        index.set_meta("root", os.path.realpath(root_s))
     report = DiscoveryReport(
         files=index.count(),
         read=counts["new"] + counts["changed"],
@@ -363,11 +370,7 @@ def _resolve_duplicates(index: HeaderIndex) -> int:
             kept = group[kept_index([r.accepted for r in group])]
             pairs.extend((r.path, kept.path) for r in group if r is not kept)
 
-    where = (
-        "kind = 'instance' AND sop_uid IN "
-        "(SELECT sop_uid FROM files WHERE kind = 'instance' GROUP BY sop_uid HAVING COUNT(*) > 1)"
-    )
-    for record in index.records(where, order="sop_uid, seq"):
+    for record in index.duplicated_records():
         if group and group[0].sop_uid != record.sop_uid:
             close()
             group = []

@@ -13,21 +13,48 @@ The index holds paths, UIDs and headers: it is PHI, like the export itself.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from chexnet_dicom.errors import StorageError
+from chexnet_dicom.storage import Durability, SQLiteStore
+from chexnet_dicom.vocab import Vocabulary
 
-__all__ = ["FOUND_BY_DICOMDIR", "FOUND_BY_WALK", "FileRecord", "HeaderIndex", "connect"]
+__all__ = [
+    "FOUND_BY_DICOMDIR",
+    "FOUND_BY_WALK",
+    "FileKind",
+    "FileRecord",
+    "HeaderIndex",
+    "HeaderStatus",
+    "open_store",
+]
 
 #: ``FileRecord.found_by`` bits.
 FOUND_BY_WALK = 1
 FOUND_BY_DICOMDIR = 2
 
-_VERSION = "1"
+_VERSION = 1
+
+
+class FileKind(Vocabulary):
+    """``FileRecord.kind``: what a file is to the run."""
+
+    #: Placed in a study.
+    INSTANCE = "instance"
+    #: Belongs to no study: not DICOM, unreadable, missing UIDs, refused.
+    UNASSIGNED = "unassigned"
+    #: A DICOMDIR.
+    INDEX = "index"
+
+
+class HeaderStatus(Vocabulary):
+    """``FileRecord.status``: what the header gate said."""
+
+    ACCEPTED = "accepted"
+    SKIPPED = "skipped"
+    ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -42,10 +69,9 @@ class FileRecord:
     size, mtime_ns
         When it was read (-1 for a file that was not read).
     kind
-        ``"instance"`` (placed in a study), ``"unassigned"`` (belongs to no study:
-        not DICOM, unreadable, missing UIDs, refused) or ``"index"`` (a DICOMDIR).
+        A :class:`FileKind` value.
     status
-        ``"accepted"`` (by the header gate), ``"skipped"`` or ``"error"``.
+        A :class:`HeaderStatus` value.
     reason, message
         Why, when not accepted (reason codes of :mod:`chexnet_dicom.dicom.reasons`).
     sop_uid, series_uid, study_uid, sop_class_uid
@@ -97,7 +123,7 @@ class FileRecord:
     @property
     def accepted(self) -> bool:
         """Whether the header gate accepted the file."""
-        return self.status == "accepted"
+        return self.status == HeaderStatus.ACCEPTED
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(FileRecord))
@@ -111,7 +137,6 @@ def _column(name: str) -> str:
 
 
 _SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
     {", ".join(_column(c) for c in COLUMNS)},
     generation INTEGER NOT NULL DEFAULT 0,
@@ -127,32 +152,46 @@ CREATE TABLE IF NOT EXISTS dicomdir_refs (
 """
 
 
-def connect(path: Path, schema: str = "", what: str = "run database") -> sqlite3.Connection:
-    """Open (creating) a SQLite database of a batch run (WAL journal) and create its ``schema``.
+def open_store(path: Path, schema: str, version: int, what: str) -> SQLiteStore:
+    """Open (creating) a SQLite database of a batch run: WAL, ``synchronous=NORMAL`` (a run redoes lost work).
 
     Raises
     ------
     StorageError
-        When the database cannot be opened (permissions, a damaged file).
+        When the database cannot be opened (permissions, a damaged file, another version).
     """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path, timeout=60.0, isolation_level=None)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")
-        con.execute("PRAGMA foreign_keys=ON")
-    except (sqlite3.Error, OSError) as exc:
-        raise StorageError(f"cannot open the {what} {path.name} ({exc}); check the --out folder") from None
-    try:
-        con.executescript(schema)
-    except sqlite3.DatabaseError as exc:
-        con.close()
-        raise StorageError(f"the {what} {path} is damaged ({exc}); use a new --out") from None
-    return con
+    return SQLiteStore(
+        path,
+        schema,
+        version=version,
+        what=what,
+        durability=Durability.NORMAL,
+        legacy_version_keys=("version",),
+        hint="check the --out folder, or use a new --out",
+        timeout=60.0,
+    )
+
+
+_INSTANCE = f"kind = '{FileKind.INSTANCE}'"
+_KEPT = f"{_INSTANCE} AND duplicate_of IS NULL"
+
+_PLAN = f"""
+WITH firsts AS (
+    SELECT study_uid, MIN(seq) AS first FROM files WHERE {_KEPT} GROUP BY study_uid
+)
+SELECT f.study_uid, f.study_date, f.study_time FROM files f
+    JOIN firsts ON f.study_uid = firsts.study_uid AND f.seq = firsts.first
+UNION
+SELECT DISTINCT study_uid, '', '' FROM files
+    WHERE {_INSTANCE} AND study_uid NOT IN (SELECT study_uid FROM firsts)
+ORDER BY 2, 3, 1
+"""
 
 
 class HeaderIndex:
     """The header index in ``path`` (see the module docstring).
+
+    Every write joins the open :meth:`transaction`, or commits on its own.
 
     Parameters
     ----------
@@ -162,119 +201,146 @@ class HeaderIndex:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.con = connect(path, _SCHEMA, "header index")
-        version = self.get_meta("version")
-        if version is None:
-            self.set_meta("version", _VERSION)
-        elif version != _VERSION:
-            raise StorageError(f"the header index {path} has format {version}, not {_VERSION}; delete it")
-        self._open = False
-
-    # ------------------------------------------------------------------ meta
-    def get_meta(self, key: str) -> str | None:
-        """A value of the ``meta`` table, None when unset."""
-        row = self.con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def set_meta(self, key: str, value: str) -> None:
-        """Set a value of the ``meta`` table."""
-        self.con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self._store = open_store(path, _SCHEMA, _VERSION, "header index")
+        self.transaction = self._store.transaction
+        self.checkpoint = self._store.checkpoint
+        self.get_meta = self._store.get_meta
+        self.set_meta = self._store.set_meta
 
     # ------------------------------------------------------------------ writes
-    def begin(self) -> None:
-        """Start a transaction (discovery commits in chunks)."""
-        if not self._open:
-            self.con.execute("BEGIN")
-            self._open = True
-
-    def commit(self) -> None:
-        """Commit the open transaction, if any."""
-        if self._open:
-            self.con.execute("COMMIT")
-            self._open = False
+    def _write(self, sql: str, args: Sequence[object] = ()) -> int:
+        with self._store.transaction() as db:
+            return int(db.execute(sql, args).rowcount)
 
     def clear(self) -> None:
         """Forget every file (the reading limits changed: everything is read again)."""
-        self.con.execute("DELETE FROM files")
-        self.con.execute("DELETE FROM dicomdir_refs")
+        with self._store.transaction() as db:
+            db.execute("DELETE FROM files")
+            db.execute("DELETE FROM dicomdir_refs")
 
     def put(self, record: FileRecord, generation: int) -> None:
         """Insert or replace a file's record, seen in discovery ``generation``."""
         names = ", ".join(COLUMNS)
         marks = ", ".join("?" for _ in COLUMNS)
-        self.con.execute(
+        self._write(
             f"INSERT OR REPLACE INTO files ({names}, generation) VALUES ({marks}, ?)",
             (*astuple(record), generation),
         )
 
     def seen(self, path: str, generation: int, seq: int, found_by: int) -> None:
         """Mark an unchanged file as seen again, at walking position ``seq``."""
-        self.con.execute(
+        self._write(
             "UPDATE files SET generation = ?, seq = ?, found_by = ? WHERE path = ?",
             (generation, seq, found_by, path),
         )
 
     def add_found_by(self, path: str, bits: int) -> None:
         """Record that a file was also found another way."""
-        self.con.execute("UPDATE files SET found_by = found_by | ? WHERE path = ?", (bits, path))
+        self._write("UPDATE files SET found_by = found_by | ? WHERE path = ?", (bits, path))
 
     def remove_unseen(self, generation: int) -> int:
         """Drop the files not seen in discovery ``generation`` (gone from the export); return how many."""
-        cur = self.con.execute("DELETE FROM files WHERE generation != ?", (generation,))
-        self.con.execute(
-            "DELETE FROM dicomdir_refs WHERE dicomdir NOT IN (SELECT path FROM files WHERE kind = 'index')"
-        )
-        return int(cur.rowcount)
+        with self._store.transaction() as db:
+            cur = db.execute("DELETE FROM files WHERE generation != ?", (generation,))
+            db.execute(
+                "DELETE FROM dicomdir_refs WHERE dicomdir NOT IN "
+                f"(SELECT path FROM files WHERE kind = '{FileKind.INDEX}')"
+            )
+            return int(cur.rowcount)
 
     def set_refs(self, dicomdir: str, refs: Sequence[tuple[str, str, str]]) -> None:
         """Replace the references of a DICOMDIR: ``(path, problem, message)``, problem "" when fine."""
-        self.con.execute("DELETE FROM dicomdir_refs WHERE dicomdir = ?", (dicomdir,))
-        self.con.executemany(
-            "INSERT OR REPLACE INTO dicomdir_refs (dicomdir, path, problem, message) VALUES (?, ?, ?, ?)",
-            [(dicomdir, *r) for r in refs],
-        )
+        with self._store.transaction() as db:
+            db.execute("DELETE FROM dicomdir_refs WHERE dicomdir = ?", (dicomdir,))
+            db.executemany(
+                "INSERT OR REPLACE INTO dicomdir_refs (dicomdir, path, problem, message) VALUES (?, ?, ?, ?)",
+                [(dicomdir, *r) for r in refs],
+            )
 
     def set_duplicates(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Record rule 2 of the selection: ``(duplicate path, kept path)``; every other file is kept."""
-        self.con.execute("UPDATE files SET duplicate_of = NULL WHERE duplicate_of IS NOT NULL")
-        self.con.executemany("UPDATE files SET duplicate_of = ? WHERE path = ?", [(k, d) for d, k in pairs])
+        with self._store.transaction() as db:
+            db.execute("UPDATE files SET duplicate_of = NULL WHERE duplicate_of IS NOT NULL")
+            db.executemany("UPDATE files SET duplicate_of = ? WHERE path = ?", [(k, d) for d, k in pairs])
 
     # ------------------------------------------------------------------ reads
     def stamp(self, path: str) -> tuple[int, int, str] | None:
         """(size, mtime_ns, kind) of a known file, None when unknown."""
-        row = self.con.execute("SELECT size, mtime_ns, kind FROM files WHERE path = ?", (path,)).fetchone()
+        row = self._store.one("SELECT size, mtime_ns, kind FROM files WHERE path = ?", (path,))
         return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
 
     def refs(self, dicomdir: str) -> list[tuple[str, str, str]]:
         """The stored references of a DICOMDIR."""
         return [
             (str(p), str(q), str(m))
-            for p, q, m in self.con.execute(
+            for p, q, m in self._store.read(
                 "SELECT path, problem, message FROM dicomdir_refs WHERE dicomdir = ? ORDER BY path",
                 (dicomdir,),
             )
         ]
 
-    def records(
-        self, where: str = "1", params: Sequence[Any] = (), order: str = "seq"
-    ) -> Iterator[FileRecord]:
-        """Records matching a SQL condition, in ``order`` (streamed, not held in memory)."""
-        cur = self.con.execute(
+    def _records(self, where: str, params: Sequence[object] = (), order: str = "seq") -> Iterator[FileRecord]:
+        for row in self._store.stream(
             f"SELECT {', '.join(COLUMNS)} FROM files WHERE {where} ORDER BY {order}", params
-        )
-        for row in cur:
+        ):
             yield FileRecord(*row)
+
+    def study_records(self, study_uid: str) -> Iterator[FileRecord]:
+        """The files placed in a study, in walking order."""
+        return self._records(f"{_INSTANCE} AND study_uid = ?", (study_uid,))
+
+    def kept_records_with_headers(self) -> Iterator[FileRecord]:
+        """The instances that are no duplicate and whose header bytes are stored, in walking order."""
+        return self._records(f"{_KEPT} AND header IS NOT NULL")
+
+    def duplicated_records(self) -> Iterator[FileRecord]:
+        """The instances whose SOP Instance UID another instance has too, grouped by that UID."""
+        where = (
+            f"{_INSTANCE} AND sop_uid IN "
+            f"(SELECT sop_uid FROM files WHERE {_INSTANCE} GROUP BY sop_uid HAVING COUNT(*) > 1)"
+        )
+        return self._records(where, order="sop_uid, seq")
+
+    def study_order(self) -> list[tuple[str, str, str]]:
+        """``(study_uid, date, time)`` of every study, in the scan's order (date and time of its first kept file)."""
+        return [(str(u), str(d), str(t)) for u, d, t in self._store.read(_PLAN)]
+
+    def study_content(self, study_uid: str) -> list[tuple[str, int, int, str, str]]:
+        """``(path, size, mtime_ns, status, duplicate_of)`` of a study's files, by path (its content key's input)."""
+        rows = self._store.read(
+            "SELECT path, size, mtime_ns, status, COALESCE(duplicate_of, '') FROM files "
+            f"WHERE {_INSTANCE} AND study_uid = ? ORDER BY path",
+            (study_uid,),
+        )
+        return [(str(r[0]), int(r[1]), int(r[2]), str(r[3]), str(r[4])) for r in rows]
+
+    def accepted_study_uids(self) -> Iterator[str]:
+        """The study of every accepted instance that is no duplicate (one item per image)."""
+        for (uid,) in self._store.stream(
+            f"SELECT study_uid FROM files WHERE {_KEPT} AND status = '{HeaderStatus.ACCEPTED}'"
+        ):
+            yield str(uid)
+
+    def table_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Every file, by path: ``path, size, kind, status, reason, message, found_by, study_uid,
+        sop_uid, duplicate_of ("" when kept), modality, view, body_part, transfer_syntax``."""
+        query = (
+            "SELECT path, size, kind, status, reason, message, found_by, study_uid, sop_uid, "
+            "COALESCE(duplicate_of, ''), modality, view, body_part, transfer_syntax FROM files ORDER BY path"
+        )
+        for row in self._store.stream(query):
+            yield tuple(row)
 
     def duplicate_of(self, path: str) -> str | None:
         """The kept file a duplicate stands for, None for a kept file."""
-        row = self.con.execute("SELECT duplicate_of FROM files WHERE path = ?", (path,)).fetchone()
+        row = self._store.one("SELECT duplicate_of FROM files WHERE path = ?", (path,))
         return None if row is None or row[0] is None else str(row[0])
 
-    def count(self, where: str = "1", params: Sequence[Any] = ()) -> int:
-        """How many files match a SQL condition."""
-        return int(self.con.execute(f"SELECT COUNT(*) FROM files WHERE {where}", params).fetchone()[0])
+    def count(self) -> int:
+        """How many files the index holds."""
+        row = self._store.one("SELECT COUNT(*) FROM files")
+        return 0 if row is None else int(row[0])
 
     def close(self) -> None:
         """Commit and close."""
-        self.commit()
-        self.con.close()
+        self._store.close()

@@ -20,15 +20,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from chexnet_dicom.batch.index import connect
+from chexnet_dicom.batch.index import open_store
 from chexnet_dicom.batch.rows import StudyRows
 from chexnet_dicom.batch.studies import StudyEntry
 from chexnet_dicom.errors import ConfigError
 
-__all__ = ["Ledger", "fingerprint_differences"]
+__all__ = ["RunLedger", "fingerprint_differences"]
+
+_VERSION = 1
+
+#: The tables that hold a study's rows (a study is recorded or forgotten in all of them at once).
+_STUDY_TABLES = ("studies", "predictions", "outcomes", "errors")
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY, study_date TEXT, study_time TEXT, content TEXT, row TEXT NOT NULL
 );
@@ -64,12 +68,12 @@ def fingerprint_differences(old: dict[str, Any], new: dict[str, Any]) -> list[st
     return out
 
 
-class Ledger:
+class RunLedger:
     """The ledger in ``path`` (see the module docstring)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.con = connect(path, _SCHEMA, "run ledger")
+        self._store = open_store(path, _SCHEMA, _VERSION, "run ledger")
 
     def check_fingerprint(self, fingerprint: dict[str, Any]) -> bool:
         """Store the run's fingerprint, or check it against the stored one.
@@ -84,14 +88,11 @@ class Ledger:
         ConfigError
             When the stored fingerprint differs (the message says what differs).
         """
-        row = self.con.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
-        if row is None:
-            self.con.execute(
-                "INSERT INTO meta (key, value) VALUES ('fingerprint', ?)",
-                (json.dumps(fingerprint, sort_keys=True),),
-            )
+        stored = self._store.get_meta("fingerprint")
+        if stored is None:
+            self._store.set_meta("fingerprint", json.dumps(fingerprint, sort_keys=True))
             return False
-        differences = fingerprint_differences(json.loads(row[0]), fingerprint)
+        differences = fingerprint_differences(json.loads(stored), fingerprint)
         if differences:
             raise ConfigError(
                 f"resume refused: the run in {self.path.parent.parent} was started with other settings; "
@@ -102,16 +103,14 @@ class Ledger:
 
     def done(self, study_uid: str) -> str | None:
         """The content key a study was recorded with, None when it is not finished."""
-        row = self.con.execute("SELECT content FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()
+        row = self._store.one("SELECT content FROM studies WHERE study_uid = ?", (study_uid,))
         return None if row is None else str(row[0])
 
     def record(self, entry: StudyEntry, rows: StudyRows) -> None:
         """Record a finished study and its rows, replacing an earlier version, in one transaction."""
         uid = entry.study_uid
-        con = self.con
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            for table in ("studies", "predictions", "outcomes", "errors"):
+        with self._store.transaction() as con:
+            for table in _STUDY_TABLES:
                 con.execute(f"DELETE FROM {table} WHERE study_uid = ?", (uid,))
             con.execute(
                 "INSERT INTO studies (study_uid, study_date, study_time, content, row) VALUES (?, ?, ?, ?, ?)",
@@ -129,25 +128,22 @@ class Ledger:
                 "INSERT INTO errors (study_uid, k, row) VALUES (?, ?, ?)",
                 [(uid, k, json.dumps(r)) for k, r in enumerate(rows.errors)],
             )
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
 
     def forget_others(self, keep: set[str]) -> int:
         """Drop the studies no longer in the export (or the shard); return how many."""
-        gone = [u for (u,) in self.con.execute("SELECT study_uid FROM studies") if u not in keep]
-        self.con.execute("BEGIN IMMEDIATE")
-        for uid in gone:
-            for table in ("studies", "predictions", "outcomes", "errors"):
-                self.con.execute(f"DELETE FROM {table} WHERE study_uid = ?", (uid,))
-        self.con.execute("COMMIT")
+        with self._store.transaction() as con:
+            gone = [u for (u,) in con.execute("SELECT study_uid FROM studies") if u not in keep]
+            for uid in gone:
+                for table in _STUDY_TABLES:
+                    con.execute(f"DELETE FROM {table} WHERE study_uid = ?", (uid,))
         return len(gone)
 
     # ------------------------------------------------------------------ reads, in table order
     def studies(self) -> Iterator[dict[str, Any]]:
         """``studies`` rows in the scan's study order."""
-        for (row,) in self.con.execute("SELECT row FROM studies ORDER BY study_date, study_time, study_uid"):
+        for (row,) in self._store.stream(
+            "SELECT row FROM studies ORDER BY study_date, study_time, study_uid"
+        ):
             yield json.loads(row)
 
     def predictions(self) -> Iterator[dict[str, Any]]:
@@ -156,7 +152,7 @@ class Ledger:
             "SELECT p.row FROM predictions p JOIN studies s ON p.study_uid = s.study_uid "
             "ORDER BY s.study_date, s.study_time, s.study_uid, p.k"
         )
-        for (row,) in self.con.execute(query):
+        for (row,) in self._store.stream(query):
             yield json.loads(row)
 
     def errors(self) -> Iterator[dict[str, Any]]:
@@ -165,25 +161,26 @@ class Ledger:
             "SELECT e.row FROM errors e JOIN studies s ON e.study_uid = s.study_uid "
             "ORDER BY s.study_date, s.study_time, s.study_uid, e.k"
         )
-        for (row,) in self.con.execute(query):
+        for (row,) in self._store.stream(query):
             yield json.loads(row)
 
     def undelivered(self) -> set[str]:
         """Studies with a DICOM result the destination did not accept (``--send``)."""
-        rows = self.con.execute("SELECT study_uid, row FROM errors")
+        rows = self._store.stream("SELECT study_uid, row FROM errors")
         return {uid for uid, row in rows if json.loads(row).get("stage") == "send"}
 
     def outcome(self, path: str) -> tuple[str, str, str] | None:
         """(status, reason, message) of a study file, None when its study is not finished."""
-        row = self.con.execute(
-            "SELECT status, reason, message FROM outcomes WHERE path = ?", (path,)
-        ).fetchone()
+        row = self._store.one("SELECT status, reason, message FROM outcomes WHERE path = ?", (path,))
         return None if row is None else (str(row[0]), str(row[1]), str(row[2]))
 
     def count(self, table: str) -> int:
         """Rows of a ledger table."""
-        return int(self.con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        if table not in _STUDY_TABLES:
+            raise ValueError(f"no ledger table {table!r}")
+        row = self._store.one(f"SELECT COUNT(*) FROM {table}")
+        return 0 if row is None else int(row[0])
 
     def close(self) -> None:
         """Close the database."""
-        self.con.close()
+        self._store.close()

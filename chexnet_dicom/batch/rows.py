@@ -16,6 +16,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from chexnet_dicom.batch.schema import FileStatus, StudyStatus
 from chexnet_dicom.dicom.attrs import text
 from chexnet_dicom.dicom.reasons import DUPLICATE_INSTANCE
 from chexnet_dicom.dicom.study import Study
@@ -72,8 +73,8 @@ def age_years(ds: Dataset) -> float | None:
 def file_outcome(status: str, reason: str) -> str:
     """The ``files.csv`` status of a file the analysis did not use (``Skipped.status``, reason)."""
     if reason == DUPLICATE_INSTANCE:
-        return "duplicate"
-    return "failed" if status == "error" else "skipped"
+        return FileStatus.DUPLICATE
+    return FileStatus.FAILED if status == "error" else FileStatus.SKIPPED
 
 
 def _patient(ds: Dataset | None) -> dict[str, Any]:
@@ -144,13 +145,13 @@ def study_rows(study: Study, result: StudyResult, root: str) -> StudyRows:
             flags=";".join(im.flags),
         )
         out.predictions.append(row)
-        out.outcomes.append((rel(im.path), "analysed", "", ""))
+        out.outcomes.append((rel(im.path), FileStatus.ANALYSED, "", ""))
     for s in result.skipped:
         status = file_outcome(s.status, s.reason)
         # the scan's message names the kept file by a per-process log reference: not for a table
         message = DUPLICATE_MESSAGE if s.reason == DUPLICATE_INSTANCE else s.message
         out.outcomes.append((rel(s.path), status, s.reason, message))
-        if status == "failed":
+        if status == FileStatus.FAILED:
             stage = "scan" if s.path in scanned_paths else "decode"
             out.errors.append(
                 {
@@ -166,7 +167,7 @@ def study_rows(study: Study, result: StudyResult, root: str) -> StudyRows:
     if failure is not None:
         for inst in study.selected:
             if rel(inst.path) not in done:
-                out.outcomes.append((rel(inst.path), "failed", failure.reason, failure.message))
+                out.outcomes.append((rel(inst.path), FileStatus.FAILED, failure.reason, failure.message))
                 out.errors.append(
                     {"path": rel(inst.path), "study_uid": study.study_uid, "stage": failure.stage,
                      "reason": failure.reason, "message": failure.message}
@@ -181,9 +182,9 @@ def study_rows(study: Study, result: StudyResult, root: str) -> StudyRows:
         "message": message,
         "n_files": len(out.outcomes),
         "n_selected": len(study.selected),
-        "n_analysed": counts["analysed"],
-        "n_skipped": counts["skipped"] + counts["duplicate"],
-        "n_failed": counts["failed"],
+        "n_analysed": counts[FileStatus.ANALYSED],
+        "n_skipped": counts[FileStatus.SKIPPED] + counts[FileStatus.DUPLICATE],
+        "n_failed": counts[FileStatus.FAILED],
     }
     for name in LABELS:
         entry = summary.get(name)
@@ -196,14 +197,14 @@ def _study_status(
     study: Study, result: StudyResult, outcomes: list[tuple[str, str, str, str]]
 ) -> tuple[str, str, str]:
     if result.failure is not None:
-        return "failed", result.failure.reason, result.failure.message
+        return StudyStatus.FAILED, result.failure.reason, result.failure.message
     if result.images:
-        return "analysed", "", ""
-    failed = [o for o in outcomes if o[1] == "failed"]
+        return StudyStatus.ANALYSED, "", ""
+    failed = [o for o in outcomes if o[1] == FileStatus.FAILED]
     if study.selected and failed:
-        return "failed", failed[0][2], f"no selected image could be analysed ({failed[0][3]})"
+        return StudyStatus.FAILED, failed[0][2], f"no selected image could be analysed ({failed[0][3]})"
     reasons = Counter(o[2] for o in outcomes if o[2])
     if not reasons:
-        return "skipped", "", "no file of the study could be analysed"
+        return StudyStatus.SKIPPED, "", "no file of the study could be analysed"
     listed = ", ".join(f"{n} {code}" for code, n in reasons.most_common())
-    return "skipped", reasons.most_common(1)[0][0], f"no frontal chest image to analyse: {listed}"
+    return StudyStatus.SKIPPED, reasons.most_common(1)[0][0], f"no frontal chest image to analyse: {listed}"

@@ -43,23 +43,32 @@ from typing import Any
 
 from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.batch.discover import DiscoveryReport, discover
-from chexnet_dicom.batch.faults import crash_point
 from chexnet_dicom.batch.index import HeaderIndex
-from chexnet_dicom.batch.ledger import Ledger
+from chexnet_dicom.batch.ledger import RunLedger
 from chexnet_dicom.batch.pseudonym import Pseudonymizer
 from chexnet_dicom.batch.rows import study_rows
+from chexnet_dicom.batch.schema import FileStatus, StudyStatus
 from chexnet_dicom.batch.studies import WHOLE, Shard, StudyEntry, load_study, study_plan
 from chexnet_dicom.batch.tables import write_tables
 from chexnet_dicom.config import BatchConfig, NetTimeouts, RuntimeConfig, check_pseudonymization
 from chexnet_dicom.dicom.study import Study
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, ConfigError
+from chexnet_dicom.faults import fault
 from chexnet_dicom.model.predictor import PredictorBase
 from chexnet_dicom.net.destination import Destination
 from chexnet_dicom.net.sender import RetryPolicy
 from chexnet_dicom.pipeline import stream_results, write_results
 from chexnet_dicom.results import FAILURE_REASONS, StudyResult
 
-__all__ = ["BatchReport", "Delivery", "Progress", "batch_runtime", "fingerprint", "run_batch", "state_paths"]
+__all__ = [
+    "BatchReport",
+    "ResultSender",
+    "Progress",
+    "batch_runtime",
+    "fingerprint",
+    "run_batch",
+    "state_paths",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +78,7 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
-class Delivery:
+class ResultSender:
     """``--send``: where each study's DICOM results go, through :mod:`chexnet_dicom.net.sender`.
 
     Attributes
@@ -208,14 +217,14 @@ def fingerprint(
     }
 
 
-def _exit_code(tables: dict[str, Any], ledger: Ledger) -> int:
+def _exit_code(tables: dict[str, Any], ledger: RunLedger) -> int:
     files = tables.get("files", {})
     whole_study = any(
-        row["reason"] in FAILURE_REASONS and row["status"] == "failed" for row in ledger.studies()
+        row["reason"] in FAILURE_REASONS and row["status"] == StudyStatus.FAILED for row in ledger.studies()
     )
-    if whole_study or files.get("pending", 0) or ledger.undelivered():
+    if whole_study or files.get(FileStatus.PENDING, 0) or ledger.undelivered():
         return EXIT_FAILURE
-    return EXIT_INCOMPLETE if files.get("failed", 0) else EXIT_OK
+    return EXIT_INCOMPLETE if files.get(FileStatus.FAILED, 0) else EXIT_OK
 
 
 def run_batch(
@@ -226,7 +235,7 @@ def run_batch(
     *,
     shard: Shard = WHOLE,
     pseudonymizer: Pseudonymizer | None = None,
-    delivery: Delivery | None = None,
+    delivery: ResultSender | None = None,
     progress: Progress | None = None,
 ) -> BatchReport:
     """Run (or resume) a batch over the export at ``root`` into ``out``.
@@ -271,7 +280,7 @@ def run_batch(
         raise ConfigError("EXPORT_ROOT must be a folder")
     t0 = time.perf_counter()
     index_path, ledger_path = state_paths(out_p)
-    index, ledger = HeaderIndex(index_path), Ledger(ledger_path)
+    index, ledger = HeaderIndex(index_path), RunLedger(ledger_path)
     try:
         resumed = ledger.check_fingerprint(fingerprint(predictor, settings, shard, pseudonymizer, root_s))
         log.info("%s the run in the output folder", "resuming" if resumed else "starting")
@@ -331,45 +340,42 @@ def images_to_analyse(index: HeaderIndex, todo: list[StudyEntry]) -> int:
     if not todo:
         return 0
     uids = {e.study_uid for e in todo}
-    rows = index.con.execute(
-        "SELECT study_uid FROM files WHERE kind = 'instance' AND status = 'accepted' AND duplicate_of IS NULL"
-    )
-    return sum(1 for (uid,) in rows if uid in uids)
+    return sum(1 for uid in index.accepted_study_uids() if uid in uids)
 
 
 def finish_study(
     entry: StudyEntry,
     study: Study,
     result: StudyResult,
-    ledger: Ledger,
+    ledger: RunLedger,
     root: str,
     out: Path,
     settings: BatchConfig,
-    delivery: Delivery | None = None,
+    delivery: ResultSender | None = None,
 ) -> None:
     """Write a study's DICOM results (``write_dicom``), send them, record its rows: every engine's last step."""
-    crash_point("predict")
+    fault("batch.predict")
     not_sent: list[dict[str, Any]] = []
     if settings.batch.write_dicom:
         result, written = write_results(result, out / "dicom" / result.ref, settings.outputs)
-        crash_point("write")
+        fault("batch.write")
         if delivery is not None:
             not_sent = delivery.send(written, result.study_uid, out)
     rows = study_rows(study, result, root)
     rows.errors.extend(not_sent)
     ledger.record(entry, rows)
-    crash_point("commit")
+    fault("batch.commit")
 
 
 def _run_local(
     todo: list[StudyEntry],
     index: HeaderIndex,
-    ledger: Ledger,
+    ledger: RunLedger,
     root: str,
     out: Path,
     predictor: PredictorBase,
     settings: BatchConfig,
-    delivery: Delivery | None,
+    delivery: ResultSender | None,
     progress: Progress | None,
 ) -> tuple[int, int]:
     fed: deque[tuple[StudyEntry, Study]] = deque()

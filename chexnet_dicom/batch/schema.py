@@ -11,8 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chexnet_dicom.model.labels import LABELS
+from chexnet_dicom.vocab import Vocabulary
 
-__all__ = ["ERRORS", "FILES", "PREDICTIONS", "STUDIES", "TABLES", "Column", "FILE_STATUSES", "STUDY_STATUSES"]
+__all__ = [
+    "ERRORS",
+    "FILES",
+    "FILE_STATUSES",
+    "PREDICTIONS",
+    "STUDIES",
+    "STUDY_STATUSES",
+    "TABLES",
+    "Column",
+    "FileStatus",
+    "StudyStatus",
+]
 
 
 @dataclass(frozen=True)
@@ -24,10 +36,33 @@ class Column:
     role: str = ""
 
 
-#: ``files.csv`` status values: every file found has exactly one.
-FILE_STATUSES: tuple[str, ...] = ("analysed", "skipped", "duplicate", "index", "failed", "not_dicom")
+class FileStatus(Vocabulary):
+    """``files.csv`` status: every file found has exactly one."""
+
+    ANALYSED = "analysed"
+    SKIPPED = "skipped"
+    DUPLICATE = "duplicate"
+    #: A DICOMDIR.
+    INDEX = "index"
+    FAILED = "failed"
+    NOT_DICOM = "not_dicom"
+    #: A file of a study the ledger has not recorded as finished (the run was stopped
+    #: before it, or its analysis could not be recorded): the next run analyses it.
+    PENDING = "pending"
+
+
+class StudyStatus(Vocabulary):
+    """``studies.csv`` status."""
+
+    ANALYSED = "analysed"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+#: ``files.csv`` status values.
+FILE_STATUSES: tuple[str, ...] = FileStatus.values()
 #: ``studies.csv`` status values.
-STUDY_STATUSES: tuple[str, ...] = ("analysed", "skipped", "failed")
+STUDY_STATUSES: tuple[str, ...] = StudyStatus.values()
 
 _PROBS = tuple(Column(f"prob_{name}", "float") for name in LABELS)
 _PRESENT = tuple(Column(f"present_{name}", "bool") for name in LABELS)

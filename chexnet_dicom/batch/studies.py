@@ -91,38 +91,19 @@ class StudyEntry:
     content: str
 
 
-_PLAN = """
-WITH firsts AS (
-    SELECT study_uid, MIN(seq) AS first FROM files
-    WHERE kind = 'instance' AND duplicate_of IS NULL GROUP BY study_uid
-)
-SELECT f.study_uid, f.study_date, f.study_time FROM files f
-    JOIN firsts ON f.study_uid = firsts.study_uid AND f.seq = firsts.first
-UNION
-SELECT DISTINCT study_uid, '', '' FROM files
-    WHERE kind = 'instance' AND study_uid NOT IN (SELECT study_uid FROM firsts)
-ORDER BY 2, 3, 1
-"""
-
-
 def _content(index: HeaderIndex, study_uid: str) -> str:
     h = hashlib.sha256()
-    rows = index.con.execute(
-        "SELECT path, size, mtime_ns, status, COALESCE(duplicate_of, '') FROM files "
-        "WHERE kind = 'instance' AND study_uid = ? ORDER BY path",
-        (study_uid,),
-    )
-    for row in rows:
-        h.update(repr(tuple(row)).encode())
+    for row in index.study_content(study_uid):
+        h.update(repr(row).encode())
     return h.hexdigest()[:32]
 
 
 def study_plan(index: HeaderIndex, shard: Shard | None = None) -> Iterator[StudyEntry]:
     """The studies of the index that belong to ``shard`` (all: None), in the scan's order."""
     shard = shard or WHOLE
-    for uid, date, time_ in index.con.execute(_PLAN).fetchall():
-        if in_shard(str(uid), shard):
-            yield StudyEntry(str(uid), str(date), str(time_), _content(index, str(uid)))
+    for uid, date, time_ in index.study_order():
+        if in_shard(uid, shard):
+            yield StudyEntry(uid, date, time_, _content(index, uid))
 
 
 def _scanned(record: FileRecord, full: str, cfg: IngestConfig) -> ScannedHeader:
@@ -143,7 +124,7 @@ def load_study(index: HeaderIndex, study_uid: str, root: str, cfg: IngestConfig)
     skipped: list[Skipped] = []
     when = ("", "")
     first = True
-    for record in index.records("kind = 'instance' AND study_uid = ?", (study_uid,)):
+    for record in index.study_records(study_uid):
         full = os.path.join(root, record.path)
         try:
             found = instance_from_header(full, _scanned(record, full, cfg), cfg)

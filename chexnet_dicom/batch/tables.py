@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from chexnet_dicom.atomic import atomic_write
-from chexnet_dicom.batch.faults import crash_point
-from chexnet_dicom.batch.index import FOUND_BY_DICOMDIR, FOUND_BY_WALK, HeaderIndex
-from chexnet_dicom.batch.ledger import Ledger
+from chexnet_dicom.batch.index import FOUND_BY_DICOMDIR, FOUND_BY_WALK, FileKind, HeaderIndex, HeaderStatus
+from chexnet_dicom.batch.ledger import RunLedger
 from chexnet_dicom.batch.pseudonym import Pseudonymizer
-from chexnet_dicom.batch.schema import ERRORS, FILES, PREDICTIONS, STUDIES, Column
+from chexnet_dicom.batch.schema import ERRORS, FILES, PREDICTIONS, STUDIES, Column, FileStatus
 from chexnet_dicom.batch.studies import Shard, in_shard
 from chexnet_dicom.dicom.reasons import NOT_DICOM
+from chexnet_dicom.faults import fault
 
 __all__ = ["file_rows", "read_csv_rows", "write_tables"]
 
@@ -35,17 +35,13 @@ def _found_by(bits: int) -> str:
     return {FOUND_BY_WALK: "walk", FOUND_BY_DICOMDIR: "dicomdir"}.get(bits, "walk+dicomdir")
 
 
-def file_rows(index: HeaderIndex, ledger: Ledger, shard: Shard) -> Iterator[dict[str, Any]]:
+def file_rows(index: HeaderIndex, ledger: RunLedger, shard: Shard) -> Iterator[dict[str, Any]]:
     """One ``files`` row per file of the shard, in path order, with its status.
 
     A file of a study has the outcome the ledger recorded (``pending`` while its study
     is not finished); a file that belongs to no study has the index's: ``not_dicom``,
     ``index`` (a DICOMDIR), ``failed`` (status ``error``) or ``skipped``.
     """
-    query = (
-        "SELECT path, size, kind, status, reason, message, found_by, study_uid, sop_uid, "
-        "COALESCE(duplicate_of, ''), modality, view, body_part, transfer_syntax FROM files ORDER BY path"
-    )
     for (
         path,
         size,
@@ -61,18 +57,18 @@ def file_rows(index: HeaderIndex, ledger: Ledger, shard: Shard) -> Iterator[dict
         view,
         part,
         ts,
-    ) in index.con.execute(query):
-        if not in_shard(study if kind == "instance" else path, shard):
+    ) in index.table_rows():
+        if not in_shard(str(study if kind == FileKind.INSTANCE else path), shard):
             continue
-        if kind == "instance":
-            outcome = ledger.outcome(path) or ("pending", "", "its study is not analysed yet")
+        if kind == FileKind.INSTANCE:
+            outcome = ledger.outcome(str(path)) or (FileStatus.PENDING, "", "its study is not analysed yet")
             status, reason, message = outcome
-        elif kind == "index":
-            status = "index"
+        elif kind == FileKind.INDEX:
+            status = FileStatus.INDEX
         elif reason == NOT_DICOM:
-            status = "not_dicom"
+            status = FileStatus.NOT_DICOM
         else:
-            status = "failed" if status == "error" else "skipped"
+            status = FileStatus.FAILED if status == HeaderStatus.ERROR else FileStatus.SKIPPED
         yield {
             "path": path, "size": size, "status": status, "reason": reason, "message": message,
             "found_by": _found_by(int(found_by)), "study_uid": study, "sop_uid": sop, "duplicate_of": dup,
@@ -82,7 +78,7 @@ def file_rows(index: HeaderIndex, ledger: Ledger, shard: Shard) -> Iterator[dict
 
 def _unassigned_errors(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for r in rows:
-        if r["status"] == "failed" and not r["study_uid"]:
+        if r["status"] == FileStatus.FAILED and not r["study_uid"]:
             yield {
                 "path": r["path"],
                 "study_uid": "",
@@ -143,7 +139,7 @@ def _write_parquet(path: Path, columns: tuple[Column, ...], rows: Iterable[dict[
 
 
 def write_tables(
-    out: Path, index: HeaderIndex, ledger: Ledger, shard: Shard, pseudonymizer: Pseudonymizer | None = None
+    out: Path, index: HeaderIndex, ledger: RunLedger, shard: Shard, pseudonymizer: Pseudonymizer | None = None
 ) -> dict[str, Any]:
     """Write the five tables into ``out``; return the counts of the summary.
 
@@ -159,7 +155,7 @@ def write_tables(
             yield pseudonymizer.row(columns, row) if pseudonymizer is not None else row
 
     _write_parquet(out / "predictions.parquet", PREDICTIONS, cover(PREDICTIONS, ledger.predictions()))
-    crash_point("export")
+    fault("batch.export")
     n_pred = _write_csv(out / "predictions.csv", PREDICTIONS, cover(PREDICTIONS, ledger.predictions()))
     study_status: Counter[str] = Counter()
 
@@ -169,7 +165,7 @@ def write_tables(
             yield row
 
     _write_csv(out / "studies.csv", STUDIES, cover(STUDIES, counted_studies()))
-    crash_point("export")
+    fault("batch.export")
     file_status: Counter[str] = Counter()
     failed_unassigned: list[dict[str, Any]] = []
 

@@ -208,14 +208,14 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     delivery = None
     if settings.destination.url:
-        from chexnet_dicom.batch.runner import Delivery
+        from chexnet_dicom.batch.runner import ResultSender
         from chexnet_dicom.net.destination import destination_from_config
         from chexnet_dicom.net.sender import RetryPolicy
 
         cfg = settings.destination
         target = destination_from_config(cfg)
         assert target is not None
-        delivery = Delivery(target, RetryPolicy.of(cfg), cfg.timeouts)
+        delivery = ResultSender(target, RetryPolicy.of(cfg), cfg.timeouts)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from chexnet_dicom.batch.pseudonym import Pseudonymizer
     from chexnet_dicom.batch.runner import batch_runtime, run_batch

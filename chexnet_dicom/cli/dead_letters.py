@@ -33,10 +33,10 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from chexnet_dicom.cli.listen import spool_of
-    from chexnet_dicom.node.ledger import Ledger
+    from chexnet_dicom.node.ledger import NodeLedger
 
     root = spool_of(args)
-    ledger = Ledger(root / "ledger.sqlite")
+    ledger = NodeLedger(root / "ledger.sqlite")
     try:
         if args.action == "list":
             rows = [

@@ -36,9 +36,9 @@ def _percentile(values: list[float], q: float) -> float | None:
 def run(args: argparse.Namespace) -> int:
     """Print the ledger's summary."""
     from chexnet_dicom.cli.listen import spool_of
-    from chexnet_dicom.node.ledger import Ledger
+    from chexnet_dicom.node.ledger import NodeLedger
 
-    ledger = Ledger(spool_of(args) / "ledger.sqlite")
+    ledger = NodeLedger(spool_of(args) / "ledger.sqlite")
     try:
         summary = ledger.summary()
         events = ledger.events(10)

@@ -18,5 +18,6 @@ Modules
 - :mod:`~chexnet_dicom.node.service`: the running node: listener, scheduler, worker process and
   sender together.
 - :mod:`~chexnet_dicom.node.metrics`: the Prometheus endpoint (off by default; bound to 127.0.0.1).
-- :mod:`~chexnet_dicom.node.faults`: named fault points that stop the node at a step (tests only).
+- :mod:`~chexnet_dicom.node.states`: the node's state machines (study, instance, delivery, file) as
+  vocabularies.
 """

@@ -1,5 +1,9 @@
 """The node's ledger: one SQLite database (WAL, ``synchronous=FULL``) that every process shares.
 
+Opened through :class:`~chexnet_dicom.storage.SQLiteStore` (schema version, transactions
+that roll back and raise :class:`~chexnet_dicom.errors.StorageError`); the states below
+are the enums of :mod:`chexnet_dicom.node.states`.
+
 It records what the node has acknowledged, analysed and delivered, so that a restart
 resumes exactly where the node stopped.  A row is committed (and so fsynced) before
 the step it records is acknowledged: an instance before its C-STORE success status,
@@ -37,28 +41,28 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from chexnet_dicom.errors import StorageError
+from chexnet_dicom.node.states import DeliveryState, FileState, InstanceKind, InstanceState, StudyState
+from chexnet_dicom.storage import Durability, SQLiteStore
 
 __all__ = [
     "DUPLICATE",
     "NEW",
     "Claimed",
-    "Delivery",
-    "Ledger",
+    "NodeLedger",
+    "QueuedDelivery",
     "StoredInstance",
 ]
 
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS studies (
     study_uid TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -143,7 +147,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
-#: :meth:`Ledger.record_instance` outcomes.
+#: :meth:`NodeLedger.record_instance` outcomes.
 NEW = "new"
 DUPLICATE = "duplicate"
 CONFLICT = "conflict"
@@ -209,8 +213,8 @@ class Claimed:
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """A delivery a sender took.
+class QueuedDelivery:
+    """A delivery a sender took from the queue.
 
     Attributes
     ----------
@@ -247,8 +251,8 @@ def _instance(row: sqlite3.Row) -> StoredInstance:
     )
 
 
-class Ledger:
-    """The ledger database (one per spool; thread-safe; one connection per process).
+class NodeLedger:
+    """The node's ledger database (one per spool; thread-safe; one connection per process).
 
     Parameters
     ----------
@@ -258,51 +262,20 @@ class Ledger:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StorageError(
-                    f"the ledger {self.path} has schema {row[0]}, this version reads {SCHEMA_VERSION}"
-                )
-        except sqlite3.Error as exc:
-            raise StorageError(f"the ledger {self.path} cannot be opened ({exc})") from exc
+        self._store = SQLiteStore(
+            self.path,
+            _SCHEMA,
+            version=SCHEMA_VERSION,
+            what="node ledger",
+            durability=Durability.FULL,
+            legacy_version_keys=("schema",),
+        )
+        self._tx = self._store.transaction
+        self._read = self._store.read
 
     def close(self) -> None:
         """Close the connection."""
-        self._db.close()
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT), durable when it returns."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StorageError(f"the ledger is not writable ({exc})") from exc
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise StorageError(f"the ledger could not be written ({exc})") from exc
-
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return list(self._db.execute(sql, args))
+        self._store.close()
 
     # -- events and counters
 
@@ -346,7 +319,7 @@ class Ledger:
     def stored_bytes(self) -> int:
         """Bytes of the instances the spool holds."""
         rows = self._read(
-            "SELECT COALESCE(SUM(size), 0) AS n FROM instances WHERE state IN ('stored', 'superseded')"
+            f"SELECT COALESCE(SUM(size), 0) AS n FROM instances WHERE state IN ('{InstanceState.STORED}', '{InstanceState.SUPERSEDED}')"
         )
         return int(rows[0]["n"])
 
@@ -406,12 +379,12 @@ class Ledger:
                 )
                 return DUPLICATE
             outcome = NEW
-            live = [r for r in earlier if r["state"] != "dropped"]
+            live = [r for r in earlier if r["state"] != InstanceState.DROPPED]
             if live and keep:
                 outcome = CONFLICT
                 db.execute(
                     "UPDATE instances SET conflict = 1, "
-                    "state = CASE state WHEN 'stored' THEN 'superseded' ELSE state END WHERE sop_uid = ?",
+                    f"state = CASE state WHEN '{InstanceState.STORED}' THEN '{InstanceState.SUPERSEDED}' ELSE state END WHERE sop_uid = ?",
                     (sop_uid,),
                 )
                 db.execute(
@@ -432,15 +405,15 @@ class Ledger:
                     size if keep else 0,
                     kind,
                     reason,
-                    "stored" if keep else "dropped",
+                    InstanceState.STORED if keep else InstanceState.DROPPED,
                     int(outcome == CONFLICT),
                     calling_ae,
                     int(adopted),
                     ts,
                 ),
             )
-            if keep and kind in ("image", "out_of_scope"):
-                self._touch_study(db, study_uid, kind == "image", ts)
+            if keep and kind in (InstanceKind.IMAGE, InstanceKind.OUT_OF_SCOPE):
+                self._touch_study(db, study_uid, kind == InstanceKind.IMAGE, ts)
             return outcome
 
     @staticmethod
@@ -450,22 +423,29 @@ class Ledger:
             db.execute(
                 "INSERT INTO studies (study_uid, state, pending, first_arrival, last_arrival, updated) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (study_uid, "receiving" if in_scope else "ignored", int(in_scope), ts, ts, ts),
+                (
+                    study_uid,
+                    StudyState.RECEIVING if in_scope else StudyState.IGNORED,
+                    int(in_scope),
+                    ts,
+                    ts,
+                    ts,
+                ),
             )
             return
         state = row["state"]
         if in_scope:
             # a late in-scope instance (re-)opens the study; one arriving during its
             # analysis is counted and re-opens it when that analysis ends
-            new_state = state if state == "analysing" else "receiving"
+            new_state = state if state == StudyState.ANALYSING else StudyState.RECEIVING
             db.execute(
                 "UPDATE studies SET state = ?, pending = pending + 1, last_arrival = ?, updated = ? "
                 "WHERE study_uid = ?",
                 (new_state, ts, ts, study_uid),
             )
-        elif state in ("receiving", "ready", "ignored"):
+        elif state in (StudyState.RECEIVING, StudyState.READY, StudyState.IGNORED):
             # out of scope: part of the study if it comes with it, never a re-opening
-            new_state = "receiving" if state == "ready" else state
+            new_state = StudyState.RECEIVING if state == StudyState.READY else state
             db.execute(
                 "UPDATE studies SET state = ?, last_arrival = ?, updated = ? WHERE study_uid = ?",
                 (new_state, ts, ts, study_uid),
@@ -495,7 +475,7 @@ class Ledger:
             The studies made ready.
         """
         rows = self._read(
-            "SELECT study_uid, last_arrival FROM studies WHERE state = 'receiving' AND pending > 0 AND last_arrival <= ?",
+            f"SELECT study_uid, last_arrival FROM studies WHERE state = '{StudyState.RECEIVING}' AND pending > 0 AND last_arrival <= ?",
             (now - quiet,),
         )
         ready = [
@@ -507,7 +487,7 @@ class Ledger:
             with self._tx() as db:
                 for uid in ready:
                     db.execute(
-                        "UPDATE studies SET state = 'ready', updated = ? WHERE study_uid = ? AND state = 'receiving'",
+                        f"UPDATE studies SET state = '{StudyState.READY}', updated = ? WHERE study_uid = ? AND state = '{StudyState.RECEIVING}'",
                         (now, uid),
                     )
         return ready
@@ -520,22 +500,22 @@ class Ledger:
         with self._tx() as db:
             rows = list(
                 db.execute(
-                    "SELECT study_uid, version FROM studies WHERE state = 'ready' ORDER BY last_arrival LIMIT ?",
+                    f"SELECT study_uid, version FROM studies WHERE state = '{StudyState.READY}' ORDER BY last_arrival LIMIT ?",
                     (limit,),
                 )
             )
             for row in rows:
                 uid = row["study_uid"]
                 db.execute(
-                    "UPDATE studies SET state = 'analysing', pending = 0, claimed_by = ?, updated = ? "
+                    f"UPDATE studies SET state = '{StudyState.ANALYSING}', pending = 0, claimed_by = ?, updated = ? "
                     "WHERE study_uid = ?",
                     (worker, time.time(), uid),
                 )
                 instances = tuple(
                     _instance(r)
                     for r in db.execute(
-                        "SELECT * FROM instances WHERE study_uid = ? AND state = 'stored' "
-                        "AND kind IN ('image', 'out_of_scope') ORDER BY received",
+                        f"SELECT * FROM instances WHERE study_uid = ? AND state = '{InstanceState.STORED}' "
+                        f"AND kind IN ('{InstanceKind.IMAGE}', '{InstanceKind.OUT_OF_SCOPE}') ORDER BY received",
                         (uid,),
                     )
                 )
@@ -625,7 +605,7 @@ class Ledger:
                         claimed.study_uid,
                         claimed.version,
                         destination,
-                        "sent" if delivered else "pending",
+                        DeliveryState.SENT if delivered else DeliveryState.PENDING,
                         now,
                         folder,
                         claimed.last_ack,
@@ -636,9 +616,12 @@ class Ledger:
                 delivery = int(cur.lastrowid or 0)
                 db.executemany(
                     "INSERT INTO delivery_files (delivery, name, state, sends) VALUES (?, ?, ?, ?)",
-                    [(delivery, name, "sent" if delivered else "pending", int(delivered)) for name in files],
+                    [
+                        (delivery, name, FileState.SENT if delivered else FileState.PENDING, int(delivered))
+                        for name in files
+                    ],
                 )
-            self._release(db, claimed.study_uid, "analysed", now, version=claimed.version)
+            self._release(db, claimed.study_uid, StudyState.ANALYSED, now, version=claimed.version)
             return delivery
 
     @staticmethod
@@ -647,7 +630,7 @@ class Ledger:
     ) -> None:
         """End an analysis: ``state``, or ``receiving`` again when instances arrived meanwhile."""
         db.execute(
-            "UPDATE studies SET state = CASE WHEN pending > 0 THEN 'receiving' ELSE ? END, "
+            f"UPDATE studies SET state = CASE WHEN pending > 0 THEN '{StudyState.RECEIVING}' ELSE ? END, "
             "version = COALESCE(?, version), claimed_by = NULL, updated = ? WHERE study_uid = ?",
             (state, version, now, study_uid),
         )
@@ -655,7 +638,7 @@ class Ledger:
     def unchanged(self, claimed: Claimed) -> None:
         """End an analysis that found nothing new to analyse (the results stand)."""
         with self._tx() as db:
-            self._release(db, claimed.study_uid, "analysed", time.time())
+            self._release(db, claimed.study_uid, StudyState.ANALYSED, time.time())
 
     def fail(self, claimed: Claimed, reason: str, message: str) -> None:
         """Mark a study failed with a reason (PHI-free message); the node goes on."""
@@ -665,7 +648,7 @@ class Ledger:
                 "UPDATE studies SET failure = ?, failure_message = ? WHERE study_uid = ?",
                 (reason, message, claimed.study_uid),
             )
-            self._release(db, claimed.study_uid, "failed", now)
+            self._release(db, claimed.study_uid, StudyState.FAILED, now)
             db.execute(
                 "INSERT INTO events (ts, kind, message) VALUES (?, ?, ?)",
                 (now, "study-failed", f"{reason}: {message}"),
@@ -685,36 +668,38 @@ class Ledger:
 
     # -- delivery
 
-    def claim_delivery(self, now: float | None = None) -> Delivery | None:
+    def claim_delivery(self, now: float | None = None) -> QueuedDelivery | None:
         """Take the next due delivery (``pending`` and its retry time reached)."""
         ts = time.time() if now is None else now
         with self._tx() as db:
             row = db.execute(
-                "SELECT * FROM deliveries WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT 1",
+                f"SELECT * FROM deliveries WHERE state = '{DeliveryState.PENDING}' AND next_at <= ? ORDER BY next_at, id LIMIT 1",
                 (ts,),
             ).fetchone()
             if row is None:
                 return None
-            db.execute("UPDATE deliveries SET state = 'sending' WHERE id = ?", (row["id"],))
+            db.execute(f"UPDATE deliveries SET state = '{DeliveryState.SENDING}' WHERE id = ?", (row["id"],))
             names = tuple(
                 r["name"]
                 for r in db.execute(
-                    "SELECT name FROM delivery_files WHERE delivery = ? AND state != 'sent' ORDER BY name",
+                    f"SELECT name FROM delivery_files WHERE delivery = ? AND state != '{FileState.SENT}' ORDER BY name",
                     (row["id"],),
                 )
             )
-        return Delivery(row["id"], row["study_uid"], row["version"], row["folder"], names, row["attempts"])
+        return QueuedDelivery(
+            row["id"], row["study_uid"], row["version"], row["folder"], names, row["attempts"]
+        )
 
     def next_delivery_at(self) -> float | None:
         """When the next pending delivery is due."""
-        rows = self._read("SELECT MIN(next_at) AS t FROM deliveries WHERE state = 'pending'")
+        rows = self._read(f"SELECT MIN(next_at) AS t FROM deliveries WHERE state = '{DeliveryState.PENDING}'")
         return rows[0]["t"]
 
     def file_inflight(self, delivery: int, name: str) -> None:
         """A file is handed to the transport (committed before it is)."""
         with self._tx() as db:
             db.execute(
-                "UPDATE delivery_files SET state = 'inflight', sends = sends + 1 WHERE delivery = ? AND name = ?",
+                f"UPDATE delivery_files SET state = '{FileState.INFLIGHT}', sends = sends + 1 WHERE delivery = ? AND name = ?",
                 (delivery, name),
             )
 
@@ -722,14 +707,15 @@ class Ledger:
         """The destination confirmed a file."""
         with self._tx() as db:
             db.execute(
-                "UPDATE delivery_files SET state = 'sent' WHERE delivery = ? AND name = ?", (delivery, name)
+                f"UPDATE delivery_files SET state = '{FileState.SENT}' WHERE delivery = ? AND name = ?",
+                (delivery, name),
             )
 
     def delivered(self, delivery: int) -> None:
         """Every file of a delivery is at its destination."""
         with self._tx() as db:
             db.execute(
-                "UPDATE deliveries SET state = 'sent', sent = ?, last_error = NULL WHERE id = ?",
+                f"UPDATE deliveries SET state = '{DeliveryState.SENT}', sent = ?, last_error = NULL WHERE id = ?",
                 (time.time(), delivery),
             )
             db.execute(
@@ -741,14 +727,14 @@ class Ledger:
         now = time.time()
         with self._tx() as db:
             db.execute(
-                "UPDATE delivery_files SET state = 'pending', uncertain = 1 WHERE delivery = ? AND state = 'inflight'",
+                f"UPDATE delivery_files SET state = '{FileState.PENDING}', uncertain = 1 WHERE delivery = ? AND state = '{FileState.INFLIGHT}'",
                 (delivery,),
             )
             db.execute(
                 "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, state = ?, next_at = ? WHERE id = ?",
                 (
                     error,
-                    "pending" if retry_at is not None else "dead",
+                    DeliveryState.PENDING if retry_at is not None else DeliveryState.DEAD,
                     retry_at if retry_at is not None else now,
                     delivery,
                 ),
@@ -787,9 +773,11 @@ class Ledger:
     def resend(self, ids: Sequence[int] | None = None) -> int:
         """Put dead letters back in the queue (all, or those ``ids``); returns how many."""
         with self._tx() as db:
-            where = "state = 'dead'" + (f" AND id IN ({','.join('?' * len(ids))})" if ids else "")
+            where = f"state = '{DeliveryState.DEAD}'" + (
+                f" AND id IN ({','.join('?' * len(ids))})" if ids else ""
+            )
             cur = db.execute(
-                f"UPDATE deliveries SET state = 'pending', attempts = 0, next_at = ? WHERE {where}",
+                f"UPDATE deliveries SET state = '{DeliveryState.PENDING}', attempts = 0, next_at = ? WHERE {where}",
                 (time.time(), *(ids or ())),
             )
             return int(cur.rowcount)
@@ -797,7 +785,9 @@ class Ledger:
     def purge_dead(self, ids: Sequence[int] | None = None) -> list[str]:
         """Delete dead letters (all, or those ``ids``); returns their results folders."""
         with self._tx() as db:
-            where = "state = 'dead'" + (f" AND id IN ({','.join('?' * len(ids))})" if ids else "")
+            where = f"state = '{DeliveryState.DEAD}'" + (
+                f" AND id IN ({','.join('?' * len(ids))})" if ids else ""
+            )
             rows = list(db.execute(f"SELECT id, folder FROM deliveries WHERE {where}", tuple(ids or ())))
             for r in rows:
                 db.execute("DELETE FROM delivery_files WHERE delivery = ?", (r["id"],))
@@ -816,13 +806,13 @@ class Ledger:
         """
         with self._tx() as db:
             studies = db.execute(
-                "UPDATE studies SET state = 'ready', claimed_by = NULL WHERE state = 'analysing'"
+                f"UPDATE studies SET state = '{StudyState.READY}', claimed_by = NULL WHERE state = '{StudyState.ANALYSING}'"
             ).rowcount
             deliveries = db.execute(
-                "UPDATE deliveries SET state = 'pending' WHERE state = 'sending'"
+                f"UPDATE deliveries SET state = '{DeliveryState.PENDING}' WHERE state = '{DeliveryState.SENDING}'"
             ).rowcount
             uncertain = db.execute(
-                "UPDATE delivery_files SET state = 'pending', uncertain = 1 WHERE state = 'inflight'"
+                f"UPDATE delivery_files SET state = '{FileState.PENDING}', uncertain = 1 WHERE state = '{FileState.INFLIGHT}'"
             ).rowcount
         return {"studies": studies, "deliveries": deliveries, "uncertain_files": uncertain}
 
@@ -838,8 +828,8 @@ class Ledger:
         done = [
             r["study_uid"]
             for r in self._read(
-                "SELECT s.study_uid FROM studies s WHERE s.state IN ('analysed', 'ignored') AND s.pending = 0 "
-                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.study_uid = s.study_uid AND d.state != 'sent') "
+                f"SELECT s.study_uid FROM studies s WHERE s.state IN ('{StudyState.ANALYSED}', '{StudyState.IGNORED}') AND s.pending = 0 "
+                f"AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.study_uid = s.study_uid AND d.state != '{DeliveryState.SENT}') "
                 "AND COALESCE((SELECT MAX(sent) FROM deliveries d WHERE d.study_uid = s.study_uid), s.updated) <= ?",
                 (now - grace,),
             )
@@ -850,7 +840,7 @@ class Ledger:
             instances += [
                 _instance(r)
                 for r in self._read(
-                    "SELECT * FROM instances WHERE study_uid = ? AND state IN ('stored', 'superseded')",
+                    f"SELECT * FROM instances WHERE study_uid = ? AND state IN ('{InstanceState.STORED}', '{InstanceState.SUPERSEDED}')",
                     (uid,),
                 )
             ]
@@ -867,7 +857,8 @@ class Ledger:
         """Record that files and results folders were deleted."""
         with self._tx() as db:
             db.executemany(
-                "UPDATE instances SET state = 'purged' WHERE file_id = ?", [(f,) for f in file_ids]
+                f"UPDATE instances SET state = '{InstanceState.PURGED}' WHERE file_id = ?",
+                [(f,) for f in file_ids],
             )
             db.executemany("UPDATE deliveries SET folder = NULL WHERE id = ?", [(d,) for d in deliveries])
 
@@ -876,10 +867,10 @@ class Ledger:
         with self._tx() as db:
             rows = list(
                 db.execute(
-                    "SELECT study_uid FROM studies s WHERE s.updated < ? AND s.state IN ('analysed', 'ignored', 'failed') "
+                    f"SELECT study_uid FROM studies s WHERE s.updated < ? AND s.state IN ('{StudyState.ANALYSED}', '{StudyState.IGNORED}', '{StudyState.FAILED}') "
                     "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.study_uid = s.study_uid "
-                    "AND i.state IN ('stored', 'superseded')) "
-                    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.study_uid = s.study_uid AND d.state != 'sent')",
+                    f"AND i.state IN ('{InstanceState.STORED}', '{InstanceState.SUPERSEDED}')) "
+                    f"AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.study_uid = s.study_uid AND d.state != '{DeliveryState.SENT}')",
                     (before,),
                 )
             )
@@ -920,7 +911,7 @@ class Ledger:
         turnaround = [
             r["t"]
             for r in self._read(
-                "SELECT sent - last_ack AS t FROM deliveries WHERE state = 'sent' AND sent IS NOT NULL ORDER BY id DESC LIMIT 1000"
+                f"SELECT sent - last_ack AS t FROM deliveries WHERE state = '{DeliveryState.SENT}' AND sent IS NOT NULL ORDER BY id DESC LIMIT 1000"
             )
         ]
         return {
@@ -933,9 +924,10 @@ class Ledger:
             "turnaround_s": turnaround,
             "counters": self.counters(),
             "queue": {
-                "studies_waiting": studies.get("receiving", 0)
-                + studies.get("ready", 0)
-                + studies.get("analysing", 0),
-                "deliveries_waiting": deliveries.get("pending", 0) + deliveries.get("sending", 0),
+                "studies_waiting": studies.get(StudyState.RECEIVING, 0)
+                + studies.get(StudyState.READY, 0)
+                + studies.get(StudyState.ANALYSING, 0),
+                "deliveries_waiting": deliveries.get(DeliveryState.PENDING, 0)
+                + deliveries.get(DeliveryState.SENDING, 0),
             },
         }

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from chexnet_dicom.errors import ConfigError, StorageError
-from chexnet_dicom.node.ledger import Ledger
+from chexnet_dicom.node.ledger import NodeLedger
 
 __all__ = ["TURNAROUND_BUCKETS", "MetricsServer", "start_metrics"]
 
@@ -23,7 +23,7 @@ TURNAROUND_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class _Collector:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: NodeLedger) -> None:
         self.ledger = ledger
         self.lock = threading.Lock()
 
@@ -76,7 +76,7 @@ class _Collector:
 class MetricsServer:
     """A running endpoint; :meth:`shutdown` stops it."""
 
-    def __init__(self, server: Any, thread: threading.Thread, ledger: Ledger, port: int) -> None:
+    def __init__(self, server: Any, thread: threading.Thread, ledger: NodeLedger, port: int) -> None:
         self._server = server
         self._thread = thread
         self._ledger = ledger
@@ -103,7 +103,7 @@ def start_metrics(port: int, ledger_path: str | Path) -> MetricsServer:
         from prometheus_client.registry import CollectorRegistry
     except ImportError as exc:
         raise ConfigError("metrics.enabled needs the prometheus-client package") from exc
-    ledger = Ledger(ledger_path)
+    ledger = NodeLedger(ledger_path)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(ledger))
     try:

@@ -53,10 +53,10 @@ from chexnet_dicom.dicom.gate import gate_header
 from chexnet_dicom.dicom.read import decodable_transfer_syntaxes, read_header
 from chexnet_dicom.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME, is_valid_uid
 from chexnet_dicom.errors import ConfigError, InputError, StorageError
+from chexnet_dicom.faults import fault
 from chexnet_dicom.logs import phi_ref
 from chexnet_dicom.net.guards import ReceiveLimits, install_guard, receive_temporaries
-from chexnet_dicom.node.faults import fault
-from chexnet_dicom.node.ledger import DUPLICATE, Ledger
+from chexnet_dicom.node.ledger import DUPLICATE, NodeLedger
 from chexnet_dicom.node.spool import IncomingFile, Spool
 from chexnet_dicom.outputs.identity import MANUFACTURER, series_uid
 
@@ -190,7 +190,7 @@ class Receiver:
         How the node's own outputs are recognised.
     """
 
-    def __init__(self, config: NodeConfig, spool: Spool, ledger: Ledger, own: OwnOutputs) -> None:
+    def __init__(self, config: NodeConfig, spool: Spool, ledger: NodeLedger, own: OwnOutputs) -> None:
         self.config = config
         self.spool = spool
         self.ledger = ledger
@@ -512,7 +512,7 @@ class RunningSCP:
 def start_scp(
     config: NodeConfig,
     spool: Spool,
-    ledger: Ledger,
+    ledger: NodeLedger,
     own: OwnOutputs,
     tls: ssl.SSLContext | None = None,
     receiver: Receiver | None = None,

@@ -38,10 +38,10 @@ from chexnet_dicom.config import NodeConfig
 from chexnet_dicom.dicom.attrs import text
 from chexnet_dicom.dicom.read import read_header
 from chexnet_dicom.errors import ChexDicomError, InputError, TransferError
+from chexnet_dicom.faults import MAIN_PID_ENV, fault
 from chexnet_dicom.logs import persistent_log_key, phi_ref
 from chexnet_dicom.net.sender import RetryPolicy
-from chexnet_dicom.node.faults import NODE_PID_ENV, fault
-from chexnet_dicom.node.ledger import Delivery, Ledger
+from chexnet_dicom.node.ledger import NodeLedger, QueuedDelivery
 from chexnet_dicom.node.scp import OwnOutputs, Receiver, RunningSCP, start_scp
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.node.worker import OUTBOX, worker_main
@@ -99,7 +99,7 @@ class Node:
         self.spool = Spool(config.spool)
         self.stopping = threading.Event()
         self.scp: RunningSCP | None = None
-        self.ledger: Ledger | None = None
+        self.ledger: NodeLedger | None = None
         self._threads: list[threading.Thread] = []
         self._workers: list[Any] = []
         self._mp = multiprocessing.get_context("spawn")
@@ -121,8 +121,8 @@ class Node:
         """
         self.spool.acquire()
         persistent_log_key(self.spool.key_path)
-        os.environ[NODE_PID_ENV] = str(os.getpid())
-        self.ledger = Ledger(self.spool.ledger_path)
+        os.environ[MAIN_PID_ENV] = str(os.getpid())
+        self.ledger = NodeLedger(self.spool.ledger_path)
         own = own_outputs_of(self.config)
         receiver = Receiver(self.config, self.spool, self.ledger, own)
         self.recover(receiver)
@@ -275,7 +275,7 @@ class Node:
                 continue
             self.deliver(job)
 
-    def deliver(self, job: Delivery) -> bool:
+    def deliver(self, job: QueuedDelivery) -> bool:
         """One attempt at one delivery; the ledger records the outcome and the next retry."""
         assert self.ledger is not None
         folder = self.spool.absolute(job.folder)

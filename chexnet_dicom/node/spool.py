@@ -44,7 +44,7 @@ from typing import IO
 from chexnet_dicom.atomic import PART_SUFFIX, PartFile, fsync_dir, remove_leftovers
 from chexnet_dicom.config import SpoolConfig
 from chexnet_dicom.errors import ConfigError, StorageError
-from chexnet_dicom.node.faults import active, fault
+from chexnet_dicom.faults import active, fault
 
 __all__ = ["IncomingFile", "Spool"]
 

@@ -5,7 +5,7 @@ decoding and inference never share an interpreter lock with the listener.  Each 
 goes through the same stages as ``chexdcm infer`` (:mod:`chexnet_dicom.pipeline`,
 :func:`chexnet_dicom.pipeline.build_and_write`):
 
-1. :meth:`~chexnet_dicom.node.ledger.Ledger.claim` gives the study's stored
+1. :meth:`~chexnet_dicom.node.ledger.NodeLedger.claim` gives the study's stored
    instances and what earlier versions of its results left (records);
 2. the instances not analysed before go through :func:`~chexnet_dicom.pipeline.iter_results`;
 3. the earlier images come back from their records
@@ -14,7 +14,7 @@ goes through the same stages as ``chexdcm infer`` (:mod:`chexnet_dicom.pipeline`
    re-opened study's SR covers every image and lists the earlier SR as predecessor;
 4. the results are written into the spool (``results/<study ref>/<version>/``, DICOM
    only: no PNG previews), or the outbox when no destination is configured, and
-   :meth:`~chexnet_dicom.node.ledger.Ledger.finish` records the records, the version
+   :meth:`~chexnet_dicom.node.ledger.NodeLedger.finish` records the records, the version
    and the delivery in one transaction.
 
 A failure of one study (unreadable pixels everywhere, a model error, outputs that
@@ -39,9 +39,9 @@ from pydicom.dataset import Dataset
 
 from chexnet_dicom.config import NodeConfig
 from chexnet_dicom.errors import ConfigError, InferenceError, WeightsError
+from chexnet_dicom.faults import active, fault
 from chexnet_dicom.logs import log_failure, persistent_log_key, phi_ref
-from chexnet_dicom.node.faults import active, fault
-from chexnet_dicom.node.ledger import Claimed, Ledger
+from chexnet_dicom.node.ledger import Claimed, NodeLedger
 from chexnet_dicom.node.records import decode_record, encode_record
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.pipeline import (
@@ -55,7 +55,7 @@ from chexnet_dicom.pipeline import (
     restore_image,
     restore_skip,
 )
-from chexnet_dicom.results import Failure, ImageResult, StudyResult, study_ref
+from chexnet_dicom.results import Failure, ImageResult, StudyFailure, StudyResult, study_ref
 
 __all__ = ["OUTBOX", "Analyser", "previous_sr", "worker_main"]
 
@@ -97,7 +97,7 @@ class Analyser:
     """
 
     def __init__(
-        self, config: NodeConfig, spool: Spool, ledger: Ledger, predictor: Any, destination: str
+        self, config: NodeConfig, spool: Spool, ledger: NodeLedger, predictor: Any, destination: str
     ) -> None:
         self.config = config
         self.spool = spool
@@ -158,7 +158,9 @@ class Analyser:
                 carried_skipped.append(restore_skip(record, limits))
         result = combine(claimed.study_uid, card, fresh, carried_images, carried_skipped)
         if not result.images and not result.skipped:
-            self.ledger.fail(claimed, "no-instances", "none of the study's instances could be read")
+            self.ledger.fail(
+                claimed, StudyFailure.NO_INSTANCES, "none of the study's instances could be read"
+            )
             return
         previous = [previous_sr(claimed.previous_sr, claimed.study_uid)] if claimed.previous_sr else []
         options = self.config.outputs
@@ -250,7 +252,7 @@ def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: A
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     spool = Spool(config.spool)
     persistent_log_key(spool.key_path)
-    ledger = Ledger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path)
     analyser = Analyser(config, spool, ledger, load_node_predictor(config), destination)
     if ready is not None:
         ready.set()

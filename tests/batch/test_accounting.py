@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydicom import dcmread
 
-from chexnet_dicom.batch.schema import FILE_STATUSES, FILES, PREDICTIONS, STUDIES
+from chexnet_dicom.batch.schema import FILE_STATUSES, FILES, PREDICTIONS, STUDIES, FileStatus
 from chexnet_dicom.errors import EXIT_INCOMPLETE, EXIT_OK
 from chexnet_dicom.testing import synth
 from chexnet_dicom.testing.export import Export
@@ -33,7 +33,9 @@ def test_every_file_has_its_expected_status(export: Export, out: Path) -> None:
     assert set(counts) <= set(FILE_STATUSES)
     skipped = counts["skipped"] + counts["duplicate"] + counts["index"]
     assert counts["analysed"] + skipped + counts["failed"] + counts["not_dicom"] == len(export.expected)
-    assert all(counts[s] for s in FILE_STATUSES), counts  # every category occurs
+    # every category of a finished run occurs; none is pending (that is a stopped run's)
+    assert counts[FileStatus.PENDING] == 0
+    assert all(counts[s] for s in FILE_STATUSES if s != FileStatus.PENDING), counts
 
 
 def test_the_dicomdir_files_are_counted_once_and_the_outside_file_never_read(

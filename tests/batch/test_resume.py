@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from chexnet_dicom.batch.faults import CRASH_ENV
 from chexnet_dicom.errors import EXIT_INCOMPLETE, EXIT_USAGE
+from chexnet_dicom.faults import ENV as FAULT_ENV
 from chexnet_dicom.testing.export import Export, make_export
 from tests.helpers.batch import (
     assert_same_tables,
@@ -68,19 +68,19 @@ def _resume_and_check(export: Export, card: Path, out: Path, full: Path, *extra:
 @pytest.mark.parametrize(
     ("point", "finished"),
     [
-        ("discover:7", 0),  # half-way through the header index
-        ("predict:1", 0),  # the first study predicted, nothing recorded
-        ("predict:5", 4),
-        ("commit:1", 1),
-        ("commit:17", 17),
-        ("export:2", 11 + EXTRA),  # every study recorded, one table written
+        ("batch.discover:7", 0),  # half-way through the header index
+        ("batch.predict:1", 0),  # the first study predicted, nothing recorded
+        ("batch.predict:5", 4),
+        ("batch.commit:1", 1),
+        ("batch.commit:17", 17),
+        ("batch.export:2", 11 + EXTRA),  # every study recorded, one table written
     ],
 )
 def test_kill_at_an_injected_point_then_resume(
     point: str, finished: int, export: Export, card: Path, full: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    proc = run_batch_process(export.root, out, card, env={CRASH_ENV: point})
+    proc = run_batch_process(export.root, out, card, env={FAULT_ENV: point})
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert ledger_studies(out) == finished
     summary = _resume_and_check(export, card, out, full)
@@ -93,7 +93,7 @@ def test_kill_with_write_dicom_between_writing_and_recording(
     ref = tmp_path / "ref"
     assert run_batch_cli(export.root, ref, card, "--write-dicom") == EXIT_INCOMPLETE
     out = tmp_path / "run"
-    proc = run_batch_process(export.root, out, card, "--write-dicom", env={CRASH_ENV: "write:3"})
+    proc = run_batch_process(export.root, out, card, "--write-dicom", env={FAULT_ENV: "batch.write:3"})
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert ledger_studies(out) == 2  # the third study's files are written, its rows are not
     _resume_and_check(export, card, out, ref, "--write-dicom")

@@ -16,7 +16,7 @@ import tomllib
 from pydicom import dcmread
 
 from chexnet_dicom.config import NodeConfig, load_node_config
-from chexnet_dicom.node.ledger import Ledger
+from chexnet_dicom.node.ledger import NodeLedger
 from chexnet_dicom.node.scp import OwnOutputs, RunningSCP, start_scp
 from chexnet_dicom.node.spool import Spool
 from tests.helpers.peers import StoreSCP, free_port, wait_for_port
@@ -45,7 +45,7 @@ class Listener:
 
     config: NodeConfig
     spool: Spool
-    ledger: Ledger
+    ledger: NodeLedger
     running: RunningSCP
 
     @property
@@ -62,7 +62,7 @@ class Listener:
 def start_listener(tmp_path: Path, **overrides: Any) -> Listener:
     config = node_config(tmp_path, **overrides)
     spool = Spool(config.spool)
-    ledger = Ledger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path)
     return Listener(config, spool, ledger, start_scp(config, spool, ledger, OWN))
 
 
@@ -195,7 +195,7 @@ def received(dest: StoreSCP) -> collections.Counter[str]:
 
 def all_sent(spool: Path, studies: int = 1) -> bool:
     """Whether the ledger of ``spool`` has every delivery sent (for ``studies`` studies at least)."""
-    led = Ledger(spool / "ledger.sqlite")
+    led = NodeLedger(spool / "ledger.sqlite")
     try:
         sent = led.deliveries("sent")
         waiting = led.deliveries("pending") or led.deliveries("sending")
@@ -209,6 +209,6 @@ def config_port(cfg: Path) -> int:
     return int(tomllib.loads(cfg.read_text())["listen"]["port"])
 
 
-def ledger_of(spool: Path) -> Ledger:
+def ledger_of(spool: Path) -> NodeLedger:
     """A ledger connection to ``spool`` (close it)."""
-    return Ledger(spool / "ledger.sqlite")
+    return NodeLedger(spool / "ledger.sqlite")

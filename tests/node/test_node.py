@@ -12,7 +12,7 @@ import pytest
 from pydicom import dcmread
 
 from chexnet_dicom.net.destination import parse_destination
-from chexnet_dicom.node.ledger import Ledger
+from chexnet_dicom.node.ledger import NodeLedger
 from chexnet_dicom.node.service import Node
 from chexnet_dicom.results import study_ref
 from chexnet_dicom.testing import synth
@@ -43,7 +43,7 @@ def write_images(folder: Path, seeds: list[int], study: str = STUDY, first: int 
     return out
 
 
-def analysed(ledger: Ledger, study: str, version: int = 1) -> Any:
+def analysed(ledger: NodeLedger, study: str, version: int = 1) -> Any:
     row = ledger.study(study)
     if row and (row["state"] == "failed" or (row["state"] == "analysed" and row["version"] >= version)):
         return row

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chexnet_dicom.net.tls import server_context
-from chexnet_dicom.node.ledger import Ledger
+from chexnet_dicom.node.ledger import NodeLedger
 from chexnet_dicom.node.metrics import start_metrics
 from chexnet_dicom.node.scp import start_scp
 from chexnet_dicom.node.spool import Spool
@@ -85,7 +85,7 @@ def test_mutual_tls_accepts_a_client_certificate_and_refuses_none(tmp_path: Path
     pki = make_pki(tmp_path / "pki")
     config = node_config(tmp_path, **{"listen.acse_timeout": 3.0})
     spool = Spool(config.spool)
-    ledger = Ledger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path)
     ctx = server_context(pki["srv.pem"], pki["srv.key"], pki["ca.pem"], require_client_cert=True)
     running = start_scp(config, spool, ledger, OWN, tls=ctx)
     try:
@@ -111,7 +111,7 @@ def test_mutual_tls_accepts_a_client_certificate_and_refuses_none(tmp_path: Path
 
 def test_metrics_endpoint_on_loopback(tmp_path: Path) -> None:
     spool = Spool(node_config(tmp_path).spool)
-    ledger = Ledger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path)
     ledger.count("studies_analysed", 3)
     ledger.count("dead_letters")
     server = start_metrics(0, spool.ledger_path)
@@ -135,7 +135,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_status_and_dead_letters_commands(tmp_path: Path) -> None:
     spool = Spool(node_config(tmp_path).spool)
-    ledger = Ledger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path)
     ledger.note("guard", "an association was cut off: pdu-too-long")
     ledger.close()
     out = _cli("status", "--spool", str(spool.root), "--json")
@@ -164,18 +164,19 @@ def test_config_check(tmp_path: Path) -> None:
 
 def test_dead_letters_resend_and_purge_from_the_command_line(tmp_path: Path) -> None:
     spool = Spool(node_config(tmp_path).spool)
-    ledger = Ledger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path)
     ids = []
     for k in range(2):
         folder = spool.results / f"r{k}"
         folder.mkdir(parents=True)
         (folder / "sr.dcm").write_bytes(b"x")
-        ledger._db.execute(
-            "INSERT INTO deliveries (study_uid, version, destination, state, attempts, next_at, last_error, "
-            "folder, last_ack, created) VALUES (?, 1, 'PACS@127.0.0.1:4242', 'dead', 5, 0, 'refused', ?, 0, 0)",
-            (f"1.2.3.{k}", f"results/r{k}"),
-        )
-        ids.append(ledger._db.execute("SELECT MAX(id) FROM deliveries").fetchone()[0])
+        with ledger._store.transaction() as db:  # a dead letter, as the sender leaves one
+            db.execute(
+                "INSERT INTO deliveries (study_uid, version, destination, state, attempts, next_at, last_error, "
+                "folder, last_ack, created) VALUES (?, 1, 'PACS@127.0.0.1:4242', 'dead', 5, 0, 'refused', ?, 0, 0)",
+                (f"1.2.3.{k}", f"results/r{k}"),
+            )
+            ids.append(db.execute("SELECT MAX(id) FROM deliveries").fetchone()[0])
     ledger.close()
     listed = _cli("dead-letters", "list", "--spool", str(spool.root), "--json")
     assert [r["id"] for r in json.loads(listed.stdout)] == ids
@@ -185,7 +186,7 @@ def test_dead_letters_resend_and_purge_from_the_command_line(tmp_path: Path) -> 
     )
     assert "1 dead letter(s) purged" in _cli("dead-letters", "purge", "--spool", str(spool.root)).stdout
     assert not (spool.results / "r1").exists() and (spool.results / "r0").exists()
-    ledger = Ledger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path)
     try:
         assert [d["state"] for d in ledger.deliveries()] == ["pending"]
     finally:

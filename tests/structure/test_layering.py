@@ -11,13 +11,16 @@ from tests.helpers.shared import REPO
 
 PKG = Path(__file__).resolve().parents[2] / "chexnet_dicom"
 
-BASE = {"errors", "config", "logs", "atomic"}
+BASE = {"errors", "config", "logs", "atomic", "vocab", "storage", "faults"}
 #: layer -> project layers it may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "config": {"errors"},
     "logs": {"atomic"},
     "atomic": set(),
+    "vocab": set(),
+    "storage": {"errors", "vocab"},
+    "faults": set(),
     "dicom": BASE,
     "preprocess": BASE | {"dicom"},
     "raster": BASE | {"dicom"},
@@ -60,6 +63,9 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     "errors": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "config": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "logs": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
+    "vocab": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
+    "storage": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
+    "faults": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "outputs": {"torch", "monai", "pynetdicom"},
     "results": {"torch", "monai", "highdicom", "pynetdicom"},
     "transforms": {"highdicom", "pynetdicom"},
@@ -70,7 +76,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
 
 # The package root only re-exports errors and the version: any layer above the base may use it.
 for _name in ALLOWED:
-    if _name not in {"errors", "config", "logs", "atomic", "__init__"}:
+    if _name not in {"errors", "config", "logs", "atomic", "vocab", "storage", "faults", "__init__"}:
         ALLOWED[_name] = ALLOWED[_name] | {"__init__"}
 
 

@@ -1,6 +1,7 @@
 """The README covers what a newcomer needs, and what it points at exists.
 
-Every reason code, every ``chexdcm infer`` option and every exit code is documented; the
+Every reason code, every stored state vocabulary (value for value), every ``chexdcm infer``
+option and every exit code is documented; the
 two set-up commands and the way to run ``chexdcm`` are there; every file path the
 README names (tests, benchmarks, scripts, modules) exists.
 """
@@ -8,11 +9,14 @@ README names (tests, benchmarks, scripts, modules) exists.
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib
 import re
 
 from chexnet_dicom.cli import infer
 from chexnet_dicom.dicom.reasons import REASONS
-from chexnet_dicom.results import FAILURE_REASONS
+from chexnet_dicom.results import FAILURE_REASONS, StudyFailure
+from chexnet_dicom.vocab import Vocabulary
 from tests.helpers.shared import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -55,3 +59,39 @@ def test_every_path_the_readme_names_exists() -> None:
         p for p in named if not (REPO / p.rstrip("*")).exists() and "*" not in p and "<" not in p
     )
     assert not missing, f"paths in the README that do not exist: {missing}"
+
+
+def _vocabularies() -> list[type[Vocabulary]]:
+    """Every :class:`Vocabulary` subclass the package defines (found in the source, then imported)."""
+    found = []
+    for path in sorted((REPO / "chexnet_dicom").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = [
+            n.name
+            for n in tree.body
+            if isinstance(n, ast.ClassDef)
+            and any(isinstance(b, ast.Name) and b.id == "Vocabulary" for b in n.bases)
+        ]
+        if names:
+            module = importlib.import_module(".".join(path.relative_to(REPO).with_suffix("").parts))
+            found += [getattr(module, n) for n in names]
+    return found
+
+
+def test_every_state_vocabulary_is_documented_value_for_value() -> None:
+    vocabularies = _vocabularies()
+    assert {v.__name__ for v in vocabularies} >= {"StudyState", "DeliveryState", "FileStatus", "StudyFailure"}
+    problems = []
+    for vocab in vocabularies:
+        row = re.search(rf"^\| `{vocab.__name__}`[^|]*\| (.+) \|$", README, re.MULTILINE)
+        if row is None:
+            problems.append(f"{vocab.__name__}: no row in the README's vocabulary table")
+            continue
+        documented = set(re.findall(r"`([^`]+)`", row.group(1)))
+        if documented != set(vocab.values()):
+            problems.append(f"{vocab.__name__}: README {sorted(documented)} != code {sorted(vocab.values())}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_failure_vocabulary_is_the_failure_reasons() -> None:
+    assert set(FAILURE_REASONS) == set(StudyFailure.values())
