@@ -605,8 +605,9 @@ def test_an_empty_sop_instance_uid_in_the_data_set_gets_0xa900(
     req.AffectedSOPInstanceUID = request_uid
     req.Priority = 0
     req.DataSet = __import__("io").BytesIO(small_instance_bytes(c))
-    ctx = assoc.accepted_contexts[0]
-    assoc.dimse.send_msg(req, ctx.context_id)
+    ctx = assoc.accepted_contexts[0].context_id
+    assert ctx is not None
+    assoc.dimse.send_msg(req, ctx)
     _, rsp = assoc.dimse.get_msg(block=True)
     assoc.release()
     assert rsp is not None and rsp.Status == 0xA900
@@ -637,3 +638,36 @@ def test_a_peer_dripping_p_data_below_the_minimum_rate_is_cut_off(guarded: Liste
         assert cut is not None and cut < 6, cut  # grace of socket_timeout (2 s), then the rate check
     assert any("too-slow" in msg for _, kind, msg in guarded.ledger.events(20) if kind == "guard")
     good_peer_served(guarded)
+
+
+# --------------------------------------------------------------------------- smaller items (item 6)
+
+
+def test_status_ends_quietly_on_a_closed_pipe(tmp_path: Path) -> None:
+    """``chexdcm status | head``: the reader is gone before the first line is written."""
+    import subprocess
+    import sys
+
+    from chexnet_dicom.node.ledger import Ledger
+    from chexnet_dicom.node.spool import Spool
+    from tests.helpers.node import node_config
+
+    spool = Spool(node_config(tmp_path).spool)
+    led = Ledger(spool.ledger_path)
+    for k in range(200):
+        led.note("access", f"event {k}")
+    led.close()
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "chexnet_dicom", "status", "--spool", str(spool.root)],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert done.stderr == "" and done.returncode == 0, done.stderr
