@@ -14,18 +14,41 @@ through :func:`atomic_write` or :func:`open_atomic`:
 A reader therefore sees either the old file or the complete new one, never a part, and
 a crash leaves at most a ``.part`` file behind (:func:`remove_leftovers` cleans them).
 On any failure the temporary file is removed and the target is untouched.
+
+PHI at rest is private: the command line runs with :data:`PRIVATE_UMASK`
+(:func:`use_private_umask`), so every folder it creates is 0700 and every file 0600
+(SQLite's ``-wal`` and ``-shm`` take the mode of their database file), and
+:func:`private_dir` tightens a folder for PHI that already exists with group or other
+bits (the node's spool and outbox).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["PART_SUFFIX", "PartFile", "atomic_write", "fsync_dir", "open_atomic", "remove_leftovers"]
+__all__ = [
+    "PART_SUFFIX",
+    "PRIVATE_UMASK",
+    "PartFile",
+    "atomic_write",
+    "fsync_dir",
+    "open_atomic",
+    "private_dir",
+    "remove_leftovers",
+    "use_private_umask",
+]
+
+log = logging.getLogger(__name__)
+
+#: The umask of every ``chexdcm`` process: folders 0700, files 0600.
+PRIVATE_UMASK = 0o077
 
 #: Suffix of the temporary files (their names also start with a dot).
 PART_SUFFIX = ".part"
@@ -39,6 +62,43 @@ def _default_mode() -> int:
 
 #: Permissions of a written file when the caller gives none (as ``open`` would create it).
 _DEFAULT_MODE = _default_mode()
+
+
+def use_private_umask() -> int:
+    """Set the process umask to :data:`PRIVATE_UMASK` (call once, before any thread starts).
+
+    Returns
+    -------
+    int
+        The previous umask.
+    """
+    global _DEFAULT_MODE
+    previous = os.umask(PRIVATE_UMASK)
+    _DEFAULT_MODE = 0o666 & ~PRIVATE_UMASK
+    return previous
+
+
+def private_dir(path: str | os.PathLike[str], what: str) -> Path:
+    """Create a folder for PHI as 0700, or tighten an existing one to 0700.
+
+    Parameters
+    ----------
+    path
+        The folder (parents are created, with the umask's mode).
+    what
+        Its name in the log line when an existing folder had group or other bits.
+
+    Returns
+    -------
+    Path
+    """
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    bits = stat.S_IMODE(folder.stat().st_mode)
+    if bits & 0o077:
+        os.chmod(folder, 0o700)
+        log.warning("%s had mode %04o (readable by other users); tightened to 0700", what, bits)
+    return folder
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:

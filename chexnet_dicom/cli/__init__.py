@@ -44,6 +44,7 @@ import sys
 from collections.abc import Sequence
 
 from chexnet_dicom import __version__
+from chexnet_dicom.atomic import use_private_umask
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_USAGE, ChexDicomError, exit_code_for
 from chexnet_dicom.logs import setup_logging
 
@@ -110,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Idle OpenMP workers must sleep, not spin: on a shared or small machine spinning
     # threads made single forward passes 10-100x slower at random. Must precede torch.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    use_private_umask()  # PHI at rest: folders 0700, files 0600 (issue 18)
     args_list = list(sys.argv[1:] if argv is None else argv)
     parser = _build_parser(args_list)
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 from chexnet_dicom.errors import EXIT_OK
@@ -34,7 +36,19 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the ledger's summary."""
+    """Print the ledger's summary; end quietly when the reader closes the pipe (``| head``)."""
+    try:
+        code = _run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at devnull so the exit flush cannot fail
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
     from chexnet_dicom.cli.listen import spool_of
     from chexnet_dicom.node.ledger import NodeLedger
 

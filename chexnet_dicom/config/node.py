@@ -80,6 +80,15 @@ class ListenConfig:
     max_connections
         Open TCP connections at once (associations, handshakes and idle sockets); more
         are closed at once.
+    max_connections_per_source
+        Open TCP connections at once from one source address (``max_connections`` when
+        that is smaller).
+    first_pdu_timeout
+        Seconds from connect within which the TLS handshake and the A-ASSOCIATE-RQ must
+        be complete; the calling AE is checked before the peer takes an association slot.
+    min_receive_rate
+        Bytes per second below which a DIMSE message still arriving is cut off once it
+        has taken longer than ``socket_timeout`` (0: no minimum).
     quiet_period
         Seconds without a new instance, after the study's associations ended, before
         a study is analysed.
@@ -97,6 +106,9 @@ class ListenConfig:
     max_pdu: int = 131072
     max_associations: int = 8
     max_connections: int = 16
+    max_connections_per_source: int = 8
+    first_pdu_timeout: float = 5.0
+    min_receive_rate: float = 4096.0
     quiet_period: float = 5.0
     open_wait: float = 300.0
 
@@ -115,6 +127,12 @@ class ListenConfig:
             raise ConfigError("listen.max_pdu must be between 4096 and 16777216 bytes")
         if not 1 <= self.max_associations <= self.max_connections <= 4096:
             raise ConfigError("listen needs 1 <= max_associations <= max_connections <= 4096")
+        if self.max_connections_per_source < 1:
+            raise ConfigError("listen.max_connections_per_source must be at least 1")
+        if not 0 < self.first_pdu_timeout <= 600:
+            raise ConfigError("listen.first_pdu_timeout must be > 0 and <= 600 seconds")
+        if self.min_receive_rate < 0:
+            raise ConfigError("listen.min_receive_rate must be >= 0 bytes per second (0: no minimum)")
         if not 0 <= self.quiet_period <= 3600 or self.open_wait < self.quiet_period:
             raise ConfigError("listen.quiet_period must be 0-3600 s and listen.open_wait >= quiet_period")
 

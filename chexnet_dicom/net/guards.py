@@ -35,6 +35,7 @@ Both touch pynetdicom internals, so they refuse any version but :data:`PINNED_VE
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import ssl
@@ -48,6 +49,7 @@ import pynetdicom
 from pynetdicom import dimse_messages
 from pynetdicom.dul import DULServiceProvider
 
+from chexnet_dicom.dicom.uids import is_valid_uid
 from chexnet_dicom.errors import ConfigError
 
 __all__ = [
@@ -78,11 +80,22 @@ TRIP_REASONS: dict[str, str] = {
     "dataset-too-large": "a non-C-STORE data set larger than its cap",
     "malformed-pdv": "a presentation data value whose length does not fit its PDU",
     "malformed-command": "a DIMSE command set without CommandField or CommandDataSetType",
+    "unexpected-command": "a DIMSE command this node does not serve (unknown or not a request it takes)",
+    "invalid-uid": "a DIMSE command set with a missing, empty or invalid SOP class or instance UID",
+    "too-slow": "a DIMSE message arriving slower than the minimum receive rate",
 }
 
 _P_DATA_TF = 0x04
 _KNOWN_PDU_TYPES = frozenset(range(1, 8))
 _C_STORE_RQ = 0x0001
+_C_ECHO_RQ = 0x0030
+_C_CANCEL_RQ = 0x0FFF
+#: The requests a Storage and Verification SCP takes (PS3.7 9.3, 9.3.5).
+SCP_COMMANDS = frozenset({_C_STORE_RQ, _C_ECHO_RQ, _C_CANCEL_RQ})
+_NO_DATASET = 0x0101
+#: UID elements of a command set, and the commands that require them (PS3.7 9.3).
+_UID_ELEMENTS = (0x0002, 0x0003, 0x1000, 0x1001)
+_REQUIRED_UIDS = {_C_STORE_RQ: (0x0002, 0x1000), _C_ECHO_RQ: (0x0002,)}
 
 
 def check_pinned() -> None:
@@ -121,6 +134,12 @@ class ReceiveLimits:
     control_pdu_bytes
         Largest PDU other than P-DATA-TF (an A-ASSOCIATE-RQ with many contexts is a few
         tens of kB).
+    min_rate
+        Bytes per second below which a DIMSE message still arriving is cut off, once it
+        has taken longer than ``pdu_timeout`` (0: no minimum).
+    commands
+        The CommandField values accepted (any other is cut off before pynetdicom, which
+        raises on unknown ones, decodes it).
     """
 
     max_pdu: int = 131072
@@ -130,6 +149,8 @@ class ReceiveLimits:
     other_dataset_bytes: int = 1 * MiB
     command_bytes: int = 64 * 1024
     control_pdu_bytes: int = 64 * 1024
+    min_rate: float = 0.0
+    commands: frozenset[int] = SCP_COMMANDS
 
     def __post_init__(self) -> None:
         for name in ("max_pdu", "association_bytes", "instance_bytes", "other_dataset_bytes"):
@@ -137,6 +158,8 @@ class ReceiveLimits:
                 raise ConfigError(f"receive limit {name} must be positive")
         if self.pdu_timeout <= 0:
             raise ConfigError("the PDU timeout must be positive")
+        if self.min_rate < 0:
+            raise ConfigError("the minimum receive rate must not be negative")
 
 
 def _command_elements(command: bytes) -> dict[int, bytes] | None:
@@ -155,6 +178,32 @@ def _command_elements(command: bytes) -> dict[int, bytes] | None:
 
 def _well_formed(elements: dict[int, bytes] | None) -> bool:
     return elements is not None and all(len(elements.get(e, b"")) == 2 for e in (0x0100, 0x0800))
+
+
+def _uid_value(raw: bytes) -> str | None:
+    try:
+        return raw.decode("ascii").rstrip("\x00 ")
+    except UnicodeDecodeError:
+        return None
+
+
+def command_problem(elements: dict[int, bytes], commands: frozenset[int] = SCP_COMMANDS) -> str | None:
+    """Why a well-formed command set is cut off before pynetdicom decodes it, or None.
+
+    pynetdicom 3.0.4 raises in its association thread on an unknown CommandField
+    (``KeyError``) and on an empty Affected SOP Instance UID, and closes without a status
+    on an over-long or otherwise invalid one: the command field must be one of
+    ``commands`` and every SOP class or instance UID present, and each the command
+    requires, a valid UID (PS3.5 9.1).
+    """
+    field = int(struct.unpack("<H", elements[0x0100])[0])
+    if field not in commands:
+        return "unexpected-command"
+    for element in set(_UID_ELEMENTS).intersection(elements) | set(_REQUIRED_UIDS.get(field, ())):
+        value = _uid_value(elements[element]) if element in elements else None
+        if value is None or not is_valid_uid(value):
+            return "invalid-uid"
+    return None
 
 
 def command_well_formed(command: bytes) -> bool:
@@ -195,12 +244,30 @@ class _Framing:
         self.command_done = False
         self.field: int | None = None
         self.dataset = 0
+        self.started: float | None = None  # when the message in progress began
+        self.message_bytes = 0
 
     def _reset(self) -> None:
         self.command = bytearray()
         self.command_done = False
         self.field = None
         self.dataset = 0
+        self.started = None
+        self.message_bytes = 0
+
+    def too_slow(self, now: float, pdu_bytes: int, started: float) -> bool:
+        """Count a P-DATA PDU of a message; whether the message, still in progress, is below the minimum rate."""
+        if self.started is None and (self.command or self.command_done):
+            self.started = started
+        if self.started is None:
+            return False
+        self.message_bytes += pdu_bytes
+        elapsed = now - self.started
+        return (
+            self.limits.min_rate > 0
+            and elapsed > self.limits.pdu_timeout
+            and self.message_bytes < self.limits.min_rate * elapsed
+        )
 
     def check(self, body: memoryview) -> str | None:
         """Walk the PDVs of a P-DATA-TF body; return a trip reason or None."""
@@ -226,7 +293,12 @@ class _Framing:
                     if not _well_formed(elements):
                         return "malformed-command"
                     assert elements is not None
+                    problem = command_problem(elements, self.limits.commands)
+                    if problem is not None:
+                        return problem
                     self.field = int(struct.unpack("<H", elements[0x0100])[0])
+                    if struct.unpack("<H", elements[0x0800])[0] == _NO_DATASET:
+                        self._reset()  # the message is complete
                 continue
             if not self.command_done:
                 return "dataset-without-command"
@@ -253,6 +325,9 @@ class GuardedDUL(DULServiceProvider):
     on_trip
         Called as ``on_trip(reason)`` (a key of :data:`TRIP_REASONS`) when the guard
         cuts the association off, in the association's DUL thread.
+    preread
+        The first PDU, already read from the socket by the listener's admission
+        (:mod:`chexnet_dicom.net.admission`); it is processed before the socket is read.
     """
 
     def __init__(
@@ -260,6 +335,7 @@ class GuardedDUL(DULServiceProvider):
         assoc: Any,
         limits: ReceiveLimits,
         on_trip: Callable[[str], None] | None = None,
+        preread: bytes | None = None,
     ) -> None:
         check_pinned()
         super().__init__(assoc)
@@ -268,6 +344,26 @@ class GuardedDUL(DULServiceProvider):
         self.tripped: str | None = None
         self.received = 0
         self._framing = _Framing(limits)
+        self._preread = preread
+
+    def _is_transport_event(self) -> bool:
+        """Process the pre-read first PDU, then read the socket as pynetdicom does."""
+        if self._preread is not None:
+            pdu, self._preread = self._preread, None
+            self.received += len(pdu)
+            self._queue_pdu(pdu)
+            return True
+        return bool(super()._is_transport_event())
+
+    def _queue_pdu(self, data: bytes | bytearray) -> None:
+        try:
+            pdu, event = self._decode_pdu(bytearray(data))
+        except Exception:  # as pynetdicom: an undecodable PDU is invalid
+            log.warning("an undecodable PDU was received")
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
 
     # -- socket reads with a deadline
 
@@ -315,7 +411,8 @@ class GuardedDUL(DULServiceProvider):
         if self.tripped is not None:  # the peer keeps sending after the abort: hang up
             self.socket.close()  # type: ignore[union-attr]
             return
-        deadline = time.monotonic() + self.limits.pdu_timeout
+        started = time.monotonic()
+        deadline = started + self.limits.pdu_timeout
         header, why = self._recv_exact(sock, 6, deadline)
         if why is not None:
             self.event_queue.put("Evt17")  # as pynetdicom: connection closed
@@ -341,21 +438,19 @@ class GuardedDUL(DULServiceProvider):
             return
         if pdu_type == _P_DATA_TF:
             reason = self._framing.check(memoryview(body))
+            if reason is None and self._framing.too_slow(time.monotonic(), 6 + length, started):
+                reason = "too-slow"
             if reason is not None:
                 self._trip(reason)
                 return
-        try:
-            pdu, event = self._decode_pdu(header + body)
-        except Exception:  # as pynetdicom: an undecodable PDU is invalid
-            log.warning("an undecodable PDU was received")
-            self.event_queue.put("Evt19")
-            return
-        self.event_queue.put(event)
-        self._recv_pdu.put(pdu)
+        self._queue_pdu(header + body)
 
 
 def install_guard(
-    assoc: Any, limits: ReceiveLimits, on_trip: Callable[[str], None] | None = None
+    assoc: Any,
+    limits: ReceiveLimits,
+    on_trip: Callable[[str], None] | None = None,
+    preread: bytes | None = None,
 ) -> GuardedDUL:
     """Give a new, not yet started association a :class:`GuardedDUL`.
 
@@ -364,7 +459,7 @@ def install_guard(
     assoc
         A :class:`pynetdicom.association.Association` whose threads have not started
         (its socket may be set).
-    limits, on_trip
+    limits, on_trip, preread
         See :class:`GuardedDUL`.
 
     Returns
@@ -375,7 +470,7 @@ def install_guard(
     old = assoc.dul
     if old.is_alive():
         raise RuntimeError("the association's DUL thread is already running")
-    guarded = GuardedDUL(assoc, limits, on_trip)
+    guarded = GuardedDUL(assoc, limits, on_trip, preread)
     guarded.socket = old.socket
     # a connected AssociationSocket has already queued Evt5 (transport connection
     # indication) on the old provider's queue: the new provider takes that queue over
@@ -385,7 +480,29 @@ def install_guard(
     assoc.acse_timeout = assoc.acse_timeout
     assoc.network_timeout = assoc.network_timeout
     assoc.dimse_timeout = assoc.dimse_timeout
+    _contain(assoc)
     return guarded
+
+
+def _contain(assoc: Any) -> None:
+    """Make an exception in the association's reactor an A-ABORT and a log line, not a traceback.
+
+    pynetdicom 3.0.4 lets exceptions of its service code end the association thread;
+    :func:`threading.excepthook` then prints the traceback (and any value in it) on
+    stderr and no A-ABORT is sent, and the association's ``EVT_ABORTED`` handlers (which
+    remove unfinished spool files) never run.
+    """
+    run = assoc._target  # the thread's target, made from run_reactor in Association.__init__
+
+    def contained(*args: Any, **kwargs: Any) -> None:
+        try:
+            run(*args, **kwargs)
+        except Exception as exc:
+            log.error("association aborted: pynetdicom failed on what the peer sent (%s)", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                assoc.abort()
+
+    assoc._target = contained
 
 
 def receive_temporaries(factory: Callable[[], IO[bytes]] | None) -> None:

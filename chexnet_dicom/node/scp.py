@@ -14,8 +14,14 @@ Access
   not recognised"; the called AE title must be the node's ("called AE title not
   recognised"); over ``max_associations``, rejected transient "local limit exceeded".
 * At most ``max_connections`` TCP connections (idle sockets and TLS handshakes
-  included): more are closed at once.  Optional TLS (1.2+, mutual): the handshake runs
-  in the connection's own thread with the ACSE timeout, never in the accept loop.
+  included), ``max_connections_per_source`` from one address: more are closed at once.
+  Optional TLS (1.2+, mutual): the handshake runs in the connection's own thread, never
+  in the accept loop.
+* Admission before a slot (:mod:`~chexnet_dicom.net.admission`): the TLS handshake and
+  the A-ASSOCIATE-RQ must arrive within ``first_pdu_timeout``; its AE title fields must be
+  valid and the calling AE (and host) on the allow-list; only then does the peer take one
+  of the ``max_associations`` slots and get a pynetdicom association.  A port scan,
+  malformed requests or a slowloris never hold a slot.
 * Every association gets :class:`~chexnet_dicom.net.guards.GuardedDUL`: bounded PDUs,
   a deadline per PDU, a byte budget, an instance size cap.
 
@@ -55,6 +61,18 @@ from chexnet_dicom.dicom.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VE
 from chexnet_dicom.errors import ConfigError, InputError, StorageError
 from chexnet_dicom.faults import fault
 from chexnet_dicom.logs import phi_ref
+from chexnet_dicom.net.admission import (
+    CALLED_NOT_RECOGNISED,
+    CALLING_NOT_RECOGNISED,
+    LOCAL_LIMIT_EXCEEDED,
+    AssociateRequest,
+    Refused,
+    Slots,
+    SourceLimiter,
+    parse_request,
+    read_first_pdu,
+    reject_pdu,
+)
 from chexnet_dicom.net.guards import ReceiveLimits, install_guard, receive_temporaries
 from chexnet_dicom.node.ledger import DUPLICATE, NodeLedger
 from chexnet_dicom.node.spool import IncomingFile, Spool
@@ -252,6 +270,19 @@ class Receiver:
             return
         self._track(assoc)
 
+    def admit(self, request: AssociateRequest, address: str) -> tuple[int, int, int] | None:
+        """Check an A-ASSOCIATE-RQ before it takes a slot: None, or the A-ASSOCIATE-RJ reason."""
+        if self.config.access.check_called_aet and request.called_ae != self.config.listen.ae_title:
+            why, answer = "called AE title is not this node's", CALLED_NOT_RECOGNISED
+        elif not self.policy.allows(request.calling_ae, address):
+            why, answer = "calling AE title not on the allow-list", CALLING_NOT_RECOGNISED
+        else:
+            return None
+        log.warning("association refused: %s (%s)", why, phi_ref(request.calling_ae, prefix="ae"))
+        self.ledger.count("associations_refused")
+        self.ledger.note("access", f"an association was rejected before taking a slot: {why}")
+        return answer
+
     def _on_echo(self, event: Any) -> int:
         return SUCCESS
 
@@ -369,7 +400,7 @@ class _Handler(RequestHandler):
     def _create_association(self) -> Any:
         assoc = super()._create_association()
         server: NodeServer = self.server  # type: ignore[assignment]
-        install_guard(assoc, server.receive_limits, server.on_trip)
+        install_guard(assoc, server.receive_limits, server.on_trip, getattr(server.admitted, "pdu", None))
         self.assoc = assoc
         return assoc
 
@@ -385,10 +416,15 @@ class NodeServer(ThreadedAssociationServer):
         A server TLS context, or None.
     receive_limits
         The guard's limits for every association.
-    max_connections
-        TCP connections at once.
-    handshake_timeout
-        Seconds a TLS handshake may take.
+    limiter
+        TCP connections at once, in all and per source address.
+    slots
+        Associations at once (taken only by admitted peers).
+    first_pdu_timeout
+        Seconds from connect within which the TLS handshake, if any, and the
+        A-ASSOCIATE-RQ must be complete.
+    admit
+        ``admit(request, address)``: None to admit, or the A-ASSOCIATE-RJ triple.
     on_trip
         Called with the reason when a guard cuts an association off.
     """
@@ -407,19 +443,22 @@ class NodeServer(ThreadedAssociationServer):
         *,
         tls: ssl.SSLContext | None = None,
         receive_limits: ReceiveLimits,
-        max_connections: int,
-        handshake_timeout: float,
+        limiter: SourceLimiter,
+        slots: Slots,
+        first_pdu_timeout: float,
+        admit: Callable[[AssociateRequest, str], tuple[int, int, int] | None],
         on_trip: Callable[[str], None] | None = None,
         on_refused: Callable[[], None] | None = None,
     ) -> None:
         self.tls = tls
         self.receive_limits = receive_limits
-        self.max_connections = max_connections
-        self.handshake_timeout = handshake_timeout
+        self.limiter = limiter
+        self.slots = slots
+        self.first_pdu_timeout = first_pdu_timeout
+        self.admit = admit
         self.on_trip = on_trip
         self.on_refused = on_refused
-        self.connections = 0
-        self._count_lock = threading.Lock()
+        self.admitted = threading.local()  # the admitted first PDU, for _Handler in this thread
         super().__init__(ae, address, ae_title, contexts, None, evt_handlers, request_handler=_Handler)
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -431,37 +470,55 @@ class NodeServer(ThreadedAssociationServer):
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
         """Take a connection slot, or refuse (the socket is closed at once)."""
-        with self._count_lock:
-            if self.connections >= self.max_connections:
-                refused = True
-            else:
-                self.connections += 1
-                refused = False
-        if refused:
-            log.warning(
-                "connection closed: %d connections already open (listen.max_connections)",
-                self.max_connections,
-            )
+        limit = self.limiter.acquire(str(client_address[0]))
+        if limit is not None:
+            log.warning("connection closed: too many connections open (%s)", limit)
             if self.on_refused is not None:
                 self.on_refused()
             return False
         return True
+
+    def _admit(self, request: Any, address: str) -> tuple[Any, bool]:
+        """TLS, the first PDU and the AE check within the deadline: (socket, took a slot)."""
+        deadline = time.monotonic() + self.first_pdu_timeout
+        if self.tls is not None:
+            request.settimeout(self.first_pdu_timeout)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                raise Refused(f"TLS handshake refused or failed ({type(exc).__name__})") from None
+        pdu = parse_request(read_first_pdu(request, deadline, self.receive_limits.control_pdu_bytes))
+        answer = self.admit(pdu, address)
+        if answer is None and not self.slots.take():
+            log.warning("association refused: all listen.max_associations slots are in use")
+            answer = LOCAL_LIMIT_EXCEEDED
+        if answer is not None:
+            raise Refused("", reject_pdu(*answer))
+        self.admitted.pdu = pdu.pdu
+        return request, True
+
+    def _refuse(self, request: Any, refused: Refused) -> None:
+        if refused.why:
+            log.info("connection closed before an association: %s", refused.why)
+        with contextlib.suppress(OSError, ValueError):
+            request.settimeout(1.0)
+            if refused.answer:
+                request.sendall(refused.answer)
+        self.shutdown_request(request)
 
     def finish_request(self, request: Any, client_address: Any) -> Any:
         """Run pynetdicom's handler; return it (it holds the association)."""
         return self.RequestHandlerClass(request, client_address, self)  # type: ignore[arg-type]
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Negotiate TLS (with a timeout), serve the association, free the slot when it ends."""
+        """Admit the peer (TLS, A-ASSOCIATE-RQ, AE check), serve the association, free the slots when it ends."""
+        slot = False
         try:
-            if self.tls is not None:
-                request.settimeout(self.handshake_timeout)
-                try:
-                    request = self.tls.wrap_socket(request, server_side=True)
-                except (OSError, ssl.SSLError) as exc:
-                    log.warning("TLS handshake refused or failed (%s)", type(exc).__name__)
-                    self.shutdown_request(request)
-                    return
+            try:
+                request, slot = self._admit(request, str(client_address[0]))
+            except Refused as refused:
+                self._refuse(request, refused)
+                return
             request.settimeout(self.receive_limits.pdu_timeout)
             handler = self.finish_request(request, client_address)
             assoc = getattr(handler, "assoc", None)
@@ -474,8 +531,10 @@ class NodeServer(ThreadedAssociationServer):
             log.exception("a connection failed unexpectedly")
             self.shutdown_request(request)
         finally:
-            with self._count_lock:
-                self.connections -= 1
+            self.admitted.pdu = None
+            if slot:
+                self.slots.give()
+            self.limiter.release(str(client_address[0]))
 
 
 @dataclass
@@ -563,6 +622,7 @@ def start_scp(
         pdu_timeout=listen.socket_timeout,
         association_bytes=access.max_association_bytes,
         instance_bytes=access.max_instance_bytes,
+        min_rate=listen.min_receive_rate,
     )
 
     def tripped(reason: str) -> None:
@@ -575,8 +635,12 @@ def start_scp(
         server_class=NodeServer,
         tls=tls,
         receive_limits=limits,
-        max_connections=listen.max_connections,
-        handshake_timeout=listen.acse_timeout,
+        limiter=SourceLimiter(
+            listen.max_connections, min(listen.max_connections_per_source, listen.max_connections)
+        ),
+        slots=Slots(listen.max_associations),
+        first_pdu_timeout=listen.first_pdu_timeout,
+        admit=receiver.admit,
         on_trip=tripped,
         on_refused=lambda: ledger.count("connections_refused"),
     )

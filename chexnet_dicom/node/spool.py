@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from chexnet_dicom.atomic import PART_SUFFIX, PartFile, fsync_dir, remove_leftovers
+from chexnet_dicom.atomic import PART_SUFFIX, PartFile, fsync_dir, private_dir, remove_leftovers
 from chexnet_dicom.config import SpoolConfig
 from chexnet_dicom.errors import ConfigError, StorageError
 from chexnet_dicom.faults import active, fault
@@ -160,9 +160,13 @@ class Spool:
         self.store = self.root / "store"
         self.results = self.root / "results"
         self.outbox = Path(config.outbox).resolve() if config.outbox else self.root / "outbox"
-        for folder in (self.root, self.store, self.results, self.outbox):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        for name, folder in (
+            ("spool", self.root),
+            ("spool store", self.store),
+            ("spool results", self.results),
+            ("outbox", self.outbox),
+        ):
+            private_dir(folder, name)  # an existing folder with group/other bits is tightened
         self._incoming: dict[int, IncomingFile] = {}
         self._lock = threading.Lock()
         self._lock_fd: int | None = None
