@@ -50,7 +50,18 @@ from pydicom.uid import (
 
 from chexnet_dicom.testing import synth
 
-__all__ = ["CASES", "FAST", "Case", "Matrix", "MatrixFile", "frontal_keys", "nih_picture", "write_matrix"]
+__all__ = [
+    "CASES",
+    "EXPORT_ENCODINGS",
+    "FAST",
+    "Case",
+    "Matrix",
+    "MatrixFile",
+    "frontal_keys",
+    "nih_picture",
+    "write_export",
+    "write_matrix",
+]
 
 #: Transfer syntaxes written by dcmtk's ``dcmcjpeg`` (pydicom has no encoder) and its options.
 DCMCJPEG_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -245,7 +256,9 @@ def _sigmoid_stored(picture: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, 
     return np.clip(np.rint(x), lo, hi).astype(np.int64), (centre, width)
 
 
-def _dataset(case: Case, picture: np.ndarray, key: str, row: dict[str, str], index: int) -> Any:
+def _dataset(
+    case: Case, picture: np.ndarray, key: str, row: dict[str, str], index: int, study_key: str
+) -> Any:
     lo, hi = synth.stored_range_for(case.bits, int(case.signed))
     kw: dict[str, Any] = {
         "modality": case.modality,
@@ -272,7 +285,7 @@ def _dataset(case: Case, picture: np.ndarray, key: str, row: dict[str, str], ind
         view_position=row.get("View Position", "PA") or "PA",
         patient_id=f"NIH{int(row.get('Patient ID', '0') or 0):08d}",
         patient_name="NIH^Anonymous",
-        study_key=f"matrix:{case.name}",
+        study_key=study_key,
         seed=index,
         study_description="CHEST (NIH ChestX-ray14 conformance matrix)",
         extra={
@@ -365,13 +378,70 @@ def write_matrix(
         key = names[case.image]
         if case.image not in pictures:
             pictures[case.image] = nih_picture(nih, key, size)
-        ds = _dataset(case, pictures[case.image], key, labels.get(key, {}), index)
-        if case.syntax in DCMCJPEG_OPTIONS:
-            assert tool is not None
-            ds = _dcmcjpeg(ds, case.syntax, tool)
-        elif case.syntax != ExplicitVRLittleEndian:
-            ds = synth.encode(ds, case.syntax, jpeg_quality=95)
         path = base / f"{case.name}.dcm"
-        synth.write(ds, path, with_meta=case.meta, preamble=case.preamble)
-        out.files[case.name] = MatrixFile(case, path, key, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
+        out.files[case.name] = _write_case(
+            case, pictures[case.image], key, labels.get(key, {}), index, f"matrix:{case.name}", path, tool
+        )
+    return out
+
+
+def _write_case(
+    case: Case,
+    picture: np.ndarray,
+    key: str,
+    row: dict[str, str],
+    index: int,
+    study_key: str,
+    path: Path,
+    tool: str | None,
+) -> MatrixFile:
+    ds = _dataset(case, picture, key, row, index, study_key)
+    if case.syntax in DCMCJPEG_OPTIONS:
+        if tool is None:
+            raise RuntimeError("dcmtk's dcmcjpeg is not installed")
+        ds = _dcmcjpeg(ds, case.syntax, tool)
+    elif case.syntax != ExplicitVRLittleEndian:
+        ds = synth.encode(ds, case.syntax, jpeg_quality=95)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    synth.write(ds, path, with_meta=case.meta, preamble=case.preamble)
+    return MatrixFile(case, path, key, str(ds.StudyInstanceUID), str(ds.SOPInstanceUID))
+
+
+#: The six encodings of an export of :func:`write_export` (implicit VR without file meta
+#: with a VOI LUT Sequence among them, as legacy archives hold).
+EXPORT_ENCODINGS: tuple[str, ...] = (
+    "meta_none_implicit_voi_lut",
+    "ts_explicit_le",
+    "ts_deflated",
+    "ts_rle",
+    "ts_jpegls_lossless",
+    "ts_j2k_lossless",
+)
+
+
+def write_export(
+    nih: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    n: int,
+    *,
+    encodings: Sequence[str] = EXPORT_ENCODINGS,
+    size: int | None = 256,
+) -> dict[str, MatrixFile]:
+    """Write ``n`` frontal NIH images as an export: one study per image, nested by patient.
+
+    Image ``i`` is written in the matrix case ``encodings[i % len(encodings)]``.  Returns
+    relative path -> :class:`MatrixFile`.
+    """
+    nih = Path(nih)
+    base = Path(root)
+    by_name = {c.name: c for c in CASES}
+    labels = _labels(nih)
+    tool = shutil.which("dcmcjpeg")
+    out: dict[str, MatrixFile] = {}
+    for i, key in enumerate(frontal_keys(nih, n)):
+        case = by_name[encodings[i % len(encodings)]]
+        row = labels.get(key, {})
+        rel = f"p{int(row.get('Patient ID', '0') or 0) % 7}/{row.get('Patient ID', '0')}/{key.removesuffix('.png')}"
+        picture = nih_picture(nih, key, size)
+        out[rel] = _write_case(case, picture, key, row, i, f"nih-export:{key}", base / rel, tool)
     return out

@@ -2,7 +2,7 @@
 
 Each ``run_*`` function sends the files of a folder through one door (``chexdcm infer``
 in-process or with decode workers, ``chexdcm batch`` with the local or the Ray engine, the
-listener node by C-STORE with its outbox) on the same backend and precision (ONNX Runtime,
+listener node by C-STORE (pynetdicom) with its outbox) on the same backend and precision (ONNX Runtime,
 float32, CPU) and returns a :class:`DoorRun`: per file (by name) the 14 probabilities or the
 reason it was not analysed, and per study the SR/SC objects the door wrote, summarised by
 :func:`tests.helpers.infer_reference.summarise_outputs`.  :func:`differences` compares two
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,27 @@ from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.results import study_ref
 from tests.helpers.batch import BATCH_ARGS, read_table, run_batch_cli
 from tests.helpers.infer_reference import compare, summarise_outputs
+from tests.helpers.shared import shared_path
 
-__all__ = ["RUNTIME", "DoorRun", "differences", "identify", "run_batch", "run_infer", "run_node"]
+__all__ = [
+    "RUNTIME",
+    "TWIN",
+    "DoorRun",
+    "c_store",
+    "chest_files",
+    "corpus",
+    "differences",
+    "identify",
+    "run_batch",
+    "run_infer",
+    "run_node",
+]
 
 #: The one backend and precision every door is forced onto.
 RUNTIME = ("--backend", "onnxruntime", "--precision", "fp32", "--device", "cpu")
+#: The real chest file that shares its Study and SOP Instance UIDs with ``siim_6904.dcm``
+#: (only its PhotometricInterpretation was changed): it goes through the doors in a folder of its own.
+TWIN = "siim_6904_fake_monochrome1.dcm"
 #: Reason recorded for a file that was analysed.
 ANALYSED = "analysed"
 
@@ -57,6 +74,22 @@ class DoorRun:
     outcome: dict[str, str] = field(default_factory=dict)
     probabilities: dict[str, list[float]] = field(default_factory=dict)
     objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def chest_files() -> list[Path]:
+    return sorted(shared_path("dicom", "chest").glob("*.dcm"))
+
+
+def corpus(matrix: Any, folder: Path, names: tuple[str, ...] | None, chest: list[str]) -> Path:
+    """A folder of matrix files (``names``, or all) and the named real chest files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, item in matrix.files.items():
+        if names is None or name in names:
+            shutil.copyfile(item.path, folder / item.path.name)
+    for path in chest_files():
+        if path.name in chest:
+            shutil.copyfile(path, folder / path.name)
+    return folder
 
 
 def identify(folder: Path) -> dict[str, tuple[str, str]]:
@@ -125,10 +158,10 @@ def run_batch(folder: Path, out: Path, card: Path, *extra: str, door: str = "bat
 
 
 def run_node(folder: Path, tmp: Path, card: Path, *, timeout: float = 600.0) -> DoorRun:
-    """The listener node: ``storescu`` sends every file of ``folder``; results come from the outbox."""
+    """The listener node: :func:`c_store` sends every file of ``folder``; results come from the outbox."""
     from chexnet_dicom.node.ledger import Ledger
     from chexnet_dicom.node.service import Node
-    from tests.helpers.node import node_config, storescu, wait_for
+    from tests.helpers.node import node_config, wait_for
 
     config = node_config(
         tmp,
@@ -141,8 +174,8 @@ def run_node(folder: Path, tmp: Path, card: Path, *, timeout: float = 600.0) -> 
     studies = {study for _, study in ids.values()}
     try:
         port = node.start()
-        sent = storescu(port, *sorted(p for p in folder.iterdir() if p.is_file()))
-        assert sent.returncode == 0, sent.stderr[-2000:]
+        statuses = c_store(port, sorted(p for p in folder.iterdir() if p.is_file()))
+        assert all(status == 0 for status in statuses.values()), statuses
         ledger: Ledger | None = node.ledger
         assert ledger is not None
 
@@ -166,6 +199,43 @@ def run_node(folder: Path, tmp: Path, card: Path, *, timeout: float = 600.0) -> 
         if study in failed and name not in run.outcome:
             run.outcome[name] = f"study failed: {failed[study]}"
     return run
+
+
+def c_store(port: int, files: list[Path], *, aet: str = "STORESCU") -> dict[str, int]:
+    """Send ``files`` to 127.0.0.1:``port`` in one association, each in its own transfer syntax.
+
+    A file without file meta information (which dcmtk's ``dcmsend`` refuses) goes in the
+    encoding it was written in, as the modality that wrote it would send it.  Returns file
+    name -> C-STORE status.
+    """
+    from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pynetdicom import AE
+
+    items = []
+    for path in files:
+        ds = pydicom.dcmread(path, force=True)
+        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        if syntax is None:
+            implicit, little = ds.original_encoding
+            syntax = (
+                ImplicitVRLittleEndian
+                if implicit
+                else ExplicitVRLittleEndian
+                if little
+                else ExplicitVRBigEndian
+            )
+            ds.file_meta = pydicom.dataset.FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = syntax
+        items.append((path.name, ds, UID(str(syntax))))
+    ae = AE(ae_title=aet)
+    for sop_class, syntax in sorted({(str(ds.SOPClassUID), syntax) for _, ds, syntax in items}):
+        ae.add_requested_context(sop_class, [syntax])
+    assoc = ae.associate("127.0.0.1", port, ae_title="CHEXDCM")
+    assert assoc.is_established, "the node refused the association"
+    try:
+        return {name: int(assoc.send_c_store(ds).Status) for name, ds, _ in items}
+    finally:
+        assoc.release()
 
 
 def differences(a: DoorRun, b: DoorRun, *, atol: float = 1e-6, objects: bool = True) -> list[str]:
