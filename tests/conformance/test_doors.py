@@ -11,7 +11,7 @@ Ray engine and the node are ``slow``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,6 +45,8 @@ def _check(runs: list[DoorRun], folder: Path) -> None:
         not_analysed = {n: r for n, r in run.outcome.items() if r != ANALYSED}
         if not_analysed:
             problems.append(f"{run.door}: not analysed: {not_analysed}")
+        if run.exit_code not in (None, 0):
+            problems.append(f"{run.door}: exit status {run.exit_code}")
         if not run.objects:
             problems.append(f"{run.door}: wrote no DICOM results")
         problems += differences(reference, run)
@@ -74,13 +76,22 @@ def local_ray() -> Iterator[None]:
 
 
 def _every_door(folder: Path, tmp: Path, card: Path) -> list[DoorRun]:
-    return [
-        run_infer(folder, tmp / "infer", card),
-        run_infer(folder, tmp / "infer-w1", card, "--workers", "1", door="infer --workers 1"),
-        run_batch(folder, tmp / "batch", card, "--workers", "2", door="batch --workers 2"),
-        run_batch(folder, tmp / "ray", card, "--engine", "ray", door="batch --engine ray"),
-        run_node(folder, tmp / "node", card),
-    ]
+    """Each door's run; a door that raises becomes a run whose outcome names the exception."""
+    doors: list[tuple[str, Callable[[], DoorRun]]] = [
+        ("infer", lambda: run_infer(folder, tmp / "infer", card)),
+        ("infer --workers 1", lambda: run_infer(folder, tmp / "w1", card, "--workers", "1", door="infer --workers 1")),
+        ("batch --workers 2", lambda: run_batch(folder, tmp / "batch", card, "--workers", "2", door="batch --workers 2")),
+        ("batch --engine ray", lambda: run_batch(folder, tmp / "ray", card, "--engine", "ray", door="batch --engine ray")),
+        ("node", lambda: run_node(folder, tmp / "node", card)),
+    ]  # fmt: skip
+    runs = []
+    for door, start in doors:
+        try:
+            runs.append(start())
+        except Exception as exc:  # the other doors still run; the comparison names this one's failure
+            crashed = f"door raised {type(exc).__name__}: {str(exc)[:200]}"
+            runs.append(DoorRun(door, -1, dict.fromkeys((p.name for p in folder.iterdir()), crashed)))
+    return runs
 
 
 @pytest.mark.slow

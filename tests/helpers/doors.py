@@ -113,7 +113,6 @@ def _dicom_objects(folder: Path) -> dict[str, Any]:
 def _read_result_folders(run: DoorRun, folders: list[Path], ids: dict[str, tuple[str, str]]) -> None:
     """Fill ``run`` from output folders holding ``result.json`` (infer and the node's outbox)."""
     by_ref = {_ref(sop): name for name, (sop, _) in ids.items()}
-    by_study = {study_ref(study): study for _, study in ids.values()}
     for folder in folders:
         doc = json.loads((folder / "result.json").read_text())
         for image in doc["images"]:
@@ -122,8 +121,8 @@ def _read_result_folders(run: DoorRun, folders: list[Path], ids: dict[str, tuple
             run.probabilities[name] = [float(image["probabilities"][label]) for label in LABELS]
         for skip in doc["skipped"]:
             run.outcome[by_ref.get(skip["source_ref"], skip["source_ref"])] = skip["reason"]
-        ref = folder.name if folder.name in by_study else folder.parent.name
-        run.objects[by_study[ref]] = _dicom_objects(folder)
+        study = str(pydicom.dcmread(folder / "sr.dcm", stop_before_pixels=True).StudyInstanceUID)
+        run.objects[study] = _dicom_objects(folder)
 
 
 def run_infer(folder: Path, out: Path, card: Path, *extra: str, door: str = "infer") -> DoorRun:
