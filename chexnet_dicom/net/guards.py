@@ -269,6 +269,28 @@ class _Framing:
             and self.message_bytes < self.limits.min_rate * elapsed
         )
 
+    def _command_fragment(self, fragment: memoryview, *, last: bool) -> str | None:
+        """Add a command fragment; on the last one, check the command set once."""
+        if self.command_done:  # the previous message had no data set
+            self._reset()
+        if len(self.command) + len(fragment) > self.limits.command_bytes:
+            return "command-too-large"
+        self.command += fragment
+        if not last:
+            return None
+        self.command_done = True
+        elements = _command_elements(bytes(self.command))  # parsed once per message
+        if not _well_formed(elements):
+            return "malformed-command"
+        assert elements is not None
+        problem = command_problem(elements, self.limits.commands)
+        if problem is not None:
+            return problem
+        self.field = int(struct.unpack("<H", elements[0x0100])[0])
+        if struct.unpack("<H", elements[0x0800])[0] == _NO_DATASET:
+            self._reset()  # the message is complete
+        return None
+
     def check(self, body: memoryview) -> str | None:
         """Walk the PDVs of a P-DATA-TF body; return a trip reason or None."""
         offset, end = 0, len(body)
@@ -282,23 +304,9 @@ class _Framing:
             fragment = body[offset + 6 : offset + 4 + length]
             offset += 4 + length
             if header & 1:  # command information
-                if self.command_done:  # the previous message had no data set
-                    self._reset()
-                if len(self.command) + len(fragment) > self.limits.command_bytes:
-                    return "command-too-large"
-                self.command += fragment
-                if header & 2:
-                    self.command_done = True
-                    elements = _command_elements(bytes(self.command))  # parsed once per message
-                    if not _well_formed(elements):
-                        return "malformed-command"
-                    assert elements is not None
-                    problem = command_problem(elements, self.limits.commands)
-                    if problem is not None:
-                        return problem
-                    self.field = int(struct.unpack("<H", elements[0x0100])[0])
-                    if struct.unpack("<H", elements[0x0800])[0] == _NO_DATASET:
-                        self._reset()  # the message is complete
+                problem = self._command_fragment(fragment, last=bool(header & 2))
+                if problem is not None:
+                    return problem
                 continue
             if not self.command_done:
                 return "dataset-without-command"
