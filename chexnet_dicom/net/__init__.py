@@ -13,4 +13,6 @@ Modules
   deadlines, byte budgets.
 - :mod:`~chexnet_dicom.net.library`: pynetdicom as this package uses it: no identifiers in its logs,
   no handler of its own.
+- :mod:`~chexnet_dicom.net.admission`: the listener's admission: first-PDU deadline, AE and host
+  checks before an association slot, per-source socket limits.
 """

@@ -12,4 +12,6 @@ Modules
   ``write``.
 - :mod:`~chexnet_dicom.testing.export`: a synthetic PACS export with every kind of file a real one
   holds, and what each should become.
+- :mod:`~chexnet_dicom.testing.matrix`: the conformance matrix: NIH radiographs written in every
+  transfer syntax, bit depth, LUT and photometric the ingest reads, and the six-encoding export.
 """
