@@ -158,7 +158,7 @@ def run_batch(folder: Path, out: Path, card: Path, *extra: str, door: str = "bat
 
 def run_node(folder: Path, tmp: Path, card: Path, *, timeout: float = 600.0) -> DoorRun:
     """The listener node: :func:`c_store` sends every file of ``folder``; results come from the outbox."""
-    from chexnet_dicom.node.ledger import Ledger
+    from chexnet_dicom.node.ledger import NodeLedger
     from chexnet_dicom.node.service import Node
     from tests.helpers.node import node_config, wait_for
 
@@ -175,7 +175,7 @@ def run_node(folder: Path, tmp: Path, card: Path, *, timeout: float = 600.0) -> 
         port = node.start()
         statuses = c_store(port, sorted(p for p in folder.iterdir() if p.is_file()))
         assert all(status == 0 for status in statuses.values()), statuses
-        ledger: Ledger | None = node.ledger
+        ledger: NodeLedger | None = node.ledger
         assert ledger is not None
 
         def finished() -> bool:
