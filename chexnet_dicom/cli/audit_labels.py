@@ -18,6 +18,7 @@ import html
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,11 +76,11 @@ def _thumbnail(folder: Path | None, image_id: str) -> str:
         return ""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("L")
-        im.thumbnail((160, 160))
-        buf = io.BytesIO()
-        im.save(buf, format="PNG")
+    with Image.open(path) as src:
+        grey = src.convert("L")
+    grey.thumbnail((160, 160))
+    buf = io.BytesIO()
+    grey.save(buf, format="PNG")
     return f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
 
 
@@ -105,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("the audit needs at least two labelled images")
     audits = audit_labels(y, p, LABELS)
     args.out.mkdir(parents=True, exist_ok=True)
-    summary, sheet = {}, io.StringIO(newline="")
+    summary: dict[str, dict[str, Any]] = {}
+    sheet = io.StringIO(newline="")
     w = csv.writer(sheet)
     w.writerow(["finding", "rank", "image", "label", "probability", "label_quality", "flagged"])
     cards = ["<!doctype html><meta charset='utf-8'><title>label review</title>",

@@ -18,7 +18,7 @@ from chexnet_dicom.errors import EXIT_OK, ConfigError
 if TYPE_CHECKING:
     import numpy as np
 
-    from chexnet_dicom.evaluate.report import EvalResult
+    from chexnet_dicom.evaluate.result import EvalResult
     from chexnet_dicom.evaluate.tables import EvalData
 
 __all__ = ["add_utility_options", "cohort_report", "register", "run"]
@@ -284,7 +284,11 @@ def _write_joined(
     head += [f"present_{x}" for x in LABELS] if thresholds else []
     w.writerow(head)
     for i, key in enumerate(data.ids):
-        row = ["(pseudonymised run)" if hide else str(key), *map(int, data.y[i]), *map(repr, data.scores[i])]
+        row = [
+            "(pseudonymised run)" if hide else str(key),
+            *map(int, data.y[i]),
+            *(repr(float(v)) for v in data.scores[i]),
+        ]
         if thresholds:
             row += [bool(data.scores[i, k] >= thresholds.get(x, 0.5)) for k, x in enumerate(LABELS)]
         w.writerow(row)

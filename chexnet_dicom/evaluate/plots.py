@@ -22,18 +22,18 @@ from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.model.labels import LABELS
 
 if TYPE_CHECKING:
-    from chexnet_dicom.evaluate.report import EvalResult
+    from chexnet_dicom.evaluate.result import EvalResult
 
 __all__ = ["finding_colours", "plot_all"]
 
 
 def finding_colours() -> dict[str, Any]:
-    """One distinct colour per finding (the 14 first of matplotlib's ``tab20``)."""
+    """One distinct, saturated colour per finding: matplotlib's ``tab10`` and four of ``Dark2``."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab20"]
-    order = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7]  # the saturated colours first
-    return {label: cmap(i) for label, i in zip(LABELS, order, strict=True)}
+    tab10 = [matplotlib.colormaps["tab10"](i) for i in range(10)]
+    extra = ["#1b9e77", "#7570b3", "#e6ab02", "#000080"]  # Dark2 teal, purple, mustard; navy
+    return dict(zip(LABELS, [*tab10, *extra], strict=True))
 
 
 def _grid(title: str, xlabel: str, ylabel: str, sharey: bool = True) -> tuple[Any, np.ndarray]:
@@ -94,14 +94,28 @@ def _pr(result: EvalResult, out: Path, colours: dict[str, Any]) -> str:
         _title(ax, label, e)
         if label not in result.curves["pr"]:
             continue
-        rec, prec = result.curves["pr"][label]
-        # sklearn appends (recall 0, precision 1), a point no threshold reaches: drop it
-        rec, prec = rec[:-1], prec[:-1]
-        ax.step(rec, prec, where="post", color=colours[label], lw=1.4)
+        rec, prec = _pr_steps(*result.curves["pr"][label])
+        ax.step(rec, prec, where="pre", color=colours[label], lw=1.4)
         ax.axhline(e["prevalence"], ls="--", c="grey", lw=0.8)
         ax.text(0.97, 0.92, f"AP {e['pr_auc']:.3f}", ha="right", fontsize=8)
         ax.set_ylim(0, 1.02)
     return _save(fig, out, "pr_curves.png")
+
+
+def _pr_steps(rec: np.ndarray, prec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The step curve whose area is the average precision.
+
+    sklearn gives recall decreasing and appends (recall 0, precision 1), a point no
+    threshold reaches: it is dropped.  Each recall keeps the precision where it is first
+    reached (the threshold that added its positive), and recall ``(R[i-1], R[i]]`` is drawn
+    at precision ``P[i]`` (``where="pre"``), from recall 0.
+    """
+    r, p = rec[:-1][::-1], prec[:-1][::-1]
+    r, first = np.unique(r, return_index=True)
+    p = p[first]
+    if r.size and r[0] == 0:  # thresholds above every positive: no recall gained
+        r, p = r[1:], p[1:]
+    return np.r_[0.0, r], np.r_[p[:1], p]
 
 
 def _reliability(result: EvalResult, out: Path, colours: dict[str, Any]) -> str:
@@ -128,6 +142,14 @@ def _dca(result: EvalResult, out: Path, colours: dict[str, Any]) -> str:
         "Decision curves: net benefit (shaded: 95% bootstrap band; dashed: treat all; "
         "dotted: treat none; line: deployed threshold)", "threshold probability", "net benefit", sharey=False,
     )  # fmt: skip
+    # beyond the highest score every curve is 0: show up to it (at least 0.5)
+    x_max = max(
+        [
+            0.5,
+            *(float(np.max(d["t"][d["model"] != 0], initial=0)) + 0.1 for d in result.curves["dca"].values()),
+        ]
+    )
+    x_max = min(1.0, np.ceil(x_max * 10) / 10)
     for ax, label in zip(axes, LABELS, strict=False):
         e = result.per_class[label]
         _title(ax, label, e)
@@ -144,7 +166,7 @@ def _dca(result: EvalResult, out: Path, colours: dict[str, Any]) -> str:
         if dep is not None:
             ax.axvline(dep["threshold"], c="k", lw=0.8)
         top = max(e["prevalence"], 1e-3)  # no strategy's net benefit exceeds the prevalence
-        ax.set_xlim(0, 1)
+        ax.set_xlim(0, x_max)
         ax.set_ylim(-0.5 * top, 1.15 * top)
     return _save(fig, out, "decision_curves.png")
 

@@ -19,7 +19,7 @@ from chexnet_dicom.evaluate import metrics as mt
 from chexnet_dicom.model.labels import LABELS
 
 if TYPE_CHECKING:
-    from chexnet_dicom.evaluate.report import EvalResult
+    from chexnet_dicom.evaluate.result import EvalResult
 
 __all__ = ["PUBLISHED_SOURCES", "display_name", "markdown", "to_html"]
 
@@ -59,11 +59,14 @@ def _f(d: dict[str, Any] | None, digits: int = 3, small: bool = False) -> str:
     if not np.isfinite(value):
         return "n/a"
     if small:
-        return f"{value:.{digits}f} (n too small for a CI)"
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return f"{value:.{digits}f} (too few for a CI)"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{value:.{digits}f}"
+    if hi <= lo:  # every resample agreed: too few events, never certainty
+        return f"{value:.{digits}f} (no interval: too few events)"
     mark = f" {WILSON}" if d.get("wilson") else ""
-    return f"{value:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f}){mark}"
+    sep = " to " if lo < 0 else "-"
+    return f"{value:.{digits}f} ({lo:.{digits}f}{sep}{hi:.{digits}f}){mark}"
 
 
 def _name(label: str, e: dict[str, Any]) -> str:
@@ -118,7 +121,7 @@ def _who(result: EvalResult) -> list[str]:
         "the same resamples serve every table, subgroups included. Sensitivity, specificity, PPV and NPV "
         f"use the Wilson score interval (marked {WILSON}) when their denominator is under "
         f"{mt.MIN_EVENTS} or the bootstrap interval has zero width. {SMALL}: fewer than "
-        f"{mt.MIN_EVENTS} positives or negatives; its AUROC is shown without an interval.",
+        f"{mt.MIN_EVENTS} positives or negatives; its AUROC is shown without an interval (too few for a CI).",
         "",
     ]
 
