@@ -109,9 +109,12 @@ def _card_identity(card_path: Path | None, run_model: dict[str, Any] | None) -> 
     from chexnet_dicom.model.card import ModelCard
 
     card = ModelCard.read(card_path)
-    model.update(
-        name=card.name, version=card.version, weights_sha256=card.weights_sha256, notice=card.intended_use
-    )
+    from chexnet_dicom.evaluate.result import RESEARCH_NOTICE
+
+    notice = card.intended_use
+    if "research use" not in notice.lower():
+        notice = f"{RESEARCH_NOTICE} {notice}"
+    model.update(name=card.name, version=card.version, weights_sha256=card.weights_sha256, notice=notice)
     methods = sorted({op.method for op in card.operating_points.values()})
     model["operating_points"] = f"model card {card_path.name} ({', '.join(methods) or 'no method'})"
     return model, {k: v.threshold for k, v in card.operating_points.items()}

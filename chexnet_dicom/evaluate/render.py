@@ -110,13 +110,13 @@ def _who(result: EvalResult) -> list[str]:
         "",
         "## Model",
         "",
-        *_table(["", ""], rows),
+        *_table(["model", "value"], rows),
         "Scores depend on the backend and precision (torch bf16 and ONNX Runtime fp32 can "
         "differ in the third decimal of an AUROC): compare runs made with the same backend and precision.",
         "",
         "## Data",
         "",
-        *_table(["", ""], data_rows),
+        *_table(["data", "value"], data_rows),
         f"Intervals: 95%, from {result.n_boot} patient-level bootstrap resamples (seed {result.seed}); "
         "the same resamples serve every table, subgroups included. Sensitivity, specificity, PPV and NPV "
         f"use the Wilson score interval (marked {WILSON}) when their denominator is under "
