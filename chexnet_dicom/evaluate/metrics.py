@@ -31,6 +31,7 @@ __all__ = [
     "pr_auc",
     "threshold_at_sensitivity",
     "weighted_auroc",
+    "weighted_roc_counts",
     "youden_threshold",
 ]
 
@@ -389,6 +390,29 @@ def operating_point_stats(
     return out
 
 
+def weighted_roc_counts(
+    y_true: np.ndarray, score: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted true and false positives at every distinct threshold, per weight row.
+
+    Returns
+    -------
+    (thresholds, tp, fp)
+        (T,) distinct scores, highest first; (B, T) cumulative weighted positives and
+        negatives scored at or above each threshold.
+    """
+    y = _as_binary(y_true)
+    s = np.asarray(score, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    w = np.atleast_2d(weights).astype(np.float64)[:, order]
+    pos = y[order]
+    tp = np.cumsum(np.add.reduceat(np.where(pos, w, 0.0), starts, axis=1), axis=1)
+    fp = np.cumsum(np.add.reduceat(np.where(pos, 0.0, w), starts, axis=1), axis=1)
+    return s_sorted[starts], tp, fp
+
+
 def rechosen_threshold_stats(
     y_true: np.ndarray,
     score: np.ndarray,
@@ -412,14 +436,8 @@ def rechosen_threshold_stats(
         ``sensitivity`` and ``specificity`` -> {"value", "low", "high", "optimism", "corrected"}.
     """
     y = _as_binary(y_true)
-    s = np.asarray(score, dtype=np.float64)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    w_all = np.vstack([np.ones((1, y.size)), np.atleast_2d(boot_w)]).astype(np.float64)[:, order]
-    pos = y[order]
-    tp = np.cumsum(np.add.reduceat(np.where(pos, w_all, 0.0), starts, axis=1), axis=1)
-    fp = np.cumsum(np.add.reduceat(np.where(pos, 0.0, w_all), starts, axis=1), axis=1)
+    w_all = np.vstack([np.ones((1, y.size)), np.atleast_2d(boot_w)])
+    thresholds, tp, fp = weighted_roc_counts(y, score, w_all)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpr = tp / tp[:, -1:]
         fpr = fp / fp[:, -1:]
@@ -446,6 +464,6 @@ def rechosen_threshold_stats(
             "high": hi,
             "optimism": optimism,
             "corrected": apparent - optimism,
-            "threshold": float(s_sorted[starts[idx[0]]]),
+            "threshold": float(thresholds[idx[0]]),
         }
     return out

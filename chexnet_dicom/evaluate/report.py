@@ -278,16 +278,11 @@ def _roc_band(
     y: np.ndarray, s: np.ndarray, boot_w: np.ndarray, grid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pointwise 95% band of the bootstrap ROC curves' sensitivity at each false-positive rate."""
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    w = boot_w[:, order].astype(np.float64)
-    pos = y[order]
-    tp = np.cumsum(np.add.reduceat(np.where(pos, w, 0.0), starts, axis=1), axis=1)
-    fp = np.cumsum(np.add.reduceat(np.where(pos, 0.0, w), starts, axis=1), axis=1)
+    _, tp, fp = mt.weighted_roc_counts(y, s, boot_w)
     ok = (tp[:, -1] > 0) & (fp[:, -1] > 0)
-    tpr = np.hstack([np.zeros((w.shape[0], 1)), tp / np.maximum(tp[:, -1:], 1e-12)])[ok]
-    fpr = np.hstack([np.zeros((w.shape[0], 1)), fp / np.maximum(fp[:, -1:], 1e-12)])[ok]
+    zero = np.zeros((tp.shape[0], 1))
+    tpr = np.hstack([zero, tp / np.maximum(tp[:, -1:], 1e-12)])[ok]
+    fpr = np.hstack([zero, fp / np.maximum(fp[:, -1:], 1e-12)])[ok]
     curves = np.stack([np.interp(grid, f, t) for f, t in zip(fpr, tpr, strict=True)])
     lo, hi = np.percentile(curves, [2.5, 97.5], axis=0)
     return lo, hi
