@@ -10,8 +10,9 @@
 #   orthanc               a real PACS for the sender and node tests (its own config and ports per test)
 #   orthanc-dicomweb      Orthanc's DICOMweb plugin (STOW-RS destination)
 #   openssl               makes the certificates of the TLS tests
+#   chromium              headless screenshots of the evaluation report (report.html) for review
 set -euo pipefail
-PACKAGES=(dcmtk dicom3tools libgdcm-tools pixelmed-apps default-jdk-headless orthanc orthanc-dicomweb openssl)
+PACKAGES=(dcmtk dicom3tools libgdcm-tools pixelmed-apps default-jdk-headless orthanc orthanc-dicomweb openssl chromium)
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive

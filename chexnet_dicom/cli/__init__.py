@@ -62,6 +62,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "weights": ("chexnet_dicom.cli.weights", "list, fetch, import and inspect model weights"),
     "train": ("chexnet_dicom.cli.train", "train CheXNet from a TOML recipe"),
     "evaluate": ("chexnet_dicom.cli.evaluate", "evaluate predictions with bootstrap CIs"),
+    "audit-labels": (
+        "chexnet_dicom.cli.audit_labels",
+        "rank the labels most likely wrong (confident learning)",
+    ),
     "listen": ("chexnet_dicom.cli.listen", "run the DICOM listener node: receive, analyse, deliver"),
     "status": ("chexnet_dicom.cli.status", "the listener node's queue, states, last errors and throughput"),
     "dead-letters": ("chexnet_dicom.cli.dead_letters", "list, re-send or purge undeliverable results"),

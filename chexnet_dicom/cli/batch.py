@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from chexnet_dicom.cli.evaluate import add_utility_options
 from chexnet_dicom.cli.options import (
     add_runtime_options,
     add_weights_option,
@@ -100,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-level", choices=("auto", "image", "study"), default="auto")
     p.add_argument("--published", type=Path, help="CSV of published AUROCs to show side by side")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the cohort report")
+    add_utility_options(p)  # --prevalence --compare --mcid --seed of the cohort report
     p.add_argument("--pseudonymize", action="store_true", default=None, help="keyed hashes in the tables")
     p.add_argument("--pseudonym-key-file", type=Path, help="key file (else CHEXDCM_PSEUDONYM_KEY)")
     p.add_argument("--shard", default="1/1", metavar="i/n", help="take the i-th of n parts (1-based)")
@@ -254,54 +256,7 @@ def run(args: argparse.Namespace) -> int:
     close()
     print(_summary(report, args.out))
     if args.labels is not None:
-        _cohort(args)
+        from chexnet_dicom.cli.evaluate import cohort_report
+
+        cohort_report(args, started.card_path)  # the cohort report: composed with evaluate in cli/evaluate.py
     return report.exit_code
-
-
-def _cohort(args: argparse.Namespace) -> None:
-    """The evaluation report of the labelled images, next to the tables (``OUT/report/``)."""
-    import numpy as np
-
-    from chexnet_dicom.batch.cohort import cohort_rows
-    from chexnet_dicom.errors import ConfigError
-    from chexnet_dicom.evaluate.report import evaluate, read_published, write_report
-    from chexnet_dicom.evaluate.tables import EvalData, read_labels
-
-    rows = cohort_rows(args.out, args.label_key, args.label_level)
-    labels = read_labels(args.labels, id_column=args.label_column)
-    keep = np.array([k in labels for k in rows.keys], dtype=bool)
-    if not keep.any():
-        raise ConfigError(
-            f"no analysed {rows.level} has a {args.label_key} value found in column {args.label_column!r} of the labels"
-        )
-    ids = rows.keys[keep]
-    matched = [labels[k] for k in ids]
-
-    def pick(dicom: np.ndarray, key: str) -> np.ndarray:
-        return np.array([d or str(m[key]) for d, m in zip(dicom[keep], matched, strict=True)], dtype=object)
-
-    ages = rows.age[keep].copy()
-    label_ages = np.array([float(m["age"]) for m in matched])  # type: ignore[arg-type]
-    ages[np.isnan(ages)] = label_ages[np.isnan(ages)]
-    data = EvalData(
-        ids=ids,
-        y=np.stack([np.asarray(m["y"]) for m in matched]).astype(np.int8),
-        scores=rows.scores[keep],
-        patients=pick(rows.patients, "patient"),
-        sex=pick(rows.sex, "sex"),
-        age=ages,
-        view=pick(rows.view, "view"),
-        manufacturer=rows.manufacturer[keep],
-    )
-    published = read_published(args.published) if args.published else None
-    result = evaluate(data, n_boot=args.bootstrap, published=published)
-    report = write_report(result, args.out / "report")
-    print(
-        f"cohort report: {len(ids)} labelled {rows.level}s scored ({int((~keep).sum())} analysed without a label row, "
-        f"{len(labels) - len(set(ids))} label rows without an analysed {rows.level}); {report}"
-    )
-    print(f"  {'finding':<20} {'pos':>4}  AUROC (95% CI, patient bootstrap)")
-    for label, e in result.per_class.items():
-        a = e["auroc"]
-        print(f"  {label:<20} {e['positives']:>4}  {a['value']:.3f} ({a['low']:.3f}-{a['high']:.3f})")
-    print(f"  {'mean':<20} {'':>4}  {result.mean_auroc:.3f}")

@@ -23,11 +23,15 @@ __all__ = [
     "mean_auroc_ci",
     "calibration_bins",
     "expected_calibration_error",
+    "MIN_EVENTS",
     "operating_point_stats",
+    "rechosen_threshold_stats",
+    "wilson_ci",
     "paired_auroc_difference",
     "pr_auc",
     "threshold_at_sensitivity",
     "weighted_auroc",
+    "weighted_roc_counts",
     "youden_threshold",
 ]
 
@@ -245,35 +249,6 @@ def threshold_at_specificity(y_true: np.ndarray, score: np.ndarray, specificity:
     return float(min(np.nextafter(neg[min(k, neg.size) - 1], np.inf), 1.0))
 
 
-def operating_point_stats(
-    y_true: np.ndarray,
-    score: np.ndarray,
-    threshold: float,
-    boot_w: np.ndarray | None = None,
-    alpha: float = 0.05,
-) -> dict[str, BinaryCI]:
-    """Sensitivity, specificity, PPV and F1 at ``score >= threshold`` with bootstrap CIs."""
-    y = _as_binary(y_true)
-    pred = np.asarray(score) >= threshold
-    w = np.ones((1, y.size)) if boot_w is None else np.vstack([np.ones((1, y.size)), boot_w])
-    tp = (w * (pred & y)).sum(axis=1)
-    fn = (w * (~pred & y)).sum(axis=1)
-    fp = (w * (pred & ~y)).sum(axis=1)
-    tn = (w * (~pred & ~y)).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        stats = {
-            "sensitivity": tp / (tp + fn),
-            "specificity": tn / (tn + fp),
-            "ppv": tp / (tp + fp),
-            "f1": 2 * tp / (2 * tp + fp + fn),
-        }
-    out = {}
-    for name, values in stats.items():
-        lo, hi, n = _percentile_ci(values[1:], alpha) if boot_w is not None else (np.nan, np.nan, 0)
-        out[name] = BinaryCI(float(values[0]), lo, hi, n)
-    return out
-
-
 def paired_auroc_difference(
     y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, boot_w: np.ndarray, alpha: float = 0.05
 ) -> tuple[BinaryCI, float]:
@@ -319,3 +294,176 @@ def expected_calibration_error(y_true: np.ndarray, score: np.ndarray, n_bins: in
     mean_pred, observed, count = calibration_bins(y_true, score, n_bins)
     ok = count > 0
     return float(np.sum(count[ok] * np.abs(observed[ok] - mean_pred[ok])) / count.sum())
+
+
+#: Fewer positives (or negatives) than this and a finding's intervals are marked as unreliable.
+MIN_EVENTS = 10
+
+
+def wilson_ci(k: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (statsmodels; NaN when ``n == 0``)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if n <= 0:
+        return float("nan"), float("nan")
+    lo, hi = proportion_confint(round(k), round(n), alpha=alpha, method="wilson")
+    return float(lo), float(hi)
+
+
+def _counts(y: np.ndarray, pred: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Weighted tp, fn, fp, tn per weight row of ``w`` (B, n)."""
+    return (
+        (w * (pred & y)).sum(axis=1),
+        (w * (~pred & y)).sum(axis=1),
+        (w * (pred & ~y)).sum(axis=1),
+        (w * (~pred & ~y)).sum(axis=1),
+    )
+
+
+def _rates(
+    tp: np.ndarray, fn: np.ndarray, fp: np.ndarray, tn: np.ndarray, threshold: float
+) -> dict[str, np.ndarray]:
+    n = tp + fn + fp + tn
+    odds = threshold / (1.0 - threshold) if threshold < 1 else np.inf
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "ppv": tp / (tp + fp),
+            "npv": tn / (tn + fn),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+            "alerts_per_100": 100 * (tp + fp) / n,
+            "true_findings_per_100": 100 * tp / n,
+            "net_benefit": tp / n - fp / n * odds,
+        }
+
+
+#: Proportions whose interval switches to Wilson when their denominator is small.
+_DENOMINATORS = {
+    "sensitivity": ("tp", "fn"),
+    "specificity": ("tn", "fp"),
+    "ppv": ("tp", "fp"),
+    "npv": ("tn", "fn"),
+}
+
+
+def operating_point_stats(
+    y_true: np.ndarray,
+    score: np.ndarray,
+    threshold: float,
+    boot_w: np.ndarray | None = None,
+    alpha: float = 0.05,
+) -> dict[str, BinaryCI]:
+    """Metrics of the calls ``score >= threshold`` with 95% intervals.
+
+    Sensitivity, specificity, PPV and NPV get the patient-level bootstrap percentile
+    interval over ``boot_w``, except when their denominator holds fewer than
+    :data:`MIN_EVENTS` images or the bootstrap interval has zero width (every resample
+    gave the same proportion, as 0/7 or 7/7 always do): then the Wilson score interval,
+    which is never degenerate.  F1, alerts and true findings per 100 and net benefit
+    (``TP/n - FP/n * t/(1-t)``, Vickers & Elkin 2006) use the bootstrap only.
+
+    Returns
+    -------
+    dict
+        name -> :class:`BinaryCI`; also ``"tp"``, ``"fn"``, ``"fp"``, ``"tn"`` counts as
+        BinaryCI values without an interval.
+    """
+    y = _as_binary(y_true)
+    pred = np.asarray(score) >= threshold
+    w = np.ones((1, y.size)) if boot_w is None else np.vstack([np.ones((1, y.size)), boot_w])
+    tp, fn, fp, tn = _counts(y, pred, w)
+    stats = _rates(tp, fn, fp, tn, threshold)
+    counts = {"tp": tp[0], "fn": fn[0], "fp": fp[0], "tn": tn[0]}
+    out: dict[str, BinaryCI] = {}
+    for name, values in stats.items():
+        lo, hi, nb = _percentile_ci(values[1:], alpha) if boot_w is not None else (np.nan, np.nan, 0)
+        if name in _DENOMINATORS and boot_w is not None:
+            a, b = _DENOMINATORS[name]
+            den = counts[a] + counts[b]
+            if den < MIN_EVENTS or not (np.isfinite(lo) and hi > lo):
+                lo, hi = wilson_ci(counts[a], den, alpha)
+                nb = 0  # 0 resamples: the interval is Wilson's
+        out[name] = BinaryCI(float(values[0]), lo, hi, nb)
+    for name, value in counts.items():
+        out[name] = BinaryCI(float(value), float("nan"), float("nan"), 0)
+    return out
+
+
+def weighted_roc_counts(
+    y_true: np.ndarray, score: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted true and false positives at every distinct threshold, per weight row.
+
+    Returns
+    -------
+    (thresholds, tp, fp)
+        (T,) distinct scores, highest first; (B, T) cumulative weighted positives and
+        negatives scored at or above each threshold.
+    """
+    y = _as_binary(y_true)
+    s = np.asarray(score, dtype=np.float64)
+    order = np.argsort(-s, kind="mergesort")
+    s_sorted = s[order]
+    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
+    w = np.atleast_2d(weights).astype(np.float64)[:, order]
+    pos = y[order]
+    tp = np.cumsum(np.add.reduceat(np.where(pos, w, 0.0), starts, axis=1), axis=1)
+    fp = np.cumsum(np.add.reduceat(np.where(pos, 0.0, w), starts, axis=1), axis=1)
+    return s_sorted[starts], tp, fp
+
+
+def rechosen_threshold_stats(
+    y_true: np.ndarray,
+    score: np.ndarray,
+    rule: str,
+    boot_w: np.ndarray,
+    target: float = 0.9,
+    alpha: float = 0.05,
+) -> dict[str, dict[str, float]]:
+    """Sensitivity and specificity of a threshold chosen on the scored data, honestly.
+
+    The threshold is re-chosen inside every bootstrap resample (``rule`` ``"youden"``:
+    maximum of sensitivity + specificity - 1; ``"sensitivity"``: the highest threshold
+    reaching ``target``), so that the percentile interval includes the choice.  The
+    optimism of the apparent estimate is Harrell's bootstrap estimate: the mean over
+    resamples of (metric in the resample - metric of the resample's threshold on the
+    full data); ``corrected`` is the apparent value minus it.
+
+    Returns
+    -------
+    dict
+        ``sensitivity`` and ``specificity`` -> {"value", "low", "high", "optimism", "corrected"}.
+    """
+    y = _as_binary(y_true)
+    w_all = np.vstack([np.ones((1, y.size)), np.atleast_2d(boot_w)])
+    thresholds, tp, fp = weighted_roc_counts(y, score, w_all)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = tp / tp[:, -1:]
+        fpr = fp / fp[:, -1:]
+    ok = np.isfinite(tpr[:, -1]) & np.isfinite(fpr[:, -1])
+    if rule == "youden":
+        idx = np.argmax(np.nan_to_num(tpr - fpr, nan=-2.0), axis=1)
+    elif rule == "sensitivity":
+        idx = np.argmax(np.nan_to_num(tpr, nan=0.0) >= target - 1e-12, axis=1)
+    else:
+        raise ValueError(f"unknown threshold rule {rule!r}")
+    rows = np.arange(w_all.shape[0])
+    out: dict[str, dict[str, float]] = {}
+    for name, resampled, on_full in (
+        ("sensitivity", tpr[rows, idx], tpr[0, idx]),
+        ("specificity", 1 - fpr[rows, idx], 1 - fpr[0, idx]),
+    ):
+        apparent = float(resampled[0])
+        boot = ok[1:]
+        lo, hi, _ = _percentile_ci(resampled[1:][boot], alpha)
+        optimism = float(np.mean(resampled[1:][boot] - on_full[1:][boot])) if boot.any() else float("nan")
+        out[name] = {
+            "value": apparent,
+            "low": lo,
+            "high": hi,
+            "optimism": optimism,
+            "corrected": apparent - optimism,
+            "threshold": float(thresholds[idx[0]]),
+        }
+    return out

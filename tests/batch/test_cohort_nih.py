@@ -94,3 +94,63 @@ def test_the_dicom_path_gives_the_cards_held_out_predictions(cohort: tuple[Path,
         for label in LABELS
     )
     assert worst < 5e-3, worst  # ONNX Runtime fp32 here, the card's torch run there
+
+
+def _labels(nih_dir: Path) -> dict[str, set[str]]:
+    with (nih_dir / "labels.csv").open(newline="") as fh:
+        return {r["Image Index"]: set(r["Finding Labels"].split("|")) for r in csv.DictReader(fh)}
+
+
+def test_the_deployed_table_counts_the_srs_present_calls(cohort: tuple[Path, str], nih_dir: Path) -> None:
+    """By hand: TP/FN/FP/TN from predictions.csv's present_* columns and the NIH labels."""
+    out, _ = cohort
+    labels = _labels(nih_dir)
+    preds = read_table(out, "predictions")
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    for label in LABELS:
+        truth = [label in labels[Path(r["path"]).name + ".png"] for r in preds]
+        called = [r[f"present_{label}"] in ("True", "true", "1") for r in preds]
+        dep = metrics["per_class"][label]["deployed"]
+        assert dep["tp"] == sum(t and c for t, c in zip(truth, called, strict=True)), label
+        assert dep["fn"] == sum(t and not c for t, c in zip(truth, called, strict=True)), label
+        assert dep["fp"] == sum(c and not t for t, c in zip(truth, called, strict=True)), label
+        assert dep["sensitivity"]["value"] == pytest.approx(dep["tp"] / sum(truth)), label
+        assert dep["sensitivity"]["high"] > dep["sensitivity"]["low"], label  # never a zero-width CI
+    card = metrics["per_class"]["Cardiomegaly"]
+    assert (card["deployed"]["tp"], card["positives"]) == (0, 7)  # the issue's 0 of 7
+    assert (
+        metrics["model"]["weights_sha256"] and metrics["model"]["backend"] and metrics["model"]["precision"]
+    )
+    assert metrics["data"]["joined"] == 75 and metrics["bootstrap_seed"] == 0
+    md = (out / "report" / "report.md").read_text()
+    assert md.index("## 1. The model as deployed") < md.index(
+        "## 3. Thresholds chosen on this data (optimistic)"
+    )
+    assert "Research use only" in md
+    html = (out / "report" / "report.html").read_text()
+    assert "**" not in html and "zoogzog_m-25012018-123527</th>" not in html
+    assert (out / "report" / "decision_curves.png").stat().st_size > 1000
+
+
+def test_evaluate_with_the_card_gives_the_batch_numbers(
+    cohort: tuple[Path, str], nih_dir: Path, tmp_path: Path
+) -> None:
+    from chexnet_dicom.cli import main
+
+    out, _ = cohort
+    rc = main(
+        [
+            "evaluate", "--predictions", str(out / "report" / "joined.csv"), "--labels",
+            str(nih_dir / "labels.csv"), "--card", str(CARD), "--out", str(tmp_path), "--bootstrap", "200",
+            "--no-plots",
+        ]
+    )  # fmt: skip
+    assert rc == EXIT_OK
+    ours = json.loads((tmp_path / "metrics.json").read_text())["per_class"]
+    batch = json.loads((out / "report" / "metrics.json").read_text())["per_class"]
+    for label in LABELS:
+        a, b = ours[label]["deployed"], batch[label]["deployed"]
+        assert (a["tp"], a["fn"], a["fp"], a["tn"]) == (b["tp"], b["fn"], b["fp"], b["tn"]), label
+        for key in ("sensitivity", "specificity", "ppv", "npv", "net_benefit"):
+            assert a[key]["value"] == pytest.approx(b[key]["value"], nan_ok=True), (label, key)
+        assert ours[label]["auroc"]["value"] == pytest.approx(batch[label]["auroc"]["value"], abs=1e-12)
