@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = ["KEY_CAPTION", "MIN_FONT_SIZE", "add_legend_panel", "colour_key", "font_size", "panel_width"]
 
 #: Smallest font size (px) of the legend text.
-MIN_FONT_SIZE = 16
+MIN_FONT_SIZE = 18
 #: The legend line after which the colour key is drawn.
 KEY_CAPTION = "Colour: share of the map's peak evidence"
 #: Characters per panel line (longer legend lines wrap).
@@ -119,7 +119,7 @@ def add_legend_panel(
     size = font_size(rows)
     font, small = _font(size), _font(max(MIN_FONT_SIZE - 2, round(size * 0.8)))
     pad = _pad(size)
-    line_h = round(size * 1.3)
+    line_h = round(size * 1.25)
     wrapped = _wrapped(lines)
     width = panel_width(lines, size)
     key_block = 2 * size + max(4, size // 3) + line_h + pad if key else 0
@@ -186,4 +186,4 @@ def _draw_key(
         w = draw.textlength(label, font=font)
         tx = min(max(x - w / 2, x0), x0 + inner - w)
         draw.text((tx, y + tick_h), label, fill=(255, 255, 255), font=font)
-    return y + tick_h + round(size * 1.3)
+    return y + tick_h + round(size * 1.25)

@@ -256,7 +256,7 @@ def legend_lines(
     """
     probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
     unreliable = unreliable_findings(card)
-    lines = [RESEARCH_USE_ONLY, "not for diagnosis"]
+    lines = [f"{RESEARCH_USE_ONLY} - not for diagnosis"]
     if shown is not None:
         k = LABELS.index(shown)
         state = f"probability {probs[k]:.2f}, threshold {card.threshold(shown):.2f}: present"
@@ -279,8 +279,7 @@ def legend_lines(
     listed = order[:LEGEND_FINDINGS]
     if shown is not None and shown not in listed:
         listed.append(shown)
-    lines.append("Findings (probability / threshold),")
-    lines.append("present first, by margin above threshold:")
+    lines.append("Present first, by margin (p / threshold):")
     for label in listed:
         k = LABELS.index(label)
         star = "*" if probs[k] >= card.threshold(label) else " "
@@ -298,8 +297,7 @@ def legend_lines(
         )
     if shown is not None and not flat:
         lines.append(f"{KEY_CAPTION}")
-        lines.append("  (not a probability), over bright (top)")
-        lines.append("  to dark (bottom) image")
+        lines.append("  (not a probability), over bright to dark")
     lines.append(f"{card.name} {card.version}")
     return [line.encode("ascii", "replace").decode("ascii") for line in lines]
 

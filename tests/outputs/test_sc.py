@@ -94,7 +94,6 @@ def test_heatmap_of_the_top_present_finding_lies_where_its_evidence_is_high(tmp_
     sc = build_sc(result, card)
     back = pydicom.dcmread(write_dataset(sc, tmp_path / "sc.dcm"))
     colour = _colourfulness(_png_roundtrip(back))
-    legend_rows = 0  # nothing of the legend lies over the image area
     colour = colour[:240, :256]  # the image area (the legend panel lies to its right)
     ys, xs = np.nonzero(colour > 10)
     cy, cx = centres[top]
@@ -137,9 +136,9 @@ def test_a_flat_map_is_not_drawn_and_the_legend_says_so() -> None:
 def test_legend_ranks_by_margin_present_first_and_names_the_drawn_finding() -> None:
     card = make_card()
     lines = legend_lines(make_result(make_dx(), card, PROBS), card, "Mass")
-    assert lines[0] == "RESEARCH USE ONLY"
-    assert lines[2] == "Heatmap: Mass"
-    assert lines[3] == "probability 0.90, threshold 0.50: present"
+    assert lines[0] == "RESEARCH USE ONLY - not for diagnosis"
+    assert lines[1] == "Heatmap: Mass"
+    assert lines[2] == "probability 0.90, threshold 0.50: present"
     listed = [line for line in lines if line[:2] in ("* ", "  ") and " / " in line]
     # thresholds are all 0.5 here: margin order is probability order; present ones starred
     assert listed[:4] == [
