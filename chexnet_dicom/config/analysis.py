@@ -158,12 +158,16 @@ class OutputOptions:
         or ``"rle"`` (all lossless).
     previews
         Write PNG previews of the overlays for people without a DICOM viewer.
+    draw_unreliable
+        Also draw findings unreliable at their threshold (validation sensitivity 0 or
+        fewer than 5 validation positives) as overlays; by default they are listed only.
     """
 
     sc: bool = True
     sc_per_finding: bool = False
     sc_compression: str = "none"
     previews: bool = True
+    draw_unreliable: bool = False
 
     def __post_init__(self) -> None:
         if self.sc_compression not in SC_COMPRESSION_NAMES:

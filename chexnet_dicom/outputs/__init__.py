@@ -29,6 +29,10 @@ Modules
   without I/O.
 - :mod:`~chexnet_dicom.outputs.write`: ``write_outputs``: the built outputs into the study's folder,
   each file atomically.
+- :mod:`~chexnet_dicom.outputs.legend`: the overlay's legend and colour key, in a side panel that
+  never lies over the image.
+- :mod:`~chexnet_dicom.outputs.reliability`: which findings the weights can be trusted to report at
+  their threshold, and the order the legend lists them in.
 """
 
 from chexnet_dicom.outputs.build import StudyOutputs, build_outputs

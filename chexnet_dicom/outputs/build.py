@@ -6,15 +6,16 @@
 * ``sr.dcm``: the TID 1500 SR (also when every image was skipped: it lists what was
   not analysed and why); a re-analysis passes the study's earlier SR(s) as ``previous``,
   which the new SR lists in its PredecessorDocumentsSequence;
-* ``sc-<image>-<k>.dcm``: the RGB overlay(s) of each analysed image (the top finding,
-  or one per positive finding), except images carried from an earlier version of the
-  study's results (their overlays were delivered with it; the instance numbers of the
-  new overlays follow theirs);
-* ``preview-<image>-<k>.png``: the same overlays turned head up (as ``chexdcm render``
-  shows the image), as RGB arrays for PNG previews (also when no SC is written);
+* ``sc-<image>-<finding>.dcm``: the RGB overlay(s) of each analysed image (the present
+  finding with the largest margin, or one per present finding; ``none`` when nothing is
+  drawn), except images carried from an earlier version of the study's results (their
+  overlays were delivered with it); an (image, finding) overlay has one name, one UID
+  and one instance number whichever run made it;
+* ``preview-<image>-<finding>.png``: the same pixels as PNG (head up, as ``chexdcm
+  render`` shows the image), as RGB arrays (also when no SC is written);
 * ``result.json``: the PHI-free JSON sidecar.
 
-File names hold only indices, never UIDs or names.  Writing is
+File names hold only image indices and finding names, never UIDs or patient names.  Writing is
 :func:`chexnet_dicom.outputs.write.write_outputs`'s job, so building twice (a retry)
 gives the same objects and UIDs and appends nothing.
 """
@@ -29,7 +30,7 @@ from pydicom.dataset import Dataset
 
 from chexnet_dicom.config import OutputOptions
 from chexnet_dicom.errors import OutputError
-from chexnet_dicom.outputs.sc import build_sc, overlay_findings, overlay_pixels, preview_pixels
+from chexnet_dicom.outputs.sc import build_sc, overlay_findings, overlay_pixels, overlay_slug, shown_finding
 from chexnet_dicom.outputs.sidecar import build_sidecar, sidecar_text
 from chexnet_dicom.outputs.sr import build_sr
 from chexnet_dicom.results import StudyResult
@@ -111,28 +112,27 @@ def build_outputs(
         sr = build_sr(result.images, card, skipped=with_header, previous=previous)
     overlays: list[tuple[str, Dataset]] = []
     previews: list[tuple[str, np.ndarray]] = []
-    number = 1
+    draw = opts.draw_unreliable
     for i, image in enumerate(result.images, 1):
-        if not image.has_heatmaps:
+        if not image.has_heatmaps or image.carried:  # a carried image's overlays went out with it
             continue
-        labels = overlay_findings(image, card, per_finding=opts.sc_per_finding) if opts.sc else [None]
-        if image.carried:  # its overlays went out with an earlier version; numbers stay the same
-            number += len(labels) if opts.sc else 0
-            continue
-        for k, label in enumerate(labels, 1):
+        asked = overlay_findings(image, card, per_finding=opts.sc_per_finding, draw_unreliable=draw)
+        for label in asked if opts.sc else [None]:
+            name = f"{i}-{overlay_slug(label or shown_finding(image, card, draw_unreliable=draw))}"
+            pixels = overlay_pixels(image, card, label, draw_unreliable=draw)
             if opts.sc:
                 sc = build_sc(
                     image,
                     card,
                     finding=label,
-                    instance_number=number,
                     compression=opts.sc_compression,
-                    pixels=overlay_pixels(image, card, label),
+                    pixels=pixels,
+                    draw_unreliable=draw,
+                    image_number=i,
                 )
-                number += 1
-                overlays.append((f"sc-{i}-{k}.dcm", sc))
+                overlays.append((f"sc-{name}.dcm", sc))
             if opts.previews:
-                previews.append((f"preview-{i}-{k}.png", preview_pixels(image, card, label)))
+                previews.append((f"preview-{name}.png", pixels))
     sidecar = build_sidecar(
         result.images, card, skipped=result.skipped, sr=sr, overlays=[sc for _, sc in overlays]
     )

@@ -1,36 +1,44 @@
 """RGB Secondary Capture overlays: where the evidence for a present finding lies.
 
-One SC per analysed image shows the most probable finding that is present at its
-operating point (optionally one per present finding); when no finding is present it
-shows the image with a legend that says so, never an absent finding's map.
+One SC per analysed image shows the present finding with the largest margin over its
+operating point (optionally one per present finding); when no finding is drawn it
+shows the image with a legend that says why, never an absent finding's map.  A finding
+that is *unreliable at this threshold* (:mod:`chexnet_dicom.outputs.reliability`) is
+listed with a "!" but not drawn unless ``draw_unreliable`` asks for it.
 
-* grey base: the [0, 1] display image (VOI and MONOCHROME1 already applied by
-  :mod:`chexnet_dicom.dicom.pixels`), mapped to the **source pixel grid**: the SC keeps
-  the source's Rows x Columns and PatientOrientation, so it registers with the source
-  it references (SourceImageSequence) in a viewer, pixel for pixel;
-* colour: the finding's relative evidence map (:mod:`chexnet_dicom.results`: its class
-  activation above the image mean, divided by its maximum) where it reaches the card's
-  ``cam_threshold``, through the perceptual *inferno* colormap (from 0.3 of it, so the
-  weakest drawn colour is still visible) with an opacity that rises with the value: the
-  colour follows the value and never saturates into one flat colour;
-* burned-in legend (Pillow's default font, top left): "RESEARCH USE ONLY", the finding
-  drawn (or why nothing is), the top three findings with probabilities, what ``*``
-  means (present at its operating point, and the policy that chose it), a colour bar
-  with what the colours mean, and the model name and version. BurnedInAnnotation YES.
-
-The PNG previews (:func:`preview_pixels`) show the same overlay turned head up, as
-``chexdcm render`` shows the image, with the legend drawn upright.
+Geometry
+    The SC is the image area followed, on the right, by a black legend panel
+    (:mod:`chexnet_dicom.outputs.legend`): no legend pixel lies over the image.  The
+    image area is the source pixel grid (same Rows x Columns, same pixel spacing, top
+    left at the SC's top left) **turned head up** when the source needed an orientation
+    correction (``orientation-corrected`` / ``orientation-header-swapped``): the
+    display orientation operations (:attr:`DisplayImage.orientation_ops`) are applied
+    to the source grid, and PatientOrientation is then ``L\\F``, true for the SC's
+    pixels.  Otherwise the source's PatientOrientation is copied when it is a valid
+    frontal pair, derived as ``L\\F`` for a PA/AP view used as stored, and left empty
+    (type 2: unknown) when neither holds.  The PNG preview shows the same pixels.
+Colour
+    The finding's relative evidence map (:mod:`chexnet_dicom.results`) where it reaches
+    the card's ``cam_threshold``, through the perceptual *inferno* colormap (from 0.3 of
+    it) with an opacity that rises with the value; the colour key in the panel is drawn
+    with the same blend over a grey ramp, so it holds exactly the image's colours.
+Legend
+    "RESEARCH USE ONLY", the finding drawn (or why none is), the findings ranked by
+    margin (present first), what ``*`` and ``!`` mean, the colour key with ticks, and
+    the model name and version.  BurnedInAnnotation YES.
+Identity
+    The UIDs of an overlay follow from (source image, finding drawn, weights, heatmap
+    method), so a default run and a ``--sc-per-finding`` run give the same object for
+    the same finding; each finding has its own series, named in its SeriesDescription.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
 import numpy as np
 from highdicom.sc import SCImage
 from highdicom.sr import CodedConcept
-from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import (
@@ -46,7 +54,8 @@ from pydicom.uid import (
 )
 
 from chexnet_dicom.config import SC_COMPRESSION_NAMES
-from chexnet_dicom.dicom.orientation import apply_orientation_ops
+from chexnet_dicom.dicom.flags import FLAG_ORIENTATION_NOT_APPLIED, FLAG_ORIENTATION_UNUSABLE
+from chexnet_dicom.dicom.orientation import STANDARD_ORIENTATION, apply_orientation_ops, orientation_ops_for
 from chexnet_dicom.errors import ConfigError, OutputError
 from chexnet_dicom.logs import phi_ref, redact
 from chexnet_dicom.model.card import policy_text
@@ -63,20 +72,35 @@ from chexnet_dicom.outputs.identity import (
     series_uid,
     software_versions,
 )
+from chexnet_dicom.outputs.legend import KEY_CAPTION, add_legend_panel
 from chexnet_dicom.outputs.provenance import algorithm_equipment
+from chexnet_dicom.outputs.reliability import (
+    MIN_VALIDATION_POSITIVES,
+    UNRELIABLE_TEXT,
+    by_margin,
+    unreliable_findings,
+    unreliable_reason,
+)
 from chexnet_dicom.results import ImageResult
 
 __all__ = [
+    "HEATMAP_METHOD",
     "INFERNO_ANCHORS",
+    "LEGEND_FINDINGS",
     "SC_COMPRESSIONS",
     "blend_overlay",
     "build_sc",
     "colormap",
+    "head_up",
+    "image_area",
     "legend_lines",
     "overlay_findings",
+    "overlay_instance_number",
     "overlay_pixels",
+    "overlay_slug",
     "present_findings",
     "preview_pixels",
+    "sc_orientation",
     "shown_finding",
 ]
 
@@ -171,94 +195,147 @@ def blend_overlay(display: np.ndarray, heatmap: np.ndarray | None, level: float)
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 
-def present_findings(result: ImageResult, card: CardLike) -> list[str]:
-    """The findings present at their operating point, highest probability first."""
+def _reliable(card: CardLike, label: str, draw_unreliable: bool) -> bool:
+    return draw_unreliable or unreliable_reason(card, label) is None
+
+
+def present_findings(result: ImageResult, card: CardLike, *, draw_unreliable: bool = True) -> list[str]:
+    """The findings present at their operating point, largest margin over it first.
+
+    With ``draw_unreliable=False`` the findings unreliable at their threshold are left out.
+    """
     probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
-    present = [k for k, label in enumerate(LABELS) if probs[k] >= card.threshold(label)]
-    return [LABELS[k] for k in sorted(present, key=lambda k: -probs[k])]
+    return [
+        label
+        for label in by_margin(probs, card)
+        if probs[LABELS.index(label)] >= card.threshold(label) and _reliable(card, label, draw_unreliable)
+    ]
 
 
-def shown_finding(result: ImageResult, card: CardLike, finding: str | None = None) -> str | None:
-    """The finding an overlay draws: ``finding`` if present, else the most probable present one.
+def shown_finding(
+    result: ImageResult, card: CardLike, finding: str | None = None, *, draw_unreliable: bool = False
+) -> str | None:
+    """The finding an overlay draws: ``finding`` if present, else the present one with the largest margin.
 
     Returns None when the finding asked for (or, without one, every finding) is absent
-    at its operating point: an absent finding is never drawn as if it were present.
+    at its operating point, or unreliable at it (unless ``draw_unreliable``): an absent
+    finding is never drawn as if it were present.
     """
-    present = present_findings(result, card)
+    if finding is not None and finding not in LABELS:
+        raise OutputError(f"unknown finding {finding!r}")
+    present = present_findings(result, card, draw_unreliable=draw_unreliable)
     if finding is not None:
-        if finding not in LABELS:
-            raise OutputError(f"unknown finding {finding!r}")
         return finding if finding in present else None
     return present[0] if present else None
 
 
-def legend_lines(result: ImageResult, card: CardLike, shown: str | None, *, flat: bool = False) -> list[str]:
-    """Text burned into the overlay (ASCII only); the colour bar is drawn below its last lines."""
+#: Findings listed in the legend (the drawn one is added when it is not among them).
+LEGEND_FINDINGS = 5
+
+
+def legend_lines(
+    result: ImageResult,
+    card: CardLike,
+    shown: str | None,
+    *,
+    flat: bool = False,
+    asked: str | None = None,
+) -> list[str]:
+    """Text of the legend panel (ASCII only); the colour key is drawn after the ``Colour:`` line.
+
+    Parameters
+    ----------
+    result, card
+        The analysed image and its model card.
+    shown
+        The finding drawn (:func:`shown_finding`), or None.
+    flat
+        ``shown``'s map is flat (nothing drawn).
+    asked
+        The finding the overlay was asked for, when ``shown`` is None (to say why).
+    """
     probs = np.asarray(result.prediction.probabilities, dtype=np.float64)
-    order = np.argsort(-probs, kind="stable")[:3]
+    unreliable = unreliable_findings(card)
     lines = [f"{RESEARCH_USE_ONLY} - not for diagnosis"]
-    if shown is None:
-        lines.append("No heatmap: no finding is present at its operating point")
-    else:
+    if shown is not None:
         k = LABELS.index(shown)
-        what = f"{DISPLAY_NAMES[shown]} {probs[k]:.2f} (present: >= {card.threshold(shown):.2f})"
-        lines.append(f"No heatmap: the {what} map is flat" if flat else f"Heatmap: {what}")
-    for rank, i in enumerate(order, start=1):
-        mark = " *" if probs[i] >= card.threshold(LABELS[i]) else ""
-        lines.append(f"{rank}. {DISPLAY_NAMES[LABELS[i]]} {probs[i]:.2f}{mark}")
-    lines.append("* present at its operating point, chosen by")
-    lines.append(f"  {policy_text(card.operating_points)}"[:72])
-    if shown is not None and not flat:
+        state = f"probability {probs[k]:.2f}, threshold {card.threshold(shown):.2f}: present"
         lines.append(
-            f"colour: share of the map's peak evidence, {card.cam_threshold:.1f} to 1 (not a probability)"
+            f"No heatmap: the {DISPLAY_NAMES[shown]} map is flat"
+            if flat
+            else f"Heatmap: {DISPLAY_NAMES[shown]}"
         )
-    lines.append(f"{card.name} {card.version}"[:60])
+        lines.append(state + (" (unreliable at this threshold)" if shown in unreliable else ""))
+    else:
+        reason = "no finding is present at its operating point"
+        target = [asked] if asked is not None else present_findings(result, card)
+        target = [t for t in target if probs[LABELS.index(t)] >= card.threshold(t)]
+        if target and all(t in unreliable for t in target):
+            reason = "the present findings are unreliable at this threshold"
+        elif asked is not None:
+            reason = f"{DISPLAY_NAMES[asked]} is absent at its operating point"
+        lines.append(f"No heatmap: {reason}")
+    order = by_margin(probs, card)
+    listed = order[:LEGEND_FINDINGS]
+    if shown is not None and shown not in listed:
+        listed.append(shown)
+    lines.append("Present first, by margin (p / threshold):")
+    for label in listed:
+        k = LABELS.index(label)
+        star = "*" if probs[k] >= card.threshold(label) else " "
+        bang = " !" if label in unreliable else ""
+        drawn = "  [drawn]" if label == shown and not flat else ""
+        lines.append(
+            f"{star} {DISPLAY_NAMES[label]} {probs[k]:.2f} / {card.threshold(label):.2f}{bang}{drawn}"
+        )
+    if any(probs[LABELS.index(label)] >= card.threshold(label) for label in listed):
+        lines.append("* present: probability >= threshold")
+        lines.append(f"  (threshold: {policy_text(card.operating_points)})")
+    if any(label in unreliable for label in listed):
+        lines.append(
+            f"! {UNRELIABLE_TEXT}: validation sensitivity 0 or < {MIN_VALIDATION_POSITIVES} positives"
+        )
+    if shown is not None and not flat:
+        lines.append(f"{KEY_CAPTION}")
+        lines.append("  (not a probability), over bright to dark")
+    lines.append(f"{card.name} {card.version}")
     return [line.encode("ascii", "replace").decode("ascii") for line in lines]
 
 
-def _draw_legend(rgb: np.ndarray, lines: Sequence[str], level: float, *, colour_bar: bool) -> np.ndarray:
-    """Burn the legend box (and the colour bar, after the line that explains it) into ``rgb``."""
-    img = Image.fromarray(rgb, mode="RGB")
-    rows, cols = rgb.shape[:2]
-    size = max(8, round(min(rows, cols) / 45))
-    font = ImageFont.load_default(size=size)
-    draw = ImageDraw.Draw(img)
-    pad = max(2, size // 3)
-    widths = [draw.textlength(line, font=font) for line in lines]
-    box_w = min(int(max(widths)) + 2 * pad, cols - 1)
-    bar_h = size if colour_bar else 0
-    box_h = min(len(lines) * (size + pad) + pad + (bar_h + pad if colour_bar else 0), rows - 1)
-    draw.rectangle((0, 0, box_w, box_h), fill=(0, 0, 0))
-    y = pad
-    for line in lines:
-        draw.text((pad, y), line, fill=(255, 255, 255), font=font)
-        y += size + pad
-        if colour_bar and line.startswith("colour:"):
-            bar_w = max(8, box_w - 2 * pad)
-            values = level + (1.0 - level) * np.linspace(0.0, 1.0, bar_w)
-            # the bar shows the colours at full strength (the overlay blends them over grey)
-            strip = colormap(COLOUR_RANGE[0] + (COLOUR_RANGE[1] - COLOUR_RANGE[0]) * _graded(values, level))
-            bar = np.repeat(np.clip(strip + 0.5, 0, 255).astype(np.uint8)[None], bar_h, axis=0)
-            img.paste(Image.fromarray(bar, mode="RGB"), (pad, y))
-            y += bar_h + pad
-    return np.asarray(img, dtype=np.uint8)
-
-
 def _base_and_legend(
-    result: ImageResult, card: CardLike, finding: str | None
+    result: ImageResult, card: CardLike, finding: str | None, draw_unreliable: bool
 ) -> tuple[np.ndarray, np.ndarray | None, list[str], bool]:
-    """Grey source-grid image, the drawn map (or None), the legend lines, whether a bar is drawn."""
+    """Grey source-grid image, the drawn map (or None), the legend lines, whether a key is drawn."""
     if not result.has_heatmaps:
         raise OutputError("an overlay needs heatmaps; run the predictor with heatmaps enabled")
-    shown = shown_finding(result, card, finding)
+    shown = shown_finding(result, card, finding, draw_unreliable=draw_unreliable)
     heat = result.heatmap(LABELS.index(shown)) if shown is not None else None
     flat = shown is not None and heat is None
     grey = result.display.to_source_grid(result.display.image)
-    return grey, heat, legend_lines(result, card, shown, flat=flat), heat is not None
+    lines = legend_lines(result, card, shown, flat=flat, asked=finding)
+    return grey, heat, lines, heat is not None
 
 
-def overlay_pixels(result: ImageResult, card: CardLike, finding: str | None = None) -> np.ndarray:
-    """The SC overlay on the source pixel grid (so it registers with the source), legend burned in.
+def head_up(rgb: np.ndarray, result: ImageResult) -> np.ndarray:
+    """An (H, W, C) source-grid array turned to the display orientation (head up)."""
+    ops = result.display.orientation_ops
+    if not ops:
+        return rgb
+    return np.ascontiguousarray(
+        np.stack([apply_orientation_ops(rgb[..., c], ops) for c in range(rgb.shape[-1])], axis=-1)
+    )
+
+
+def image_area(result: ImageResult) -> tuple[int, int]:
+    """(rows, columns) of the overlay's image area (the source grid, turned head up); the panel follows."""
+    rows, cols = (int(result.dataset.Rows), int(result.dataset.Columns))
+    return (cols, rows) if "transpose" in result.display.orientation_ops else (rows, cols)
+
+
+def overlay_pixels(
+    result: ImageResult, card: CardLike, finding: str | None = None, *, draw_unreliable: bool = False
+) -> np.ndarray:
+    """The SC overlay: the image area (source grid, head up) and the legend panel on its right.
 
     Parameters
     ----------
@@ -267,44 +344,72 @@ def overlay_pixels(result: ImageResult, card: CardLike, finding: str | None = No
     card
         Model card (name, version, operating points, cam_threshold).
     finding
-        The finding to draw (drawn only if present); None: the most probable present one.
+        The finding to draw (drawn only if present); None: the present one with the
+        largest margin over its threshold.
+    draw_unreliable
+        Also draw findings unreliable at their threshold.
 
     Returns
     -------
     numpy.ndarray
-        (Rows, Columns, 3) uint8 RGB.
+        (rows, columns + panel, 3) uint8 RGB; ``[:rows, :columns]`` is the image area
+        (:func:`image_area`), never covered by the legend.
     """
-    grey, heat, lines, bar = _base_and_legend(result, card, finding)
-    rgb = blend_overlay(grey, heat, card.cam_threshold)
-    return _draw_legend(rgb, lines, card.cam_threshold, colour_bar=bar)
+    grey, heat, lines, key = _base_and_legend(result, card, finding, draw_unreliable)
+    rgb = head_up(blend_overlay(grey, heat, card.cam_threshold), result)
+    return add_legend_panel(rgb, lines, card.cam_threshold, blend_overlay, key=key)
 
 
-def preview_pixels(result: ImageResult, card: CardLike, finding: str | None = None) -> np.ndarray:
-    """The same overlay head up, as ``chexdcm render`` shows the image (the PNG preview).
-
-    The overlay is turned to the display orientation before the legend is drawn, so
-    the text reads upright whatever the source's PatientOrientation.
-    """
-    grey, heat, lines, bar = _base_and_legend(result, card, finding)
-    rgb = blend_overlay(grey, heat, card.cam_threshold)
-    ops = result.display.orientation_ops
-    if ops:
-        rgb = np.ascontiguousarray(
-            np.stack([apply_orientation_ops(rgb[..., c], ops) for c in range(3)], axis=-1)
-        )
-    return _draw_legend(rgb, lines, card.cam_threshold, colour_bar=bar)
+def preview_pixels(
+    result: ImageResult, card: CardLike, finding: str | None = None, *, draw_unreliable: bool = False
+) -> np.ndarray:
+    """The PNG preview: the same pixels as the SC (head up, as ``chexdcm render`` shows the image)."""
+    return overlay_pixels(result, card, finding, draw_unreliable=draw_unreliable)
 
 
-def overlay_findings(result: ImageResult, card: CardLike, *, per_finding: bool = False) -> list[str | None]:
-    """Which overlays an image gets: ``[None]`` (the most probable present finding, or none).
+def overlay_findings(
+    result: ImageResult, card: CardLike, *, per_finding: bool = False, draw_unreliable: bool = False
+) -> list[str | None]:
+    """Which overlays an image gets: ``[None]`` (the present finding with the largest margin, or none).
 
-    With ``per_finding``, one per finding present at its operating point, in label
-    order; when none is present, the single overlay that says so.
+    With ``per_finding``, one per finding present at its operating point (reliable
+    ones only unless ``draw_unreliable``), in label order; when none is, the single
+    overlay that says so.
     """
     if not per_finding:
         return [None]
-    present = set(present_findings(result, card))
+    present = set(present_findings(result, card, draw_unreliable=draw_unreliable))
     return [label for label in LABELS if label in present] or [None]
+
+
+#: Heatmap method, part of every overlay's UID (a new method gives new objects).
+HEATMAP_METHOD = "relative-evidence-cam"
+
+
+def overlay_slug(label: str | None) -> str:
+    """File-name part naming an overlay's finding: ``pleural-thickening``, or ``none``."""
+    return label.lower().replace("_", "-") if label is not None else "none"
+
+
+def overlay_instance_number(image_number: int, label: str | None) -> int:
+    """Instance Number of an (image, finding) overlay: ``100 * image + finding number`` (0: none).
+
+    Fixed per (image, finding), so a repeat run, with or without per-finding overlays,
+    numbers each overlay the same and no two overlays of a study share a number.
+    """
+    return 100 * int(image_number) + (LABELS.index(label) + 1 if label is not None else 0)
+
+
+def _overlay_series(label: str | None) -> tuple[str, int, str]:
+    """(series UID kind, series number, series description) of a finding's overlay series."""
+    if label is None:
+        return "sc", SERIES_NUMBERS["sc"], SERIES_DESCRIPTIONS["sc"]
+    name = DISPLAY_NAMES[label]
+    return (
+        f"sc-{overlay_slug(label)}",
+        SERIES_NUMBERS["sc"] + 8 + LABELS.index(label),
+        f"CheXNet heatmap {name} - {RESEARCH_USE_ONLY}"[:64],
+    )
 
 
 def _orientation(ds: Dataset) -> tuple[str, str] | None:
@@ -314,14 +419,45 @@ def _orientation(ds: Dataset) -> tuple[str, str] | None:
     return (str(value[0]), str(value[1]))
 
 
+def sc_orientation(result: ImageResult) -> tuple[str, str] | None:
+    """PatientOrientation true for the SC's image area (see the module docstring), or None (unknown)."""
+    if result.display.orientation_ops:
+        return STANDARD_ORIENTATION
+    source = _orientation(result.dataset)
+    if source is not None and orientation_ops_for(*source) is not None:
+        return source
+    doubtful = {FLAG_ORIENTATION_UNUSABLE, FLAG_ORIENTATION_NOT_APPLIED} & set(result.flags)
+    view = str(result.dataset.get("ViewPosition") or "").strip().upper()
+    if not doubtful and source is None and view in ("PA", "AP"):
+        return (
+            STANDARD_ORIENTATION  # a frontal view, used as stored: head up, the patient's right on the left
+        )
+    return None
+
+
+def _pixel_spacing(ds: Dataset, transposed: bool) -> tuple[list[float], str] | None:
+    """(row, column) spacing in mm of the source and the attribute it came from, or None."""
+    for kw in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(kw)
+        try:
+            pair = [float(v) for v in value] if value is not None and not isinstance(value, str) else []
+        except (TypeError, ValueError):
+            continue
+        if len(pair) == 2 and all(np.isfinite(v) and v > 0 for v in pair):
+            return (pair[::-1] if transposed else pair), kw
+    return None
+
+
 def build_sc(
     result: ImageResult,
     card: CardLike,
     *,
     finding: str | None = None,
-    instance_number: int = 1,
+    instance_number: int | None = None,
     compression: str = "none",
     pixels: np.ndarray | None = None,
+    draw_unreliable: bool = False,
+    image_number: int = 1,
 ) -> SCImage:
     """Build one RGB Secondary Capture overlay for an analysed image.
 
@@ -332,15 +468,20 @@ def build_sc(
     card
         Model card (name, version, operating points, cam_threshold, weights hash).
     finding
-        Which finding's heatmap to show (drawn only if present); default the most
-        probable present finding, or none (the legend then says so).
+        Which finding's heatmap to show (drawn only if present and reliable); default
+        the present finding with the largest margin, or none (the legend then says why).
     instance_number
-        Instance Number in the overlay series.
+        Instance Number; default :func:`overlay_instance_number` of ``image_number``
+        and the finding drawn.
     compression
         A key of :data:`SC_COMPRESSIONS` (lossless; default uncompressed).
     pixels
         The overlay from :func:`overlay_pixels` when the caller already made it (its
         PNG preview shows the same pixels).
+    draw_unreliable
+        Also draw a finding unreliable at its threshold.
+    image_number
+        1-based number of the image in its study's analysis order.
 
     Returns
     -------
@@ -357,20 +498,22 @@ def build_sc(
     if compression not in SC_COMPRESSIONS:
         raise ConfigError(f"SC compression must be one of {', '.join(SC_COMPRESSIONS)}, not {compression!r}")
     transfer_syntax, photometric = SC_COMPRESSIONS[compression]
-    label = shown_finding(result, card, finding)
-    rgb = overlay_pixels(result, card, finding) if pixels is None else pixels
+    label = shown_finding(result, card, finding, draw_unreliable=draw_unreliable)
+    rgb = overlay_pixels(result, card, finding, draw_unreliable=draw_unreliable) if pixels is None else pixels
     ds = result.dataset
-    if rgb.shape[:2] != (int(ds.Rows), int(ds.Columns)):
-        raise OutputError(
-            f"overlay has shape {rgb.shape[:2]}, the source grid is {(int(ds.Rows), int(ds.Columns))}"
-        )
+    area = image_area(result)
+    if rgb.shape[0] < area[0] or rgb.shape[1] <= area[1]:
+        raise OutputError(f"overlay has shape {rgb.shape[:2]}, smaller than its image area {area} and panel")
     header = evidence_header(ds)
-
-    orientation = _orientation(ds)
+    orientation = sc_orientation(result)
+    ops = result.display.orientation_ops
+    spacing = _pixel_spacing(ds, transposed="transpose" in ops)
     study = str(ds.StudyInstanceUID)
+    kind, series_number, description = _overlay_series(label)
     sop_uid = output_uid(
-        "sc", card.weights_sha256, str(ds.SOPInstanceUID), finding if finding is not None else "top"
+        "sc", card.weights_sha256, str(ds.SOPInstanceUID), overlay_slug(label), HEATMAP_METHOD
     )
+    number = overlay_instance_number(image_number, label) if instance_number is None else instance_number
     try:
         with quiet_highdicom():
             sc = SCImage.from_ref_dataset(
@@ -379,15 +522,15 @@ def build_sc(
                 photometric_interpretation=photometric,
                 bits_allocated=8,
                 coordinate_system="PATIENT",
-                series_instance_uid=series_uid("sc", study, card.weights_sha256),
-                series_number=SERIES_NUMBERS["sc"],
+                series_instance_uid=series_uid(kind, study, card.weights_sha256),
+                series_number=series_number,
                 sop_instance_uid=sop_uid,
-                instance_number=instance_number,
+                instance_number=number,
                 manufacturer=MANUFACTURER,
                 patient_orientation=orientation or ("L", "F"),
                 transfer_syntax_uid=transfer_syntax,
                 contributing_equipment=[algorithm_equipment(card, description="Heatmap overlay")],
-                series_description=SERIES_DESCRIPTIONS["sc"],
+                series_description=description,
                 manufacturer_model_name=str(card.name)[:64],
                 software_versions=software_versions(card),
             )
@@ -395,6 +538,13 @@ def build_sc(
         raise OutputError(f"highdicom rejected the overlay ({type(exc).__name__}: {redact(exc)})") from exc
     if orientation is None:
         sc["PatientOrientation"].value = None  # type 2: unknown for this source, never guessed
+    # the series is dated by the analysis, as the SC content is (highdicom: now)
+    sc.SeriesDate, sc.SeriesTime = sc.ContentDate, sc.ContentTime
+    if spacing is not None:
+        sc.PixelSpacing = [format(v, ".6g") for v in spacing[0]]
+        calibration = ds.get("PixelSpacingCalibrationType") if spacing[1] == "PixelSpacing" else None
+        if calibration in ("GEOMETRY", "FIDUCIAL"):
+            sc.PixelSpacingCalibrationType = calibration
     if ds.get("BodyPartExamined"):
         sc.BodyPartExamined = ds.BodyPartExamined
     if str(ds.get("BodyPartExamined") or "").strip().upper() != "CHEST" and "Laterality" not in sc:
@@ -402,12 +552,17 @@ def build_sc(
         # (CHEST); for a missing or non-standard term ("THORAX CHEST PA") it is unknown.
         sc.add_new("Laterality", "CS", None)
     sc.BurnedInAnnotation = "YES"
-    what = f"{DISPLAY_NAMES[label]} heatmap" if label is not None else "no heatmap (no finding present)"
+    what = f"{DISPLAY_NAMES[label]} heatmap" if label is not None else "no heatmap"
     sc.ImageComments = f"{RESEARCH_USE_ONLY}: {what} of {card.name} {card.version}"[:10240]
+    turned = f" turned head up ({', '.join(ops)} of the source grid)" if ops else ""
+    where = (
+        f"the source pixel grid{turned} at the top left ({area[0]} x {area[1]}), a legend panel to its right"
+    )
+    measured = f"; pixel spacing from the source's {spacing[1]}" if spacing is not None else ""
     sc.DerivationDescription = (
         f"{what}: relative class activation evidence (above the image mean, over its maximum), "
-        f"drawn from {card.cam_threshold:.3g} with the inferno colormap over the rendered source image, "
-        "on the source pixel grid; legend and colour bar burned in"
+        f"drawn from {card.cam_threshold:.3g} with the inferno colormap over the rendered source image; "
+        f"{where}{measured}"
     )[:1024]
     sc.DerivationCodeSequence = [CodedConcept.from_code(codes.DCM.ImageProcessing)]
     source_item = Dataset()
@@ -421,5 +576,5 @@ def build_sc(
     if str(ds.get("LossyImageCompression", "")) == "01" or syntax in _LOSSY_SYNTAXES:
         sc.LossyImageCompression = "01"  # derived from lossy-compressed pixels
     sanitize_copied(sc)
-    logger.info("built SC overlay %s (%s)", phi_ref(sop_uid), label or "no finding present")
+    logger.info("built SC overlay %s (%s)", phi_ref(sop_uid), label or "no finding drawn")
     return finalize_file_meta(sc)

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 #: for files about 10 % larger (the pixels are the same: PNG is lossless).
 PNG_COMPRESS_LEVEL = 1
 
-_OUR_NAMES = re.compile(r"(sc-\d+-\d+\.dcm|preview-\d+-\d+\.png)")
+_OUR_NAMES = re.compile(r"(sc-\d+-[a-z0-9-]+\.dcm|preview-\d+-[a-z0-9-]+\.png)")
 
 
 def write_dataset(ds: Dataset, path: str | os.PathLike[str]) -> Path:

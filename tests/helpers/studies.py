@@ -2,21 +2,43 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
 from pathlib import Path
 
 from chexnet_dicom.testing import synth
 
-__all__ = ["EXPECTED_OUTPUTS", "STUDY_UID", "write_single_image_study", "write_study"]
+__all__ = [
+    "EXPECTED_OUTPUTS",
+    "STUDY_UID",
+    "is_expected_outputs",
+    "overlay_file",
+    "write_single_image_study",
+    "write_study",
+]
 
 STUDY_UID = "1.2.826.0.1.3680043.8.498.1"
 #: Files written for the study of :func:`write_study` (two frontal images).
-EXPECTED_OUTPUTS = ["preview-1-1.png", "preview-2-1.png", "result.json", "sc-1-1.dcm", "sc-2-1.dcm", "sr.dcm"]
+#: Overlay and preview names carry the image number and the finding drawn (``sc-1-hernia.dcm``).
+EXPECTED_OUTPUTS = ["preview-1-*.png", "preview-2-*.png", "result.json", "sc-1-*.dcm", "sc-2-*.dcm", "sr.dcm"]
+
+
+def is_expected_outputs(names: list[str], patterns: list[str] = EXPECTED_OUTPUTS) -> bool:
+    """Whether sorted ``names`` match ``patterns`` one for one (``fnmatch``)."""
+    names = sorted(names)
+    return len(names) == len(patterns) and all(fnmatch(n, p) for n, p in zip(names, patterns, strict=True))
+
+
+def overlay_file(folder: Path, image: int, kind: str = "sc") -> Path:
+    """The one overlay (``kind="sc"``) or preview (``"preview"``) of image number ``image`` in ``folder``."""
+    suffix = "dcm" if kind == "sc" else "png"
+    (path,) = sorted(folder.glob(f"{kind}-{image}-*.{suffix}"))
+    return path
 
 
 def write_study(folder: Path) -> dict[str, Path]:
     """A synthetic study: a PA (non-square), a lateral, a second PA and a text file."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {}
+    files: dict[str, Path] = {}
     pa = synth.make_dataset(synth.chest_phantom((300, 260), seed=1), study_uid=STUDY_UID, seed=1)
     synth.write(pa, files.setdefault("pa", folder / "a_pa.dcm"))
     lat = synth.make_dataset(

@@ -8,6 +8,8 @@ On the seven real chest files and on held-out NIH images written as DICOM:
 * an absent finding is never drawn;
 * the SR's image region of the drawn finding lies inside what the overlay colours;
 * the PNG preview of DX_J2K_0Padding is head up, as ``chexdcm render`` shows it;
+* (``test_legend.py``) the legend covers no image pixel and the colour key holds the
+  image's colours;
 * every SR passes PixelMed's DicomSRValidator (the IHE AI Results test tool) with 0
   errors and only the warning documented as its TID 1501 gap, and dciodvfy with 0 errors.
 """
@@ -27,7 +29,7 @@ from chexnet_dicom.model.backends import load_predictor
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.outputs.build import build_outputs
-from chexnet_dicom.outputs.sc import blend_overlay, overlay_pixels, preview_pixels, shown_finding
+from chexnet_dicom.outputs.sc import blend_overlay, image_area, overlay_pixels, preview_pixels, shown_finding
 from chexnet_dicom.outputs.write import write_dataset
 from chexnet_dicom.pipeline import iter_results
 from chexnet_dicom.results import ImageResult, StudyResult
@@ -103,10 +105,10 @@ def test_present_findings_get_a_visible_graded_map_with_a_colour_bar(analysed: l
         colours, counts = np.unique(mapped[coloured].reshape(-1, 3), axis=0, return_counts=True)
         assert len(colours) > 50, f"{name}: only {len(colours)} colours: a flat map"
         assert counts.max() < 0.2 * counts.sum(), f"{name}: one colour covers most of the map"
-        # the colour bar: a strip of many colours inside the legend box (top left)
-        legend = rgb[: rgb.shape[0] // 3, : rgb.shape[1] // 2]
+        # the colour key: a strip of many colours in the legend panel (right of the image)
+        legend = rgb[:, image_area(im)[1] :]
         bar_colours = np.unique(legend[_colourful(legend)].reshape(-1, 3), axis=0)
-        assert len(bar_colours) > 30, f"{name}: no colour bar in the legend"
+        assert len(bar_colours) > 30, f"{name}: no colour key in the legend"
         drawn += 1
     assert drawn >= MIN_PRESENT, f"only {drawn} images have a present finding: test more NIH images"
 
@@ -165,8 +167,9 @@ def test_the_preview_is_head_up_as_render_shows_it(analysed: list[ImageResult], 
     assert main(["render", im.path, "-o", str(out)]) == 0
     rendered = np.asarray(Image.open(out).convert("L"), np.float64)
     preview = np.asarray(Image.fromarray(preview_pixels(im, card)).convert("L"), np.float64)
+    preview = preview[: rendered.shape[0], : rendered.shape[1]]  # the image area, left of the legend
     assert preview.shape == rendered.shape
-    # compare away from the legend (top left) and the drawn map: the lower half
+    # compare away from the drawn map: the lower half
     lower = slice(rendered.shape[0] // 2, None)
     a, b = preview[lower].ravel(), rendered[lower].ravel()
     twin = np.flipud(rendered)[lower].ravel()

@@ -13,7 +13,7 @@ from PIL import Image
 from chexnet_dicom.dicom.load import load_image
 from chexnet_dicom.errors import ConfigError, OutputError
 from chexnet_dicom.model.card import policy_text
-from chexnet_dicom.model.labels import LABELS
+from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 from chexnet_dicom.outputs.sc import (
     SC_COMPRESSIONS,
     blend_overlay,
@@ -21,8 +21,10 @@ from chexnet_dicom.outputs.sc import (
     colormap,
     legend_lines,
     overlay_findings,
+    overlay_instance_number,
     overlay_pixels,
     preview_pixels,
+    sc_orientation,
 )
 from chexnet_dicom.outputs.write import write_dataset
 from tests.helpers.outputs import blob, dciodvfy_errors, make_card, make_dx, make_result
@@ -58,12 +60,8 @@ def test_overlay_of_a_real_chest_is_valid_and_references_the_source(source: str,
     assert [w for w in warnings if not any(e in w for e in expected)] == []
     back = pydicom.dcmread(out)
     assert back.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
-    assert (back.PhotometricInterpretation, back.SamplesPerPixel, back.Rows, back.Columns) == (
-        "RGB",
-        3,
-        rows,
-        cols,
-    )
+    assert (back.PhotometricInterpretation, back.SamplesPerPixel, back.Rows) == ("RGB", 3, rows)
+    assert back.Columns > cols  # the legend panel beside the image area
     assert back.BurnedInAnnotation == "YES"
     assert "RESEARCH USE ONLY" in back.SeriesDescription
     ref = back.SourceImageSequence[0]
@@ -96,8 +94,7 @@ def test_heatmap_of_the_top_present_finding_lies_where_its_evidence_is_high(tmp_
     sc = build_sc(result, card)
     back = pydicom.dcmread(write_dataset(sc, tmp_path / "sc.dcm"))
     colour = _colourfulness(_png_roundtrip(back))
-    legend_rows = 120  # legend box and colour bar at the top left
-    colour[:legend_rows, :] = 0
+    colour = colour[:240, :256]  # the image area (the legend panel lies to its right)
     ys, xs = np.nonzero(colour > 10)
     cy, cx = centres[top]
     assert abs(ys.mean() - cy) <= 2.0 and abs(xs.mean() - cx) <= 2.0, ((ys.mean(), xs.mean()), (cy, cx))
@@ -109,9 +106,9 @@ def test_heatmap_of_the_top_present_finding_lies_where_its_evidence_is_high(tmp_
     drawn = level >= card.cam_threshold
     below = level < card.cam_threshold - 0.02
     coloured = colour > 10
-    assert coloured[legend_rows:][drawn[legend_rows:]].mean() > 0.97
-    assert coloured[legend_rows:][below[legend_rows:]].mean() < 0.01
-    rgb = _png_roundtrip(back)[legend_rows:][drawn[legend_rows:]]
+    assert coloured[drawn].mean() > 0.97
+    assert coloured[below].mean() < 0.01
+    rgb = _png_roundtrip(back)[:240, :256][drawn]
     assert len({tuple(v) for v in rgb}) > 20  # the colour follows the value: many levels
 
 
@@ -136,32 +133,55 @@ def test_a_flat_map_is_not_drawn_and_the_legend_says_so() -> None:
     assert any("map is flat" in line for line in lines)
 
 
-def test_legend_lists_top_three_model_version_and_research_use() -> None:
+def test_legend_ranks_by_margin_present_first_and_names_the_drawn_finding() -> None:
     card = make_card()
     lines = legend_lines(make_result(make_dx(), card, PROBS), card, "Mass")
-    assert lines[0].startswith("RESEARCH USE ONLY")
-    assert lines[1] == "Heatmap: Mass 0.90 (present: >= 0.50)"
-    assert lines[2:5] == ["1. Mass 0.90 *", "2. Pneumothorax 0.70 *", "3. Nodule 0.60 *"]
-    assert lines[5] == "* present at its operating point, chosen by"
-    assert lines[6].strip() == policy_text(card.operating_points)
-    assert lines[7].startswith("colour: share of the map's peak evidence, 0.5 to 1")
+    assert lines[0] == "RESEARCH USE ONLY - not for diagnosis"
+    assert lines[1] == "Heatmap: Mass"
+    assert lines[2] == "probability 0.90, threshold 0.50: present"
+    listed = [line for line in lines if line[:2] in ("* ", "  ") and " / " in line]
+    # thresholds are all 0.5 here: margin order is probability order; present ones starred
+    assert listed[:4] == [
+        "* Mass 0.90 / 0.50  [drawn]",
+        "* Pneumothorax 0.70 / 0.50",
+        "* Nodule 0.60 / 0.50",
+        "  Pleural Thickening 0.40 / 0.50",
+    ]
+    assert "* present: probability >= threshold" in lines
+    assert lines[lines.index("* present: probability >= threshold") + 1].strip() == (
+        f"(threshold: {policy_text(card.operating_points)})"
+    )
+    assert not any(line.startswith("! ") for line in lines)  # no "!" listed, no footnote
+    assert any(line.startswith("Colour: share of the map's peak evidence") for line in lines)
     assert lines[-1] == f"{card.name} {card.version}"
 
 
-def test_legend_and_colour_bar_are_burned_in() -> None:
+def test_the_drawn_finding_is_listed_even_when_its_margin_is_small() -> None:
+    card = make_card()
+    probs = np.full(14, 0.95)
+    probs[LABELS.index("Hernia")] = 0.51
+    lines = legend_lines(make_result(make_dx(), card, probs), card, "Hernia")
+    assert "* Hernia 0.51 / 0.50  [drawn]" in lines
+    assert len([line for line in lines if " / 0.50" in line]) == 6  # five by margin and the drawn one
+
+
+def test_legend_and_colour_key_are_burned_in_beside_the_image() -> None:
     ds = make_dx(rows=480, cols=512)
     card = make_card()
     heat = np.repeat(blob(480, 512, 400, 400, 20)[None], len(LABELS), axis=0)
-    sc = build_sc(make_result(ds, card, PROBS, heat=heat), card)
+    result = make_result(ds, card, PROBS, heat=heat)
+    sc = build_sc(result, card)
     rgb = sc.pixel_array.astype(int)
-    box = rgb[:40, :120]
-    assert (box == 0).all(axis=2).mean() > 0.5  # black box
-    assert (box > 150).all(axis=2).sum() > 50  # white (antialiased) text
-    legend = rgb[:200, :400]
-    colourful = _colourfulness(legend) > 40
-    assert colourful.sum() > 200  # the colour bar
-    bar_colours = {tuple(v) for v in legend[colourful]}
-    assert len(bar_colours) > 30  # a gradient, not one colour
+    assert rgb.shape[0] == 480 and rgb.shape[1] > 512
+    np.testing.assert_array_equal(  # the image area is the overlay, untouched by the legend
+        rgb[:, :512], blend_overlay(result.display.image, result.heatmap(LABELS.index("Mass")), 0.5)
+    )
+    panel = rgb[:, 512:]
+    assert (panel == 0).all(axis=2).mean() > 0.5  # black panel
+    assert (panel > 150).all(axis=2).sum() > 50  # white (antialiased) text
+    colourful = _colourfulness(panel) > 40
+    assert colourful.sum() > 200  # the colour key
+    assert len({tuple(v) for v in panel[colourful]}) > 30  # a gradient, not one colour
     assert (rgb[300:340, 10:40] == 128).all()  # untouched grey away from the map
 
 
@@ -173,23 +193,28 @@ def test_per_finding_overlays_and_deterministic_uids() -> None:
 
     def overlays(r: object, per_finding: bool) -> list[pydicom.Dataset]:
         labels = overlay_findings(r, card, per_finding=per_finding)  # type: ignore[arg-type]
-        return [build_sc(r, card, finding=f, instance_number=n) for n, f in enumerate(labels, 1)]  # type: ignore[arg-type]
+        return [build_sc(r, card, finding=f) for f in labels]  # type: ignore[arg-type]
 
     scs = overlays(result, True)
     positives = [label for label, p in zip(LABELS, PROBS, strict=True) if p >= 0.5]
     assert len(scs) == len(positives) == 3
     assert len({s.SOPInstanceUID for s in scs}) == 3
-    assert [s.InstanceNumber for s in scs] == [1, 2, 3]
+    assert len({s.SeriesInstanceUID for s in scs}) == 3  # one series per finding ...
+    assert all(DISPLAY_NAMES[f] in s.SeriesDescription for f, s in zip(positives, scs, strict=True))
+    assert [s.InstanceNumber for s in scs] == [100 + LABELS.index(f) + 1 for f in positives]
     again = overlays(result, True)
     assert [s.SOPInstanceUID for s in again] == [s.SOPInstanceUID for s in scs]
     top = overlays(result, False)
-    assert len(top) == 1 and top[0].SOPInstanceUID not in {s.SOPInstanceUID for s in scs}
+    # ... and the default overlay is the per-finding overlay of its finding: a repeat run adds nothing
+    (same,) = [s for s in scs if s.SeriesDescription == top[0].SeriesDescription]
+    assert (top[0].SOPInstanceUID, top[0].InstanceNumber) == (same.SOPInstanceUID, same.InstanceNumber)
     other = build_sc(make_result(ds, make_card("cd" * 32), PROBS, heat=heat), make_card("cd" * 32))
     assert (
         other.SOPInstanceUID != top[0].SOPInstanceUID and other.SeriesInstanceUID != top[0].SeriesInstanceUID
     )
     negative = make_result(ds, card, np.zeros(14), heat=heat)
     assert overlay_findings(negative, card, per_finding=True) == [None]  # falls back to the top finding
+    assert overlay_instance_number(2, None) == 200
 
 
 @pytest.mark.parametrize(
@@ -235,7 +260,7 @@ def test_bad_inputs_are_output_errors() -> None:
     with pytest.raises(OutputError, match="needs heatmaps"):
         build_sc(make_result(ds, card, PROBS), card)
     heat = np.zeros((len(LABELS), ds.Rows, ds.Columns), np.float32)
-    with pytest.raises(OutputError, match="source grid"):
+    with pytest.raises(OutputError, match="image area"):
         build_sc(make_result(ds, card, PROBS, heat=heat), card, pixels=np.zeros((5, 5, 3), np.uint8))
     with pytest.raises(OutputError, match="unknown finding"):
         build_sc(make_result(ds, card, PROBS, heat=heat), card, finding="Sadness")
@@ -290,20 +315,42 @@ def test_laterality_is_present_unless_the_body_part_is_chest(body_part: str | No
     assert ("Laterality" in sc) == (body_part != "CHEST")
 
 
-def test_the_preview_is_head_up_and_the_sc_stays_on_the_source_grid() -> None:
+def test_an_sc_whose_source_was_turned_is_written_head_up_with_a_true_orientation() -> None:
     from chexnet_dicom.dicom.pixels import DisplayImage
 
     ds = make_dx(rows=480, cols=512)
+    ds.PatientOrientation = ["L", "H"]  # stored upside down
     card = make_card()
-    # the map as the model saw it (head up): low in the image, right of the legend
+    # the map as the model saw it (head up): low in the image
     heat = np.repeat(blob(480, 512, 400, 450, 15)[None], len(LABELS), axis=0)
     grey = np.full((480, 512), 0.5, np.float32)
     stored_upside_down = DisplayImage(image=grey, source_shape=(480, 512), orientation_ops=("flipud",))
     result = make_result(ds, card, PROBS, heat=heat, display=stored_upside_down)
-    sc = overlay_pixels(result, card).astype(np.int16)
-    preview = preview_pixels(result, card).astype(np.int16)
-    ys_sc = np.nonzero(_colourfulness(sc)[:, 400:] > 10)[0]
-    ys_pv = np.nonzero(_colourfulness(preview)[:, 400:] > 10)[0]
-    assert abs(ys_pv.mean() - 400) < 5  # head up, as the model saw it
-    assert abs(ys_sc.mean() - (479 - 400)) < 5  # the stored (source) grid: upside down
-    assert (preview[:20, :60] == 0).all(axis=2).mean() > 0.5  # the legend reads top left
+    sc = build_sc(result, card)
+    rgb = sc.pixel_array.astype(np.int16)
+    np.testing.assert_array_equal(rgb, preview_pixels(result, card))  # the preview shows the same
+    ys = np.nonzero(_colourfulness(rgb[:, :512])[:, 400:] > 10)[0]
+    assert abs(ys.mean() - 400) < 5  # head up, as the model saw it
+    assert list(sc.PatientOrientation) == ["L", "F"]  # true for the pixels, never the source's L\\H
+    assert "flipud" in sc.DerivationDescription
+
+
+@pytest.mark.parametrize(
+    ("orientation", "view", "expected"),
+    [(["R", "F"], "PA", ["R", "F"]), (None, "PA", ["L", "F"]), (None, "AP", ["L", "F"]), (None, None, None)],
+)
+def test_sc_orientation_is_copied_derived_or_left_unknown(
+    orientation: list[str] | None, view: str | None, expected: list[str] | None
+) -> None:
+    ds = make_dx(rows=96, cols=96)
+    for kw, value in (("PatientOrientation", orientation), ("ViewPosition", view)):
+        if value is None:
+            if kw in ds:
+                delattr(ds, kw)
+        else:
+            setattr(ds, kw, value)
+    card = make_card()
+    result = make_result(ds, card, PROBS, heat=np.zeros((len(LABELS), 96, 96), np.float32))
+    assert sc_orientation(result) == (tuple(expected) if expected else None)
+    sc = build_sc(result, card)
+    assert (list(sc.PatientOrientation) if sc.PatientOrientation else None) == expected
