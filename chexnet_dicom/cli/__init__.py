@@ -29,6 +29,8 @@ Modules
 - :mod:`~chexnet_dicom.cli.train`: ``chexdcm train``: train CheXNet from a TOML recipe.
 - :mod:`~chexnet_dicom.cli.evaluate`: ``chexdcm evaluate``: metrics with patient-level bootstrap CIs
   and a report.
+- :mod:`~chexnet_dicom.cli.audit_labels`: ``chexdcm audit-labels``: rank the images whose label is
+  most likely wrong, per finding.
 - :mod:`~chexnet_dicom.cli.options`: the runtime flags every door declares, declared once.
 - :mod:`~chexnet_dicom.cli.config_check`: ``chexdcm config check``: validate a TOML configuration
   without starting anything.
