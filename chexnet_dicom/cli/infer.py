@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     from chexnet_dicom.dicom.study import scan
     from chexnet_dicom.model.backends import predictor_for
     from chexnet_dicom.model.resolve import resolve_weights
-    from chexnet_dicom.pipeline import iter_results
+    from chexnet_dicom.pipeline import results_for_paths
 
     card_path, why = resolve_weights(settings.weights or None)
     print(f"weights: {card_path} ({why})", file=sys.stderr)
@@ -303,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     failed = 0
     for number, result in enumerate(
-        iter_results(found, predictor, config=settings.ingest, workers=rt.workers, progress=progress), 1
+        results_for_paths(found, predictor, config=settings.ingest, workers=rt.workers, progress=progress), 1
     ):
         out_dir = base / result.ref if own_folders else base
         result, written = _write(result, out_dir, settings)
