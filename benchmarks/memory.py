@@ -1,10 +1,10 @@
-"""Peak memory of ``iter_results``: bounded by a batch of images, not by the number of studies.
+"""Peak memory of ``results_for_paths``: bounded by a batch of images, not by the number of studies.
 
 Generates one-image studies of 2048x2048 12-bit uncompressed images (the costliest case:
 no reduced-resolution decode, so every display image is full size, 16 MB as float32) by
 re-stamping one encoded dataset with new UIDs, then, each in a fresh process:
 
-* **streaming**: ``for result in iter_results(...)`` over 20 and over N studies (default
+* **streaming**: ``for result in results_for_paths(...)`` over 20 and over N studies (default
   200), each result dropped once it has been seen, as ``chexdcm infer`` and the batch
   runner consume them;
 * **naive** (the old ``Analyzer.analyse_paths`` way): every result of 20 and of 60 studies
@@ -38,12 +38,12 @@ import json, os, resource, sys, time
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from chexnet_dicom.model.backends import load_predictor
 from chexnet_dicom.model.resolve import DEMO_CARD
-from chexnet_dicom.pipeline import iter_results
+from chexnet_dicom.pipeline import results_for_paths
 folders, mode = json.loads(sys.argv[1]), sys.argv[2]
 predictor = load_predictor(DEMO_CARD, threads=1)
 t = time.perf_counter()
 kept, n = [], 0
-for result in iter_results(folders, predictor):
+for result in results_for_paths(folders, predictor):
     assert result.images and not result.failed
     n += 1
     if mode == "keep":

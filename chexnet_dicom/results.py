@@ -123,7 +123,7 @@ class ImageResult:
         How the display image became the model input (the CAMs' geometry).
     carried
         The image was analysed for an earlier version of the study's results and only
-        its prediction and geometry were kept (:func:`chexnet_dicom.pipeline.restore_image`):
+        its prediction and geometry were kept (:func:`chexnet_dicom.node.carry.restore_image`):
         the SR covers it again, but its pixels are gone, so no overlay is rebuilt.
     """
 

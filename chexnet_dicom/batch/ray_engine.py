@@ -3,13 +3,18 @@
 ::
 
     ray.data.from_items(images of a chunk of studies)      the header index's instances
-      .map(_decode, num_cpus=ray_decode_cpus)              load_for_model as CPU tasks
+      .map(_decode, num_cpus=ray_decode_cpus)              decode_for_model as CPU tasks
       .map_batches(_PredictorActor, compute=ActorPoolStrategy(size=ray_actors),
                    batch_size=runtime.batch_size, num_gpus=1 on CUDA)
                                                            predict_batch in an actor pool,
                                                            each actor loads the model once
-      -> study_result -> finish_study                      in the driver: the same rows,
-                                                           ledger and tables as the local engine
+      -> StudyCollect -> finish_study                      in the driver: the collect step of
+                                                           the local engine, the same rows,
+                                                           ledger and tables
+
+A task receives an :class:`~chexnet_dicom.dicom.load.ImageFile` (path, offsets and the
+header bytes the index kept) and returns the display image and model input: plain
+data, never a pydicom dataset.
 
 The studies are taken in chunks of about ``ray_chunk_images`` images, so the driver's
 memory is bounded by one chunk whatever the export size; each chunk's finished studies
@@ -27,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pickle
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,17 +42,17 @@ import numpy as np
 from chexnet_dicom.batch.studies import StudyEntry
 from chexnet_dicom.config import BatchConfig, IngestConfig, RuntimeConfig
 from chexnet_dicom.dicom.study import Study
-from chexnet_dicom.errors import ConfigError, InferenceError
+from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.model.card import Preprocessing
 from chexnet_dicom.model.predictor import PredictorBase
 from chexnet_dicom.pipeline import (
     FATAL,
+    StudyCollect,
     analysis_preprocessing,
-    failure_of,
-    load_for_model,
-    load_skip,
+    decode_for_model,
+    loaded_image,
     predict_batch,
-    study_result,
+    worker_input,
 )
 from chexnet_dicom.results import StudyResult
 
@@ -59,9 +65,10 @@ PREDICTOR_ACTOR = "_PredictorActor"
 
 
 def _decode(row: dict[str, Any], cfg: IngestConfig, pre: Preprocessing) -> dict[str, Any]:  # pragma: no cover
-    """A Ray task: :func:`~chexnet_dicom.pipeline.load_for_model` of one image (pickled in and out)."""
+    """A Ray task: :func:`~chexnet_dicom.pipeline.decode_for_model` of one image (plain data in and out)."""
+    t0 = time.perf_counter()
     try:
-        loaded, x = load_for_model(pickle.loads(row["scanned"]), cfg, pre)
+        display, x = decode_for_model(pickle.loads(row["image"]), cfg, pre)
     except FATAL:
         raise
     except Exception as exc:  # the image is not analysed; the driver records why
@@ -69,8 +76,15 @@ def _decode(row: dict[str, Any], cfg: IngestConfig, pre: Preprocessing) -> dict[
             error = pickle.dumps(exc)
         except Exception:  # an exception that does not pickle: its type and message
             error = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
-        return {"k": row["k"], "loaded": b"", "x": b"", "error": error}
-    return {"k": row["k"], "loaded": pickle.dumps(loaded), "x": pickle.dumps(x), "error": b""}
+        return {"k": row["k"], "display": b"", "x": b"", "error": error, "read_s": time.perf_counter() - t0}
+    read_s = time.perf_counter() - t0
+    return {
+        "k": row["k"],
+        "display": pickle.dumps(display),
+        "x": pickle.dumps(x),
+        "error": b"",
+        "read_s": read_s,
+    }
 
 
 class _PredictorActor:  # pragma: no cover - runs in Ray actors
@@ -87,12 +101,16 @@ class _PredictorActor:  # pragma: no cover - runs in Ray actors
         ok = [i for i, e in enumerate(errors) if not e]
         inputs = [pickle.loads(batch["x"][i]) for i in ok]
         preds: list[bytes] = [b""] * len(errors)
+        t0 = time.perf_counter()
         for i, pred in zip(ok, predict_batch(self.predictor, inputs, cams=self.heatmaps), strict=True):
             preds[i] = pickle.dumps(pred)
+        share = (time.perf_counter() - t0) / max(1, len(ok))
         return {
             "k": batch["k"],
-            "loaded": batch["loaded"],
+            "display": batch["display"],
             "error": batch["error"],
+            "read_s": batch["read_s"],
+            "predict_s": np.array([share if not e else 0.0 for e in errors], dtype=np.float64),
             "pred": np.array(preds, dtype=object),
         }
 
@@ -176,7 +194,7 @@ def run_ray(
     done = analysed = images = 0
     for chunk in _chunks(todo, load, max(1, opts.ray_chunk_images)):
         items = [
-            {"k": f"{s}:{k}", "scanned": pickle.dumps(inst.scanned)}
+            {"k": f"{s}:{k}", "image": pickle.dumps(worker_input(inst))}
             for s, (_entry, study) in enumerate(chunk)
             for k, inst in enumerate(study.selected)
         ]
@@ -203,20 +221,17 @@ def run_ray(
                 if progress is not None:
                     progress("analyse", done, total)
         for s, (entry, study) in enumerate(chunk):
-            kept: dict[int, Any] = {}
-            skipped = []
-            failure = None
+            collect = StudyCollect(study)
             for k, inst in enumerate(study.selected):
                 row = got[f"{s}:{k}"]
+                collect.read_s += float(row["read_s"])
                 if row["error"]:
-                    skipped.append(load_skip(inst, pickle.loads(row["error"])))
+                    collect.not_loaded(inst, pickle.loads(row["error"]))
                     continue
-                pred = pickle.loads(row["pred"])
-                if isinstance(pred, InferenceError):
-                    failure = failure or failure_of(pred, "predict")
-                else:
-                    kept[k] = (inst, pickle.loads(row["loaded"]), pred)
-            result = study_result(study, card, pre, kept, skipped, failure)
+                collect.predict_s += float(row["predict_s"])
+                loaded = loaded_image(inst, pickle.loads(row["display"]))
+                collect.predicted(k, inst, loaded, pickle.loads(row["pred"]))
+            result = collect.result(card, pre)
             finish(entry, study, result)
             analysed += 1
             images += len(result.images)

@@ -6,7 +6,7 @@
       -> study_plan(shard)    studies in the scan's order, each with a content key
       -> skip finished        the ledger (OUT/state/ledger.sqlite) has it with that key
       -> load_study           instances rebuilt from the stored headers (scan's rules)
-      -> stream_results       the pipeline's stages: decode worker processes (fast path),
+      -> results_for_studies  the pipeline's stages: decode worker processes (fast path),
                               batches that span studies, decode overlapped with inference
       -> write_results        --write-dicom: SR + SC per study (deterministic UIDs)
       -> study_rows + record  the study's rows, committed in one transaction
@@ -57,7 +57,7 @@ from chexnet_dicom.faults import fault
 from chexnet_dicom.model.predictor import PredictorBase
 from chexnet_dicom.net.destination import Destination
 from chexnet_dicom.net.sender import RetryPolicy
-from chexnet_dicom.pipeline import stream_results, write_results
+from chexnet_dicom.pipeline import results_for_studies, write_results
 from chexnet_dicom.results import FAILURE_REASONS, StudyResult
 
 __all__ = [
@@ -388,7 +388,7 @@ def _run_local(
             yield study
 
     analysed = images = 0
-    for result in stream_results(
+    for result in results_for_studies(
         studies(),
         predictor,
         config=settings.ingest,

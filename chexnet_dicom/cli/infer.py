@@ -227,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     from chexnet_dicom.dicom.reasons import counts_against_run
     from chexnet_dicom.dicom.study import scan
     from chexnet_dicom.model.startup import start_model
-    from chexnet_dicom.pipeline import iter_results
+    from chexnet_dicom.pipeline import results_for_paths
 
     started = start_model(settings.weights, settings.runtime, announce=announce_weights)
     predictor, card_path, why = started.predictor, started.card_path, started.why
@@ -261,7 +261,7 @@ def run(args: argparse.Namespace) -> int:
     report: list[dict[str, Any]] = []
     failed = 0
     for number, result in enumerate(
-        iter_results(found, predictor, config=settings.ingest, workers=rt.workers, progress=progress), 1
+        results_for_paths(found, predictor, config=settings.ingest, workers=rt.workers, progress=progress), 1
     ):
         out_dir = base / result.ref if own_folders else base
         result, written = _write(result, out_dir, settings)

@@ -56,6 +56,7 @@ from chexnet_dicom.errors import (
     InputTooLargeError,
     UnsupportedInputError,
 )
+from chexnet_dicom.logs import redact
 
 __all__ = [
     "StoredPixels",
@@ -256,15 +257,10 @@ def _full_decode(ds: Dataset, ts: UID) -> np.ndarray:
     except Exception as exc:  # decoders raise RuntimeError, ValueError, struct.error, ...
         raise CorruptPixelDataError(
             f"the {ts.name} pixel data could not be decoded ({type(exc).__name__}: "
-            f"{_short(exc)}); the file is truncated or its compressed stream is corrupt, "
+            f"{redact(exc)}); the file is truncated or its compressed stream is corrupt, "
             "re-export it from the source",
         ) from exc
     return np.asarray(arr)
-
-
-def _short(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def decode_stored(

@@ -12,12 +12,23 @@ decode that ``chexdcm infer`` runs can run unchanged in a
 
 A :class:`~chexnet_dicom.dicom.read.ScannedHeader` from the scan is completed with
 :func:`~chexnet_dicom.dicom.read.read_pixels`: its header is not parsed again.
+
+Crossing a process boundary
+---------------------------
+A live pydicom dataset is not plain data: a converted value may hold a local function
+(pydicom wraps an implicit-VR LUT Descriptor in a ``MultiValue`` around one), and then
+it cannot be pickled.  What a decode worker, a node worker or a Ray task receives is an
+:class:`ImageFile` instead (:func:`image_file` of the scan's header): the path, where the
+pixel data starts and the raw header bytes when the reader kept them.  The worker parses
+those bytes with the same safe reader, and what it sends back is the display image and
+the model input (numpy arrays and a dictionary); the caller pairs them with the header it
+already holds.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from pydicom.dataset import Dataset
@@ -25,12 +36,80 @@ from pydicom.dataset import Dataset
 from chexnet_dicom.config import IngestConfig
 from chexnet_dicom.dicom.decode import decode_stored
 from chexnet_dicom.dicom.pixels import DisplayImage, render
-from chexnet_dicom.dicom.read import ScannedHeader, read_dataset, read_pixels, without_pixels
+from chexnet_dicom.dicom.read import (
+    PixelLocation,
+    ScannedHeader,
+    header_from_raw,
+    read_dataset,
+    read_header,
+    read_pixels,
+    without_pixels,
+)
 
-__all__ = ["ImageSource", "LoadedImage", "load_image"]
+__all__ = ["ImageFile", "ImageSource", "LoadedImage", "image_file", "load_image"]
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """Where one image is, as plain data: what crosses a process boundary instead of a dataset.
+
+    Attributes
+    ----------
+    path
+        The file.
+    location
+        Where its pixel data starts (and the file's size and mtime when the header was
+        read); None for a deflated file, whose pixels need a full read.
+    header
+        The file's bytes up to the pixel data when the scan kept them; None: the worker
+        reads the header from the file again.
+    """
+
+    path: str
+    location: PixelLocation | None = None
+    header: bytes | None = field(default=None, repr=False)
+
+    def scanned(self, config: IngestConfig | None = None) -> ScannedHeader:
+        """The header again, parsed by the safe reader (from the kept bytes, else from the file).
+
+        Raises
+        ------
+        InputError
+            As :func:`~chexnet_dicom.dicom.read.read_header`.
+        """
+        limits = (config or IngestConfig()).limits
+        if self.header is not None and self.location is not None:
+            return header_from_raw(self.header, self.location, limits=limits)
+        return read_header(self.path, limits=limits)
+
+
+def image_file(scanned: ScannedHeader, path: str | os.PathLike[str] | None = None) -> ImageFile:
+    """The :class:`ImageFile` of a header the scan read (picklable whatever the header holds).
+
+    Parameters
+    ----------
+    scanned
+        The scan's header.
+    path
+        The file, when the header does not know it (read from bytes).
+
+    Raises
+    ------
+    TypeError
+        The header was read from bytes or a stream and no path is given.
+    """
+    where = (
+        scanned.location.path if scanned.location is not None else getattr(scanned.dataset, "filename", None)
+    )
+    if path is not None:
+        where = os.fspath(path)
+    if not isinstance(where, str) or not where:
+        raise TypeError("a header read from bytes or a stream has no file a worker could read")
+    return ImageFile(where, scanned.location, scanned.raw)
+
 
 #: What :func:`load_image` reads from.
-ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Dataset | ScannedHeader
+ImageSource = str | os.PathLike[str] | bytes | BinaryIO | Dataset | ScannedHeader | ImageFile
 
 
 @dataclass(frozen=True)
@@ -69,7 +148,8 @@ def load_image(
     ----------
     source
         A path, the file's bytes, a binary file object, a full dataset (with its pixel
-        data), or the :class:`~chexnet_dicom.dicom.read.ScannedHeader` the scan read.
+        data), the :class:`~chexnet_dicom.dicom.read.ScannedHeader` the scan read, or
+        an :class:`ImageFile` (what a worker process receives).
     config
         Reading limits and pixel policy; defaults when None.
     target_size
@@ -88,6 +168,8 @@ def load_image(
         pixel data.
     """
     cfg = config or IngestConfig()
+    if isinstance(source, ImageFile):
+        source = source.scanned(cfg)
     if isinstance(source, Dataset):
         ds = source
     elif isinstance(source, ScannedHeader):

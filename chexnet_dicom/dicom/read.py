@@ -35,7 +35,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 import stat
 import struct
 import zlib
@@ -65,6 +64,7 @@ from chexnet_dicom.errors import (
     InputTooLargeError,
     NotDicomError,
 )
+from chexnet_dicom.logs import redact
 
 __all__ = [
     "PixelLocation",
@@ -149,12 +149,6 @@ class _BoundedReader(io.RawIOBase):
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
-
-
-def _redact(text: str, limit: int = 160) -> str:
-    """Shorten a parser message and blank out quoted values (they may be PHI)."""
-    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", " ".join(str(text).split()))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _tag_str(tag: int) -> str:
@@ -398,7 +392,7 @@ def _read_elements(
     except _SAFE_EXCEPTIONS as exc:
         raise CorruptHeaderError(
             f"the {where} cannot be parsed near byte {fp.tell()} of {fp.size} "
-            f"({type(exc).__name__}: {_redact(str(exc))}); the file is corrupt"
+            f"({type(exc).__name__}: {redact(exc)}); the file is corrupt"
         ) from None
     logger.debug("read %d elements of the %s from byte %d", len(elements), where, start)
     return elements
@@ -473,7 +467,7 @@ def _inflate(data: bytes, cap: int) -> bytes:
         if not inflater.eof:
             raise CorruptHeaderError("the deflated dataset is truncated (incomplete deflate stream)")
         return out
-    raise CorruptHeaderError(f"the deflated dataset cannot be inflated ({_redact(str(last))})")
+    raise CorruptHeaderError(f"the deflated dataset cannot be inflated ({redact(last)})")
 
 
 def _parse(
@@ -515,7 +509,7 @@ def _parse(
             raise
         except _SAFE_EXCEPTIONS as exc:
             raise CorruptHeaderError(
-                f"the file meta information is invalid ({type(exc).__name__}: {_redact(str(exc))})"
+                f"the file meta information is invalid ({type(exc).__name__}: {redact(exc)})"
             ) from None
     elif start == 0 and _plausible_start(first) is None:
         raise NotDicomError(
@@ -658,8 +652,7 @@ def _build(elements: dict[BaseTag, Any], implicit: bool, little: bool) -> Datase
         raise
     except _SAFE_EXCEPTIONS as exc:
         raise CorruptHeaderError(
-            f"the dataset header cannot be parsed ({type(exc).__name__}: {_redact(str(exc))}); "
-            "the file is corrupt"
+            f"the dataset header cannot be parsed ({type(exc).__name__}: {redact(exc)}); the file is corrupt"
         ) from None
     return ds
 
@@ -684,7 +677,7 @@ def _opened(
         raise InputTooLargeError("the file needs more memory than is available to read") from None
     except _SAFE_EXCEPTIONS as exc:
         raise corrupt(
-            f"the {what} cannot be parsed ({type(exc).__name__}: {_redact(str(exc))}); the file is corrupt"
+            f"the {what} cannot be parsed ({type(exc).__name__}: {redact(exc)}); the file is corrupt"
         ) from None
     finally:
         if handle is not None:

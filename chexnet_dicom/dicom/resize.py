@@ -16,8 +16,9 @@ __all__ = ["resize_display"]
 def resize_display(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize a 2-D float image with Pillow's anti-aliased bilinear filter.
 
-    The same operation as :func:`chexnet_dicom.transforms.resize_image` (which the
-    model input uses), available without importing MONAI.
+    The one implementation: :func:`chexnet_dicom.preprocess.resize_image` (the model
+    input's resize) calls it, so the display image, the training cache and the model
+    input never resize differently.
 
     Parameters
     ----------

@@ -327,7 +327,9 @@ def study_order(study: Study) -> tuple[str, str, str]:
     return (study.study_date, study.study_time, study.study_uid)
 
 
-def scan(paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None = None) -> StudyScan:
+def scan(
+    paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None = None, keep_raw: bool = False
+) -> StudyScan:
     """Read the headers of every file under ``paths`` and group them into studies.
 
     Parameters
@@ -336,6 +338,10 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None
         Files and folders (see the walking rule in the module docstring).
     config
         Ingest limits (header caps); defaults when None.
+    keep_raw
+        Keep each header's bytes (:attr:`~chexnet_dicom.dicom.read.ScannedHeader.raw`):
+        a worker process then parses them instead of reading the header again, and the
+        node keeps them for later versions of a study's results.
 
     Returns
     -------
@@ -350,7 +356,7 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, config: IngestConfig | None
         if entry.reason is not None:
             unassigned.append(Skipped(entry.path, status_for(entry.reason), entry.reason, entry.message))
             continue
-        result = read_instance(entry.path, cfg)
+        result = read_instance(entry.path, cfg, keep_raw=keep_raw)
         if isinstance(result, Skipped):
             unassigned.append(result)
             logger.debug("file %s not assigned: %s", phi_ref(entry.path), result.reason)

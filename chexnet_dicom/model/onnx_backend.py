@@ -150,7 +150,7 @@ def _session(model: bytes, threads: int) -> Any:
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     # Threads that spin while waiting collapse throughput when the cores are shared
-    # (the same effect as OMP_WAIT_POLICY for torch, see model/predict.py).
+    # (the same effect as OMP_WAIT_POLICY for torch, see model/torch_backend.py).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])

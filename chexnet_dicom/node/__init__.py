@@ -18,6 +18,8 @@ Modules
 - :mod:`~chexnet_dicom.node.service`: the running node: listener, scheduler, worker process and
   sender together.
 - :mod:`~chexnet_dicom.node.metrics`: the Prometheus endpoint (off by default; bound to 127.0.0.1).
+- :mod:`~chexnet_dicom.node.carry`: what a later SR version carries over from earlier analyses of
+  the study, kept as bytes in the ledger.
 - :mod:`~chexnet_dicom.node.states`: the node's state machines (study, instance, delivery, file) as
   vocabularies.
 """

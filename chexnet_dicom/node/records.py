@@ -1,7 +1,7 @@
 """What the ledger keeps of an analysed instance, as bytes: never pickled.
 
-A :class:`~chexnet_dicom.pipeline.CarriedImage` or
-:class:`~chexnet_dicom.pipeline.CarriedSkip` becomes one ``.npz`` archive
+A :class:`~chexnet_dicom.node.carry.CarriedImage` or
+:class:`~chexnet_dicom.node.carry.CarriedSkip` becomes one ``.npz`` archive
 (``numpy.savez``, read back with ``allow_pickle=False``): the header bytes, the
 probabilities, thresholds and CAMs as arrays, and a JSON document with the rest.
 A damaged record is a :class:`~chexnet_dicom.errors.StorageError`, never code run.
@@ -18,7 +18,7 @@ import numpy as np
 
 from chexnet_dicom.errors import StorageError
 from chexnet_dicom.model.result import Prediction
-from chexnet_dicom.pipeline import CarriedImage, CarriedSkip
+from chexnet_dicom.node.carry import CarriedImage, CarriedSkip
 
 __all__ = ["decode_record", "encode_record"]
 

@@ -7,10 +7,11 @@ goes through the same stages as ``chexdcm infer`` (:mod:`chexnet_dicom.pipeline`
 
 1. :meth:`~chexnet_dicom.node.ledger.NodeLedger.claim` gives the study's stored
    instances and what earlier versions of its results left (records);
-2. the instances not analysed before go through :func:`~chexnet_dicom.pipeline.iter_results`;
+2. the instances not analysed before are scanned once (their header bytes kept for the
+   records) and go through :func:`~chexnet_dicom.pipeline.results_for_paths`;
 3. the earlier images come back from their records
-   (:func:`~chexnet_dicom.pipeline.restore_image`) and
-   :func:`~chexnet_dicom.pipeline.combine` merges them with the new analysis, so a
+   (:func:`~chexnet_dicom.node.carry.restore_image`) and
+   :func:`~chexnet_dicom.node.carry.combine` merges them with the new analysis, so a
    re-opened study's SR covers every image and lists the earlier SR as predecessor;
 4. the results are written into the spool (``results/<study ref>/<version>/``, DICOM
    only: no PNG previews), or the outbox when no destination is configured, and
@@ -18,7 +19,13 @@ goes through the same stages as ``chexdcm infer`` (:mod:`chexnet_dicom.pipeline`
    and the delivery in one transaction.
 
 A failure of one study (unreadable pixels everywhere, a model error, outputs that
-cannot be built) marks that study ``failed`` with its reason and the worker goes on.
+cannot be built) marks that study ``failed`` with its reason and stage, through
+:func:`~chexnet_dicom.pipeline.guarded` as in every front door, and the worker goes on.
+An error of the shared fatal set (:data:`~chexnet_dicom.pipeline.FATAL`: WeightsError,
+ConfigError, MemoryError, KeyboardInterrupt) ends the worker process cleanly instead
+(ledger closed, exit status 1): the study stays claimed, and the node's supervisor
+starts another worker and returns the study to the queue.  The listener and the sender
+go on; no study is marked failed for a fault that was not its own.
 Output UIDs are deterministic (:mod:`chexnet_dicom.outputs.identity`): an analysis
 repeated after a crash produces the same files, so the destination never sees two.
 """
@@ -33,29 +40,24 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
 from chexnet_dicom.config import NodeConfig
-from chexnet_dicom.errors import ConfigError, InferenceError, WeightsError
+from chexnet_dicom.dicom.study import StudyScan, scan
+from chexnet_dicom.errors import InferenceError
 from chexnet_dicom.faults import active, fault
-from chexnet_dicom.logs import log_failure, persistent_log_key, phi_ref
-from chexnet_dicom.node.ledger import Claimed, NodeLedger
+from chexnet_dicom.logs import persistent_log_key, phi_ref, redact
+from chexnet_dicom.node.carry import CarriedImage, carry, combine, header_bytes, restore_image, restore_skip
+from chexnet_dicom.node.ledger import Claimed, NodeLedger, StoredInstance
 from chexnet_dicom.node.records import decode_record, encode_record
 from chexnet_dicom.node.spool import Spool
-from chexnet_dicom.pipeline import (
-    CarriedImage,
-    analysis_preprocessing,
-    build_and_write,
-    carry,
-    combine,
-    failure_of,
-    iter_results,
-    restore_image,
-    restore_skip,
-)
+from chexnet_dicom.pipeline import FATAL, analysis_preprocessing, build_and_write, guarded, results_for_paths
 from chexnet_dicom.results import Failure, ImageResult, StudyFailure, StudyResult, study_ref
+
+if TYPE_CHECKING:
+    from chexnet_dicom.outputs.build import StudyOutputs
 
 __all__ = ["OUTBOX", "Analyser", "previous_sr", "worker_main"]
 
@@ -114,39 +116,40 @@ class Analyser:
         return len(claimed)
 
     def analyse(self, claimed: Claimed) -> None:
-        """Analyse one claimed study and record the outcome (never raises for the study's own faults)."""
+        """Analyse one claimed study and record the outcome (never raises for the study's own faults).
+
+        A failure of one of its stages (:data:`~chexnet_dicom.pipeline.failures.STAGES`)
+        marks the study ``failed`` with its reason, as ``chexdcm infer`` and ``batch``
+        fail one study.  An error of the shared fatal set
+        (:data:`~chexnet_dicom.pipeline.failures.FATAL`: WeightsError, ConfigError,
+        MemoryError, KeyboardInterrupt) is not the study's: it propagates, this worker
+        process ends (:func:`worker_main`) and the study stays claimed until the node's
+        supervisor starts another worker and returns it to the queue
+        (:meth:`~chexnet_dicom.node.ledger.NodeLedger.recover`).  The node itself (listener,
+        sender) keeps running; a MemoryError never fails a study it did not cause.
+
+        Raises
+        ------
+        WeightsError, ConfigError, MemoryError, KeyboardInterrupt
+            :data:`~chexnet_dicom.pipeline.failures.FATAL`.
+        """
         ref = phi_ref(claimed.study_uid, prefix="study")
         t0 = time.perf_counter()
-        try:
-            self._analyse(claimed)
-        except (WeightsError, ConfigError):
-            raise
-        except Exception as exc:
-            log_failure(log, ref, exc)
-            failure = failure_of(exc, "node")
+        failure = self._analyse(claimed, ref)
+        if failure is not None:
             self.ledger.fail(claimed, failure.reason, failure.message)
         log.info("%s: version %d handled in %.2f s", ref, claimed.version, time.perf_counter() - t0)
 
-    def _analyse(self, claimed: Claimed) -> None:
-        limits = self.config.ingest.limits
-        card = self.predictor.card
-        known_files = {file_id for file_id, _ in claimed.records.values()}
-        new = [i for i in claimed.instances if i.file_id not in known_files]
-        if not new:
-            self.ledger.unchanged(claimed)
-            return
-        by_path = {str(self.spool.absolute(i.path)): i for i in new}
+    def _predicted(self, paths: list[str]) -> tuple[StudyScan, list[StudyResult]]:
         fault("worker.predict")
         if active("worker.model_error"):
             raise InferenceError("the model failed on this study (injected fault worker.model_error)")
-        fresh: StudyResult | None = None
-        for result in iter_results(list(by_path), self.predictor, config=self.config.ingest):
-            if result.study_uid == claimed.study_uid:
-                fresh = result
-        if fresh is not None and fresh.failed:
-            assert fresh.failure is not None
-            self.ledger.fail(claimed, fresh.failure.reason, fresh.failure.message)
-            return
+        # the worker's one read of each header: its bytes are kept for the records (carry)
+        found = scan(paths, config=self.config.ingest, keep_raw=True)
+        return found, list(results_for_paths(found, self.predictor, config=self.config.ingest))
+
+    def _combined(self, claimed: Claimed, fresh: StudyResult | None) -> StudyResult:
+        limits = self.config.ingest.limits
         pre = analysis_preprocessing(self.predictor)
         carried_images: list[ImageResult] = []
         carried_skipped = []
@@ -156,12 +159,26 @@ class Analyser:
                 carried_images.append(restore_image(record, pre, limits))
             else:
                 carried_skipped.append(restore_skip(record, limits))
-        result = combine(claimed.study_uid, card, fresh, carried_images, carried_skipped)
+        return combine(claimed.study_uid, self.predictor.card, fresh, carried_images, carried_skipped)
+
+    def _analyse(self, claimed: Claimed, ref: str) -> Failure | None:
+        known_files = {file_id for file_id, _ in claimed.records.values()}
+        new = [i for i in claimed.instances if i.file_id not in known_files]
+        if not new:
+            self.ledger.unchanged(claimed)
+            return None
+        predicted = guarded(ref, "predict", self._predicted, [str(self.spool.absolute(i.path)) for i in new])
+        if isinstance(predicted, Failure):
+            return predicted
+        found, results = predicted
+        fresh = next((r for r in results if r.study_uid == claimed.study_uid), None)
+        if fresh is not None and fresh.failed:
+            return fresh.failure
+        result = guarded(ref, "assemble", self._combined, claimed, fresh)
+        if isinstance(result, Failure):
+            return result
         if not result.images and not result.skipped:
-            self.ledger.fail(
-                claimed, StudyFailure.NO_INSTANCES, "none of the study's instances could be read"
-            )
-            return
+            return Failure(StudyFailure.NO_INSTANCES, "none of the study's instances could be read", "load")
         previous = [previous_sr(claimed.previous_sr, claimed.study_uid)] if claimed.previous_sr else []
         options = self.config.outputs
         if self.destination != OUTBOX:  # a PACS gets DICOM; PNG previews are for the local outbox
@@ -171,12 +188,28 @@ class Analyser:
         folder = base / study_ref(claimed.study_uid) / str(claimed.version)
         done = build_and_write(result, folder, options, previous)
         if isinstance(done, Failure):
-            self.ledger.fail(claimed, done.reason, done.message)
-            return
+            return done
         outputs, written = done
+        recorded = guarded(
+            ref, "write", self._record, claimed, new, fresh, header_bytes(found), outputs, written, folder
+        )
+        return recorded if isinstance(recorded, Failure) else None
+
+    def _record(
+        self,
+        claimed: Claimed,
+        new: list[StoredInstance],
+        fresh: StudyResult | None,
+        headers: dict[str, bytes | None],
+        outputs: StudyOutputs,
+        written: list[Path],
+        folder: Path,
+    ) -> None:
+        """Record the version: the records for later versions, the SR's identifiers and the delivery."""
         files = sorted(p.name for p in written if p.suffix == ".dcm")
-        images, skipped = carry(fresh, limits) if fresh is not None else ({}, {})
-        file_of = {_sop_of(i): i.file_id for i in new}
+        limits = self.config.ingest.limits
+        images, skipped = carry(fresh, limits, headers) if fresh is not None else ({}, {})
+        file_of = {i.sop_uid: i.file_id for i in new}
         records: dict[str, tuple[str, str, bytes]] = {}
         for sop, item in images.items():
             records[sop] = (file_of.get(sop, ""), "image", encode_record(item))
@@ -190,6 +223,7 @@ class Analyser:
                 str(outputs.sr.SOPClassUID),
             )
         fault("worker.after_write")
+        to_outbox = self.destination == OUTBOX
         relative = str(folder.relative_to(self.spool.root)) if not to_outbox else str(folder)
         self.ledger.finish(
             claimed,
@@ -202,11 +236,7 @@ class Analyser:
             delivered=to_outbox,
         )
         self.ledger.count("studies_analysed")
-        self.ledger.count("images_analysed", len([im for im in result.images if not im.carried]))
-
-
-def _sop_of(instance: Any) -> str:
-    return str(instance.sop_uid)
+        self.ledger.count("images_analysed", len(fresh.images) if fresh is not None else 0)
 
 
 def load_node_predictor(config: NodeConfig) -> Any:
@@ -262,6 +292,11 @@ def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: A
                 break
             if analyser.run_once() == 0:
                 time.sleep(config.work.poll_s)
+    except FATAL as exc:  # not a study's fault: end this worker; the supervisor starts another
+        log.error(
+            "worker stops: %s (%s); its study goes back to the queue", type(exc).__name__, redact(exc, 120)
+        )
+        raise SystemExit(1) from None
     finally:
         ledger.close()
 

@@ -307,7 +307,7 @@ def seeded_bundle(directory: Path, calibration: list[np.ndarray], *, seed: int =
 def _seeded_predictor(tmp: Path, corpus: Corpus) -> TorchPredictor:
     calibration = [corpus.model_input(src) for key, src in corpus.refs.items() if key.endswith(".png")]
     # float32: this model amplifies bf16 rounding noise to ~0.01 (the bf16 delta is
-    # bounded separately in test_predict.py); the demo model runs with precision "auto".
+    # bounded separately in test_torch_backend.py); the demo model runs with precision "auto".
     return TorchPredictor.from_card(
         seeded_bundle(tmp, calibration), device="cpu", precision="fp32", threads=THREADS
     )

@@ -7,8 +7,8 @@ import pytest
 
 from chexnet_dicom.errors import StorageError
 from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.node.carry import CarriedImage, CarriedSkip
 from chexnet_dicom.node.records import decode_record, encode_record
-from chexnet_dicom.pipeline import CarriedImage, CarriedSkip
 
 
 def _prediction() -> Prediction:

@@ -35,14 +35,14 @@ from chexnet_dicom.outputs.sc import (
     present_findings,
     shown_finding,
 )
-from chexnet_dicom.pipeline import iter_results
+from chexnet_dicom.pipeline import results_for_paths
 from chexnet_dicom.results import StudyResult
 
 
 @pytest.fixture(scope="module")
 def chest(shared_dicom: Path) -> list[StudyResult]:
     predictor = load_predictor(DEMO_CARD, device="cpu")
-    results = [st for st in iter_results(scan([shared_dicom / "chest"]), predictor) if st.images]
+    results = [st for st in results_for_paths(scan([shared_dicom / "chest"]), predictor) if st.images]
     assert len(results) == 6  # the seventh file is a duplicate
     return results
 
@@ -95,7 +95,9 @@ def test_text_is_legible_with_its_spaces() -> None:
         ink = np.asarray(img) > 96
         ys = np.nonzero(ink.any(axis=1))[0]
         # capital letters at least 12 px high (and 1/70 of the image height)
-        assert ys.max() - ys.min() + 1 >= max(12, rows / 70), f"text {ys.max() - ys.min() + 1} px high on a {rows} px image"
+        assert ys.max() - ys.min() + 1 >= max(12, rows / 70), (
+            f"text {ys.max() - ys.min() + 1} px high on a {rows} px image"
+        )
         cols = np.asarray(ink.any(axis=0), dtype=bool)
         xs = np.nonzero(cols)[0]
         gaps = [len(g) for g in "".join("1" if c else "0" for c in cols[xs.min() : xs.max()]).split("1") if g]

@@ -31,7 +31,7 @@ from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.outputs.build import build_outputs
 from chexnet_dicom.outputs.sc import blend_overlay, image_area, overlay_pixels, preview_pixels, shown_finding
 from chexnet_dicom.outputs.write import write_dataset
-from chexnet_dicom.pipeline import iter_results
+from chexnet_dicom.pipeline import results_for_paths
 from chexnet_dicom.results import ImageResult, StudyResult
 from chexnet_dicom.testing import synth
 from tests.helpers.outputs import PIXELMED_TID1501_GAP, dciodvfy_errors, pixelmed_sr_reports
@@ -74,7 +74,7 @@ def studies(shared_dicom: Path, nih_dir: Path, tmp_path_factory: pytest.TempPath
         synth.write(ds, folder / f"{Path(name).stem}.dcm")
     predictor = load_predictor(DEMO_CARD, device="cpu")
     found = scan([shared_dicom / "chest", folder])
-    results = list(iter_results(found, predictor))
+    results = list(results_for_paths(found, predictor))
     assert sum(len(st.images) for st in results) == 6 + N_NIH  # the seventh chest file is a duplicate
     return results
 

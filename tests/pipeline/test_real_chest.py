@@ -11,7 +11,7 @@ import pytest
 from chexnet_dicom.config import OutputOptions
 from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.outputs import build_outputs, write_outputs
-from chexnet_dicom.pipeline import iter_results
+from chexnet_dicom.pipeline import results_for_paths
 from tests.helpers.bundles import make_bundle
 from tests.helpers.outputs import dciodvfy_errors
 from tests.helpers.studies import overlay_file
@@ -31,12 +31,12 @@ def test_real_chest_files_give_heatmaps_on_their_native_grid(
     """Every frontal chest is analysed, maps land on (Rows, Columns), lies are flagged."""
     chest = shared_dicom / "chest"
     fake_name = "siim_6904_fake_monochrome1.dcm"  # same SOP Instance UID as siim_6904.dcm
-    results = list(iter_results([chest], predictor))
+    results = list(results_for_paths([chest], predictor))
     analysed = {Path(im.path).name: im for r in results for im in r.images}
     skipped = [(Path(s.path).name, s.reason) for r in results for s in r.skipped]
     assert skipped == [(fake_name, "DUPLICATE_INSTANCE")]
     assert sorted(analysed) == sorted(p.name for p in chest.glob("*.dcm") if p.name != fake_name)
-    (fake_result,) = iter_results([chest / fake_name], predictor)
+    (fake_result,) = results_for_paths([chest / fake_name], predictor)
     (fake,) = fake_result.images
     for name, im in [*analysed.items(), (fake_name, fake)]:
         ds = pydicom.dcmread(chest / name, stop_before_pixels=True, force=True)
@@ -55,7 +55,7 @@ def test_every_real_chest_study_is_written_validly(
     """Real headers carry invalid values (966_fixed: an anonymiser's hash as PatientBirthDate,
     a 56-character AccessionNumber); they must not lose the result or make it invalid."""
     chest = shared_dicom / "chest"
-    results = list(iter_results([chest], predictor))
+    results = list(results_for_paths([chest], predictor))
     assert len(results) >= 6 and not any(r.failed for r in results)
     for result in results:
         out = tmp_path / result.ref
@@ -92,10 +92,10 @@ def test_every_real_chest_study_is_written_validly(
 def test_real_lying_header_is_flagged_and_corrected(predictor: TorchPredictor, shared_dicom: Path) -> None:
     """The MONOCHROME1 lie and a file with no preamble or meta."""
     chest = shared_dicom / "chest"
-    results = list(iter_results([chest / "siim_6904.dcm", chest / "CR-MONO1-10-chest.dcm"], predictor))
+    results = list(results_for_paths([chest / "siim_6904.dcm", chest / "CR-MONO1-10-chest.dcm"], predictor))
     honest = {Path(im.path).name: im for r in results for im in r.images}
     assert sorted(honest) == ["CR-MONO1-10-chest.dcm", "siim_6904.dcm"]
-    (fake_result,) = iter_results([chest / "siim_6904_fake_monochrome1.dcm"], predictor)
+    (fake_result,) = results_for_paths([chest / "siim_6904_fake_monochrome1.dcm"], predictor)
     (fake,) = fake_result.images
     assert "content-inverted" in fake.flags and "content-inverted" not in honest["siim_6904.dcm"].flags
     np.testing.assert_allclose(

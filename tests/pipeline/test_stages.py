@@ -1,5 +1,5 @@
 """The analysis path as stages: scan -> load_image -> predict (batches across studies) -> assemble
--> build_outputs (pure) -> write_outputs (atomic); iter_results streams them."""
+-> build_outputs (pure) -> write_outputs (atomic); results_for_paths streams them."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.outputs import build_outputs, write_outputs
 from chexnet_dicom.outputs.write import earlier_sr
-from chexnet_dicom.pipeline import analysis_preprocessing, iter_results, load_for_model, model_input
+from chexnet_dicom.pipeline import analysis_preprocessing, load_for_model, model_input, results_for_paths
 from chexnet_dicom.results import StudyResult, study_ref
 from chexnet_dicom.transforms import prepare_model_input
 from tests.helpers.bundles import make_bundle
@@ -54,7 +54,7 @@ def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def analysed(predictor: TorchPredictor, study_dir: Path) -> StudyResult:
-    (result,) = iter_results([study_dir], predictor)
+    (result,) = results_for_paths([study_dir], predictor)
     return result
 
 
@@ -185,13 +185,13 @@ def test_a_study_that_gained_images_gets_a_new_sr_listing_the_earlier_one(
 ) -> None:
     folder = tmp_path / "in"
     write_single_image_study(folder / "a.dcm", 11, study_uid=STUDY_UID, series_number=1)
-    (first,) = iter_results([folder], predictor)
+    (first,) = results_for_paths([folder], predictor)
     out = tmp_path / "out"
     write_outputs(build_outputs(first), out)
     old_uid = pydicom.dcmread(out / "sr.dcm").SOPInstanceUID
     assert earlier_sr(out, first) == []  # the same instances: the same document, no predecessor
     write_single_image_study(folder / "late.dcm", 12, study_uid=STUDY_UID, series_number=2)
-    (second,) = iter_results([folder], predictor)
+    (second,) = results_for_paths([folder], predictor)
     previous = earlier_sr(out, second)
     assert [p.SOPInstanceUID for p in previous] == [old_uid]
     write_outputs(build_outputs(second, previous=previous), out)
@@ -224,7 +224,7 @@ def test_a_study_with_nothing_analysable_still_gets_an_sr(predictor: TorchPredic
     )
     (tmp_path / "in").mkdir()
     synth.write(lat, tmp_path / "in" / "lat.dcm")
-    (result,) = iter_results([tmp_path / "in"], predictor)
+    (result,) = results_for_paths([tmp_path / "in"], predictor)
     assert result.images == () and result.summary == {} and not result.failed
     written = write_outputs(build_outputs(result), tmp_path / "out")
     assert [p.name for p in written] == ["sr.dcm", "result.json"]
@@ -240,7 +240,7 @@ def test_batches_span_studies_and_results_stream(card_path: Path, tmp_path: Path
     progress: list[int] = []
     seen_when_yielded: list[int] = []
     refs = []
-    for result in iter_results([tmp_path], counting, progress=lambda d, t: progress.append(d)):
+    for result in results_for_paths([tmp_path], counting, progress=lambda d, t: progress.append(d)):
         seen_when_yielded.append(len(progress))
         refs.append(result.ref)
         assert len(result.images) == 1
@@ -250,9 +250,9 @@ def test_batches_span_studies_and_results_stream(card_path: Path, tmp_path: Path
     # results do not depend on the batch composition
     one = CountingPredictor.from_card(card_path, device="cpu", precision="fp32", batch_size=1)
     one.calls = []
-    again = list(iter_results([tmp_path], one))
+    again = list(results_for_paths([tmp_path], one))
     assert one.calls == [1] * 5
-    batched = list(iter_results([tmp_path], counting))
+    batched = list(results_for_paths([tmp_path], counting))
     for a, b in zip(batched, again, strict=True):
         np.testing.assert_allclose(
             a.images[0].prediction.probabilities, b.images[0].prediction.probabilities, atol=1e-6
@@ -268,7 +268,7 @@ def test_a_model_failure_stays_with_its_study(card_path: Path, tmp_path: Path) -
     ds.save_as(dark)
     failing = FailingPredictor.from_card(card_path, device="cpu", precision="fp32", batch_size=8)
     failing.calls = []
-    results = list(iter_results([tmp_path], failing))
+    results = list(results_for_paths([tmp_path], failing))
     assert [r.failed for r in results] == [False, True, False]
     failure = results[1].failure
     assert failure is not None and failure.reason == "INFERENCE_FAILED" and failure.stage == "predict"
@@ -297,8 +297,8 @@ def test_load_image_runs_in_a_worker_process_and_gives_the_same_image(
     np.testing.assert_array_equal(x, model_input(local_model.display.image, pre))
     assert pickle.loads(pickle.dumps(local)).dataset.SOPInstanceUID == local.dataset.SOPInstanceUID
     # and the whole stream with decode workers equals the in-process one
-    (pooled,) = iter_results([study_dir], predictor, workers=2)
-    (inproc,) = iter_results([study_dir], predictor)
+    (pooled,) = results_for_paths([study_dir], predictor, workers=2)
+    (inproc,) = results_for_paths([study_dir], predictor)
     for a, b in zip(pooled.images, inproc.images, strict=True):
         np.testing.assert_array_equal(a.display.image, b.display.image)
         np.testing.assert_allclose(a.prediction.probabilities, b.prediction.probabilities, atol=1e-7)

@@ -21,7 +21,7 @@ from pydicom.dataelem import RawDataElement
 from chexnet_dicom.model.backends import load_predictor
 from chexnet_dicom.model.predictor import PredictorBase
 from chexnet_dicom.outputs import build_outputs, write_outputs
-from chexnet_dicom.pipeline import iter_results
+from chexnet_dicom.pipeline import results_for_paths
 from chexnet_dicom.testing import synth
 from tests.helpers.bundles import make_bundle
 from tests.helpers.outputs import dciodvfy_errors
@@ -91,7 +91,7 @@ def _write_source(path: Path, fields: dict[str, bytes], charset: bytes) -> None:
 def _exercise(predictor: PredictorBase, folder: Path, fields: dict[str, bytes], charset: bytes) -> None:
     folder.mkdir(parents=True)
     _write_source(folder / "a.dcm", fields, charset)
-    results = list(iter_results([folder], predictor))
+    results = list(results_for_paths([folder], predictor))
     assert len(results) == 1 and not results[0].failed, results[0].failure
     out = folder / "out"
     written = write_outputs(build_outputs(results[0]), out)
