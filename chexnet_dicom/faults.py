@@ -18,8 +18,9 @@ point                      where
 ``worker.predict``         the node: the model is about to run on a study
 ``worker.after_write``     the node: a study's results are written, the ledger not yet updated
 ``worker.model_error``     the node (not a kill): the model raises an InferenceError for this study
-``send.connected``         the node: a result file is about to be sent
-``send.after_store``       the node: a result file was stored at the destination, not yet recorded
+``send.connected``         the node: a result file is marked in flight and about to be sent
+``send.after_store``       the node: a result file's C-STORE response (or STOW-RS result) arrived, not yet recorded
+``send.after_record``      the node: a result file's delivery is recorded, the next file not yet sent
 ``batch.discover``         batch: a file's header record is added to the index (chunk not committed)
 ``batch.predict``          batch: a study's images were predicted, nothing of it recorded
 ``batch.write``            batch: a study's DICOM results are written, its rows not yet committed
@@ -53,6 +54,7 @@ POINTS = frozenset(
         "worker.model_error",
         "send.connected",
         "send.after_store",
+        "send.after_record",
         "batch.discover",
         "batch.predict",
         "batch.write",

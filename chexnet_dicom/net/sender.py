@@ -156,6 +156,22 @@ class _Meta:
     size: int = 0
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    """The caller's per-file callbacks of :func:`send_files` (either may be None)."""
+
+    on_sending: Callable[[Path], None] | None = None
+    on_delivered: Callable[[Delivery], None] | None = None
+
+    def sending(self, path: Path) -> None:
+        if self.on_sending is not None:
+            self.on_sending(path)
+
+    def answered(self, d: Delivery) -> None:
+        if d.ok and self.on_delivered is not None:
+            self.on_delivered(d)
+
+
 def _read_meta(path: Path) -> _Meta | Delivery:
     from pydicom.errors import InvalidDicomError
     from pydicom.filereader import read_file_meta_info
@@ -187,7 +203,9 @@ def _status_retryable(status: int) -> bool:
 # --------------------------------------------------------------------------- C-STORE
 
 
-def _send_dimse(metas: list[_Meta], dest: DicomDestination, timeouts: NetTimeouts) -> list[Delivery]:
+def _send_dimse(
+    metas: list[_Meta], dest: DicomDestination, timeouts: NetTimeouts, hooks: _Hooks
+) -> list[Delivery]:
     quiet_pynetdicom()
     from pydicom import dcmread
     from pynetdicom import AE, _config
@@ -219,7 +237,10 @@ def _send_dimse(metas: list[_Meta], dest: DicomDestination, timeouts: NetTimeout
     out: list[Delivery] = []
     try:
         for m in metas:
-            out.append(_store_one(assoc, m, dcmread))
+            hooks.sending(m.path)
+            d = _store_one(assoc, m, dcmread)
+            out.append(d)
+            hooks.answered(d)  # recorded before the next file is sent
             if not assoc.is_established:
                 break
     finally:
@@ -306,7 +327,9 @@ def _uids(seq: Any) -> dict[str, int | None]:
     return out
 
 
-def _send_stow(metas: list[_Meta], dest: StowDestination, timeouts: NetTimeouts) -> list[Delivery]:
+def _send_stow(
+    metas: list[_Meta], dest: StowDestination, timeouts: NetTimeouts, hooks: _Hooks
+) -> list[Delivery]:
     parts = urlsplit(dest.url)
     boundary = "chexdcm-" + secrets.token_hex(16)
     length, body = _body(metas, boundary)
@@ -324,6 +347,8 @@ def _send_stow(metas: list[_Meta], dest: StowDestination, timeouts: NetTimeouts)
     }
     if dest.authorization:
         headers["Authorization"] = dest.authorization
+    for m in metas:
+        hooks.sending(m.path)
     try:
         conn.request("POST", parts.path, body=body, headers=headers)
         rsp = conn.getresponse()
@@ -363,6 +388,8 @@ def _send_stow(metas: list[_Meta], dest: StowDestination, timeouts: NetTimeouts)
         else:
             retry = code >= 500 or code == 429
             out.append(Delivery(m.path, m.sop_instance, False, None, f"STOW-RS answered HTTP {code}", retry))
+    for d in out:  # the per-instance results of the one response
+        hooks.answered(d)
     return out
 
 
@@ -374,6 +401,8 @@ def send_files(
     destination: Destination,
     *,
     timeouts: NetTimeouts | None = None,
+    on_sending: Callable[[Path], None] | None = None,
+    on_delivered: Callable[[Delivery], None] | None = None,
 ) -> SendReport:
     """Send DICOM files to ``destination`` once: one association or one STOW-RS request.
 
@@ -385,6 +414,15 @@ def send_files(
         From :func:`~chexnet_dicom.net.destination.parse_destination`.
     timeouts
         Network timeouts and the PDU size.
+    on_sending
+        Called with a file just before it is handed to the transport: before each
+        C-STORE request, or for every file before the one STOW-RS request.
+    on_delivered
+        Called with the :class:`Delivery` of each file the destination took, as soon as
+        its answer arrives: after each C-STORE response and before the next file is sent,
+        or per instance from the STOW-RS response.  The node records the file in its
+        ledger here, so a crash re-sends at most the file whose answer was not recorded.
+        An exception raised by either callback ends the attempt and propagates.
 
     Returns
     -------
@@ -404,11 +442,12 @@ def send_files(
     bad = {r.path: r for r in read if isinstance(r, Delivery)}
     result: dict[Path, Delivery] = dict(bad)
     t0 = time.perf_counter()
+    hooks = _Hooks(on_sending, on_delivered)
     if metas:
         if isinstance(destination, DicomDestination):
-            got = _send_dimse(metas, destination, timeouts)
+            got = _send_dimse(metas, destination, timeouts, hooks)
         else:
-            got = _send_stow(metas, destination, timeouts)
+            got = _send_stow(metas, destination, timeouts, hooks)
         result.update({d.path: d for d in got})
     report = SendReport(destination.describe(), tuple(result[p] for p in files))
     log.info(

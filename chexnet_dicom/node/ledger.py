@@ -696,7 +696,12 @@ class NodeLedger:
         return rows[0]["t"]
 
     def file_inflight(self, delivery: int, name: str) -> None:
-        """A file is handed to the transport (committed before it is)."""
+        """A file is about to be handed to the transport (committed before it is).
+
+        The sender marks one file at a time for C-STORE, so after a crash at most that
+        one is found ``inflight`` (and becomes ``uncertain``); STOW-RS marks the files of
+        its one request.
+        """
         with self._tx() as db:
             db.execute(
                 f"UPDATE delivery_files SET state = '{FileState.INFLIGHT}', sends = sends + 1 WHERE delivery = ? AND name = ?",
@@ -704,10 +709,18 @@ class NodeLedger:
             )
 
     def file_sent(self, delivery: int, name: str) -> None:
-        """The destination confirmed a file."""
+        """The destination confirmed a file (committed, fsynced, before the next file is sent)."""
         with self._tx() as db:
             db.execute(
                 f"UPDATE delivery_files SET state = '{FileState.SENT}' WHERE delivery = ? AND name = ?",
+                (delivery, name),
+            )
+
+    def file_refused(self, delivery: int, name: str) -> None:
+        """The destination answered a file with a failure: ``pending`` again, not uncertain."""
+        with self._tx() as db:
+            db.execute(
+                f"UPDATE delivery_files SET state = '{FileState.PENDING}' WHERE delivery = ? AND name = ? AND state = '{FileState.INFLIGHT}'",
                 (delivery, name),
             )
 

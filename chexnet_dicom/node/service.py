@@ -15,7 +15,8 @@
 Restart recovery (:meth:`Node.recover`, before the listener opens): ``.part`` files are
 removed; a stored file without a ledger row is adopted (it was durable, and processing
 it again is safe); studies left ``analysing`` are ready again; deliveries left
-``sending`` are due again (their in-flight files marked uncertain).
+``sending`` are due again: files recorded ``sent`` stay sent, the one in flight (C-STORE
+records each file as its response arrives) is marked uncertain and sent again.
 
 SIGTERM (:meth:`Node.run`): the listener stops accepting, open associations get
 ``grace`` seconds, the worker finishes its study, the sender its attempt.
@@ -276,35 +277,54 @@ class Node:
             self.deliver(job)
 
     def deliver(self, job: QueuedDelivery) -> bool:
-        """One attempt at one delivery; the ledger records the outcome and the next retry."""
+        """One attempt at one delivery; the ledger records the outcome and the next retry.
+
+        Each file is marked ``inflight`` just before it is sent and ``sent`` as soon as
+        its C-STORE response (or its STOW-RS per-instance result) arrives, each a durable
+        ledger commit made before the next file is sent.  A crash therefore leaves at most
+        the one file in flight (every file of the one request for STOW-RS) to be sent again.
+        """
         assert self.ledger is not None
+        ledger = self.ledger
         folder = self.spool.absolute(job.folder)
         paths = [folder / name for name in job.pending]
         attempt = job.attempts + 1
         policy = RetryPolicy.of(self.config.destination)
         if not paths:
-            self.ledger.delivered(job.id)
+            ledger.delivered(job.id)
             return True
-        for name in job.pending:
-            self.ledger.file_inflight(job.id, name)
-        fault("send.connected")
+        recorded: set[str] = set()
+
+        def sending(path: Path) -> None:
+            ledger.file_inflight(job.id, path.name)
+            fault("send.connected")
+
+        def delivered(d: Any) -> None:
+            fault("send.after_store")
+            name = Path(d.path).name
+            ledger.file_sent(job.id, name)
+            recorded.add(name)
+            fault("send.after_record")
+
         error = ""
         try:
-            report = self._send_files(paths)
+            report = self._send_files(paths, sending, delivered)
         except TransferError as exc:
             error = str(exc)
             report = None
         except (OSError, ChexDicomError) as exc:
             error = f"{type(exc).__name__}: {exc}"
             report = None
-        fault("send.after_store")
         if report is not None:
             for d in report.deliveries:
-                if d.ok:
-                    self.ledger.file_sent(job.id, Path(d.path).name)
+                name = Path(d.path).name
+                if d.ok and name not in recorded:  # a ``send`` without the callbacks
+                    ledger.file_sent(job.id, name)
+                elif not d.ok and d.status is not None:  # a definite answer: not uncertain
+                    ledger.file_refused(job.id, name)
             failed = [d for d in report.deliveries if not d.ok]
             if not failed:
-                self.ledger.delivered(job.id)
+                ledger.delivered(job.id)
                 log.info(
                     "delivery %d (%s): %d file(s) sent",
                     job.id,
@@ -314,7 +334,7 @@ class Node:
                 return True
             error = "; ".join(sorted({f"{d.status or ''} {d.reason or ''}".strip() for d in failed}))[:300]
         retry_at = time.time() + policy.delay(attempt) if attempt < policy.attempts else None
-        self.ledger.delivery_failed(job.id, error or "unknown failure", retry_at)
+        ledger.delivery_failed(job.id, error or "unknown failure", retry_at)
         if retry_at is None:
             log.error("delivery %d is a dead letter after %d attempts: %s", job.id, attempt, error)
         else:
@@ -327,12 +347,22 @@ class Node:
             )
         return False
 
-    def _send_files(self, paths: list[Path]) -> Any:
-        if self._send is not None:
+    def _send_files(
+        self, paths: list[Path], sending: Callable[[Path], None], delivered: Callable[[Any], None]
+    ) -> Any:
+        if self._send is not None:  # a stand-in transport: its outcomes are recorded when it returns
+            for path in paths:
+                sending(path)
             return self._send(paths, self.destination)
         from chexnet_dicom.net.sender import send_files
 
-        return send_files(paths, self.destination, timeouts=self.config.destination.timeouts)
+        return send_files(
+            paths,
+            self.destination,
+            timeouts=self.config.destination.timeouts,
+            on_sending=sending,
+            on_delivered=delivered,
+        )
 
     # -- running and stopping
 

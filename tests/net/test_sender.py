@@ -12,7 +12,7 @@ from pydicom.uid import JPEG2000Lossless
 from chexnet_dicom.config import NetTimeouts
 from chexnet_dicom.errors import TransferError
 from chexnet_dicom.net.destination import parse_destination
-from chexnet_dicom.net.sender import RetryPolicy, send_files, send_with_retry
+from chexnet_dicom.net.sender import Delivery, RetryPolicy, send_files, send_with_retry
 from chexnet_dicom.testing import synth
 from tests.helpers.peers import free_port, orthanc, storescp
 
@@ -166,3 +166,45 @@ def test_stow_rs_refusal_is_reported_per_instance(tmp_path: Path) -> None:
     assert not report.ok
     assert report.deliveries[0].reason.startswith("STOW-RS answered HTTP 4")
     assert not report.deliveries[0].retryable
+
+
+def test_c_store_reports_each_file_as_its_response_arrives(tmp_path: Path) -> None:
+    """``on_delivered`` runs after each C-STORE response, before the next file is sent."""
+    files = _files(tmp_path / "in", n=3)
+    events: list[tuple[str, str, int]] = []
+    with storescp(tmp_path) as scp:
+
+        def sending(p: Path) -> None:
+            events.append(("sending", p.name, len(scp.files())))
+
+        def delivered(d: Delivery) -> None:
+            events.append(("delivered", d.path.name, len(scp.files())))
+
+        report = send_files(
+            files, parse_destination(scp.address), timeouts=FAST, on_sending=sending, on_delivered=delivered
+        )
+    assert report.ok
+    # strictly interleaved; at each answer the destination holds exactly the files answered so far
+    assert events == [
+        (kind, f.name, k + (kind == "delivered"))
+        for k, f in enumerate(files)
+        for kind in ("sending", "delivered")
+    ]
+
+
+def test_stow_rs_reports_each_instance_from_the_response(tmp_path: Path) -> None:
+    """STOW-RS: every file is handed over before the one request; ``on_delivered`` per instance result."""
+    files = _files(tmp_path / "in", n=2)
+    sent: list[str] = []
+    done: list[str] = []
+    with orthanc(tmp_path) as pacs:
+        report = send_files(
+            files,
+            parse_destination(pacs.dicomweb_url),
+            timeouts=FAST,
+            on_sending=lambda p: sent.append(p.name),
+            on_delivered=lambda d: done.append(d.sop_instance_uid),
+        )
+    assert report.ok
+    assert sent == [f.name for f in files]
+    assert sorted(done) == _uids(files)

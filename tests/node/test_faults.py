@@ -143,9 +143,11 @@ def test_a_timed_kill_9_while_receiving(tmp_path: Path) -> None:
 def test_killed_after_the_destination_stored_a_file_before_the_ledger_knew(tmp_path: Path) -> None:
     """The one window C-STORE cannot close: the destination has the file, the ledger does not.
 
-    The restart sends it again (at least once), flagged ``uncertain`` in the ledger; the
-    copy is byte-identical with the same SOP Instance UID (deterministic UIDs), so a
-    PACS stores it once.  The storescp destination counts both transfers.
+    The kill comes after the first of two C-STORE responses, before the ledger records
+    it.  The restart sends that one file again (at least once), flagged ``uncertain`` in
+    the ledger, and the other, never sent, once; the repeat is byte-identical with the
+    same SOP Instance UID (deterministic UIDs), so a PACS stores it once.  The storescp
+    destination counts both transfers.
     """
     files = images(tmp_path / "src", 1, seed0=90)
     with storescp(tmp_path) as dest:
@@ -155,22 +157,97 @@ def test_killed_after_the_destination_stored_a_file_before_the_ledger_knew(tmp_p
         node = NodeProcess(cfg, port, fault="send.after_store")
         assert storescu(port, *files).returncode == 0
         assert node.wait_dead(180) != 0
+        assert len(dest.files()) == 1  # killed between the two files of the association
         node = NodeProcess(cfg, port)
         try:
             wait_for(lambda: all_sent(spool), timeout=180, what="the delivery")
+            time.sleep(1.0)
             counts = received(dest)
-            assert len(counts) == 2 and set(counts.values()) == {2}, counts
+            assert len(counts) == 2 and sorted(counts.values()) == [1, 2], counts
             by_uid: dict[str, list[object]] = collections.defaultdict(list)
             for p in dest.files():
                 ds = dcmread(p)
                 by_uid[str(ds.SOPInstanceUID)].append(ds)
-            assert all(a == b for a, b in by_uid.values())  # the same content, element for element
+            assert all(all(x == v[0] for x in v) for v in by_uid.values())  # the same content
             led = ledger_of(spool)
             try:
                 (d,) = led.deliveries()
-                assert d["uncertain"] == 2 and d["sends"] == 4
+                assert d["uncertain"] == 1 and d["sends"] == 3
             finally:
                 led.close()
+        finally:
+            assert node.terminate() == 0
+
+
+#: Three images: a delivery of n = 4 result files (the SR and one overlay each), one association.
+_N_IMAGES = 3
+_N_RESULTS = _N_IMAGES + 1
+
+
+@pytest.mark.parametrize(
+    ("point", "k"),
+    [
+        ("send.after_record", 1),
+        ("send.after_record", _N_RESULTS - 1),
+        pytest.param("send.after_store", 1, marks=_slow),
+        ("send.after_store", _N_RESULTS - 1),
+    ],
+)
+def test_killed_after_the_kth_c_store_response_each_file_arrives_once(
+    tmp_path: Path, point: str, k: int
+) -> None:
+    """``kill -9`` after the k-th of n C-STORE responses of one association (Deliver item 4).
+
+    ``send.after_record``: the k-th response is recorded; nothing is sent twice.
+    ``send.after_store``: the k-th response arrived, not yet recorded: that one file, and
+    only it, is sent again (``uncertain``).  Counted at a ``storescp +uf`` that keeps
+    every copy.
+    """
+    files = images(tmp_path / "src", _N_IMAGES, seed0=60)
+    with storescp(tmp_path) as dest:
+        cfg = write_node_config(tmp_path, dest=dest.address)
+        port = config_port(cfg)
+        spool = tmp_path / "spool"
+        node = NodeProcess(cfg, port, fault=f"{point}:{k}")
+        assert storescu(port, *files).returncode == 0
+        assert node.wait_dead(180) != 0, "the fault point did not kill the node"
+        time.sleep(0.5)
+        before = received(dest)
+        assert sum(before.values()) == k, before  # killed mid-association, after k responses
+        led = ledger_of(spool)
+        try:
+            (d,) = led.deliveries()
+            states = dict(collections.Counter(f["state"] for f in led.delivery_files(d["id"])))
+        finally:
+            led.close()
+        assert d["files"] == _N_RESULTS
+        if point == "send.after_record":
+            want = {"sent": k, "pending": _N_RESULTS - k}
+        else:
+            want = {"sent": k - 1, "inflight": 1, "pending": _N_RESULTS - k}
+        assert states == {s: n for s, n in want.items() if n}, states
+        node = NodeProcess(cfg, port)
+        try:
+            wait_for(lambda: all_sent(spool), timeout=180, what="the delivery")
+            time.sleep(1.0)  # anything sent twice would arrive now
+            counts = received(dest)
+            assert len(counts) == _N_RESULTS, counts
+            twice = [uid for uid, n in counts.items() if n > 1]
+            assert set(counts.values()) <= {1, 2}, counts
+            led = ledger_of(spool)
+            try:
+                (d,) = led.deliveries()
+                files_rows = led.delivery_files(d["id"])
+            finally:
+                led.close()
+            uncertain = sum(f["uncertain"] for f in files_rows)
+            if point == "send.after_record":
+                assert twice == [], counts
+                assert uncertain == 0 and d["sends"] == _N_RESULTS
+            else:
+                assert len(twice) == 1, counts  # at most the one in flight
+                assert uncertain == 1 and d["sends"] == _N_RESULTS + 1
+            assert {f["state"] for f in files_rows} == {"sent"}
         finally:
             assert node.terminate() == 0
 
