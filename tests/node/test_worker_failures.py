@@ -16,7 +16,7 @@ from chexnet_dicom.dicom.reasons import INTERNAL
 from chexnet_dicom.dicom.study import scan
 from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.node import carry as carry_module
-from chexnet_dicom.node.ledger import Claimed, Ledger
+from chexnet_dicom.node.ledger import Claimed, NodeLedger
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.node.worker import OUTBOX, Analyser
 from chexnet_dicom.pipeline import STAGES, failure_of, results_for_paths
@@ -35,7 +35,7 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> TorchPredictor:
 def node(tmp_path: Path) -> Iterator[tuple[NodeConfig, Spool, Ledger]]:
     config = NodeConfig(access=AccessConfig(open=True), spool=SpoolConfig(dir=str(tmp_path / "spool")))
     spool = Spool(config.spool)
-    ledger = Ledger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path)
     yield config, spool, ledger
     ledger.close()
 
