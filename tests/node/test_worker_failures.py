@@ -32,7 +32,7 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> TorchPredictor:
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[tuple[NodeConfig, Spool, Ledger]]:
+def node(tmp_path: Path) -> Iterator[tuple[NodeConfig, Spool, NodeLedger]]:
     config = NodeConfig(access=AccessConfig(open=True), spool=SpoolConfig(dir=str(tmp_path / "spool")))
     spool = Spool(config.spool)
     ledger = NodeLedger(spool.ledger_path)
@@ -40,7 +40,7 @@ def node(tmp_path: Path) -> Iterator[tuple[NodeConfig, Spool, Ledger]]:
     ledger.close()
 
 
-def _claim(spool: Spool, ledger: Ledger, seed: int) -> Claimed:
+def _claim(spool: Spool, ledger: NodeLedger, seed: int) -> Claimed:
     path = write_single_image_study(spool.store / f"{seed}.dcm", seed)
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     ledger.record_instance(
@@ -69,7 +69,7 @@ def _failing(predictor: TorchPredictor, monkeypatch: pytest.MonkeyPatch, error: 
 
 
 def test_a_memory_error_ends_the_worker_and_leaves_the_study_queued(
-    node: tuple[NodeConfig, Spool, Ledger], predictor: TorchPredictor, monkeypatch: pytest.MonkeyPatch
+    node: tuple[NodeConfig, Spool, NodeLedger], predictor: TorchPredictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, spool, ledger = node
     claimed = _claim(spool, ledger, 11)
@@ -84,7 +84,7 @@ def test_a_memory_error_ends_the_worker_and_leaves_the_study_queued(
 
 
 def test_a_study_s_own_error_fails_it_with_a_stage_of_the_vocabulary(
-    node: tuple[NodeConfig, Spool, Ledger], predictor: TorchPredictor, monkeypatch: pytest.MonkeyPatch
+    node: tuple[NodeConfig, Spool, NodeLedger], predictor: TorchPredictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, spool, ledger = node
     claimed = _claim(spool, ledger, 12)
@@ -102,7 +102,7 @@ def test_stage_names_outside_the_vocabulary_are_refused() -> None:
 
 
 def test_the_records_keep_the_header_bytes_of_the_worker_s_one_read(
-    node: tuple[NodeConfig, Spool, Ledger], predictor: TorchPredictor, monkeypatch: pytest.MonkeyPatch
+    node: tuple[NodeConfig, Spool, NodeLedger], predictor: TorchPredictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, spool, ledger = node
     claimed = _claim(spool, ledger, 13)
