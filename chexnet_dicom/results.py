@@ -8,7 +8,7 @@ record                 what it is
 ``Skipped``            a file that is not analysed, with its reason -- same module
 ``LoadedImage``        a decoded and rendered image (``load_image``) --
                        :mod:`chexnet_dicom.dicom.load`
-``Prediction``         the model's output for one image -- :mod:`chexnet_dicom.model.result`
+``Prediction``         the model's output for one image -- :mod:`chexnet_dicom.model.prediction`
 :class:`ImageResult`   an analysed image: its header, display image and prediction, with
                        heatmaps mapped to the source grid on demand
 :class:`StudyResult`   everything one study's analysis produced, or why it failed
@@ -59,7 +59,7 @@ from chexnet_dicom.errors import OutputError
 from chexnet_dicom.model.cam import cam_to_image_grid
 from chexnet_dicom.model.card import ModelCard, Preprocessing
 from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
-from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.model.prediction import Prediction
 from chexnet_dicom.vocab import Vocabulary
 
 __all__ = [

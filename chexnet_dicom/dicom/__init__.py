@@ -26,7 +26,7 @@ Modules
 - :mod:`~chexnet_dicom.dicom.voi`: the grey-scale chain of PS3.3 C.11: Modality LUT -> VOI ->
   Presentation.
 - :mod:`~chexnet_dicom.dicom.orientation`: PatientOrientation to the standard frontal display.
-- :mod:`~chexnet_dicom.dicom.content`: measured content checks: grey-scale polarity and verticality
+- :mod:`~chexnet_dicom.dicom.polarity`: measured content checks: grey-scale polarity and verticality
   scores.
 - :mod:`~chexnet_dicom.dicom.resize`: the one image resize of the package (Pillow's anti-aliased
   bilinear on float32).

@@ -16,13 +16,13 @@ from pydicom.dataset import Dataset
 
 from chexnet_dicom.config import PixelPolicy
 from chexnet_dicom.dicom.attrs import value
-from chexnet_dicom.dicom.content import MIN_CONTENT_SIDE, VERTICALITY_MARGIN, verticality_score
 from chexnet_dicom.dicom.flags import (
     FLAG_ORIENTATION_CORRECTED,
     FLAG_ORIENTATION_NOT_APPLIED,
     FLAG_ORIENTATION_SWAPPED,
     FLAG_ORIENTATION_UNUSABLE,
 )
+from chexnet_dicom.dicom.polarity import MIN_CONTENT_SIDE, VERTICALITY_MARGIN, verticality_score
 from chexnet_dicom.dicom.voi import RenderSteps
 
 __all__ = [

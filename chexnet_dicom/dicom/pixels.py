@@ -57,10 +57,10 @@ from pydicom.dataset import Dataset
 
 from chexnet_dicom.config import PixelPolicy
 from chexnet_dicom.dicom.attrs import image_pixel, int_attr, text
-from chexnet_dicom.dicom.content import INVERSION_MARGIN, MIN_CONTENT_SIDE, inversion_score
 from chexnet_dicom.dicom.decode import StoredPixels, mask_and_range
 from chexnet_dicom.dicom.flags import FLAG_CONTENT_INVERTED
 from chexnet_dicom.dicom.orientation import apply_orientation_ops, display_orientation, undo_orientation_ops
+from chexnet_dicom.dicom.polarity import INVERSION_MARGIN, MIN_CONTENT_SIDE, inversion_score
 from chexnet_dicom.dicom.resize import resize_display
 from chexnet_dicom.dicom.voi import (
     Lut,

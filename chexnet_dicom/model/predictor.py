@@ -11,7 +11,7 @@ one):
 
 Every backend subclasses :class:`PredictorBase`, which owns what must not differ between
 them: input checks, batching, the NaN/Inf guard, the sigmoid, TenCrop averaging, CAM
-scaling and the :class:`~chexnet_dicom.model.result.Prediction` records.  This module
+scaling and the :class:`~chexnet_dicom.model.prediction.Prediction` records.  This module
 imports neither torch nor ONNX Runtime.
 """
 
@@ -30,7 +30,7 @@ import numpy as np
 
 from chexnet_dicom.errors import ConfigError, InferenceError
 from chexnet_dicom.model.card import ModelCard
-from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.model.prediction import Prediction
 
 __all__ = [
     "PredictorBase",

@@ -11,7 +11,7 @@ Modules
   STOW-RS request.
 - :mod:`~chexnet_dicom.net.guards`: guards around pynetdicom's receive path: bounded PDUs,
   deadlines, byte budgets.
-- :mod:`~chexnet_dicom.net.library`: pynetdicom as this package uses it: no identifiers in its logs,
+- :mod:`~chexnet_dicom.net.quiet`: pynetdicom as this package uses it: no identifiers in its logs,
   no handler of its own.
 - :mod:`~chexnet_dicom.net.admission`: the listener's admission: first-PDU deadline, AE and host
   checks before an association slot, per-source socket limits.

@@ -34,7 +34,7 @@ from chexnet_dicom.config import DestinationConfig, NetTimeouts
 from chexnet_dicom.errors import TransferError
 from chexnet_dicom.logs import phi_ref, redact
 from chexnet_dicom.net.destination import Destination, DicomDestination, StowDestination
-from chexnet_dicom.net.library import quiet_pynetdicom
+from chexnet_dicom.net.quiet import quiet_pynetdicom
 
 __all__ = [
     "Delivery",

@@ -29,7 +29,7 @@ from chexnet_dicom.dicom.pixels import DisplayImage
 from chexnet_dicom.dicom.read import read_header
 from chexnet_dicom.dicom.study import Skipped, StudyScan
 from chexnet_dicom.model.card import ModelCard, Preprocessing
-from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.model.prediction import Prediction
 from chexnet_dicom.results import ImageResult, StudyResult
 
 __all__ = [

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from chexnet_dicom.errors import StorageError
-from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.model.prediction import Prediction
 from chexnet_dicom.node.carry import CarriedImage, CarriedSkip
 
 __all__ = ["decode_record", "encode_record"]

@@ -30,8 +30,8 @@ from chexnet_dicom.dicom.study import Instance, Skipped, Study
 from chexnet_dicom.errors import InferenceError, WeightsError
 from chexnet_dicom.logs import phi_ref
 from chexnet_dicom.model.card import ModelCard, Preprocessing
+from chexnet_dicom.model.prediction import Prediction
 from chexnet_dicom.model.predictor import PredictorBase
-from chexnet_dicom.model.result import Prediction
 from chexnet_dicom.pipeline.failures import guarded
 from chexnet_dicom.preprocess import decode_target_size, prepare_model_input
 from chexnet_dicom.results import Failure, ImageResult, StudyResult
@@ -125,7 +125,7 @@ def predict_batch(
     Returns
     -------
     list
-        One :class:`~chexnet_dicom.model.result.Prediction` per input, or the
+        One :class:`~chexnet_dicom.model.prediction.Prediction` per input, or the
         :class:`~chexnet_dicom.errors.InferenceError` that image raised.
     """
     if not inputs:

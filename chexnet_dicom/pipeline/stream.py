@@ -35,8 +35,8 @@ from chexnet_dicom.dicom.study import Instance, Skipped, Study, StudyScan, scan
 from chexnet_dicom.errors import InferenceError
 from chexnet_dicom.logs import log_failure, log_key, phi_ref, use_log_key
 from chexnet_dicom.model.card import ModelCard, Preprocessing
+from chexnet_dicom.model.prediction import Prediction
 from chexnet_dicom.model.predictor import PredictorBase
-from chexnet_dicom.model.result import Prediction
 from chexnet_dicom.pipeline.failures import FATAL, failure_of, load_skip
 from chexnet_dicom.pipeline.stages import (
     Analysed,

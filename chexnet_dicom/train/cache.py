@@ -30,7 +30,7 @@ import numpy as np
 from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.errors import ConfigError, InputError
 from chexnet_dicom.logs import phi_ref
-from chexnet_dicom.train.data import Record, load_image
+from chexnet_dicom.train.data import Record, read_training_image
 from chexnet_dicom.transforms import decode_target_size, resize_image
 
 __all__ = ["CACHE_VERSION", "ImageCache", "build_cache", "quantise"]
@@ -62,7 +62,7 @@ def _fingerprint(records: Sequence[Record], size: int, dtype: str) -> str:
 
 def _prepare_one(args: tuple[str, int, str]) -> np.ndarray:
     path, size, dtype = args
-    image = load_image(path, target_size=decode_target_size(size))
+    image = read_training_image(path, target_size=decode_target_size(size))
     return quantise(resize_image(image, size), dtype)  # type: ignore[arg-type]
 
 

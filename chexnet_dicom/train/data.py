@@ -16,7 +16,7 @@ Label semantics
 - DICOM + CSV: a CSV with a key column (``SOPInstanceUID`` or ``AccessionNumber``) and
   either a NIH-style ``Finding Labels`` column or one 0/1 column per finding.
 
-Pixel semantics: :func:`load_image` returns the [0, 1] display image (bright = dense)
+Pixel semantics: :func:`read_training_image` returns the [0, 1] display image (bright = dense)
 through :func:`chexnet_dicom.transforms.load_chest_image`, the loader inference uses
 (six of the 500 NIH PNGs are RGBA with equal colour channels: converted to grey).
 """
@@ -43,7 +43,7 @@ __all__ = [
     "LabelTable",
     "Record",
     "dicom_records",
-    "load_image",
+    "read_training_image",
     "nih_labels",
     "nih_records",
     "chexpert_records",
@@ -419,7 +419,7 @@ def _scan_dicom_headers(folder: Path) -> list[tuple[Path, str, str, str]]:
     return out
 
 
-def load_image(path: str | os.PathLike[str], *, target_size: int | None = None) -> np.ndarray:
+def read_training_image(path: str | os.PathLike[str], *, target_size: int | None = None) -> np.ndarray:
     """Return the [0, 1] display image (bright = dense) of a PNG/JPEG/TIFF or DICOM file.
 
     Delegates to :func:`chexnet_dicom.transforms.load_chest_image`, the loader inference

@@ -57,7 +57,7 @@ from chexnet_dicom.model.card import (
 )
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network, feature_maps, head
-from chexnet_dicom.train.data import Record, load_image, positives_per_class
+from chexnet_dicom.train.data import Record, positives_per_class, read_training_image
 from chexnet_dicom.train.datasets import load_dataset
 from chexnet_dicom.transforms import decode_target_size, prepare_model_input
 
@@ -104,7 +104,7 @@ def predict_records(
         chunk = records[start : start + batch_size]
         arrs = [
             prepare_model_input(
-                load_image(r.path, target_size=decode_target_size(pre.resize)),
+                read_training_image(r.path, target_size=decode_target_size(pre.resize)),
                 resize=pre.resize,
                 input_size=pre.input_size,
                 tta=pre.tta,

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 from chexnet_dicom.config import IngestConfig, PixelPolicy
-from chexnet_dicom.dicom.content import INVERSION_MARGIN, chest_content_features, inversion_score
 from chexnet_dicom.dicom.decode import StoredPixels
 from chexnet_dicom.dicom.flags import (
     FLAG_CONTENT_INVERTED,
@@ -25,6 +24,7 @@ from chexnet_dicom.dicom.flags import (
 )
 from chexnet_dicom.dicom.load import load_image
 from chexnet_dicom.dicom.pixels import DisplayImage, render
+from chexnet_dicom.dicom.polarity import INVERSION_MARGIN, chest_content_features, inversion_score
 from chexnet_dicom.testing import synth
 from tests.helpers.shared import shared_path
 

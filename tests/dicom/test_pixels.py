@@ -17,7 +17,6 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, SecondaryCaptureImageStorage
 
 from chexnet_dicom.config import IngestConfig, PixelPolicy
-from chexnet_dicom.dicom.content import chest_content_features
 from chexnet_dicom.dicom.decode import StoredPixels
 from chexnet_dicom.dicom.flags import (
     FLAG_CONTENT_INVERTED,
@@ -34,6 +33,7 @@ from chexnet_dicom.dicom.flags import PIXEL_FLAGS as ALL_FLAGS
 from chexnet_dicom.dicom.load import load_image
 from chexnet_dicom.dicom.orientation import orientation_ops_for
 from chexnet_dicom.dicom.pixels import DisplayImage, render
+from chexnet_dicom.dicom.polarity import chest_content_features
 from chexnet_dicom.errors import CorruptHeaderError, CorruptPixelDataError, UnsupportedInputError
 
 NO_CONTENT = PixelPolicy(inversion="ignore")

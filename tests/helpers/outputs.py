@@ -16,7 +16,7 @@ from chexnet_dicom.dicom.resize import resize_display
 from chexnet_dicom.dicom.uids import derive_uid
 from chexnet_dicom.model.card import ModelCard, OperatingPoint, Preprocessing
 from chexnet_dicom.model.labels import LABELS
-from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.model.prediction import Prediction
 from chexnet_dicom.results import ImageResult
 from chexnet_dicom.testing.synth import make_dataset
 from tests.helpers.shared import require_tool, required, shared_path

@@ -82,9 +82,9 @@ from chexnet_dicom.model.cam import to_display
 from chexnet_dicom.model.card import ModelCard, Preprocessing, save_bundle
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.network import build_network, head
+from chexnet_dicom.model.prediction import Prediction
 from chexnet_dicom.model.predictor import available_cpus
 from chexnet_dicom.model.resolve import DEMO_CARD
-from chexnet_dicom.model.result import Prediction
 from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.pipeline import analysis_preprocessing, load_for_model, model_input
 from chexnet_dicom.testing import synth

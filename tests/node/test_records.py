@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from chexnet_dicom.errors import StorageError
-from chexnet_dicom.model.result import Prediction
+from chexnet_dicom.model.prediction import Prediction
 from chexnet_dicom.node.carry import CarriedImage, CarriedSkip
 from chexnet_dicom.node.records import decode_record, encode_record
 

@@ -15,11 +15,11 @@ from chexnet_dicom.testing import synth
 from chexnet_dicom.train.data import (
     chexpert_records,
     dicom_records,
-    load_image,
     nih_labels,
     nih_records,
     parse_finding_labels,
     positives_per_class,
+    read_training_image,
 )
 
 
@@ -55,7 +55,7 @@ def test_rgba_pngs_become_grey_display_images(nih_dir: Path) -> None:
     rgba = [p for p in sorted((nih_dir / "images").glob("*.png")) if _png_colour_type(p) == 6]
     assert len(rgba) == 6
     for p in rgba[:2]:
-        img = load_image(p)
+        img = read_training_image(p)
         assert img.ndim == 2 and img.dtype == np.float32
         with Image.open(p) as im:
             ref = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
@@ -158,7 +158,7 @@ def test_dicom_folder_with_labels_csv(tmp_path: Path, key: str) -> None:
     assert by_key[ids[1][0]].labels[label_index("Effusion")] == 1.0
     assert by_key[ids[0][0]].labels.sum() == 0.0
     assert {r.key: r.patient for r in recs} == {sop: pat for sop, _, pat in ids}
-    img = load_image(by_key[ids[0][0]].path)
+    img = read_training_image(by_key[ids[0][0]].path)
     assert img.shape == (32, 32) and img.min() >= 0.0 and img.max() <= 1.0
 
 

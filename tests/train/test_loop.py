@@ -14,7 +14,7 @@ from chexnet_dicom.config import AugmentConfig, load_train_config
 from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_generator
 from chexnet_dicom.train.cache import ImageCache, build_cache, quantise
-from chexnet_dicom.train.data import load_image, nih_records
+from chexnet_dicom.train.data import nih_records, read_training_image
 from chexnet_dicom.train.datasets import load_dataset, to_model_input
 from chexnet_dicom.train.fit import fit
 from chexnet_dicom.transforms import prepare_model_input, resize_image
@@ -72,7 +72,7 @@ def test_cache_stores_quantised_resized_display_images(tmp_path: Path) -> None:
     cache = build_cache(recs, tmp_path / "c", size=24, dtype="uint8")
     assert len(cache) == 5 and cache.array.dtype == np.uint8 and cache.array.shape == (5, 24, 24)
     for r in recs:
-        ref = quantise(resize_image(load_image(r.path), 24), "uint8")
+        ref = quantise(resize_image(read_training_image(r.path), 24), "uint8")
         assert np.array_equal(cache.array[cache.row(r.key)], ref)
     mtime = (tmp_path / "c" / "images.npy").stat().st_mtime_ns
     build_cache(recs, tmp_path / "c", size=24, dtype="uint8")  # same fingerprint: reused
@@ -80,7 +80,10 @@ def test_cache_stores_quantised_resized_display_images(tmp_path: Path) -> None:
     wide = build_cache(recs, tmp_path / "c", size=24, dtype="uint16")  # different spec: rebuilt
     assert wide.array.dtype == np.uint16
     assert np.abs(wide.image(0) - ImageCache(tmp_path / "c").image(0)).max() == 0
-    assert np.abs(wide.image(0) - resize_image(load_image(recs[0].path), 24)).max() <= 0.5 / 65535 + 1e-7
+    assert (
+        np.abs(wide.image(0) - resize_image(read_training_image(recs[0].path), 24)).max()
+        <= 0.5 / 65535 + 1e-7
+    )
 
 
 def test_config_rejects_unknown_keys(tmp_path: Path) -> None:

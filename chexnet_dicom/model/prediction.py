@@ -1,4 +1,4 @@
-"""Result types of the model layer, shared with the outputs layer."""
+"""The model's output for one image (:class:`Prediction`): probabilities and heatmaps, shared with the outputs layer."""
 
 from __future__ import annotations
 
