@@ -56,7 +56,7 @@ from pydicom.dataset import Dataset
 from chexnet_dicom.dicom.pixels import DisplayImage
 from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.errors import OutputError
-from chexnet_dicom.model.cam import cam_to_image_grid
+from chexnet_dicom.model.cam import evidence_on_display, relative_evidence
 from chexnet_dicom.model.card import ModelCard, Preprocessing
 from chexnet_dicom.model.labels import LABELS, NUM_CLASSES
 from chexnet_dicom.model.prediction import Prediction
@@ -179,22 +179,14 @@ class ImageResult:
         cams = self.prediction.cams
         if cams is None:
             raise OutputError("the prediction carries no CAMs; run the predictor with cams=True")
-        one = np.asarray(cams[..., k, :, :], dtype=np.float64)
-        above = one - one.mean(axis=(-2, -1), keepdims=True)  # per crop: above its own mean
-        peak = float(above.max())
-        spread = float(one.max() - one.min())
-        if not np.isfinite(peak) or peak <= 1e-6 * max(spread, 1e-12) or spread <= 1e-9:
-            return None
-        return np.clip(above / peak, 0.0, 1.0).astype(np.float32)
+        return relative_evidence(cams, k)
 
     def display_heatmap(self, k: int) -> np.ndarray | None:
         """Finding ``k``'s relative evidence on the display grid, in [0, 1]; None when flat."""
         grid = self.evidence_grid(k)
         if grid is None:
             return None
-        stacked = grid[..., None, :, :]  # one class: (1, h, w), or (10, 1, h, w) with TenCrop
-        mapped = cam_to_image_grid(stacked, self.preprocessing, self.display.image.shape)[0]
-        return np.clip(mapped, 0.0, 1.0).astype(np.float32)
+        return evidence_on_display(grid, self.preprocessing, self.display.image.shape)
 
     def heatmap(self, k: int) -> np.ndarray | None:
         """Finding ``k``'s relative evidence on the source pixel grid (Rows, Columns), in [0, 1].

@@ -17,7 +17,7 @@ Scale
 Maps are reported in units of the model card's ``cam_scale``: a fixed, per-model
 constant, so that maps compare across images (:func:`to_display` clips ``CAM /
 cam_scale`` to [0, 1], the absolute evidence the invariance tests compare).  What the
-overlays draw is the *relative* evidence of :meth:`chexnet_dicom.results.ImageResult.evidence_grid`
+overlays draw is the *relative* evidence of :func:`relative_evidence`
 (the map above its own mean, over its maximum), and only for findings present at their
 operating point: a per-image normalisation of an absent finding would inflate an image
 with no finding into a confident-looking blob, which is why it is never drawn (and
@@ -54,8 +54,10 @@ __all__ = [
     "class_activation_maps",
     "cam_to_image_grid",
     "crop_boxes",
+    "evidence_on_display",
     "llr_maps",
     "logits_and_cams",
+    "relative_evidence",
     "to_display",
 ]
 
@@ -268,3 +270,54 @@ def llr_maps(
     extra = (1,) * (arr.ndim - 1)
     out = arr * float(card.cam_scale) + (b - prior).reshape(-1, *extra)
     return out.astype(np.float32)
+
+
+def relative_evidence(cams: np.ndarray, k: int) -> np.ndarray | None:
+    """Finding ``k``'s relative evidence on the model's feature grid, in [0, 1].
+
+    Each map (each crop with TenCrop) is taken above its own mean and scaled by its peak,
+    so the overlay shows where the evidence for the finding is strongest relative to the
+    rest of the image, not how probable the finding is.
+
+    Parameters
+    ----------
+    cams
+        Class activation maps, (14, h, w) or (10, 14, h, w) with TenCrop.
+    k
+        The finding's index in :data:`~chexnet_dicom.model.labels.LABELS`.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        float32 of the maps' shape for one finding; None when the map is flat (no
+        location stands out).
+    """
+    one = np.asarray(cams[..., k, :, :], dtype=np.float64)
+    above = one - one.mean(axis=(-2, -1), keepdims=True)  # per crop: above its own mean
+    peak = float(above.max())
+    spread = float(one.max() - one.min())
+    if not np.isfinite(peak) or peak <= 1e-6 * max(spread, 1e-12) or spread <= 1e-9:
+        return None
+    return np.clip(above / peak, 0.0, 1.0).astype(np.float32)
+
+
+def evidence_on_display(grid: np.ndarray, pre: Preprocessing, shape: tuple[int, int]) -> np.ndarray:
+    """One finding's relative evidence (:func:`relative_evidence`) mapped onto the display grid.
+
+    Parameters
+    ----------
+    grid
+        (h, w), or (10, h, w) with TenCrop, in [0, 1].
+    pre
+        The preprocessing that made the model input from the display image.
+    shape
+        The display image's shape.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 of ``shape[:2]``, in [0, 1].
+    """
+    stacked = grid[..., None, :, :]  # one class: (1, h, w), or (10, 1, h, w) with TenCrop
+    mapped = cam_to_image_grid(stacked, pre, shape)[0]
+    return np.clip(mapped, 0.0, 1.0).astype(np.float32)
