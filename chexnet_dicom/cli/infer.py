@@ -244,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"\r  read {done}/{total} images", end="" if done < total else "\n", file=sys.stderr)
 
     t_scan = time.perf_counter()
-    found = scan([study_dir], config=settings.ingest)
+    # decode workers get the header bytes from this first read: no second parse per image
+    found = scan([study_dir], config=settings.ingest, keep_raw=rt.workers > 0)
     named = os.path.normpath(study_dir)
     incomplete = 0
     for o in found.unassigned:
