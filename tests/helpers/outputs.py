@@ -186,3 +186,17 @@ def pixelmed_sr_reports(paths: list[Path]) -> dict[Path, tuple[list[str], list[s
             reports[current][1].append(line)
     assert set(reports) == set(paths), proc.stdout[-2000:] + proc.stderr[-2000:]
     return reports
+
+
+def scoord_regions(sr: object) -> list[np.ndarray]:
+    """Every SCOORD polygon of an SR content tree, as (N, 2) (column, row) points."""
+    found: list[np.ndarray] = []
+
+    def walk(items: object) -> None:
+        for item in items or []:  # type: ignore[attr-defined]
+            if getattr(item, "ValueType", "") == "SCOORD":
+                found.append(np.asarray(item.GraphicData, dtype=np.float64).reshape(-1, 2))
+            walk(getattr(item, "ContentSequence", None))
+
+    walk(getattr(sr, "ContentSequence", None))
+    return found

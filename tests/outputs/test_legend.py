@@ -37,6 +37,7 @@ from chexnet_dicom.outputs.sc import (
 )
 from chexnet_dicom.pipeline import results_for_paths
 from chexnet_dicom.results import StudyResult
+from tests.helpers.outputs import scoord_regions
 
 
 @pytest.fixture(scope="module")
@@ -45,19 +46,6 @@ def chest(shared_dicom: Path) -> list[StudyResult]:
     results = [st for st in results_for_paths(scan([shared_dicom / "chest"]), predictor) if st.images]
     assert len(results) == 6  # the seventh file is a duplicate
     return results
-
-
-def _regions(sr: object) -> list[np.ndarray]:
-    found: list[np.ndarray] = []
-
-    def walk(items: object) -> None:
-        for item in items or []:  # type: ignore[attr-defined]
-            if getattr(item, "ValueType", "") == "SCOORD":
-                found.append(np.asarray(item.GraphicData, dtype=np.float64).reshape(-1, 2))
-            walk(getattr(item, "ContentSequence", None))
-
-    walk(getattr(sr, "ContentSequence", None))
-    return found
 
 
 def test_the_legend_covers_no_image_pixel_and_no_region(chest: list[StudyResult]) -> None:
@@ -78,7 +66,7 @@ def test_the_legend_covers_no_image_pixel_and_no_region(chest: list[StudyResult]
         assert rgb.shape[1] > cols and (rgb[:, cols:] != 0).any()  # the legend is in the panel
         # the SR's region outlines (source grid) all lie inside the image area
         mask = np.zeros(im.source_shape, bool)
-        for pts in _regions(build_outputs(st, OutputOptions(sc=False, previews=False)).sr):
+        for pts in scoord_regions(build_outputs(st, OutputOptions(sc=False, previews=False)).sr):
             rr, cc = fill_polygon(pts[:, 1], pts[:, 0], shape=im.source_shape)
             mask[rr, cc] = True
             regions += 1

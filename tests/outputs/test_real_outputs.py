@@ -34,7 +34,7 @@ from chexnet_dicom.outputs.write import write_dataset
 from chexnet_dicom.pipeline import results_for_paths
 from chexnet_dicom.results import ImageResult, StudyResult
 from chexnet_dicom.testing import synth
-from tests.helpers.outputs import PIXELMED_TID1501_GAP, dciodvfy_errors, pixelmed_sr_reports
+from tests.helpers.outputs import PIXELMED_TID1501_GAP, dciodvfy_errors, pixelmed_sr_reports, scoord_regions
 from tests.helpers.shared import REPO
 
 #: Held-out NIH images (the test split of the demo weights' recipe) written as DICOM.
@@ -46,20 +46,6 @@ MIN_PRESENT = 10
 def _colourful(rgb: np.ndarray) -> np.ndarray:
     rgb = rgb.astype(np.int16)
     return (rgb.max(axis=-1) - rgb.min(axis=-1)) > 12
-
-
-def _scoord_regions(sr: object) -> list[np.ndarray]:
-    """Every SCOORD polygon of an SR content tree, as (N, 2) (column, row) points."""
-    found: list[np.ndarray] = []
-
-    def walk(items: object) -> None:
-        for item in items or []:  # type: ignore[attr-defined]
-            if getattr(item, "ValueType", "") == "SCOORD":
-                found.append(np.asarray(item.GraphicData, dtype=np.float64).reshape(-1, 2))
-            walk(getattr(item, "ContentSequence", None))
-
-    walk(getattr(sr, "ContentSequence", None))
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +123,7 @@ def test_the_sr_region_lies_where_the_overlay_is_coloured(analysed: list[ImageRe
             continue
         study = StudyResult(study_uid=str(im.dataset.StudyInstanceUID), card=card, images=(im,))
         sr = build_outputs(study).sr
-        regions = _scoord_regions(sr)
+        regions = scoord_regions(sr)
         present = sum(
             im.prediction.probabilities[k] >= card.threshold(label) for k, label in enumerate(LABELS)
         )
