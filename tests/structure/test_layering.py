@@ -30,12 +30,13 @@ ALLOWED: dict[str, set[str]] = {
     "outputs": BASE | {"dicom", "model", "results"},
     "net": BASE | {"dicom", "outputs"},
     "pipeline": BASE | {"dicom", "preprocess", "transforms", "model", "results", "outputs"},
-    "node": BASE | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net"},
-    "batch": BASE | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net"},
+    "node": BASE | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net", "drift"},
+    "batch": BASE | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net", "drift"},
     "train": BASE | {"dicom", "preprocess", "raster", "transforms", "model", "evaluate"},
     # test material: builds synthetic DICOM; nothing in the package imports it
     "testing": BASE | {"dicom"},
     "evaluate": BASE | {"model"},
+    "drift": BASE,
     "cli": BASE
     | {
         "dicom",
@@ -51,6 +52,7 @@ ALLOWED: dict[str, set[str]] = {
         "batch",
         "train",
         "evaluate",
+        "drift",
         "__init__",
     },
     "__init__": BASE,
@@ -66,6 +68,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     "vocab": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "storage": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "faults": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
+    "drift": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "outputs": {"torch", "monai", "pynetdicom"},
     "results": {"torch", "monai", "highdicom", "pynetdicom"},
     "transforms": {"highdicom", "pynetdicom"},
