@@ -302,7 +302,7 @@ def _features_p(
     feats = [o.features for o in window]
     if any(f is None for f in feats):
         return None
-    matrix = np.stack([np.asarray(f, dtype=np.float64) for f in feats])  # type: ignore[arg-type]
+    matrix = np.stack([np.asarray(f, dtype=np.float64) for f in feats])
     projected = (matrix - reference.feature_mean) @ reference.components.T
     per_pc = {
         f"pc{i + 1}": float(ks_2samp(reference.projections[:, i], projected[:, i]).pvalue)
