@@ -51,9 +51,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chexnet_dicom.cli.options import (
+    add_draw_unreliable_option,
     add_runtime_options,
     add_weights_option,
     announce_weights,
+    draw_unreliable_override,
     runtime_overrides,
 )
 from chexnet_dicom.config import SC_COMPRESSION_NAMES
@@ -94,7 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-sc", action="store_true", default=None, help="do not write Secondary Capture overlays"
     )
     p.add_argument(
-        "--sc-per-finding", action="store_true", default=None, help="one overlay per positive finding"
+        "--sc-per-finding",
+        action="store_true",
+        default=None,
+        help="one overlay per finding PRESENT at its operating point (default: one overlay, the top "
+        "PRESENT finding)",
     )
     p.add_argument(
         "--sc-compression",
@@ -103,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="lossless encoding of the overlays (default: none, accepted by every PACS; "
         "jpeg2000 is the smallest)",
     )
+    add_draw_unreliable_option(p)
     add_runtime_options(p, "device", "precision", "backend", "tta", "threads", "workers")
     p.set_defaults(func=run)
 
@@ -111,7 +118,7 @@ def _settings(args: argparse.Namespace) -> AnalysisConfig:
     """The configuration file's settings with the command line's options on top."""
     from chexnet_dicom.config import load_analysis_config
 
-    flags = runtime_overrides(args)
+    flags = runtime_overrides(args) | draw_unreliable_override(args)
     if args.no_sc:
         flags["outputs.sc"] = False
     if args.sc_per_finding:
