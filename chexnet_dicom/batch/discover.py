@@ -269,95 +269,123 @@ def discover(
     if index.get_meta("ingest") not in (None, key):
         log.info("the reading limits changed since the index was built: reading every header again")
         index.clear()
-    generation = int(index.get_meta("generation") or 0) + 1
-    counts = {"new": 0, "changed": 0, "unchanged": 0}
-    walked: set[str] = set()
-    dicomdirs: list[str] = []
-    seq = 0
+    run = _Discovery(index, cfg, root_s, commit_every, progress)
     with index.transaction():  # committed in chunks of commit_every files
-
-        def handle(rel: str, full: str, found_by: int) -> None:
-            nonlocal seq
-            seq += 1
-            stamp = index.stamp(rel)
-            try:
-                st = os.stat(full)
-            except OSError:
-                st = None
-            if stamp is not None and st is not None and stamp[:2] == (st.st_size, st.st_mtime_ns):
-                index.seen(rel, generation, seq, found_by)
-                counts["unchanged"] += 1
-                kind = stamp[2]
-            else:
-                found = read_instance(full, cfg, keep_raw=True)
-                if st is None:
-                    assert isinstance(found, Skipped)
-                    record = _refused(rel, found.reason, found.message, found_by, seq)
-                else:
-                    record = _record(rel, full, found, found_by, seq)
-                index.put(record, generation)
-                counts["new" if stamp is None else "changed"] += 1
-                kind = record.kind
-                if kind == FileKind.INDEX:
-                    try:
-                        index.set_refs(rel, dicomdir_references(full, root_s))
-                    except ValueError as exc:
-                        log.warning("%s: %s", phi_ref(rel, prefix="file"), exc)
-                        index.put(
-                            FileRecord(
-                                **{
-                                    **asdict(record),
-                                    "status": "error",
-                                    "reason": CORRUPT_HEADER,
-                                    "message": str(exc),
-                                }
-                            ),
-                            generation,
-                        )
-                        index.set_refs(rel, [])
-                fault("batch.discover")
-            if kind == FileKind.INDEX:
-                dicomdirs.append(rel)
-            if seq % commit_every == 0:
-                index.checkpoint()
-            if progress is not None:
-                progress(seq)
-
-        for entry in iter_files([root_s]):
-            rel = rel_path(entry.path, root_s)
-            walked.add(rel)
-            if entry.reason is not None:
-                seq += 1
-                reason = entry.reason
-                index.put(_refused(rel, reason, entry.message, FOUND_BY_WALK, seq), generation)
-                continue
-            handle(rel, entry.path, FOUND_BY_WALK)
-        for dicomdir in dicomdirs:
-            for rel, problem, message in index.refs(dicomdir):
-                if rel in walked:
-                    index.add_found_by(rel, FOUND_BY_DICOMDIR)
-                    continue
-                walked.add(rel)
-                if problem:
-                    seq += 1
-                    index.put(_refused(rel, problem, message, FOUND_BY_DICOMDIR, seq), generation)
-                else:
-                    handle(rel, os.path.join(root_s, rel), FOUND_BY_DICOMDIR)
-        removed = index.remove_unseen(generation)
+        run.walk()
+        run.follow_dicomdirs()
+        removed = index.remove_unseen(run.generation)
         duplicates = _resolve_duplicates(index)
-        index.set_meta("generation", str(generation))
+        index.set_meta("generation", str(run.generation))
         index.set_meta("ingest", key)
         index.set_meta("root", os.path.realpath(root_s))
+    counts = run.counts
     report = DiscoveryReport(
         files=index.count(),
         read=counts["new"] + counts["changed"],
         removed=removed,
-        dicomdirs=len(dicomdirs),
+        dicomdirs=len(run.dicomdirs),
         duplicates=duplicates,
         **counts,
     )
     log.info("discovery: %s", report)
     return report
+
+
+class _Discovery:
+    """The state of one :func:`discover`: the generation, the counts, the files met so far."""
+
+    def __init__(
+        self,
+        index: HeaderIndex,
+        cfg: IngestConfig,
+        root: str,
+        commit_every: int,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.index = index
+        self.cfg = cfg
+        self.root = root
+        self.commit_every = commit_every
+        self.progress = progress
+        self.generation = int(index.get_meta("generation") or 0) + 1
+        self.counts = {"new": 0, "changed": 0, "unchanged": 0}
+        self.walked: set[str] = set()
+        self.dicomdirs: list[str] = []
+        self.seq = 0
+
+    def walk(self) -> None:
+        """Every file under the root, in walking order."""
+        for entry in iter_files([self.root]):
+            rel = rel_path(entry.path, self.root)
+            self.walked.add(rel)
+            if entry.reason is not None:
+                self.refuse(rel, entry.reason, entry.message, FOUND_BY_WALK)
+                continue
+            self.handle(rel, entry.path, FOUND_BY_WALK)
+
+    def follow_dicomdirs(self) -> None:
+        """The files the DICOMDIRs found reference (a file already walked is one record)."""
+        for dicomdir in self.dicomdirs:
+            for rel, problem, message in self.index.refs(dicomdir):
+                if rel in self.walked:
+                    self.index.add_found_by(rel, FOUND_BY_DICOMDIR)
+                    continue
+                self.walked.add(rel)
+                if problem:
+                    self.refuse(rel, problem, message, FOUND_BY_DICOMDIR)
+                else:
+                    self.handle(rel, os.path.join(self.root, rel), FOUND_BY_DICOMDIR)
+
+    def refuse(self, rel: str, reason: str, message: str, found_by: int) -> None:
+        """A file not read (outside the root, a missing reference, ...)."""
+        self.seq += 1
+        self.index.put(_refused(rel, reason, message, found_by, self.seq), self.generation)
+
+    def handle(self, rel: str, full: str, found_by: int) -> None:
+        """One file: unchanged (seen again) or read and recorded; then commit and progress."""
+        self.seq += 1
+        stamp = self.index.stamp(rel)
+        try:
+            st: os.stat_result | None = os.stat(full)
+        except OSError:
+            st = None
+        if stamp is not None and st is not None and stamp[:2] == (st.st_size, st.st_mtime_ns):
+            self.index.seen(rel, self.generation, self.seq, found_by)
+            self.counts["unchanged"] += 1
+            kind = stamp[2]
+        else:
+            kind = self._read(rel, full, found_by, exists=st is not None, new=stamp is None)
+        if kind == FileKind.INDEX:
+            self.dicomdirs.append(rel)
+        if self.seq % self.commit_every == 0:
+            self.index.checkpoint()
+        if self.progress is not None:
+            self.progress(self.seq)
+
+    def _read(self, rel: str, full: str, found_by: int, *, exists: bool, new: bool) -> str:
+        """Read a new or changed file's header and record it; the kind of file it is."""
+        found = read_instance(full, self.cfg, keep_raw=True)
+        if not exists:
+            assert isinstance(found, Skipped)
+            record = _refused(rel, found.reason, found.message, found_by, self.seq)
+        else:
+            record = _record(rel, full, found, found_by, self.seq)
+        self.index.put(record, self.generation)
+        self.counts["new" if new else "changed"] += 1
+        if record.kind == FileKind.INDEX:
+            self._references(rel, full, record)
+        fault("batch.discover")
+        return record.kind
+
+    def _references(self, rel: str, full: str, record: FileRecord) -> None:
+        """Record a DICOMDIR's references, or mark it corrupt when it cannot be used."""
+        try:
+            self.index.set_refs(rel, dicomdir_references(full, self.root))
+        except ValueError as exc:
+            log.warning("%s: %s", phi_ref(rel, prefix="file"), exc)
+            failed = {**asdict(record), "status": "error", "reason": CORRUPT_HEADER, "message": str(exc)}
+            self.index.put(FileRecord(**failed), self.generation)
+            self.index.set_refs(rel, [])
 
 
 def _resolve_duplicates(index: HeaderIndex) -> int:

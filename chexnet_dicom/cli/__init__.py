@@ -83,7 +83,14 @@ def _build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         description="chexnet-dicom: CheXNet for DICOM chest radiographs (research use only).",
     )
     parser.add_argument("--version", action="version", version=f"chexnet-dicom {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logging on stderr: -v info, -vv debug (repeat the flag; it goes before the "
+        "command: chexdcm -v infer DIR)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in SUBCOMMANDS.items():

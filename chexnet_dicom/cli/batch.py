@@ -36,9 +36,11 @@ from typing import TYPE_CHECKING, Any
 
 from chexnet_dicom.cli.evaluate import add_utility_options
 from chexnet_dicom.cli.options import (
+    add_draw_unreliable_option,
     add_runtime_options,
     add_weights_option,
     announce_weights,
+    draw_unreliable_override,
     runtime_overrides,
 )
 from chexnet_dicom.errors import EXIT_USAGE
@@ -77,7 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "threads",
         helps={"workers": "decode worker processes (default: CPUs - 1)"},
     )
-    p.add_argument("--write-dicom", action="store_true", default=None, help="also write SR + SC per study")
+    p.add_argument(
+        "--write-dicom",
+        action="store_true",
+        default=None,
+        help="also write each study's SR and SC overlays, into OUT/dicom/<study ref>/ (default: tables only)",
+    )
+    add_draw_unreliable_option(p)
     p.add_argument(
         "--send",
         metavar="AE@HOST:PORT",
@@ -95,17 +103,51 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="tries per study, with capped backoff (default: [destination] attempts, 5)",
     )
-    p.add_argument("--labels", type=Path, help="labels CSV for a cohort report (NIH Data_Entry or wide 0/1)")
-    p.add_argument("--label-key", metavar="ATTRIBUTE", help="DICOM keyword joined with --label-column")
+    p.add_argument(
+        "--labels",
+        type=Path,
+        help="labels CSV (NIH Data_Entry or wide 0/1) for a cohort report, written into OUT/report/ "
+        "(report.md/.html, metrics.json, joined.csv, plots)",
+    )
+    p.add_argument(
+        "--label-key",
+        metavar="ATTRIBUTE",
+        help="DICOM keyword whose values are joined with --label-column, e.g. --label-key "
+        "AccessionNumber --label-column accession, or ImageComments --label-column 'Image Index' "
+        "for an NIH export",
+    )
     p.add_argument("--label-column", metavar="COL", help="labels CSV column holding the key's values")
-    p.add_argument("--label-level", choices=("auto", "image", "study"), default="auto")
-    p.add_argument("--published", type=Path, help="CSV of published AUROCs to show side by side")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the cohort report")
+    p.add_argument(
+        "--label-level",
+        choices=("auto", "image", "study"),
+        default="auto",
+        help="whether the labels are per image or per study (default: auto: study for a study-level "
+        "key such as AccessionNumber or StudyInstanceUID, else image)",
+    )
+    p.add_argument(
+        "--published",
+        type=Path,
+        metavar="CSV",
+        help="published AUROCs to show side by side: a CSV with a 'label' column (finding names) "
+        "and one column of AUROCs per source (as published_auroc.csv of the shared data)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap resamples of the cohort report's 95%% CIs (default: 1000; 0: no CIs)",
+    )
     add_utility_options(p)  # --prevalence --compare --mcid --seed of the cohort report
     p.add_argument("--pseudonymize", action="store_true", default=None, help="keyed hashes in the tables")
     p.add_argument("--pseudonym-key-file", type=Path, help="key file (else CHEXDCM_PSEUDONYM_KEY)")
     p.add_argument("--shard", default="1/1", metavar="i/n", help="take the i-th of n parts (1-based)")
-    p.add_argument("--engine", choices=("local", "ray"), default=None)
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default=None,
+        help="local: this process with decode workers (default); ray: Ray actors on a cluster "
+        "(see --ray-address)",
+    )
     p.add_argument("--ray-address", default=None, help="ray.init address ('auto': the cluster of this node)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -120,7 +162,7 @@ def _settings(args: argparse.Namespace) -> BatchConfig:
     from chexnet_dicom.config import apply_overrides, load_batch_config
     from chexnet_dicom.model.predictor import available_cpus
 
-    flags = runtime_overrides(args)
+    flags = runtime_overrides(args) | draw_unreliable_override(args)
     if args.workers is None and args.config is None:
         flags["runtime.workers"] = max(1, available_cpus() - 1)
     for key, value in (

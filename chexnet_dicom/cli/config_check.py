@@ -28,9 +28,14 @@ _KINDS = ("auto", "node", "batch", "analysis", "train")
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``config`` subcommand (``config check FILE``)."""
     p = sub.add_parser("config", help="validate a TOML configuration (config check FILE)")
-    p.add_argument("action", choices=("check",))
-    p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--kind", choices=_KINDS, default="auto")
+    p.add_argument("action", choices=("check",), help="check: validate FILE")
+    p.add_argument("file", type=Path, metavar="FILE", help="the TOML configuration to validate")
+    p.add_argument(
+        "--kind",
+        choices=_KINDS,
+        default="auto",
+        help="which door's configuration FILE is (default: auto, from the tables it holds)",
+    )
     p.set_defaults(func=run)
 
 

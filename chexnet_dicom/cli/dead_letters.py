@@ -21,7 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     from chexnet_dicom.cli.listen import add_spool_options
 
     p = sub.add_parser("dead-letters", help="list, re-send or purge the node's undeliverable results")
-    p.add_argument("action", choices=("list", "resend", "purge"))
+    p.add_argument(
+        "action",
+        choices=("list", "resend", "purge"),
+        help="list the dead letters, queue them for delivery again, or delete them",
+    )
     p.add_argument("ids", nargs="*", type=int, metavar="ID", help="delivery ids (default: all)")
     add_spool_options(p)
     p.add_argument("--json", action="store_true", help="list as JSON")

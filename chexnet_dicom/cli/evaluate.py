@@ -60,9 +60,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("report"), help="report folder (default ./report)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
     p.add_argument("--card", type=Path, help="model card: its operating points are scored first")
-    p.add_argument("--fixed-sensitivity", type=float, default=0.9)
+    p.add_argument(
+        "--fixed-sensitivity",
+        type=float,
+        default=0.9,
+        metavar="S",
+        help="target sensitivity of the data-chosen fixed-sensitivity threshold reported per finding (default: 0.9)",
+    )
     p.add_argument("--published", type=Path, help="published_auroc.csv to compare against")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument(
+        "--no-plots",
+        action="store_true",
+        help="write the report without its plots (ROC, PR, reliability and decision curves)",
+    )
     p.add_argument("--json", action="store_true", help="print per-class AUROCs as JSON")
     add_utility_options(p)
     p.set_defaults(func=run)

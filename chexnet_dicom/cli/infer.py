@@ -51,9 +51,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chexnet_dicom.cli.options import (
+    add_draw_unreliable_option,
     add_runtime_options,
     add_weights_option,
     announce_weights,
+    draw_unreliable_override,
     runtime_overrides,
 )
 from chexnet_dicom.config import SC_COMPRESSION_NAMES
@@ -61,7 +63,9 @@ from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, EXIT_US
 
 if TYPE_CHECKING:
     from chexnet_dicom.config import AnalysisConfig
+    from chexnet_dicom.dicom.study import StudyScan
     from chexnet_dicom.model.card import ModelCard
+    from chexnet_dicom.model.predictor import PredictorBase
     from chexnet_dicom.results import StudyResult
 
 __all__ = ["process_age", "register", "run"]
@@ -92,7 +96,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-sc", action="store_true", default=None, help="do not write Secondary Capture overlays"
     )
     p.add_argument(
-        "--sc-per-finding", action="store_true", default=None, help="one overlay per positive finding"
+        "--sc-per-finding",
+        action="store_true",
+        default=None,
+        help="one overlay per finding PRESENT at its operating point (default: one overlay, the top "
+        "PRESENT finding)",
     )
     p.add_argument(
         "--sc-compression",
@@ -101,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="lossless encoding of the overlays (default: none, accepted by every PACS; "
         "jpeg2000 is the smallest)",
     )
+    add_draw_unreliable_option(p)
     add_runtime_options(p, "device", "precision", "backend", "tta", "threads", "workers")
     p.set_defaults(func=run)
 
@@ -109,7 +118,7 @@ def _settings(args: argparse.Namespace) -> AnalysisConfig:
     """The configuration file's settings with the command line's options on top."""
     from chexnet_dicom.config import load_analysis_config
 
-    flags = runtime_overrides(args)
+    flags = runtime_overrides(args) | draw_unreliable_override(args)
     if args.no_sc:
         flags["outputs.sc"] = False
     if args.sc_per_finding:
@@ -224,28 +233,43 @@ def run(args: argparse.Namespace) -> int:
     # (measured here: 2 threads on a busy 2-core machine, 4 s per image spinning vs 0.05 s
     # passive).  Read once when torch loads its OpenMP runtime, so set it before importing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from chexnet_dicom.dicom.reasons import counts_against_run
     from chexnet_dicom.dicom.study import scan
     from chexnet_dicom.model.startup import start_model
-    from chexnet_dicom.pipeline import results_for_paths
 
     started = start_model(settings.weights, settings.runtime, announce=announce_weights)
-    predictor, card_path, why = started.predictor, started.card_path, started.why
-    card = predictor.card
-    rt = settings.runtime
     print(f"model: {started.summary()}", file=sys.stderr)
     startup = (age or 0.0) + (time.perf_counter() - t_run)
 
-    tty = sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        # a progress line rewritten in place: only on a terminal (a log file gets none)
-        if tty and total >= PROGRESS_MIN_IMAGES:
-            print(f"\r  read {done}/{total} images", end="" if done < total else "\n", file=sys.stderr)
-
     t_scan = time.perf_counter()
     # decode workers get the header bytes from this first read: no second parse per image
-    found = scan([study_dir], config=settings.ingest, keep_raw=rt.workers > 0)
+    found = scan([study_dir], config=settings.ingest, keep_raw=settings.runtime.workers > 0)
+    incomplete = _report_unassigned(found, study_dir)
+    if not found.studies:
+        print(f"chexdcm infer: error: no DICOM study found under {study_dir}", file=sys.stderr)
+        return EXIT_FAILURE
+    scan_s = time.perf_counter() - t_scan
+    run_ = _Run(args, settings, started.predictor.card, started.why, len(found.studies))
+    failed, not_analysed = run_.analyse(found, started.predictor, startup=startup, scan_s=scan_s)
+    if args.json:
+        card = started.predictor.card
+        doc = {
+            "weights": {
+                "card": str(started.card_path),
+                "reason": started.why,
+                "name": card.name,
+                "version": card.version,
+            },
+            "studies": run_.report,
+            "unassigned": [o.to_dict() for o in found.unassigned],
+        }
+        print(json.dumps(doc, indent=2))
+    return _exit_status(failed, incomplete + not_analysed, len(found.studies))
+
+
+def _report_unassigned(found: StudyScan, study_dir: Path) -> int:
+    """Say on stderr which files belong to no study; how many of them count against the run."""
+    from chexnet_dicom.dicom.reasons import counts_against_run
+
     named = os.path.normpath(study_dir)
     incomplete = 0
     for o in found.unassigned:
@@ -253,52 +277,80 @@ def run(args: argparse.Namespace) -> int:
         incomplete += counts
         note = "" if counts else " (not counted against the run: met while walking the folder)"
         print(f"not a study file: {o.path}: {o.reason}: {o.message}{note}", file=sys.stderr)
-    if not found.studies:
-        print(f"chexdcm infer: error: no DICOM study found under {study_dir}", file=sys.stderr)
-        return EXIT_FAILURE
-    scan_s = time.perf_counter() - t_scan
-    base = args.out if args.out is not None else Path("chexdcm-out")
-    own_folders = args.out is None or len(found.studies) > 1
-    report: list[dict[str, Any]] = []
-    failed = 0
-    for number, result in enumerate(
-        results_for_paths(found, predictor, config=settings.ingest, workers=rt.workers, progress=progress), 1
-    ):
-        out_dir = base / result.ref if own_folders else base
-        result, written = _write(result, out_dir, settings)
-        failed += result.failed
-        incomplete += sum(counts_against_run(s.status, s.reason, named=False) for s in result.skipped)
-        result.timings["startup"] = startup
-        result.timings["read"] = result.timings.get("read", 0.0) + scan_s / len(found.studies)
-        if args.json:
-            report.append({**result.to_dict(), "outputs": [str(p) for p in written]})
+    return incomplete
+
+
+class _Run:
+    """One ``infer`` run's studies: analysed, written and reported as each completes."""
+
+    def __init__(
+        self, args: argparse.Namespace, settings: AnalysisConfig, card: ModelCard, why: str, studies: int
+    ) -> None:
+        self.args = args
+        self.settings = settings
+        self.card = card
+        self.why = why
+        self.studies = studies
+        self.base = args.out if args.out is not None else Path("chexdcm-out")
+        self.own_folders = args.out is None or studies > 1
+        self.report: list[dict[str, Any]] = []
+        self.tty = sys.stderr.isatty()
+
+    def progress(self, done: int, total: int) -> None:
+        """A progress line rewritten in place: only on a terminal (a log file gets none)."""
+        if self.tty and total >= PROGRESS_MIN_IMAGES:
+            print(f"\r  read {done}/{total} images", end="" if done < total else "\n", file=sys.stderr)
+
+    def analyse(
+        self, found: StudyScan, predictor: PredictorBase, *, startup: float, scan_s: float
+    ) -> tuple[int, int]:
+        """Analyse and write every study; ``(studies failed, files that could not be analysed)``."""
+        from chexnet_dicom.dicom.reasons import counts_against_run
+        from chexnet_dicom.pipeline import results_for_paths
+
+        failed = incomplete = 0
+        results = results_for_paths(
+            found,
+            predictor,
+            config=self.settings.ingest,
+            workers=self.settings.runtime.workers,
+            progress=self.progress,
+        )
+        for number, result in enumerate(results, 1):
+            out_dir = self.base / result.ref if self.own_folders else self.base
+            result, written = _write(result, out_dir, self.settings)
+            failed += result.failed
+            incomplete += sum(counts_against_run(s.status, s.reason, named=False) for s in result.skipped)
+            result.timings["startup"] = startup
+            result.timings["read"] = result.timings.get("read", 0.0) + scan_s / self.studies
+            self.show(result, number, out_dir, written)
+        return failed, incomplete
+
+    def show(self, result: StudyResult, number: int, out_dir: Path, written: list[Path]) -> None:
+        """One study's table on stdout (or its JSON kept for the end), its timings on stderr."""
+        if self.args.json:
+            self.report.append({**result.to_dict(), "outputs": [str(p) for p in written]})
         else:
             if number == 1:
-                print(_preamble(card, why))
-            print(_table(result, card, number, len(found.studies)))
+                print(_preamble(self.card, self.why))
+            print(_table(result, self.card, number, self.studies))
             if written:
                 print(f"  written to {out_dir}/:")
                 for path in written:
                     print(f"    {path.name}")
         t = result.timings
         print(
-            ("\r\033[K" if tty else "")
+            ("\r\033[K" if self.tty else "")
             + f"timings: startup {t['startup']:.2f}s, read {t['read']:.2f}s, predict {t.get('predict', 0.0):.2f}s, "
             f"write {t.get('write', 0.0):.2f}s",
             file=sys.stderr,
         )
-    if args.json:
-        doc = {
-            "weights": {"card": str(card_path), "reason": why, "name": card.name, "version": card.version},
-            "studies": report,
-            "unassigned": [o.to_dict() for o in found.unassigned],
-        }
-        print(json.dumps(doc, indent=2))
+
+
+def _exit_status(failed: int, incomplete: int, studies: int) -> int:
+    """The exit status of the run, said on stderr when it is not 0."""
     if failed:
-        print(
-            f"chexdcm infer: {failed} of {len(found.studies)} studies failed (see FAILED above)",
-            file=sys.stderr,
-        )
+        print(f"chexdcm infer: {failed} of {studies} studies failed (see FAILED above)", file=sys.stderr)
         return EXIT_FAILURE
     if incomplete:
         print(

@@ -23,7 +23,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chexnet_dicom.cli.options import add_runtime_options, add_weights_option, runtime_overrides
+from chexnet_dicom.cli.options import (
+    add_draw_unreliable_option,
+    add_runtime_options,
+    add_weights_option,
+    draw_unreliable_override,
+    runtime_overrides,
+)
 from chexnet_dicom.errors import EXIT_OK, ConfigError
 
 if TYPE_CHECKING:
@@ -67,9 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quiet-period", type=float, help="seconds without new instances before analysis (default 5)"
     )
-    p.add_argument("--spool", help="the spool folder (instances, ledger, results)")
+    p.add_argument(
+        "--spool",
+        help="the spool folder (instances, ledger, results; default: [spool] dir, else ./chexdcm-spool)",
+    )
     add_weights_option(p)
     add_runtime_options(p, "device")
+    add_draw_unreliable_option(p)
     p.add_argument("--acse-timeout", type=float, metavar="S", help="seconds for association messages (30)")
     p.add_argument("--dimse-timeout", type=float, metavar="S", help="seconds for DIMSE messages (60)")
     p.add_argument(
@@ -119,6 +129,7 @@ def config_from_args(args: argparse.Namespace) -> NodeConfig:
         "metrics.port": args.metrics_port,
     }
     overrides = {k: v for k, v in flags.items() if v is not None} | runtime_overrides(args)
+    overrides |= draw_unreliable_override(args)
     if args.tls_cert or args.tls_key:
         overrides["tls.enabled"] = True
         overrides.setdefault("tls.require_client_cert", bool(args.tls_ca))
@@ -191,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
 def add_spool_options(p: argparse.ArgumentParser) -> None:
     """``--spool DIR | --config FILE``."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--spool", type=Path, help="the node's spool folder")
+    g.add_argument("--spool", type=Path, help="the node's spool folder (default: ./chexdcm-spool)")
     g.add_argument("--config", type=Path, help="the node's TOML configuration (its spool.dir)")
 
 

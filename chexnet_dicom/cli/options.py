@@ -21,10 +21,12 @@ from chexnet_dicom.errors import ConfigError
 
 __all__ = [
     "RUNTIME_FLAGS",
+    "add_draw_unreliable_option",
     "add_runtime_options",
     "add_weights_option",
     "announce_weights",
     "device_name",
+    "draw_unreliable_override",
     "non_negative_int",
     "positive_int",
     "runtime_overrides",
@@ -87,12 +89,17 @@ def _declarations() -> dict[str, tuple[str, dict[str, Any]]]:
             "--backend",
             {
                 "choices": _choices("backend"),
-                "help": "default: auto (ONNX Runtime float32 on a CPU, PyTorch on a GPU or for bf16)",
+                "help": "inference engine: onnxruntime, torch (PyTorch) or auto (default: "
+                "ONNX Runtime float32 on a CPU, PyTorch on a GPU or for bf16)",
             },
         ),
         "precision": (
             "--precision",
-            {"choices": _choices("precision"), "help": "default: auto (per device)"},
+            {
+                "choices": _choices("precision"),
+                "help": "numeric precision of the model: fp32, or bf16 (bfloat16, on a GPU or a CPU with bf16) "
+                "(default: auto, chosen per device)",
+            },
         ),
         "batch_size": (
             "--batch-size",
@@ -140,7 +147,28 @@ def add_runtime_options(p: argparse.ArgumentParser, *names: str, helps: dict[str
 
 def add_weights_option(p: argparse.ArgumentParser) -> None:
     """``--weights CARD|FOLDER|NAME`` (the ``weights`` setting)."""
-    p.add_argument("--weights", default=None, help="model card, folder holding one, or registry name")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="model card, folder holding one, or registry name (default: CHEXDCM_WEIGHTS, then the "
+        "cache, then the bundled weak demo weights, which are used when nothing else is found)",
+    )
+
+
+def add_draw_unreliable_option(p: argparse.ArgumentParser) -> None:
+    """``--draw-unreliable`` (the ``outputs.draw_unreliable`` setting)."""
+    p.add_argument(
+        "--draw-unreliable",
+        action="store_true",
+        default=None,
+        help="also draw findings marked 'unreliable at this threshold' (validation sensitivity 0 or "
+        "fewer than 5 validation positives) as overlays; by default they are listed, not drawn",
+    )
+
+
+def draw_unreliable_override(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"outputs.draw_unreliable": True}`` when ``--draw-unreliable`` was given, else ``{}``."""
+    return {"outputs.draw_unreliable": True} if getattr(args, "draw_unreliable", None) else {}
 
 
 def announce_weights(card_path: Path, why: str) -> None:

@@ -21,7 +21,15 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["KEY_CAPTION", "MIN_FONT_SIZE", "add_legend_panel", "colour_key", "font_size", "panel_width"]
+__all__ = [
+    "KEY_CAPTION",
+    "MIN_FONT_SIZE",
+    "add_legend_panel",
+    "colour_key",
+    "font_size",
+    "legend_font",
+    "panel_width",
+]
 
 #: Smallest font size (px) of the legend text.
 MIN_FONT_SIZE = 18
@@ -39,7 +47,8 @@ def font_size(rows: int) -> int:
 
 
 @lru_cache(maxsize=16)
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def legend_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """The font of the legend text at ``size`` px (Pillow's scalable default font)."""
     return ImageFont.load_default(size=size)
 
 
@@ -58,7 +67,7 @@ def _wrapped(lines: Sequence[str]) -> list[str]:
 
 def panel_width(lines: Sequence[str], size: int) -> int:
     """Width (px) of the panel that holds ``lines`` at font ``size``."""
-    font = _font(size)
+    font = legend_font(size)
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     widest = max((draw.textlength(line, font=font) for line in _wrapped(lines)), default=0.0)
     return int(np.ceil(max(widest, 14 * size))) + 2 * _pad(size)
@@ -117,7 +126,7 @@ def add_legend_panel(
     """
     rows, cols = rgb.shape[:2]
     size = font_size(rows)
-    font, small = _font(size), _font(max(MIN_FONT_SIZE - 2, round(size * 0.8)))
+    font, small = legend_font(size), legend_font(max(MIN_FONT_SIZE - 2, round(size * 0.8)))
     pad = _pad(size)
     line_h = round(size * 1.25)
     wrapped = _wrapped(lines)

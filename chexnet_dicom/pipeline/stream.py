@@ -238,76 +238,119 @@ def results_for_studies(
     WeightsError, ConfigError, MemoryError, KeyboardInterrupt
         :data:`~chexnet_dicom.pipeline.failures.FATAL`.
     """
-    cfg = config or IngestConfig()
-    pre = analysis_preprocessing(predictor)
-    card = predictor.card
-    batch_size = max(1, predictor.batch_size)
     own_pool: ProcessPoolExecutor | None = None
     executor: Executor | None
     if isinstance(workers, int):
         executor = own_pool = decode_pool(workers) if workers > 0 else None
     else:
         executor = workers
-    window = batch_size + 2 * (getattr(executor, "_max_workers", 1) or 1)
-
-    pending: deque[StudyCollect] = deque()
-    batch: list[tuple[StudyCollect, int, Instance, LoadedImage, np.ndarray]] = []
-    done = 0
-
-    def flush() -> None:
-        if not batch:
-            return
-        t = time.perf_counter()
-        predictions = predict_batch(predictor, [x for *_, x in batch], cams=heatmaps)
-        share = (time.perf_counter() - t) / len(batch)
-        for (state, k, inst, loaded, _x), pred in zip(batch, predictions, strict=True):
-            state.predict_s += share
-            state.predicted(k, inst, loaded, pred)
-        batch.clear()
-
-    def complete() -> Iterator[StudyResult]:
-        while pending and pending[0].complete:
-            yield pending.popleft().result(card, pre, scan_share)
-
-    def jobs() -> Iterator[tuple[StudyCollect, int, Instance]]:
-        for study in studies:
-            state = StudyCollect(study)
-            pending.append(state)
-            yield from ((state, k, inst) for k, inst in enumerate(study.selected))
-
     try:
-        queue: deque[tuple[StudyCollect, int, Instance, Future[tuple[DisplayImage, np.ndarray]] | None]] = (
-            deque()
+        scheduler = _Scheduler(
+            predictor, config or IngestConfig(), executor, heatmaps=heatmaps, progress=progress, total=total
         )
-        source = jobs()
-        while True:
-            while len(queue) < window and (nxt := next(source, None)) is not None:
-                state, k, inst = nxt
-                fut = None
-                if executor is not None:  # plain data in and out (never a live dataset)
-                    fut = executor.submit(decode_for_model, worker_input(inst), cfg, pre)
-                queue.append((state, k, inst, fut))
-            if not queue:
-                break
-            state, k, inst, fut = queue.popleft()
-            started = time.perf_counter()
-            try:
-                display, x = decode_for_model(inst.scanned, cfg, pre) if fut is None else fut.result()
-            except FATAL:
-                raise
-            except Exception as exc:  # the image is not analysed; its study goes on
-                state.not_loaded(inst, exc)
-            else:
-                batch.append((state, k, inst, loaded_image(inst, display), x))
-            state.read_s += time.perf_counter() - started
-            done += 1
-            if progress is not None:
-                progress(done, total)
-            if len(batch) >= batch_size:
-                flush()
-            yield from complete()
-        flush()
-        yield from complete()
+        yield from scheduler.run(studies, scan_share)
     finally:
         if own_pool is not None:
             own_pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: An image on its way to a batch: its study, index in the selection, instance, image, model input.
+_Batched = tuple[StudyCollect, int, Instance, LoadedImage, np.ndarray]
+#: An image submitted for decoding (the future is None when it is decoded in this process).
+_Queued = tuple[StudyCollect, int, Instance, Future[tuple[DisplayImage, np.ndarray]] | None]
+
+
+class _Scheduler:
+    """The state of one :func:`results_for_studies` run: the decode window, the batch, the open studies."""
+
+    def __init__(
+        self,
+        predictor: PredictorBase,
+        cfg: IngestConfig,
+        executor: Executor | None,
+        *,
+        heatmaps: bool,
+        progress: Callable[[int, int], None] | None,
+        total: int,
+    ) -> None:
+        self.predictor = predictor
+        self.cfg = cfg
+        self.executor = executor
+        self.heatmaps = heatmaps
+        self.progress = progress
+        self.total = total
+        self.pre = analysis_preprocessing(predictor)
+        self.batch_size = max(1, predictor.batch_size)
+        self.window = self.batch_size + 2 * (getattr(executor, "_max_workers", 1) or 1)
+        self.pending: deque[StudyCollect] = deque()
+        self.batch: list[_Batched] = []
+        self.done = 0
+
+    def run(self, studies: Iterable[Study], scan_share: float) -> Iterator[StudyResult]:
+        """Decode, batch and predict every selected image; yield each study when complete."""
+        queue: deque[_Queued] = deque()
+        source = self._jobs(studies)
+        while True:
+            self._fill(queue, source)
+            if not queue:
+                break
+            self._take(*queue.popleft())
+            if len(self.batch) >= self.batch_size:
+                self._flush()
+            yield from self._complete(scan_share)
+        self._flush()
+        yield from self._complete(scan_share)
+
+    def _jobs(self, studies: Iterable[Study]) -> Iterator[tuple[StudyCollect, int, Instance]]:
+        for study in studies:
+            state = StudyCollect(study)
+            self.pending.append(state)
+            yield from ((state, k, inst) for k, inst in enumerate(study.selected))
+
+    def _fill(self, queue: deque[_Queued], source: Iterator[tuple[StudyCollect, int, Instance]]) -> None:
+        """Submit images until the decode window is full (or no image is left)."""
+        while len(queue) < self.window and (nxt := next(source, None)) is not None:
+            state, k, inst = nxt
+            fut = None
+            if self.executor is not None:  # plain data in and out (never a live dataset)
+                fut = self.executor.submit(decode_for_model, worker_input(inst), self.cfg, self.pre)
+            queue.append((state, k, inst, fut))
+
+    def _take(
+        self,
+        state: StudyCollect,
+        k: int,
+        inst: Instance,
+        fut: Future[tuple[DisplayImage, np.ndarray]] | None,
+    ) -> None:
+        """One decoded image: into the batch, or listed as not loaded (its study goes on)."""
+        started = time.perf_counter()
+        try:
+            display, x = decode_for_model(inst.scanned, self.cfg, self.pre) if fut is None else fut.result()
+        except FATAL:
+            raise
+        except Exception as exc:  # the image is not analysed; its study goes on
+            state.not_loaded(inst, exc)
+        else:
+            self.batch.append((state, k, inst, loaded_image(inst, display), x))
+        state.read_s += time.perf_counter() - started
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+    def _flush(self) -> None:
+        """Predict the batch and record each image's prediction in its study."""
+        if not self.batch:
+            return
+        t = time.perf_counter()
+        predictions = predict_batch(self.predictor, [x for *_, x in self.batch], cams=self.heatmaps)
+        share = (time.perf_counter() - t) / len(self.batch)
+        for (state, k, inst, loaded, _x), pred in zip(self.batch, predictions, strict=True):
+            state.predict_s += share
+            state.predicted(k, inst, loaded, pred)
+        self.batch.clear()
+
+    def _complete(self, scan_share: float) -> Iterator[StudyResult]:
+        """The results of the complete studies at the head of the line, in order."""
+        while self.pending and self.pending[0].complete:
+            yield self.pending.popleft().result(self.predictor.card, self.pre, scan_share)

@@ -7,9 +7,13 @@ their fixtures, so that no real patient data is ever needed or committed.
 Modules
 -------
 
-- :mod:`~chexnet_dicom.testing.synth`: the deterministic chest phantom, ``make_dataset`` (a
-  :class:`~chexnet_dicom.testing.synth.DatasetSpec` into a DX, CR or SC dataset), encoders and
-  ``write``.
+- :mod:`~chexnet_dicom.testing.synth`: the public names of the four modules below, gathered
+  (what tests and scripts import).
+- :mod:`~chexnet_dicom.testing.phantom`: the deterministic chest phantom.
+- :mod:`~chexnet_dicom.testing.stored`: stored values: the range of BitsStored and the quantisation.
+- :mod:`~chexnet_dicom.testing.dataset`: ``make_dataset``: a
+  :class:`~chexnet_dicom.testing.dataset.DatasetSpec` into a DX, CR or SC dataset.
+- :mod:`~chexnet_dicom.testing.encode`: encoders in every writable transfer syntax, and ``write``.
 - :mod:`~chexnet_dicom.testing.export`: a synthetic PACS export with every kind of file a real one
   holds, and what each should become.
 - :mod:`~chexnet_dicom.testing.matrix`: the conformance matrix: NIH radiographs written in every

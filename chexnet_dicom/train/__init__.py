@@ -9,6 +9,9 @@
 - :mod:`~chexnet_dicom.train.augment`: seeded epoch order and training augmentation.
 - :mod:`~chexnet_dicom.train.fit`: :func:`~chexnet_dicom.train.fit.fit`, the CheXNet
   optimisation loop with validation, checkpoints (exact resume) and the run log.
+- :mod:`~chexnet_dicom.train.scoring`: a network's logits over cached images and per-finding
+  ROC AUCs (the loop's validation).
+- :mod:`~chexnet_dicom.train.state`: the RNG state, atomic checkpoint files and ``log.csv``.
 - :mod:`~chexnet_dicom.train.ddp`: ``torchrun`` process-group helpers.
 - :mod:`~chexnet_dicom.train.export`: fp16 bundle + model card (operating points,
   CAM scale, held-out test AUROC with patient-level bootstrap CIs), and re-export of a

@@ -19,8 +19,6 @@ fp32 on CPU.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -30,7 +28,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -49,6 +46,8 @@ from chexnet_dicom.train.augment import augment_batch, epoch_schedule, step_gene
 from chexnet_dicom.train.cache import ImageCache, build_cache
 from chexnet_dicom.train.data import Record
 from chexnet_dicom.train.datasets import CachedImages, DecodedImages, load_dataset, to_model_input
+from chexnet_dicom.train.scoring import predict_cached, roc_aucs
+from chexnet_dicom.train.state import LOG_FIELDS, atomic_save, rng_state, set_rng_state, write_log
 
 __all__ = ["LOG_FIELDS", "FitResult", "fit", "pos_weights", "predict_cached", "resolve_device"]
 
@@ -158,92 +157,6 @@ def _init_weights(net: nn.Module, path: str) -> str:
     init = load_imagenet_init(p)
     load_state_dict_strict(net, init.state_dict())
     return f"ImageNet torchvision {p.name} (head randomly initialised)"
-
-
-def _roc_aucs(y: np.ndarray, p: np.ndarray) -> list[float]:
-    from sklearn.metrics import roc_auc_score
-
-    out = []
-    for j in range(y.shape[1]):
-        col = y[:, j]
-        out.append(float(roc_auc_score(col, p[:, j])) if 0 < col.sum() < len(col) else float("nan"))
-    return out
-
-
-@torch.no_grad()
-def predict_cached(
-    net: nn.Module,
-    images: Dataset[tuple[torch.Tensor, torch.Tensor]],
-    *,
-    input_size: int,
-    scale: float,
-    device: torch.device,
-    batch_size: int,
-    bf16: bool,
-    channels_last: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluate a dataset of resized images; returns (logits, labels) as float64 arrays.
-
-    Parameters
-    ----------
-    net
-        The network (put in eval mode).
-    images
-        Items ``(integer image, labels)`` as :class:`~chexnet_dicom.train.datasets.CachedImages`
-        serves them.
-    input_size
-        Side of the centre crop.
-    scale
-        Factor from the stored integers to [0, 1] (1/255 or 1/65535).
-    device, batch_size
-        Where and in what batches to run.
-    bf16, channels_last
-        Precision choices of the run (see the module docstring).
-
-    Returns
-    -------
-    (numpy.ndarray, numpy.ndarray)
-        (N, C) logits and (N, C) labels.
-    """
-    net.eval()
-    logits, labels = [], []
-    loader = DataLoader(images, batch_size=batch_size, shuffle=False)
-    for x, y in loader:
-        inp = to_model_input(x.to(device).float() * scale, input_size)
-        if channels_last:
-            inp = inp.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out = net(inp)
-        logits.append(out.float().cpu().numpy())
-        labels.append(y.numpy())
-    return np.concatenate(logits).astype(np.float64), np.concatenate(labels).astype(np.float64)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(int(v) for v in state["python"]), None))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-#: Columns of ``log.csv``, one row per epoch.
-LOG_FIELDS = [
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_mean_auroc",
-    "lr",
-    "epoch_seconds",
-    "elapsed_minutes",
-    *[f"auroc_{n}" for n in LABELS],
-]
 
 
 @dataclass
@@ -467,7 +380,7 @@ def _resume(run: _Run, m: _Model, resume: str | os.PathLike[str]) -> _Progress:
     m.net.load_state_dict(ck["model"])
     m.opt.load_state_dict(ck["optimizer"])
     m.sched.load_state_dict(ck["scheduler"])
-    _set_rng_state(ck["rng"])
+    set_rng_state(ck["rng"])
     state = _Progress(
         start_epoch=int(ck["epoch"]),
         best_auroc=float(ck["best_auroc"]),
@@ -539,7 +452,7 @@ def _validate(run: _Run, data: _Data, m: _Model) -> tuple[float, float, list[flo
         val_loss = float(
             F.binary_cross_entropy_with_logits(torch.from_numpy(logits), torch.from_numpy(yv)).item()
         )
-        aucs = _roc_aucs(yv, 1.0 / (1.0 + np.exp(-logits)))
+        aucs = roc_aucs(yv, 1.0 / (1.0 + np.exp(-logits)))
         finite = [a for a in aucs if np.isfinite(a)]
         mean_auc = float(np.mean(finite)) if finite else float("nan")
     else:
@@ -552,15 +465,15 @@ def _save_epoch(run: _Run, m: _Model, state: _Progress, done: int, best: float |
     """Rank 0's writes after an epoch: ``best.pt`` when it improved (``best`` is its AUROC),
     ``last.pt`` and ``log.csv``."""
     if best is not None:
-        _atomic_save(
+        atomic_save(
             {"model": m.net.state_dict(), "epoch": done, "val_mean_auroc": best}, run.run_dir / "best.pt"
         )
-    _atomic_save(
+    atomic_save(
         {
             "model": m.net.state_dict(),
             "optimizer": m.opt.state_dict(),
             "scheduler": m.sched.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "epoch": done,
             "best_auroc": state.best_auroc,
             "best_epoch": state.best_epoch,
@@ -570,7 +483,7 @@ def _save_epoch(run: _Run, m: _Model, state: _Progress, done: int, best: float |
         },
         run.run_dir / "last.pt",
     )
-    _write_log(run.run_dir / "log.csv", state.history)
+    write_log(run.run_dir / "log.csv", state.history)
 
 
 def _export(run: _Run, data: _Data, init_note: str, state: _Progress, stopped: bool) -> Path:
@@ -592,16 +505,3 @@ def _export(run: _Run, data: _Data, init_note: str, state: _Progress, stopped: b
         train_minutes=(time.monotonic() - run.started) / 60.0,
         device=run.device,
     )
-
-
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def _write_log(path: Path, history: list[dict[str, float]]) -> None:
-    text = io.StringIO()
-    w = csv.DictWriter(text, fieldnames=LOG_FIELDS, lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_write(path, text.getvalue())

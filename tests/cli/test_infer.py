@@ -13,26 +13,16 @@ import torch
 from chexnet_dicom.cli import main
 from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 from chexnet_dicom.results import study_ref
-from tests.helpers.bundles import make_bundle
+from tests.helpers import fixtures
 from tests.helpers.studies import (
     STUDY_UID,
     is_expected_outputs,
     overlay_file,
     write_single_image_study,
-    write_study,
 )
 
-
-@pytest.fixture(scope="module")
-def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("study") / "in"
-    write_study(folder)
-    return folder
+card = fixtures.card
+study = fixtures.study
 
 
 @pytest.fixture(autouse=True)

@@ -168,3 +168,10 @@ def test_config_check_accepts_the_shipped_configurations(capsys: pytest.CaptureF
     for name, kind in kinds.items():
         assert main(["config", "check", str(REPO / "pipelines" / name)]) == 0
         assert f"ok ({kind} configuration)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("door", ["infer", "batch", "listen"])
+def test_draw_unreliable_becomes_the_outputs_setting_in_every_door(door: str, tmp_path: Path) -> None:
+    assert _door_config(door, _door_args(door, tmp_path)).outputs.draw_unreliable is False
+    args = _door_args(door, tmp_path, "--draw-unreliable")
+    assert _door_config(door, args).outputs.draw_unreliable is True

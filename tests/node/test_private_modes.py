@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from chexnet_dicom.cli import main
-from tests.helpers.bundles import make_bundle
+from tests.helpers import fixtures
 from tests.helpers.node import NodeProcess, config_port, storescu, wait_for, write_node_config
-from tests.helpers.studies import write_study
 
 
 def modes(root: Path) -> dict[str, int]:
@@ -50,16 +49,8 @@ def _restore_umask() -> Iterator[None]:
     os.umask(before)
 
 
-@pytest.fixture(scope="module")
-def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle"))
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("study") / "in"
-    write_study(folder)
-    return folder
+card = fixtures.card
+study = fixtures.study
 
 
 @pytest.mark.parametrize("existing", [False, True], ids=["fresh", "existing-0755"])

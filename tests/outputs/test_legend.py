@@ -24,7 +24,7 @@ from chexnet_dicom.model.backends import load_predictor
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.outputs.build import build_outputs
-from chexnet_dicom.outputs.legend import _font, colour_key, font_size
+from chexnet_dicom.outputs.legend import colour_key, font_size, legend_font
 from chexnet_dicom.outputs.reliability import unreliable_findings
 from chexnet_dicom.outputs.sc import (
     blend_overlay,
@@ -79,7 +79,7 @@ def test_text_is_legible_with_its_spaces() -> None:
     for rows in (440, 1024, 2128):
         size = font_size(rows)
         img = Image.new("L", (40 * size, 2 * size), 0)
-        ImageDraw.Draw(img).text((0, 0), "RESEARCH USE ONLY", fill=255, font=_font(size))
+        ImageDraw.Draw(img).text((0, 0), "RESEARCH USE ONLY", fill=255, font=legend_font(size))
         ink = np.asarray(img) > 96
         ys = np.nonzero(ink.any(axis=1))[0]
         # capital letters at least 12 px high (and 1/70 of the image height)
