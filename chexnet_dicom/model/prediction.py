@@ -31,6 +31,18 @@ class Prediction:
         How the forward pass ran (e.g. ``"fp32"``, ``"cpu"``, ``"onnxruntime"``).
     labels
         Output order.
+    logits
+        (14,) float64 logits (mean over TenCrop crops), or None.
+    features
+        (D,) float32 pooled penultimate features (mean over crops), or None when the
+        backend's graph has no feature output.
+    ood_score, ood_threshold, ood_method
+        Out-of-distribution score of :mod:`chexnet_dicom.model.ood` (higher = less like
+        the reference images), the card's threshold for it and the method's name; None,
+        None and ``""`` when no score could be computed (then :attr:`ood_note` says why).
+    ood_note
+        Why the score is unavailable (no reference statistics in the card, a graph
+        without the feature output); empty when it is available.
     """
 
     probabilities: np.ndarray
@@ -43,6 +55,19 @@ class Prediction:
     device: str = "cpu"
     backend: str = "torch"
     labels: tuple[str, ...] = field(default=LABELS)
+    logits: np.ndarray | None = field(default=None, repr=False)
+    features: np.ndarray | None = field(default=None, repr=False)
+    ood_score: float | None = None
+    ood_threshold: float | None = None
+    ood_method: str = ""
+    ood_note: str = "no out-of-distribution score computed"
+
+    @property
+    def out_of_distribution(self) -> bool | None:
+        """Score at or above the card's threshold; None when no score is available."""
+        if self.ood_score is None or self.ood_threshold is None:
+            return None
+        return bool(self.ood_score >= self.ood_threshold)
 
     @property
     def present(self) -> np.ndarray:
