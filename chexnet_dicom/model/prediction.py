@@ -74,6 +74,20 @@ class Prediction:
         """(14,) bool: probability at or above the finding's operating point."""
         return np.asarray(self.probabilities >= self.thresholds)
 
+    def ood_dict(self) -> dict[str, object]:
+        """The out-of-distribution record every output shows (JSON-ready).
+
+        Keys: ``score``, ``threshold``, ``method`` (None when unavailable),
+        ``out_of_distribution`` (bool, or None when unavailable) and ``note`` (why not).
+        """
+        return {
+            "score": None if self.ood_score is None else float(f"{self.ood_score:.6g}"),
+            "threshold": None if self.ood_threshold is None else float(f"{self.ood_threshold:.6g}"),
+            "method": self.ood_method or None,
+            "out_of_distribution": self.out_of_distribution,
+            "note": self.ood_note,
+        }
+
     def as_dict(self) -> dict[str, float]:
         """Finding name -> probability."""
         return {name: float(p) for name, p in zip(self.labels, self.probabilities, strict=True)}
