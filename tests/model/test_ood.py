@@ -123,6 +123,7 @@ def test_predictor_scores_in_the_same_pass(
         load_predictor(card_path, backend=backend, ood_method="knn")
 
 
+@pytest.mark.slow
 def test_old_onnx_graph_without_features_still_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("onnxruntime")
     import torch
