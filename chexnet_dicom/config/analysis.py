@@ -163,8 +163,9 @@ class OutputOptions:
         fewer than 5 validation positives) as overlays; by default they are listed only.
     ood
         An image whose out-of-distribution score reaches the card's threshold:
-        ``"flag"`` (findings reported, the image flagged ``out-of-distribution``) or
-        ``"withhold"`` (no findings reported for it, and the reason given).
+        ``"flag"`` (findings reported, the image flagged ``out-of-distribution``);
+        ``"withhold"`` (no findings reported for it, and the reason given) is reserved
+        and refused until the SR and SC builders implement it.
     """
 
     sc: bool = True
@@ -175,6 +176,11 @@ class OutputOptions:
     ood: Literal["flag", "withhold"] = "flag"
 
     def __post_init__(self) -> None:
+        if self.ood == "withhold":  # the SR/SC builders do not withhold yet: refuse, never ignore
+            raise ConfigError(
+                'outputs.ood = "withhold" is not available yet (the SR and SC do not withhold '
+                'findings); use "flag"'
+            )
         if self.sc_compression not in SC_COMPRESSION_NAMES:
             raise ConfigError(
                 f"outputs.sc_compression must be one of {', '.join(SC_COMPRESSION_NAMES)}, "

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,7 +379,7 @@ def save_reference(ref: OodReference, directory: str | Path, stem: str) -> OodRe
     from safetensors.numpy import save_file
 
     path = Path(directory) / f"{stem}{STATS_SUFFIX}"
-    tensors = {
+    tensors: dict[str, np.ndarray] = {
         "mean": np.ascontiguousarray(ref.mean, dtype=np.float64),
         "precision": np.ascontiguousarray(ref.precision, dtype=np.float32),
     }
@@ -398,7 +399,7 @@ def save_reference(ref: OodReference, directory: str | Path, stem: str) -> OodRe
     )
 
 
-def load_reference(card_dir: str | Path, entry: Mapping[str, Any]) -> OodReference:
+def load_reference(card_dir: str | os.PathLike[str], entry: Mapping[str, Any]) -> OodReference:
     """Read the statistics a card's ``ood`` entry names, checking their sha256.
 
     Parameters
@@ -483,7 +484,7 @@ def stack_or_none(rows: Sequence[np.ndarray | None]) -> np.ndarray | None:
     return np.stack([np.asarray(r) for r in rows if r is not None])
 
 
-def attach_reference(card_path: str | Path, ref: OodReference) -> OodReference:
+def attach_reference(card_path: str | os.PathLike[str], ref: OodReference) -> OodReference:
     """Save ``ref`` beside a bundle and record it in the card's ``ood`` entry (both atomic).
 
     The weights and their sha256 are untouched; an earlier calibration is replaced.

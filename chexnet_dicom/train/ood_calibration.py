@@ -51,7 +51,12 @@ def features_and_logits(
     pre = predictor.card.preprocessing
     inputs = [
         prepare_model_input(
-            im, resize=pre.resize, input_size=pre.input_size, tta=predictor.tta, mean=pre.mean, std=pre.std
+            im,
+            resize=pre.resize,
+            input_size=pre.input_size,
+            tta="tencrop" if predictor.tta == "tencrop" else "none",
+            mean=pre.mean,
+            std=pre.std,
         )
         for im in images
     ]

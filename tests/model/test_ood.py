@@ -158,3 +158,14 @@ def test_old_onnx_graph_without_features_still_runs(tmp_path: Path, monkeypatch:
     pe = onnx_backend.OrtPredictor(graph, card, np.zeros(14), ood_reference=ref, ood_method="energy")
     assert pe.predict(np.zeros((3, 64, 64), dtype=np.float32)).ood_score is not None
     assert json.loads(card_path.read_text())["ood"] == {}
+
+
+def test_ood_policy_and_method_are_configuration() -> None:
+    from chexnet_dicom.config import load_analysis_config
+
+    cfg = load_analysis_config(None, {"runtime.ood_method": "energy", "outputs.ood": "flag"})
+    assert cfg.runtime.ood_method == "energy" and cfg.outputs.ood == "flag"
+    with pytest.raises(ConfigError, match="withhold"):
+        load_analysis_config(None, {"outputs.ood": "withhold"})
+    with pytest.raises(ConfigError):
+        load_analysis_config(None, {"runtime.ood_method": "knn"})
