@@ -84,7 +84,7 @@ def test_fit_save_load_round_trip(tmp_path: Path) -> None:
         ood.load_reference(tmp_path, {**saved.card_entry(), "file": "../x.ood.safetensors"})
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.slow), "onnxruntime"])
 def test_predictor_scores_in_the_same_pass(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
