@@ -209,6 +209,7 @@ class ImageResult:
             "probabilities": self.prediction.as_dict(),
             "thresholds": {n: float(t) for n, t in zip(LABELS, self.prediction.thresholds, strict=True)},
             "present": [n for n, p in zip(LABELS, self.prediction.present, strict=True) if p],
+            "ood": self.prediction.ood_dict(),
             "precision": self.prediction.precision,
             "device": self.prediction.device,
             "backend": self.prediction.backend,

@@ -143,6 +143,10 @@ def study_rows(study: Study, result: StudyResult, root: str) -> StudyRows:
             precision=pred.precision,
             decode_path=str(im.display.provenance.get("decode_path", "")),
             flags=";".join(im.flags),
+            ood_score=pred.ood_score,
+            ood_threshold=pred.ood_threshold,
+            ood_method=pred.ood_method,
+            out_of_distribution=pred.out_of_distribution,  # None (empty) when no score
         )
         out.predictions.append(row)
         out.outcomes.append((rel(im.path), FileStatus.ANALYSED, "", ""))

@@ -94,6 +94,10 @@ PREDICTIONS: tuple[Column, ...] = (
     Column("precision"),
     Column("decode_path"),
     Column("flags"),
+    Column("ood_score", "float"),
+    Column("ood_threshold", "float"),
+    Column("ood_method"),
+    Column("out_of_distribution", "bool"),
 )
 
 STUDIES: tuple[Column, ...] = (

@@ -215,8 +215,20 @@ def _table(result: StudyResult, card: ModelCard, number: int, total: int) -> str
         for n, im in enumerate(result.images, 1):
             flags = f" [{', '.join(im.flags)}]" if im.flags else ""
             lines.append(f"  image {n}: {im.path}{flags}")
+            lines.append(f"    {_ood_line(im.prediction)}")
     lines.append(f"  Research use only. Not for clinical use. {card.name} {card.version}.")
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _ood_line(prediction: Any) -> str:
+    """One line: the image's out-of-distribution score and flag, or why there is none."""
+    if prediction.ood_score is None:
+        return f"out-of-distribution score: unavailable ({prediction.ood_note})"
+    verdict = "OUT-OF-DISTRIBUTION" if prediction.out_of_distribution else "in distribution"
+    return (
+        f"out-of-distribution score ({prediction.ood_method}): {prediction.ood_score:.4g}, "
+        f"threshold {prediction.ood_threshold:.4g}: {verdict}"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

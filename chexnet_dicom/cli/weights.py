@@ -1,4 +1,4 @@
-"""``chexdcm weights list|fetch|import|info``: published checkpoints and model bundles."""
+"""``chexdcm weights list|fetch|import|info|calibrate-ood``: published checkpoints and model bundles."""
 
 from __future__ import annotations
 
@@ -41,6 +41,19 @@ def register(subparsers: Any) -> None:
     n = sub.add_parser("info", help="describe a model card or a checkpoint file (verifies hashes)")
     n.add_argument("path", type=Path, help="*.card.json or a checkpoint file")
     n.add_argument("--json", action="store_true", help="machine-readable output")
+
+    c = sub.add_parser(
+        "calibrate-ood",
+        help="fit the out-of-distribution reference statistics and threshold of a bundle",
+    )
+    c.add_argument("card", type=Path, help="the bundle's *.card.json (its weights are not changed)")
+    c.add_argument(
+        "--reference",
+        type=Path,
+        required=True,
+        help="folder of in-distribution images (DICOM, PNG, JPEG, TIFF); 20%% are held out for the threshold",
+    )
+    c.add_argument("--backend", default="torch", help="predictor backend (default torch)")
     p.set_defaults(func=run, _weights_parser=p)
 
 
@@ -50,7 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if action is None:
         args._weights_parser.print_help(sys.stderr)
         return EXIT_USAGE
-    handler = {"list": _list, "fetch": _fetch, "import": _import, "info": _info}[action]
+    handler = {
+        "list": _list,
+        "fetch": _fetch,
+        "import": _import,
+        "info": _info,
+        "calibrate-ood": _calibrate_ood,
+    }[action]
     return handler(args)
 
 
@@ -144,6 +163,7 @@ def _info(args: argparse.Namespace) -> int:
             "device_uid": card.device_uid,
             "preprocessing": card.to_dict()["preprocessing"],
             "intended_use": card.intended_use,
+            "ood": card.ood or "not calibrated (chexdcm weights calibrate-ood)",
             "labels": len(card.labels),
             "parameters": sum(p.numel() for p in net.parameters()),
             "verified": "sha256 matches the card; all tensors loaded strictly",
@@ -155,6 +175,21 @@ def _info(args: argparse.Namespace) -> int:
     else:
         for k, v in info.items():
             print(f"{k}: {v}")
+    return EXIT_OK
+
+
+def _calibrate_ood(args: argparse.Namespace) -> int:
+    from chexnet_dicom.model.backends import load_predictor
+    from chexnet_dicom.train.ood_calibration import calibrate_card, reference_images
+
+    files = reference_images(args.reference)
+    predictor = load_predictor(args.card, backend=args.backend)
+    ref = calibrate_card(args.card, predictor, files, source=f"reference folder {args.reference.name}")
+    print(f"OOD reference: {ref.file} (sha256 {ref.sha256})")
+    print(f"  fitted on {ref.images['fit']} images, thresholds on {ref.images['validation']}")
+    for method, thr in ref.thresholds.items():
+        mark = " (default)" if method == ref.default_method else ""
+        print(f"  {method}{mark}: threshold {thr:.6g} (95% of held-out reference images below)")
     return EXIT_OK
 
 

@@ -161,6 +161,11 @@ class OutputOptions:
     draw_unreliable
         Also draw findings unreliable at their threshold (validation sensitivity 0 or
         fewer than 5 validation positives) as overlays; by default they are listed only.
+    ood
+        An image whose out-of-distribution score reaches the card's threshold:
+        ``"flag"`` (findings reported, the image flagged ``out-of-distribution``);
+        ``"withhold"`` (no findings reported for it, and the reason given) is reserved
+        and refused until the SR and SC builders implement it.
     """
 
     sc: bool = True
@@ -168,8 +173,14 @@ class OutputOptions:
     sc_compression: str = "none"
     previews: bool = True
     draw_unreliable: bool = False
+    ood: Literal["flag", "withhold"] = "flag"
 
     def __post_init__(self) -> None:
+        if self.ood == "withhold":  # the SR/SC builders do not withhold yet: refuse, never ignore
+            raise ConfigError(
+                'outputs.ood = "withhold" is not available yet (the SR and SC do not withhold '
+                'findings); use "flag"'
+            )
         if self.sc_compression not in SC_COMPRESSION_NAMES:
             raise ConfigError(
                 f"outputs.sc_compression must be one of {', '.join(SC_COMPRESSION_NAMES)}, "
@@ -198,6 +209,9 @@ class RuntimeConfig:
         ``"card"`` (the model card's test-time augmentation), ``"none"`` or ``"tencrop"``.
     workers
         Decode worker processes; 0 decodes in the main process.
+    ood_method
+        Out-of-distribution score: ``"card"`` (the model card's default), or
+        ``"mahalanobis"``, ``"energy"``, ``"energy_lse"`` (:mod:`chexnet_dicom.model.ood`).
     """
 
     device: str = "auto"
@@ -207,6 +221,7 @@ class RuntimeConfig:
     threads: int = 0
     tta: Literal["card", "none", "tencrop"] = "card"
     workers: int = 0
+    ood_method: Literal["card", "mahalanobis", "energy", "energy_lse"] = "card"
 
     def __post_init__(self) -> None:
         check_device(self.device)

@@ -26,6 +26,8 @@ Modules
 - :mod:`~chexnet_dicom.model.backends`: ``load_predictor``: choose a backend for this machine.
 - :mod:`~chexnet_dicom.model.cam`: class activation maps for all 14 findings from one forward pass.
 - :mod:`~chexnet_dicom.model.prediction`: the model's result types, shared with the outputs layer.
+- :mod:`~chexnet_dicom.model.ood`: out-of-distribution scores (Mahalanobis, energies) from the
+  same forward pass, and the reference statistics beside the weights.
 - :mod:`~chexnet_dicom.model.startup`: ``start_model``: resolve the weights, load the predictor and
   say which and why (every door starts its model here).
 """

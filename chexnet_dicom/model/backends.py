@@ -42,6 +42,7 @@ def load_predictor(
     batch_size: int = 8,
     tta: str | None = None,
     verify: bool = True,
+    ood_method: str = "card",
 ) -> PredictorBase:
     """Load a bundle and build the predictor that suits this machine.
 
@@ -66,6 +67,9 @@ def load_predictor(
         See :class:`PredictorBase`.
     verify
         Check the weights' sha256 against the card.
+    ood_method
+        ``"card"`` (the card's default out-of-distribution method) or a method of
+        :data:`chexnet_dicom.model.ood.METHODS`.
 
     Raises
     ------
@@ -104,7 +108,12 @@ def load_predictor(
 
         try:
             return OrtPredictor.from_card(
-                card_path, threads=threads, batch_size=batch_size, tta=tta, verify=verify
+                card_path,
+                threads=threads,
+                batch_size=batch_size,
+                tta=tta,
+                verify=verify,
+                ood_method=ood_method,
             )
         except (WeightsError, InferenceError):
             raise  # the weights or the inputs are wrong: another backend would not help
@@ -123,6 +132,7 @@ def load_predictor(
         threads=threads,
         batch_size=batch_size,
         tta=tta,
+        ood_method=ood_method,
     )
 
 
@@ -142,6 +152,7 @@ def predictor_for(card_path: str | os.PathLike[str], runtime: RuntimeConfig) -> 
         threads=runtime.threads or None,
         batch_size=runtime.batch_size,
         tta=None if runtime.tta == "card" else runtime.tta,
+        ood_method=runtime.ood_method,
     )
 
 

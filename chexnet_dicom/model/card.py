@@ -135,6 +135,10 @@ class ModelCard:
         The tensor file (relative to the card), its sha256 and storage dtype.
     source
         Where the weights came from (``chexdcm train``, an imported checkpoint, ...).
+    ood
+        Out-of-distribution reference: the statistics file beside the card, its sha256,
+        thresholds and the images they came from (:mod:`chexnet_dicom.model.ood`);
+        empty when the weights were never calibrated.
     """
 
     name: str
@@ -153,6 +157,7 @@ class ModelCard:
     weights_dtype: str = "float16"
     source: str = ""
     license: str = "Apache-2.0"
+    ood: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
 
     @property

@@ -9,11 +9,15 @@ torch or MONAI, which is most of ``chexdcm infer``'s start-up.
 
 The exported graph
 ------------------
-``input`` (N, 3, S, S) float32 -> ``logits`` (N, 14) and ``cams`` (N, 14, h, w): the
-feature extractor, then the CheXNet head exactly as the torch predictor computes it
-(ReLU, global average pool, linear layer for the logits; the linear layer's weights
-applied at every location, without bias, for the class activation maps, see
-:mod:`chexnet_dicom.model.cam`).  Asking only for ``logits`` skips the maps.
+``input`` (N, 3, S, S) float32 -> ``logits`` (N, 14), ``cams`` (N, 14, h, w) and
+``features`` (N, 1024): the feature extractor, then the CheXNet head exactly as the
+torch predictor computes it (ReLU, global average pool, linear layer for the logits;
+the linear layer's weights applied at every location, without bias, for the class
+activation maps, see :mod:`chexnet_dicom.model.cam`; the pooled vector itself is
+``features``, what the out-of-distribution score of :mod:`chexnet_dicom.model.ood`
+reads).  Asking only for ``logits`` and ``features`` skips the maps.  A graph of format
+1 (no ``features`` output) still runs: its predictions carry no feature-based score,
+and say so.
 
 Trust
 -----
@@ -42,7 +46,8 @@ import numpy as np
 from chexnet_dicom.atomic import atomic_write
 from chexnet_dicom.errors import ConfigError, InferenceError, ModelError, WeightsError
 from chexnet_dicom.model.card import ModelCard, sha256_file, verified_weights
-from chexnet_dicom.model.predictor import PredictorBase, RuntimeChoice, available_cpus
+from chexnet_dicom.model.ood import OodReference
+from chexnet_dicom.model.predictor import PredictorBase, RuntimeChoice, available_cpus, reference_for
 from chexnet_dicom.model.registry import cache_dir
 
 if TYPE_CHECKING:
@@ -59,12 +64,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Bump when the exported graph changes (inputs, outputs, head): old cache entries are ignored.
-ONNX_FORMAT_VERSION = 1
+ONNX_FORMAT_VERSION = 2
 OPSET = 17
 #: Largest accepted |ONNX - PyTorch| on a logit or a CAM value when an export is checked.
 EXPORT_TOLERANCE = 1e-3
 INPUT_NAME = "input"
-OUTPUT_NAMES = ("logits", "cams")
+OUTPUT_NAMES = ("logits", "cams", "features")
 HEAD_BIAS_KEY = "class_layers.out.bias"
 
 
@@ -73,7 +78,7 @@ def _sha256(data: bytes) -> str:
 
 
 def _head_module(net: nn.Module) -> nn.Module:
-    """The network with the CheXNet head's two outputs (logits, raw CAMs)."""
+    """The network with the CheXNet head's three outputs (logits, raw CAMs, pooled features)."""
     import torch
     from torch import nn
 
@@ -87,11 +92,12 @@ def _head_module(net: nn.Module) -> nn.Module:
             self.features: nn.Module = features
             self.out = head(net)
 
-        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             rect = torch.relu(self.features(x))
-            logits = self.out(rect.mean(dim=(2, 3)))
+            pooled = rect.mean(dim=(2, 3))
+            logits = self.out(pooled)
             cams = torch.nn.functional.conv2d(rect, self.out.weight[:, :, None, None])
-            return logits, cams
+            return logits, cams, pooled
 
     return _LogitsAndCams(net).eval()
 
@@ -101,7 +107,7 @@ def _export_bytes(module: nn.Module, input_size: int) -> tuple[bytes, str]:
     import torch
 
     x = torch.zeros(2, 3, input_size, input_size)
-    dynamic = {INPUT_NAME: {0: "batch"}, OUTPUT_NAMES[0]: {0: "batch"}, OUTPUT_NAMES[1]: {0: "batch"}}
+    dynamic = {INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
     with warnings.catch_warnings(), torch.no_grad(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
         path = Path(tmp) / "model.onnx"
@@ -165,13 +171,14 @@ def _check_export(model: bytes, module: nn.Module, input_size: int) -> float:
     import torch
 
     x = np.random.default_rng(0).standard_normal((3, 3, input_size, input_size)).astype(np.float32)
-    logits, cams = _session(model, 1).run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+    logits, cams, feats = _session(model, 1).run(list(OUTPUT_NAMES), {INPUT_NAME: x})
     with torch.no_grad():
-        ref_logits, ref_cams = module(torch.from_numpy(x))
+        ref_logits, ref_cams, ref_feats = module(torch.from_numpy(x))
     scale = max(1.0, float(ref_cams.abs().max()))
     diff = max(
         float(np.abs(logits - ref_logits.numpy()).max()),
         float(np.abs(cams - ref_cams.numpy()).max()) / scale,
+        float(np.abs(feats - ref_feats.numpy()).max()) / max(1.0, float(ref_feats.abs().max())),
     )
     if not np.isfinite(diff) or diff > EXPORT_TOLERANCE:
         raise ModelError(
@@ -329,6 +336,8 @@ class OrtPredictor(PredictorBase):
         See :class:`~chexnet_dicom.model.predictor.PredictorBase`.
     source
         Where the graph came from (for the log).
+    ood_reference, ood_method
+        See :class:`~chexnet_dicom.model.predictor.PredictorBase`.
     """
 
     def __init__(
@@ -341,6 +350,8 @@ class OrtPredictor(PredictorBase):
         batch_size: int = 8,
         tta: str | None = None,
         source: str = "",
+        ood_reference: OodReference | None = None,
+        ood_method: str = "card",
     ) -> None:
         n = available_cpus() if threads is None else int(threads)
         if n < 1:
@@ -352,9 +363,19 @@ class OrtPredictor(PredictorBase):
             f"ONNX Runtime on the CPU, float32 (graph: {source or 'given'})",
             "onnxruntime",
         )
-        super().__init__(card, runtime, threads=n, batch_size=batch_size, tta=tta)
+        super().__init__(
+            card,
+            runtime,
+            threads=n,
+            batch_size=batch_size,
+            tta=tta,
+            ood_reference=ood_reference,
+            ood_method=ood_method,
+        )
         self._bias = np.asarray(head_bias, dtype=np.float64)
         self._session = _session(model, n)
+        # a graph exported by format 1 has no feature output: it runs, without feature scores
+        self._has_features = OUTPUT_NAMES[2] in {o.name for o in self._session.get_outputs()}
         log.info("predictor ready: onnxruntime cpu fp32 threads=%d tta=%s graph=%s", n, self.tta, source)
 
     @classmethod
@@ -366,19 +387,31 @@ class OrtPredictor(PredictorBase):
         threads: int | None = None,
         batch_size: int = 8,
         tta: str | None = None,
+        ood_method: str = "card",
     ) -> OrtPredictor:
         """Verify a bundle, get its ONNX graph (cache or export) and build the predictor."""
         model, card, source = onnx_model_bytes(card_path, verify=verify)
         bias = _head_bias(Path(card_path).parent / card.weights_file)
-        return cls(model, card, bias, threads=threads, batch_size=batch_size, tta=tta, source=source)
+        return cls(
+            model,
+            card,
+            bias,
+            threads=threads,
+            batch_size=batch_size,
+            tta=tta,
+            source=source,
+            ood_reference=reference_for(card, Path(card_path).parent),
+            ood_method=ood_method,
+        )
 
     @property
     def head_bias(self) -> np.ndarray:
         """(14,) float64 bias of the linear head (for :func:`~chexnet_dicom.model.cam.llr_maps`)."""
         return self._bias.copy()
 
-    def _run(self, x: np.ndarray, *, cams: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        names = list(OUTPUT_NAMES) if cams else [OUTPUT_NAMES[0]]
+    def _run(self, x: np.ndarray, *, cams: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        names = [OUTPUT_NAMES[0]] + ([OUTPUT_NAMES[1]] if cams else [])
+        names += [OUTPUT_NAMES[2]] if self._has_features else []
         try:
             outs = self._session.run(names, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
         except Exception as exc:  # e.g. out of memory: onnxruntime's errors are untyped
@@ -386,6 +419,11 @@ class OrtPredictor(PredictorBase):
                 f"ONNX Runtime failed on a batch of {len(x)} ({type(exc).__name__}: {str(exc)[:200]}); "
                 "retry with a smaller batch or --backend torch"
             ) from exc
-        return np.asarray(outs[0], dtype=np.float32), (
-            np.asarray(outs[1], dtype=np.float32) if cams else None
+        got = dict(zip(names, outs, strict=True))
+        maps = got.get(OUTPUT_NAMES[1])
+        feats = got.get(OUTPUT_NAMES[2])
+        return (
+            np.asarray(got[OUTPUT_NAMES[0]], dtype=np.float32),
+            None if maps is None else np.asarray(maps, dtype=np.float32),
+            None if feats is None else np.asarray(feats, dtype=np.float32),
         )

@@ -30,6 +30,7 @@ import numpy as np
 
 from chexnet_dicom.errors import ConfigError, InferenceError
 from chexnet_dicom.model.card import ModelCard
+from chexnet_dicom.model.ood import METHODS, NEEDS_FEATURES, OodReference, load_reference
 from chexnet_dicom.model.prediction import Prediction
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "available_cpus",
     "cuda_may_be_present",
     "onnxruntime_available",
+    "reference_for",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,20 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)))  # = 1 / (1 + exp(-x)), no overflow
 
 
+def reference_for(card: ModelCard, card_dir: str | os.PathLike[str]) -> OodReference | None:
+    """The card's out-of-distribution statistics (sha256-checked), or None when it has none.
+
+    Raises
+    ------
+    WeightsError
+        The card names statistics that are missing or altered.
+    """
+    entry = getattr(card, "ood", None)
+    if not entry:
+        return None
+    return load_reference(card_dir, entry)
+
+
 class PredictorBase:
     """What every backend shares: checks, batching, guards and the result records.
 
@@ -117,6 +133,11 @@ class PredictorBase:
     tta
         Override the card's test-time augmentation (``"none"`` or ``"tencrop"``);
         inputs must have been prepared the same way.
+    ood_reference
+        In-distribution statistics (:func:`reference_for`); None: no OOD score.
+    ood_method
+        ``"card"`` (the reference's default) or one of
+        :data:`chexnet_dicom.model.ood.METHODS`.
     """
 
     def __init__(
@@ -127,6 +148,8 @@ class PredictorBase:
         threads: int,
         batch_size: int = 8,
         tta: str | None = None,
+        ood_reference: OodReference | None = None,
+        ood_method: str = "card",
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
@@ -140,6 +163,12 @@ class PredictorBase:
         if self.tta not in ("none", "tencrop"):
             raise ConfigError(f"tta must be none or tencrop, not {self.tta!r}")
         self._lock = threading.Lock()
+        if ood_method != "card" and ood_method not in METHODS:
+            raise ConfigError(f"ood method must be card or one of {', '.join(METHODS)}, not {ood_method!r}")
+        self.ood_reference = ood_reference
+        self.ood_method = (
+            (ood_reference.default_method if ood_reference else "") if ood_method == "card" else ood_method
+        )
         self._thresholds = np.array([card.threshold(name) for name in card.labels], dtype=np.float64)
 
     # ------------------------------------------------------------------ properties
@@ -169,9 +198,42 @@ class PredictorBase:
         return 10 if self.tta == "tencrop" else 1
 
     # ------------------------------------------------------------------ inference
-    def _run(self, x: np.ndarray, *, cams: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Logits (N, 14) and raw CAMs (N, 14, h, w) as float32 for a (N, 3, S, S) batch."""
+    def _run(
+        self, x: np.ndarray, *, cams: bool
+    ) -> tuple[np.ndarray, np.ndarray | None] | tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Logits (N, 14), raw CAMs (N, 14, h, w) and pooled features (N, D) for a (N, 3, S, S) batch.
+
+        Float32.  The features are the global average of the rectified last feature map
+        (the linear head's input), None when the backend cannot give them; a backend
+        returning only (logits, CAMs) gives no features.
+        """
         raise NotImplementedError
+
+    def _ood(
+        self, features: np.ndarray | None, logits: np.ndarray
+    ) -> tuple[np.ndarray | None, float | None, str]:
+        """Scores of a batch (one per image), the threshold, and why there are none."""
+        ref = self.ood_reference
+        if ref is None:
+            return (
+                None,
+                None,
+                (
+                    "the model card has no out-of-distribution reference statistics "
+                    "(chexdcm weights calibrate-ood adds them)"
+                ),
+            )
+        method = self.ood_method
+        if method in NEEDS_FEATURES and features is None:
+            return (
+                None,
+                None,
+                (f"the {self.backend} graph gives no pooled features, which the {method} score needs"),
+            )
+        threshold = ref.thresholds.get(method)
+        if threshold is None:
+            return None, None, f"the reference statistics have no threshold for {method}"
+        return ref.scores(method, features, logits), float(threshold), ""
 
     def _check_inputs(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         s = self.card.preprocessing.input_size
@@ -227,13 +289,22 @@ class PredictorBase:
             for start in range(0, len(arrays), self.batch_size):
                 chunk = arrays[start : start + self.batch_size]
                 x = np.ascontiguousarray(np.stack(chunk).reshape(-1, *chunk[0].shape[-3:]))
-                logits, maps = self._run(x, cams=cams)
+                out = self._run(x, cams=cams)
+                logits, maps = out[0], out[1]
+                feats = out[2] if len(out) > 2 else None
                 if not np.isfinite(logits).all():
                     raise InferenceError(
                         f"the model produced NaN/Inf logits ({self.precision} on {self.device}, "
                         f"{self.backend}); the weights may be corrupt: re-fetch them, or retry with fp32"
                     )
                 probs = _sigmoid(logits).reshape(len(chunk), k, -1).mean(axis=1)
+                mean_logits = np.asarray(logits, dtype=np.float64).reshape(len(chunk), k, -1).mean(axis=1)
+                mean_feats = None
+                if feats is not None:
+                    mean_feats = np.asarray(feats, dtype=np.float32).reshape(len(chunk), k, -1).mean(axis=1)
+                    if not np.isfinite(mean_feats).all():
+                        raise InferenceError("the model produced NaN/Inf features; check the weights")
+                scores, ood_thr, ood_note = self._ood(mean_feats, mean_logits)
                 cam_np = None
                 if maps is not None:
                     cam_np = (np.asarray(maps, dtype=np.float32) / float(self.card.cam_scale)).astype(
@@ -258,6 +329,12 @@ class PredictorBase:
                             device=self.device,
                             backend=self.backend,
                             labels=tuple(self.card.labels),
+                            logits=mean_logits[i],
+                            features=None if mean_feats is None else mean_feats[i],
+                            ood_score=None if scores is None else float(scores[i]),
+                            ood_threshold=ood_thr if scores is not None else None,
+                            ood_method=self.ood_method if scores is not None else "",
+                            ood_note=ood_note,
                         )
                     )
         return results

@@ -43,10 +43,11 @@ import torch
 from torch import nn
 
 from chexnet_dicom.errors import ConfigError
-from chexnet_dicom.model.cam import logits_and_cams
+from chexnet_dicom.model.cam import class_activation_maps
 from chexnet_dicom.model.card import ModelCard, load_bundle
 from chexnet_dicom.model.network import head
-from chexnet_dicom.model.predictor import PredictorBase, RuntimeChoice, available_cpus
+from chexnet_dicom.model.ood import OodReference
+from chexnet_dicom.model.predictor import PredictorBase, RuntimeChoice, available_cpus, reference_for
 
 __all__ = [
     "TorchPredictor",
@@ -195,11 +196,21 @@ class TorchPredictor(PredictorBase):
         threads: int | None = None,
         batch_size: int = 8,
         tta: Literal["none", "tencrop"] | None = None,
+        ood_reference: OodReference | None = None,
+        ood_method: str = "card",
         _copy: bool = True,
     ) -> None:
         runtime = choose_runtime(device, precision)
         threads_now = tune_threads(threads) if runtime.device == "cpu" else torch.get_num_threads()
-        super().__init__(card, runtime, threads=threads_now, batch_size=batch_size, tta=tta)
+        super().__init__(
+            card,
+            runtime,
+            threads=threads_now,
+            batch_size=batch_size,
+            tta=tta,
+            ood_reference=ood_reference,
+            ood_method=ood_method,
+        )
         self._device = torch.device(self.runtime.device)
         self._dtype = torch.bfloat16 if self.runtime.precision == "bf16" else torch.float32
         self._memory_format = torch.channels_last if self.runtime.channels_last else torch.contiguous_format
@@ -248,6 +259,7 @@ class TorchPredictor(PredictorBase):
             Passed to :class:`TorchPredictor`.
         """
         net, card = load_bundle(Path(card_path), verify=verify)
+        kwargs.setdefault("ood_reference", reference_for(card, Path(card_path).parent))
         return cls(net, card, _copy=False, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ properties
@@ -257,6 +269,24 @@ class TorchPredictor(PredictorBase):
         return self._bias.detach().cpu().double().numpy()
 
     # ------------------------------------------------------------------ inference
+    def forward_all(
+        self, x: torch.Tensor, *, cams: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Logits (N, 14), CAMs (N, 14, h, w) and pooled features (N, 1024), float32.
+
+        One pass of the feature extractor: the pooled features (the global average of
+        the rectified last feature map) are the linear head's input, and the logits
+        are the CAMs' spatial mean plus the bias (:func:`~chexnet_dicom.model.cam.logits_and_cams`).
+        """
+        x = x.to(self._device, self._dtype, non_blocking=True).contiguous(memory_format=self._memory_format)
+        with torch.inference_mode():
+            feats = self._forward_features(x)
+            pooled = torch.relu(feats.float()).mean(dim=(2, 3))
+            if cams:
+                maps = class_activation_maps(feats, self._weight)
+                return maps.mean(dim=(2, 3)) + self._bias, maps, pooled
+            return torch.nn.functional.linear(pooled, self._weight, self._bias), None, pooled
+
     def forward(self, x: torch.Tensor, *, cams: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (N, 14) and CAMs (N, 14, h, w) in float32 for a batch of crops.
 
@@ -264,16 +294,13 @@ class TorchPredictor(PredictorBase):
         the card's ``cam_scale``.  With ``cams=False`` the head pools first (the plain
         CheXNet head) and no maps are made.
         """
-        x = x.to(self._device, self._dtype, non_blocking=True).contiguous(memory_format=self._memory_format)
-        with torch.inference_mode():
-            if cams:
-                return logits_and_cams(self._forward_features, self._weight, self._bias, x)
-            pooled = torch.relu(self._forward_features(x).float()).mean(dim=(2, 3))
-            return torch.nn.functional.linear(pooled, self._weight, self._bias), None
+        logits, maps, _ = self.forward_all(x, cams=cams)
+        return logits, maps
 
-    def _run(self, x: np.ndarray, *, cams: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        logits, maps = self.forward(torch.from_numpy(x), cams=cams)
+    def _run(self, x: np.ndarray, *, cams: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        logits, maps, pooled = self.forward_all(torch.from_numpy(x), cams=cams)
         return (
             logits.float().cpu().numpy(),
             None if maps is None else maps.float().cpu().numpy(),
+            pooled.float().cpu().numpy(),
         )

@@ -33,6 +33,8 @@ Modules
   never lies over the image.
 - :mod:`~chexnet_dicom.outputs.reliability`: which findings the weights can be trusted to report at
   their threshold, and the order the legend lists them in.
+- :mod:`~chexnet_dicom.outputs.ood_items`: the out-of-distribution score as SR content items (NUM
+  and qualitative evaluation) and as the legend's line.
 """
 
 from chexnet_dicom.outputs.build import StudyOutputs, build_outputs

@@ -113,6 +113,7 @@ def build_sidecar(
                     label: bool(p >= card.threshold(label)) for label, p in zip(LABELS, probs, strict=True)
                 },
                 "flags": list(r.flags),
+                "ood": r.prediction.ood_dict(),
                 "precision": r.prediction.precision,
                 "device": r.prediction.device,
                 "backend": r.prediction.backend,

@@ -16,6 +16,8 @@
 - :mod:`~chexnet_dicom.train.export`: fp16 bundle + model card (operating points,
   CAM scale, held-out test AUROC with patient-level bootstrap CIs), and re-export of a
   finished run.
+- :mod:`~chexnet_dicom.train.ood_calibration`: a bundle's out-of-distribution reference fitted
+  from images (``chexdcm weights calibrate-ood``, ``chexdcm train``).
 
 The recipe itself (TOML in ``pipelines/``) is :class:`chexnet_dicom.config.TrainConfig`,
 loaded by :func:`chexnet_dicom.config.load_train_config`.

@@ -304,6 +304,20 @@ def export_bundle(
     path = save_bundle(loaded, final, directory, out.stem, dtype=torch.float16)
     if ModelCard.read(path).weights_sha256 != card.weights_sha256:
         log.warning("re-saving the bundle changed the tensor hash; metrics refer to the final file")
+    # out-of-distribution reference: fitted on the training split, thresholds on validation
+    from chexnet_dicom.model.torch_backend import TorchPredictor
+    from chexnet_dicom.train.ood_calibration import calibrate_card
+
+    try:
+        calibrate_card(
+            path,
+            TorchPredictor.from_card(path, device="cpu", precision="fp32"),
+            [r.path for r in subsets["train"]],
+            [r.path for r in val],
+            source="training split (fit) and validation split (threshold) of the recipe's split",
+        )
+    except ConfigError as exc:  # too few images: the bundle works, without an OOD score
+        log.warning("no out-of-distribution reference written: %s", exc)
     return path
 
 

@@ -72,11 +72,11 @@ class FailingPredictor(CountingPredictor):
     """The real predictor with a fault injected: NaN logits for images darker than a level."""
 
     def _run(self, x, *, cams):  # type: ignore[no-untyped-def]
-        logits, maps = super()._run(x, cams=cams)
+        logits, maps, *features = super()._run(x, cams=cams)
         dark = x.reshape(len(x), -1).mean(axis=1) < -1.2
         logits = logits.copy()
         logits[dark] = np.nan
-        return logits, maps
+        return (logits, maps, *features)
 
 
 def test_study_is_scanned_gated_and_analysed(analysed: StudyResult, study_dir: Path) -> None:
