@@ -30,8 +30,10 @@ ALLOWED: dict[str, set[str]] = {
     "outputs": BASE | {"dicom", "model", "results"},
     "net": BASE | {"dicom", "outputs"},
     "pipeline": BASE | {"dicom", "preprocess", "transforms", "model", "results", "outputs"},
-    "node": BASE | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net", "drift"},
-    "batch": BASE | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net", "drift"},
+    "node": BASE
+    | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net", "drift"},
+    "batch": BASE
+    | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net", "drift"},
     "train": BASE | {"dicom", "preprocess", "raster", "transforms", "model", "evaluate"},
     # test material: builds synthetic DICOM; nothing in the package imports it
     "testing": BASE | {"dicom"},
