@@ -7,7 +7,8 @@ recently analysed studies is compared with the model's reference sample in three
     manufacturer, model, view, age band, sex, pixel spacing, photometric interpretation
     and bits, transfer syntax: one chi-square homogeneity test (log-likelihood ratio,
     ``scipy.stats.chi2_contingency``) per variable, categories under 5 % of the reference
-    pooled into ``(rare)``.
+    pooled into ``(rare)``. A variable the reference does not know (all ``unknown``, as for
+    a reference of PNG images) is not tested.
 ``features``
     the model's penultimate features, projected on the reference's first principal
     components: one two-sample Kolmogorov-Smirnov test per component
@@ -273,6 +274,8 @@ def _metadata_p(reference: DriftReference, window: Sequence[Observation]) -> tup
     per_key: dict[str, float] = {}
     for key in METADATA_KEYS:
         ref = reference.metadata_counts.get(key, {})
+        if set(ref) <= {"unknown"}:
+            continue  # the reference carries no information on this variable (PNG datasets)
         total = sum(ref.values())
         common = {value for value, n in ref.items() if total and n / total >= _RARE_SHARE}
         observed = Counter(o.metadata.get(key, "unknown") for o in window)

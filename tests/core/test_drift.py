@@ -137,3 +137,10 @@ def test_bad_arguments_are_refused(reference: DriftReference) -> None:
 )
 def test_age_band(age: float | None, band: str) -> None:
     assert age_band(age) == band
+
+
+def test_metadata_the_reference_does_not_know_is_not_tested() -> None:
+    ref = [Observation({}, o.probabilities, o.features) for o in _observations(np.random.default_rng(9), 60)]
+    score = score_window(DriftReference.from_observations(ref), _observations(np.random.default_rng(10), 30))
+    assert score.details["metadata"] == {}
+    assert not score.alarm
