@@ -72,10 +72,12 @@ def heatmap_region(
     largest = band[:, c0:c1]
     padded = np.pad(largest, 1).astype(np.float32)
     contours = measure.find_contours(padded, 0.5)
-    outline = max(contours, key=len) - 1.0  # undo the padding: (row, col) indices in the box
+    # undo the padding and the crop: (row, col) indices of the map.  The simplification
+    # runs on these absolute coordinates: its distance ties (edges at exactly the
+    # tolerance) then round as they did on the whole map, so the polygon is the same.
+    outline = max(contours, key=len) - 1.0 + np.array([r0, c0], dtype=np.float64)
     tolerance = max(0.5, 0.002 * max(h.shape))
     outline = measure.approximate_polygon(outline, tolerance=tolerance)
-    outline = outline + np.array([r0, c0], dtype=outline.dtype)
     # Pixel (r, c) covers [c, c+1) x [r, r+1) in DICOM image coordinates; the contour at
     # level 0.5 runs half-way between pixel centres, i.e. on the pixel edges.
     coords = np.stack([outline[:, 1] + 0.5, outline[:, 0] + 0.5], axis=1)
