@@ -163,7 +163,7 @@ class DisplayImage:
         return out
 
 
-class GridMap(np.ndarray):  # type: ignore[type-arg]
+class GridMap(np.ndarray):
     """An array on a reduced output grid that knows the shape of the source grid it stands for.
 
     What :meth:`DisplayImage.to_source_grid` returns for a source above ``max_grid_side``:

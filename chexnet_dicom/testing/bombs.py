@@ -108,7 +108,7 @@ def write_bomb(path: str | os.PathLike[str], syntax: str, size: int, *, seed: in
 
         with open(meta_ds, "wb") as f:
             f.write(b"\x00" * 128 + b"DICM")
-            write_file_meta_info(f, ds.file_meta, enforce_standard=True)
+            write_file_meta_info(f, ds.file_meta, enforce_standard=True)  # type: ignore[arg-type]
         out.write_bytes(meta_ds.read_bytes() + deflated + (b"\x00" if len(deflated) % 2 else b""))
         meta_ds.unlink()
         return out

@@ -24,7 +24,7 @@ from chexnet_dicom.testing.bombs import write_bomb
 def test_area_reduce_is_the_rounded_block_mean(dtype: type, shape: tuple[int, int], f: int) -> None:
     rng = np.random.default_rng(3)
     info = np.iinfo(dtype)
-    arr = rng.integers(max(info.min, -30000), min(info.max, 30000), size=shape).astype(dtype)
+    arr: np.ndarray = rng.integers(max(info.min, -30000), min(info.max, 30000), size=shape).astype(dtype)
     out = area_reduce(arr, f)
     rows, cols = -(-shape[0] // f), -(-shape[1] // f)
     assert out.shape == (rows, cols) and out.dtype == arr.dtype
