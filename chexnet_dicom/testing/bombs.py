@@ -74,19 +74,16 @@ def write_bomb(path: str | os.PathLike[str], syntax: str, size: int, *, seed: in
     ts = BOMB_SYNTAXES[syntax]
     if syntax == "rle":
         frame = _rle_zeros(size, size)
-    elif syntax == "j2k":
-        import openjpeg
-
-        frame = bytes(openjpeg.encode(np.zeros((size, size), dtype=np.uint16), bits_stored=12))
-    elif syntax == "jpegls":
-        import jpeg_ls
-
-        frame = bytes(jpeg_ls.encode(np.zeros((size, size), dtype=np.uint16)))
+    elif syntax in ("j2k", "jpegls"):  # pydicom's encoders (pylibjpeg-openjpeg, pyjpegls)
+        ds.compress(ts, np.zeros((size, size), dtype=np.uint16), generate_instance_uid=False)
+        frame = b""
     else:
         frame = b""
     if frame:
         ds.PixelData = encapsulate([frame])
         ds["PixelData"].VR = "OB"
+    elif syntax in ("j2k", "jpegls"):
+        pass
     else:
         ds.PixelData = bytes(size * size * 2)
         ds["PixelData"].VR = "OW"
