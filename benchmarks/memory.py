@@ -13,9 +13,17 @@ re-stamping one encoded dataset with new UIDs, then, each in a fresh process:
 It prints each run's peak RSS and the ratio of the large run to the small one: flat for
 streaming (target: within 10 %), growing with the studies for the naive way.
 
+Per image (issue 18, the working-set budget): ``--per-image`` runs ``chexdcm infer`` on
+one constant 16-bit image of each size (1024 ... 16384) and syntax
+(:func:`chexnet_dicom.testing.bombs.write_bomb`), each in a fresh process, and prints its
+peak RSS: flat once the image is larger than the output grid (``max_grid_side``) for
+JPEG 2000 (reduced decode); for syntaxes without one the decode grows with the image
+until ``max_working_bytes`` refuses it (TOO_LARGE), at no cost.
+
 Usage::
 
     python benchmarks/memory.py [--studies 200] [--small 20] [--keep 60]
+    python benchmarks/memory.py --per-image [--syntaxes j2k,rle] [--sizes 1024,2048,4096,8192,16384]
 """
 
 from __future__ import annotations
@@ -93,13 +101,37 @@ def run(folders: list[str], mode: str) -> dict[str, float]:
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
 
 
+def per_image(sizes: list[int], syntaxes: list[str]) -> None:
+    """Peak RSS of ``chexdcm infer`` on one image per (syntax, size), each in a fresh process."""
+    sys.path.insert(0, str(REPO))
+    from chexnet_dicom.testing.bombs import write_bomb
+    from tests.helpers.memory import peak_rss_of
+
+    print(f"{'syntax':8s} {'size':>6s} {'exit':>4s} {'peak RSS MiB':>12s} {'seconds':>8s}")
+    for syntax in syntaxes:
+        for size in sizes:
+            with tempfile.TemporaryDirectory(prefix="chexdcm-mem1-") as tmp:
+                study = Path(tmp) / "study"
+                study.mkdir()
+                write_bomb(study / "image.dcm", syntax, size)
+                t0 = time.perf_counter()
+                code, peak = peak_rss_of(["infer", str(study), "--out", str(Path(tmp) / "out")])
+                print(f"{syntax:8s} {size:6d} {code:4d} {peak:12.0f} {time.perf_counter() - t0:8.1f}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-image", action="store_true", help="peak RSS per image size instead")
+    ap.add_argument("--sizes", default="1024,2048,4096,8192,16384")
+    ap.add_argument("--syntaxes", default="j2k,rle")
     ap.add_argument("--studies", type=int, default=200)
     ap.add_argument("--small", type=int, default=20)
     ap.add_argument("--keep", type=int, default=60, help="studies of the larger naive run")
     ap.add_argument("--size", type=int, default=2048)
     args = ap.parse_args()
+    if args.per_image:
+        per_image([int(v) for v in args.sizes.split(",")], args.syntaxes.split(","))
+        return 0
     with tempfile.TemporaryDirectory(prefix="chexdcm-mem-") as tmp:
         t0 = time.perf_counter()
         folders = make_export(Path(tmp), args.studies, args.size)

@@ -78,6 +78,12 @@ class IngestLimits:
         Largest decoded pixel buffer (rows x columns x frames x samples x bytes).
     max_inflated_bytes
         Largest size a Deflated Explicit VR file may inflate to.
+    max_working_bytes
+        Working-set budget of one image's decode (:mod:`chexnet_dicom.dicom.budget`):
+        an image whose decode would need more is refused before decoding (TOO_LARGE).
+    max_grid_side
+        Largest side of the grid heatmaps, regions and overlays are computed on; a
+        larger source is represented on its grid reduced by an integer factor.
     """
 
     max_file_bytes: int = 1024 * MiB
@@ -87,6 +93,8 @@ class IngestLimits:
     max_bits_allocated: int = 32
     max_decoded_bytes: int = 1024 * MiB
     max_inflated_bytes: int = 512 * MiB
+    max_working_bytes: int = 256 * MiB
+    max_grid_side: int = 4096
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -23,6 +23,8 @@ Modules
   image(s) to analyse.
 - :mod:`~chexnet_dicom.dicom.decode`: decode the stored pixel values (fast reduced-resolution paths,
   the fastest plugin).
+- :mod:`~chexnet_dicom.dicom.budget`: the working-set budget of one image: integer area reduce,
+  the bounded output grid, refusal before decode.
 - :mod:`~chexnet_dicom.dicom.voi`: the grey-scale chain of PS3.3 C.11: Modality LUT -> VOI ->
   Presentation.
 - :mod:`~chexnet_dicom.dicom.orientation`: PatientOrientation to the standard frontal display.

@@ -21,6 +21,25 @@ used.  The codestream's own size is checked against the header and the ingest ca
 before decoding; whenever Pillow refuses a stream, or its output does not match what the
 header promises, the full decode runs instead and ``path`` records why
 (``fallback-full:<why>``).  Everything else decodes at full resolution (``full``).
+
+Reduce early
+------------
+A full decode (RLE, JPEG-LS, uncompressed, deflated, a JPEG 2000 fallback) is
+area-reduced right after decoding, in the stored integer type and before any Modality
+LUT or VOI (:func:`chexnet_dicom.dicom.budget.area_reduce`, path ``full+area-reduce-<f>``):
+
+* with ``target_size`` and the fast path on, by the largest power of two keeping both
+  sides >= ``target_size``, as the JPEG 2000 levels do (not for images declaring a
+  PixelPaddingValue, whose padding must not be averaged into the anatomy);
+* always, by the integer factor that brings the image onto the bounded output grid
+  (``max_grid_side``), whatever the caller asks; a fast-path result still larger than
+  that grid is reduced the same way.
+
+Before a full decode the working-set budget is checked
+(:func:`chexnet_dicom.dicom.budget.check_decode_budget`): an image whose decode would
+exceed ``max_working_bytes`` is refused (``TOO_LARGE``) without being decoded.  A JPEG
+2000 frame's zero padding after its EOC marker is trimmed before the reduced decode
+(:func:`trim_after_eoc`).
 """
 
 from __future__ import annotations
@@ -49,6 +68,7 @@ from pydicom.uid import (
 
 from chexnet_dicom.config import IngestLimits
 from chexnet_dicom.dicom.attrs import image_pixel
+from chexnet_dicom.dicom.budget import area_reduce, check_decode_budget, grid_factor
 from chexnet_dicom.dicom.read import check_header_caps
 from chexnet_dicom.errors import (
     CorruptHeaderError,
@@ -65,12 +85,16 @@ __all__ = [
     "mask_and_range",
     "mask_stored_bits",
     "PATH_FULL",
+    "PATH_AREA_REDUCE",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: ``path`` of a full-resolution decode that was not a fallback.
 PATH_FULL = "full"
+#: Suffix of a decode area-reduced in the stored integer type right after decoding
+#: (``full+area-reduce-8``): :func:`chexnet_dicom.dicom.budget.area_reduce`.
+PATH_AREA_REDUCE = "area-reduce"
 
 _J2K_SYNTAXES = frozenset({JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
 _JPEG_DCT_SYNTAXES = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
@@ -335,22 +359,57 @@ def decode_stored(
             limits=limits,
         )
         if isinstance(fast, StoredPixels):
-            return fast
+            return _bounded(fast, rows, cols, limits)
         fallback = fast
 
+    check_decode_budget(
+        rows, cols, pixel.bits_allocated, str(ts), limits, reduced=False, stream_bytes=_pixel_bytes(ds)
+    )
     arr = _full_decode(ds, ts)
     if arr.ndim != 2 or arr.shape != (rows, cols):
         raise CorruptPixelDataError(
             f"decoded pixel data has shape {arr.shape}, not the {rows}x{cols} the header declares"
         )
     value_range = None
-    if np.issubdtype(arr.dtype, np.integer):
-        arr, value_range = mask_and_range(arr, bits_stored, signed)
     path = PATH_FULL if fallback is None else f"fallback-full:{fallback}"
     if fallback is not None:
         logger.debug("fast path refused (%s); decoded at full resolution", fallback)
+    factor = 1
+    if np.issubdtype(arr.dtype, np.integer):
+        arr, value_range = mask_and_range(arr, bits_stored, signed)
+        speed = fast_path and target_size is not None and target_size > 0 and "PixelPaddingValue" not in ds
+        factor = max(
+            grid_factor(rows, cols, limits.max_grid_side),
+            _pick_factor(rows, cols, int(target_size or 0), 16) if speed else 1,
+        )
+        if factor > 1:
+            arr = area_reduce(arr, factor)
+            value_range = (int(arr.min()), int(arr.max()))
+            path = f"{path}+{PATH_AREA_REDUCE}-{factor}"
     return StoredPixels(
-        array=arr, factor=1, path=path, transfer_syntax=str(ts), masked=True, value_range=value_range
+        array=arr, factor=factor, path=path, transfer_syntax=str(ts), masked=True, value_range=value_range
+    )
+
+
+def _pixel_bytes(ds: Dataset) -> int:
+    value = ds.get("PixelData")
+    return len(value) if isinstance(value, (bytes, bytearray)) else 0
+
+
+def _bounded(stored: StoredPixels, rows: int, cols: int, limits: IngestLimits) -> StoredPixels:
+    """A fast-path result still larger than the output grid, area-reduced onto it."""
+    arr = stored.array
+    extra = grid_factor(arr.shape[0], arr.shape[1], limits.max_grid_side)
+    if extra <= 1 or not np.issubdtype(arr.dtype, np.integer):
+        return stored
+    arr = area_reduce(arr, extra)
+    return StoredPixels(
+        array=arr,
+        factor=stored.factor * extra,
+        path=f"{stored.path}+{PATH_AREA_REDUCE}-{extra}",
+        transfer_syntax=stored.transfer_syntax,
+        masked=True,
+        value_range=(int(arr.min()), int(arr.max())),
     )
 
 
@@ -548,6 +607,22 @@ def check_codestream(ds: Dataset, ts: UID, *, rows: int, cols: int, limits: Inge
             _check_stream_size(jpg.width, jpg.height, rows, cols, limits, "JPEG")
 
 
+def trim_after_eoc(codestream: bytes) -> bytes:
+    """A JPEG 2000 codestream without the zero padding DICOM adds after its EOC marker.
+
+    An encapsulated frame has an even length (PS3.5 A.4), so a codestream of odd length
+    ends with one ``0x00`` after its end-of-codestream marker ``FFD9``; Pillow refuses
+    such a stream at a reduced level.  Only trailing zero bytes right after ``FFD9`` are
+    removed; any other ending is returned unchanged.
+    """
+    end = len(codestream)
+    while end > 2 and codestream[end - 1] == 0:
+        end -= 1
+    if end < len(codestream) and codestream[end - 2 : end] == b"\xff\xd9":
+        return codestream[:end]
+    return codestream
+
+
 def _pillow_j2k(codestream: bytes, reduce: int, out_rows: int, out_cols: int) -> np.ndarray:
     """Decode a J2K codestream at resolution level ``reduce`` with Pillow/OpenJPEG.
 
@@ -636,7 +711,7 @@ def _fast_j2k(
     reduce = factor.bit_length() - 1
     out_rows, out_cols = _ceil_div(rows, factor), _ceil_div(cols, factor)
     try:
-        raw = _pillow_j2k(frame[hdr.offset :], reduce, out_rows, out_cols)
+        raw = _pillow_j2k(trim_after_eoc(frame[hdr.offset :]), reduce, out_rows, out_cols)
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as exc:

@@ -183,5 +183,5 @@ def load_image(
     else:
         ds = read_dataset(source, limits=cfg.limits)
     stored = decode_stored(ds, limits=cfg.limits, target_size=target_size, fast_path=cfg.pixels.fast_path)
-    display = render(ds, stored, policy=cfg.pixels)
+    display = render(ds, stored, policy=cfg.pixels, max_grid_side=cfg.limits.max_grid_side)
     return LoadedImage(dataset=without_pixels(ds), display=display)

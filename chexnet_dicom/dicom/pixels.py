@@ -55,8 +55,9 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from chexnet_dicom.config import PixelPolicy
+from chexnet_dicom.config import IngestLimits, PixelPolicy
 from chexnet_dicom.dicom.attrs import image_pixel, int_attr, text
+from chexnet_dicom.dicom.budget import grid_shape
 from chexnet_dicom.dicom.decode import StoredPixels, mask_and_range
 from chexnet_dicom.dicom.flags import FLAG_CONTENT_INVERTED
 from chexnet_dicom.dicom.orientation import apply_orientation_ops, display_orientation, undo_orientation_ops
@@ -73,7 +74,7 @@ from chexnet_dicom.dicom.voi import (
 )
 from chexnet_dicom.errors import CorruptPixelDataError, UnsupportedInputError
 
-__all__ = ["DisplayImage", "render"]
+__all__ = ["DisplayImage", "GridMap", "render"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,10 @@ class DisplayImage:
         ``flags`` (list of ``FLAG_*`` values that fired), ``decode_path``, ``voi``
         (the VOI actually used) and measurements (``inversion_score``,
         ``verticality``).
+    output_grid
+        (rows, columns) of the grid the outputs are computed on
+        (:func:`chexnet_dicom.dicom.budget.grid_shape`): None, the source grid itself;
+        smaller for a source above ``max_grid_side``.
     """
 
     image: np.ndarray
@@ -109,6 +114,18 @@ class DisplayImage:
     orientation_ops: tuple[str, ...] = ()
     decode_factor: int = 1
     provenance: dict[str, Any] = field(default_factory=dict)
+    output_grid: tuple[int, int] | None = None
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(rows, columns) of the output grid (:meth:`to_source_grid` maps onto it)."""
+        return self.output_grid or self.source_shape
+
+    @property
+    def grid_scale(self) -> tuple[float, float]:
+        """Source pixels per output-grid pixel along (rows, columns); (1, 1) on the source grid."""
+        g = self.grid_shape
+        return (self.source_shape[0] / g[0], self.source_shape[1] / g[1])
 
     @property
     def flags(self) -> list[str]:
@@ -119,7 +136,9 @@ class DisplayImage:
         """Map an array on the display grid back onto the source pixel grid.
 
         The orientation operations are undone (in reverse order) and the result is
-        resized with bilinear interpolation to (Rows, Columns).
+        resized with bilinear interpolation to the output grid: (Rows, Columns), or for
+        a source above ``max_grid_side`` that grid reduced by an integer factor
+        (:attr:`grid_shape`), as a :class:`GridMap` that knows the source's shape.
 
         Parameters
         ----------
@@ -130,18 +149,52 @@ class DisplayImage:
         Returns
         -------
         numpy.ndarray
-            float32 (Rows, Columns) or (C, Rows, Columns).
+            float32 (rows, columns) or (C, rows, columns) of :attr:`grid_shape`.
         """
         a = np.asarray(arr)
         if a.ndim == 3:
-            return np.stack([self.to_source_grid(a[i]) for i in range(a.shape[0])])
-        if a.ndim != 2:
+            out = np.stack([np.asarray(self.to_source_grid(a[i])) for i in range(a.shape[0])])
+        elif a.ndim == 2:
+            out = resize_display(undo_orientation_ops(a, self.orientation_ops), self.grid_shape)
+        else:
             raise ValueError(f"to_source_grid needs a 2-D or 3-D array, got shape {a.shape}")
-        back = undo_orientation_ops(a, self.orientation_ops)
-        return resize_display(back, self.source_shape)
+        if self.grid_shape != tuple(self.source_shape):
+            return GridMap.wrap(out, self.source_shape)
+        return out
 
 
-def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = None) -> DisplayImage:
+class GridMap(np.ndarray):
+    """An array on a reduced output grid that knows the shape of the source grid it stands for.
+
+    What :meth:`DisplayImage.to_source_grid` returns for a source above ``max_grid_side``:
+    numpy operations keep the attribute, so a consumer of a heatmap
+    (:func:`chexnet_dicom.outputs.regions.heatmap_region`) can scale coordinates back
+    to the source without being told.
+    """
+
+    source_shape: tuple[int, int] | None
+
+    @classmethod
+    def wrap(cls, arr: np.ndarray, source_shape: tuple[int, int]) -> GridMap:
+        """``arr`` viewed as a :class:`GridMap` of a ``source_shape`` source (no copy)."""
+        out = np.asarray(arr).view(cls)
+        out.source_shape = (int(source_shape[0]), int(source_shape[1]))
+        return out
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.source_shape = getattr(obj, "source_shape", None)
+
+    def __reduce__(self) -> Any:  # pickled as a plain array: the grid travels with its image
+        return (np.asarray, (np.asarray(self),))
+
+
+def render(
+    ds: Dataset,
+    stored: StoredPixels,
+    *,
+    policy: PixelPolicy | None = None,
+    max_grid_side: int | None = None,
+) -> DisplayImage:
     """Turn decoded stored values into the [0, 1] display image.
 
     Parameters
@@ -154,6 +207,9 @@ def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = No
     policy
         Window choice, fallbacks and content corrections (defaults of
         :class:`~chexnet_dicom.config.PixelPolicy`).
+    max_grid_side
+        Largest side of the output grid (``IngestLimits.max_grid_side``; its default
+        when None).
 
     Returns
     -------
@@ -218,12 +274,20 @@ def render(ds: Dataset, stored: StoredPixels, *, policy: PixelPolicy | None = No
         "inversion_score": round(score, 4) if measurable else None,
         "orientation_ops": list(ops),
     }
+    grid, scale = grid_shape(rows, cols, max_grid_side or IngestLimits().max_grid_side)
+    if scale > 1:
+        provenance["output_grid"] = list(grid)
+        chain.steps.append(
+            f"grid: outputs on the source grid reduced by {scale} ({grid[0]}x{grid[1]}), "
+            "the working-set budget"
+        )
     return DisplayImage(
         image=img.astype(np.float32, copy=False),
         source_shape=(rows, cols),
         orientation_ops=tuple(ops),
         decode_factor=int(stored.factor),
         provenance=provenance,
+        output_grid=grid if scale > 1 else None,
     )
 
 

@@ -57,6 +57,7 @@ from pydicom.uid import (
 
 from chexnet_dicom.config import IngestLimits
 from chexnet_dicom.dicom.attrs import image_pixel, int_attr
+from chexnet_dicom.dicom.budget import check_decode_budget
 from chexnet_dicom.errors import (
     CorruptHeaderError,
     CorruptPixelDataError,
@@ -225,7 +226,13 @@ def decoded_nbytes(ds: Dataset) -> int | None:
     return None if pixel is None else pixel.decoded_nbytes
 
 
-def check_header_caps(ds: Dataset, limits: IngestLimits | None = None) -> None:
+def check_header_caps(
+    ds: Dataset,
+    limits: IngestLimits | None = None,
+    *,
+    transfer_syntax: str | None = None,
+    stream_bytes: int = 0,
+) -> None:
     """Check the image header against the ingest caps before any pixel decode.
 
     Parameters
@@ -239,7 +246,10 @@ def check_header_caps(ds: Dataset, limits: IngestLimits | None = None) -> None:
     ------
     InputTooLargeError
         Rows, Columns, NumberOfFrames, BitsAllocated or the decoded size
-        (rows x columns x frames x samples x ceil(bits / 8)) exceeds its cap.
+        (rows x columns x frames x samples x ceil(bits / 8)) exceeds its cap; or the
+        decode would exceed the working-set budget
+        (:func:`~chexnet_dicom.dicom.budget.check_decode_budget`, assuming the fast path
+        applies to JPEG 2000 and JPEG: checked again before a full decode).
     CorruptHeaderError
         One of the Image Pixel attributes is malformed or inconsistent
         (:func:`chexnet_dicom.dicom.attrs.image_pixel`).
@@ -272,6 +282,14 @@ def check_header_caps(ds: Dataset, limits: IngestLimits | None = None) -> None:
             f"the header declares {nbytes} decoded pixel bytes, above the cap of "
             f"{lim.max_decoded_bytes}; this looks like a decompression bomb or an unexpectedly "
             "large image"
+        )
+    ts = transfer_syntax
+    if ts is None:
+        meta = getattr(ds, "file_meta", None)
+        ts = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    if ts:
+        check_decode_budget(
+            pixel.rows, pixel.columns, pixel.bits_allocated, ts, lim, reduced=True, stream_bytes=stream_bytes
         )
 
 
@@ -577,7 +595,7 @@ def _parse(
         what = "holds no readable element" if not header else f"stops early, at byte {fp.tell()} of {fp.size}"
         raise CorruptHeaderError(f"the dataset {what} (a stray delimiter); the file is corrupt")
     ds = _build(header, implicit, little)
-    check_header_caps(ds, limits)
+    check_header_caps(ds, limits, transfer_syntax=str(ts), stream_bytes=fp.size - fp.tell())
     rest_at = (fp.tell(), implicit, little) if not deflated else None
 
     if not stop_before_pixels:

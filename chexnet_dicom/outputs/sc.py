@@ -328,7 +328,7 @@ def head_up(rgb: np.ndarray, result: ImageResult) -> np.ndarray:
 
 def image_area(result: ImageResult) -> tuple[int, int]:
     """(rows, columns) of the overlay's image area (the source grid, turned head up); the panel follows."""
-    rows, cols = (int(result.dataset.Rows), int(result.dataset.Columns))
+    rows, cols = result.display.grid_shape  # the source grid; reduced above max_grid_side
     return (cols, rows) if "transpose" in result.display.orientation_ops else (rows, cols)
 
 
@@ -540,8 +540,10 @@ def build_sc(
         sc["PatientOrientation"].value = None  # type 2: unknown for this source, never guessed
     # the series is dated by the analysis, as the SC content is (highdicom: now)
     sc.SeriesDate, sc.SeriesTime = sc.ContentDate, sc.ContentTime
+    scale = result.display.grid_scale  # (1, 1) unless the source exceeds max_grid_side
     if spacing is not None:
-        sc.PixelSpacing = [format(v, ".6g") for v in spacing[0]]
+        row_col = scale[::-1] if "transpose" in ops else scale
+        sc.PixelSpacing = [format(v * f, ".6g") for v, f in zip(spacing[0], row_col, strict=True)]
         calibration = ds.get("PixelSpacingCalibrationType") if spacing[1] == "PixelSpacing" else None
         if calibration in ("GEOMETRY", "FIDUCIAL"):
             sc.PixelSpacingCalibrationType = calibration
@@ -558,6 +560,8 @@ def build_sc(
     where = (
         f"the source pixel grid{turned} at the top left ({area[0]} x {area[1]}), a legend panel to its right"
     )
+    if scale != (1.0, 1.0):
+        where += f" (the source grid reduced by {scale[0]:.6g} x {scale[1]:.6g}: the working-set budget)"
     measured = f"; pixel spacing from the source's {spacing[1]}" if spacing is not None else ""
     sc.DerivationDescription = (
         f"{what}: relative class activation evidence (above the image mean, over its maximum), "

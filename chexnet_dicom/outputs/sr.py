@@ -41,7 +41,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import numpy as np
 from highdicom.sr import (
     AlgorithmIdentification,
     CodeContentItem,
@@ -69,7 +68,6 @@ from highdicom.sr import (
 from highdicom.sr.templates import DEFAULT_LANGUAGE
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from skimage import measure
 
 from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.errors import OutputError
@@ -90,56 +88,12 @@ from chexnet_dicom.outputs.identity import (
     sorted_uids,
 )
 from chexnet_dicom.outputs.provenance import algorithm_equipment
+from chexnet_dicom.outputs.regions import heatmap_region
 from chexnet_dicom.results import ImageResult, study_summary
 
 __all__ = ["build_sr", "heatmap_region", "sr_uid"]
 
 logger = logging.getLogger(__name__)
-
-
-def heatmap_region(heatmap: np.ndarray, threshold: float) -> np.ndarray | None:
-    """Return a closed polygon around the largest high region of a heatmap.
-
-    Parameters
-    ----------
-    heatmap
-        (Rows, Columns) relative evidence map on the source pixel grid, in [0, 1].
-    threshold
-        Level (``card.cam_threshold``) at or above which a pixel belongs to the region.
-
-    Returns
-    -------
-    numpy.ndarray or None
-        (N, 2) float32 (column, row) DICOM image coordinates (origin at the top left
-        corner of the top left pixel) of the outline of the largest 8-connected
-        component, first point repeated at the end; None when no pixel reaches the
-        threshold.
-    """
-    h = np.asarray(heatmap, dtype=np.float32)
-    if h.ndim != 2:
-        raise OutputError(f"a heatmap must be 2-D, got shape {h.shape}")
-    mask = np.nan_to_num(h, nan=0.0) >= float(threshold)
-    if not mask.any():
-        return None
-    labels = measure.label(mask, connectivity=2)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    largest = labels == int(np.argmax(sizes))
-    padded = np.pad(largest, 1).astype(np.float32)
-    contours = measure.find_contours(padded, 0.5)
-    outline = max(contours, key=len) - 1.0  # undo the padding: (row, col) indices
-    tolerance = max(0.5, 0.002 * max(h.shape))
-    outline = measure.approximate_polygon(outline, tolerance=tolerance)
-    # Pixel (r, c) covers [c, c+1) x [r, r+1) in DICOM image coordinates; the contour at
-    # level 0.5 runs half-way between pixel centres, i.e. on the pixel edges.
-    coords = np.stack([outline[:, 1] + 0.5, outline[:, 0] + 0.5], axis=1)
-    coords = np.clip(coords, 0.0, [h.shape[1], h.shape[0]])
-    if len(coords) < 4 or not np.array_equal(coords[0], coords[-1]):
-        coords = np.vstack([coords, coords[:1]])
-    if len(coords) < 4:  # a single pixel: outline its square
-        r, c = np.argwhere(largest)[0]
-        coords = np.array([[c, r], [c + 1, r], [c + 1, r + 1], [c, r + 1], [c, r]], dtype=np.float32)
-    return coords.astype(np.float32)
 
 
 def sr_uid(results: Sequence[ImageResult], skipped: Sequence[Skipped], weights_sha256: str) -> str:

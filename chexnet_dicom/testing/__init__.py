@@ -18,4 +18,6 @@ Modules
   holds, and what each should become.
 - :mod:`~chexnet_dicom.testing.matrix`: the conformance matrix: NIH radiographs written in every
   transfer syntax, bit depth, LUT and photometric the ingest reads, and the six-encoding export.
+- :mod:`~chexnet_dicom.testing.bombs`: decompression bombs: constant images of any size in every
+  syntax the ingest decodes.
 """

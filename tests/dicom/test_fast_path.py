@@ -15,7 +15,8 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000, UID, JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, RLELossless
 
-from chexnet_dicom.dicom.decode import StoredPixels, decode_stored
+from chexnet_dicom.dicom.budget import area_reduce
+from chexnet_dicom.dicom.decode import StoredPixels, decode_stored, trim_after_eoc
 from tests.helpers.decode import compressed, model_input_mad, phantom, roundtrip, to_unit
 
 TARGET = 256
@@ -86,10 +87,16 @@ def test_fast_path_switch(kwargs: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("syntax", [JPEGLSLossless, RLELossless])
-def test_codecs_without_levels_decode_fully(syntax: UID) -> None:
+def test_codecs_without_levels_area_reduce(syntax: UID) -> None:
+    """JPEG-LS and RLE decode fully, then reduce in the stored integer type (issue 17.6):
+    the model input stays within the 1% the JPEG 2000 fast path accepts."""
     ds = compressed(phantom(600, 520, bits=12), syntax, bits_stored=12)
-    out = decode_stored(ds, target_size=TARGET)
-    assert (out.path, out.factor) == ("full", 1)
+    full, fast = _both(ds)
+    assert (full.path, full.factor) == ("full", 1)
+    assert (fast.path, fast.factor, fast.array.shape) == ("full+area-reduce-2", 2, (300, 260))
+    assert fast.array.dtype == full.array.dtype
+    np.testing.assert_array_equal(fast.array, area_reduce(full.array, 2))
+    assert _mad(full, fast) < 0.01
 
 
 def test_signedness_mismatch_falls_back() -> None:
@@ -99,8 +106,8 @@ def test_signedness_mismatch_falls_back() -> None:
     ds = compressed(vals, JPEG2000Lossless, bits_stored=12)
     ds.PixelRepresentation = 1
     out = decode_stored(ds, target_size=TARGET)
-    assert out.path == "fallback-full:j2k-signedness-differs-from-header"
-    assert out.factor == 1 and out.array.shape == (600, 600)
+    assert out.path == "fallback-full:j2k-signedness-differs-from-header+area-reduce-2"
+    assert out.factor == 2 and out.array.shape == (300, 300)
 
 
 def test_wide_codestream_for_narrow_bits_stored() -> None:
@@ -119,8 +126,8 @@ def test_wide_codestream_with_high_bits_falls_back() -> None:
     ds = compressed(vals, JPEG2000Lossless, bits_stored=16)
     ds.BitsStored, ds.HighBit = 12, 11
     out = decode_stored(ds, target_size=TARGET)
-    assert out.path == "fallback-full:j2k-values-above-bits-stored-12"
-    np.testing.assert_array_equal(out.array, vals - 8192)
+    assert out.path == "fallback-full:j2k-values-above-bits-stored-12+area-reduce-2"
+    np.testing.assert_array_equal(out.array, area_reduce((vals - 8192).astype(out.array.dtype), 2))
 
 
 # --------------------------------------------------------------------------- real files
@@ -143,13 +150,20 @@ def test_real_fast_path_close_to_full(shared_dicom: Path, name: str, path: str, 
     assert _mad(full, fast) < 0.015
 
 
-def test_real_pillow_refusal_recorded(shared_dicom: Path) -> None:
-    """Pillow/OpenJPEG refuses this 16-bit DX stream (11 decomposition levels): the full
-    decode runs and says why."""
+def test_real_padding_byte_trimmed(shared_dicom: Path) -> None:
+    """This 16-bit DX stream has an odd length, so its frame ends with a padding byte after
+    the EOC marker, which Pillow refused at a reduced level (issue 17.4): trimmed, the
+    fast path applies and stays close to the full decode."""
     ds = pydicom.dcmread(shared_dicom / "chest" / "DX_J2K_0Padding.dcm")
     full, fast = _both(ds)
-    assert fast.path.startswith("fallback-full:pillow-j2k-reduce-4:")
-    np.testing.assert_array_equal(fast.array, full.array)
+    assert fast.path == "j2k-reduce-4"
+    assert _mad(full, fast) < 0.015
+
+
+def test_trim_after_eoc() -> None:
+    assert trim_after_eoc(b"\xff\x4f...\xff\xd9\x00") == b"\xff\x4f...\xff\xd9"
+    assert trim_after_eoc(b"\xff\x4f...\xff\xd9") == b"\xff\x4f...\xff\xd9"
+    assert trim_after_eoc(b"\xff\x4f...\x12\x00") == b"\xff\x4f...\x12\x00"  # no EOC: unchanged
 
 
 def test_real_wide_kakadu_stream(shared_dicom: Path) -> None:
