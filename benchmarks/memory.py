@@ -116,7 +116,10 @@ def per_image(sizes: list[int], syntaxes: list[str]) -> None:
                 write_bomb(study / "image.dcm", syntax, size)
                 t0 = time.perf_counter()
                 code, peak = peak_rss_of(["infer", str(study), "--out", str(Path(tmp) / "out")])
-                print(f"{syntax:8s} {size:6d} {code:4d} {peak:12.0f} {time.perf_counter() - t0:8.1f}", flush=True)
+                print(
+                    f"{syntax:8s} {size:6d} {code:4d} {peak:12.0f} {time.perf_counter() - t0:8.1f}",
+                    flush=True,
+                )
 
 
 def main() -> int:
