@@ -698,9 +698,9 @@ class NodeLedger:
     def file_inflight(self, delivery: int, name: str) -> None:
         """A file is about to be handed to the transport (committed before it is).
 
-        The sender marks one file at a time for C-STORE, so after a crash at most that
-        one is found ``inflight`` (and becomes ``uncertain``); STOW-RS marks the files of
-        its one request.
+        The sender marks one file at a time (C-STORE, and STOW-RS with one request per
+        file), so after a crash at most that one is found ``inflight`` (and becomes
+        ``uncertain``).
         """
         with self._tx() as db:
             db.execute(

@@ -15,8 +15,10 @@
 Restart recovery (:meth:`Node.recover`, before the listener opens): ``.part`` files are
 removed; a stored file without a ledger row is adopted (it was durable, and processing
 it again is safe); studies left ``analysing`` are ready again; deliveries left
-``sending`` are due again: files recorded ``sent`` stay sent, the one in flight (C-STORE
-records each file as its response arrives) is marked uncertain and sent again.
+``sending`` are due again: files recorded ``sent`` stay sent, the one in flight is marked
+uncertain and sent again.  C-STORE records each file as its response arrives; STOW-RS
+sends one request per file and records it from that response's per-instance result, so
+for both "in flight" is one file: the one whose answer had not been recorded.
 
 SIGTERM (:meth:`Node.run`): the listener stops accepting, open associations get
 ``grace`` seconds, the worker finishes its study, the sender its attempt.
@@ -281,8 +283,9 @@ class Node:
 
         Each file is marked ``inflight`` just before it is sent and ``sent`` as soon as
         its C-STORE response (or its STOW-RS per-instance result) arrives, each a durable
-        ledger commit made before the next file is sent.  A crash therefore leaves at most
-        the one file in flight (every file of the one request for STOW-RS) to be sent again.
+        ledger commit made before the next file is sent.  STOW-RS makes one request per
+        file for this (a whole-study request would leave every file of it in flight).  A
+        crash therefore leaves at most the one file in flight to be sent again.
         """
         assert self.ledger is not None
         ledger = self.ledger
@@ -354,15 +357,23 @@ class Node:
             for path in paths:
                 sending(path)
             return self._send(paths, self.destination)
-        from chexnet_dicom.net.sender import send_files
+        from chexnet_dicom.net.destination import StowDestination
+        from chexnet_dicom.net.sender import SendReport, send_files
 
-        return send_files(
-            paths,
-            self.destination,
-            timeouts=self.config.destination.timeouts,
-            on_sending=sending,
-            on_delivered=delivered,
-        )
+        timeouts = self.config.destination.timeouts
+        if not isinstance(self.destination, StowDestination):  # C-STORE: one association
+            return send_files(
+                paths, self.destination, timeouts=timeouts, on_sending=sending, on_delivered=delivered
+            )
+        # STOW-RS: one request per file, so that (as with C-STORE) at most one file is in
+        # flight, its per-instance result recorded before the next request is made
+        answers = []
+        for path in paths:
+            one = send_files(
+                [path], self.destination, timeouts=timeouts, on_sending=sending, on_delivered=delivered
+            )
+            answers.extend(one.deliveries)
+        return SendReport(str(self.destination.describe()), tuple(answers))
 
     # -- running and stopping
 
