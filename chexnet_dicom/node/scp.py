@@ -28,7 +28,9 @@ Access
 C-STORE, durable before success
 -------------------------------
 The data set was streamed into the spool while it arrived (:mod:`.spool`); the handler
-reads only its header (no pixel decoding), decides its kind (own output, in scope,
+reads only its header, with values over :data:`HEADER_VALUE_BYTES` left unread (so the
+listener's memory does not grow with the instance: no pixel data, overlay or private
+blob is read), decides its kind (own output, in scope,
 out of scope), and then fsyncs and renames the file and commits its ledger row before
 it returns 0x0000.  Statuses (PS3.4 B.2.3): 0xA700 (out of resources) when the disk
 is full or the spool above its watermark or cap, or a write fails; 0xA900 (data set
@@ -110,6 +112,9 @@ OUT_OF_RESOURCES = 0xA700
 DOES_NOT_MATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 PROCESSING_FAILURE = 0x0110
+
+#: Header values longer than this are not read by the listener (at most 16 times it in all).
+HEADER_VALUE_BYTES = 1 << 20
 
 _PREFERRED = (
     "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
@@ -326,7 +331,9 @@ class Receiver:
             self.ledger.note("storage", f"an instance was refused with 0xA700: {exc}")
             return OUT_OF_RESOURCES
         try:
-            ds = read_header(file.name, limits=self.limits).dataset  # the header only: no pixel decoding
+            # the header only, its large values (overlays, private blobs) left unread: the
+            # listener's memory does not grow with the instance
+            ds = read_header(file.name, limits=self.limits, skip_above=HEADER_VALUE_BYTES).dataset
         except InputError as exc:
             log.warning("instance refused with 0xC000: its header cannot be read (%s)", exc.reason)
             return CANNOT_UNDERSTAND

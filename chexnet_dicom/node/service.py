@@ -45,7 +45,7 @@ from chexnet_dicom.faults import MAIN_PID_ENV, fault
 from chexnet_dicom.logs import persistent_log_key, phi_ref
 from chexnet_dicom.net.sender import RetryPolicy
 from chexnet_dicom.node.ledger import NodeLedger, QueuedDelivery
-from chexnet_dicom.node.scp import OwnOutputs, Receiver, RunningSCP, start_scp
+from chexnet_dicom.node.scp import HEADER_VALUE_BYTES, OwnOutputs, Receiver, RunningSCP, start_scp
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.node.worker import OUTBOX, worker_main
 
@@ -186,7 +186,7 @@ class Node:
         """Record a durable file the ledger never got a row for (a crash between rename and row)."""
         assert self.ledger is not None
         try:
-            ds = read_header(path, limits=self.config.ingest.limits).dataset
+            ds = read_header(path, limits=self.config.ingest.limits, skip_above=HEADER_VALUE_BYTES).dataset
         except InputError:
             log.warning("a stored file without a ledger row is unreadable; it is left in place")
             return False
@@ -358,7 +358,7 @@ class Node:
                 sending(path)
             return self._send(paths, self.destination)
         from chexnet_dicom.net.destination import StowDestination
-        from chexnet_dicom.net.sender import SendReport, send_files
+        from chexnet_dicom.net.sender import Delivery, SendReport, send_files
 
         timeouts = self.config.destination.timeouts
         if not isinstance(self.destination, StowDestination):  # C-STORE: one association
@@ -367,7 +367,7 @@ class Node:
             )
         # STOW-RS: one request per file, so that (as with C-STORE) at most one file is in
         # flight, its per-instance result recorded before the next request is made
-        answers = []
+        answers: list[Delivery] = []
         for path in paths:
             one = send_files(
                 [path], self.destination, timeouts=timeouts, on_sending=sending, on_delivered=delivered
