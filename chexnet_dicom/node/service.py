@@ -44,7 +44,7 @@ from chexnet_dicom.errors import ChexDicomError, InputError, TransferError
 from chexnet_dicom.faults import MAIN_PID_ENV, fault
 from chexnet_dicom.logs import persistent_log_key, phi_ref
 from chexnet_dicom.net.sender import RetryPolicy
-from chexnet_dicom.node.ledger import NodeLedger, QueuedDelivery
+from chexnet_dicom.node.ledger import NewInstance, NodeLedger, QueuedDelivery
 from chexnet_dicom.node.scp import HEADER_VALUE_BYTES, OwnOutputs, Receiver, RunningSCP, start_scp
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.node.worker import OUTBOX, worker_main
@@ -197,19 +197,20 @@ class Node:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 sha.update(chunk)
         self.ledger.record_instance(
-            file_id=file_id,
-            path=self.spool.relative(path),
-            sop_uid=text(ds, "SOPInstanceUID"),
-            study_uid=study_uid,
-            series_uid=text(ds, "SeriesInstanceUID"),
-            sop_class_uid=text(ds, "SOPClassUID"),
-            sha256=sha.hexdigest(),
-            size=path.stat().st_size,
-            kind=kind,
-            reason=reason,
-            calling_ae="",
-            keep=True,
-            adopted=True,
+            NewInstance(
+                file_id=file_id,
+                path=self.spool.relative(path),
+                sop_uid=text(ds, "SOPInstanceUID"),
+                study_uid=study_uid,
+                series_uid=text(ds, "SeriesInstanceUID"),
+                sop_class_uid=text(ds, "SOPClassUID"),
+                sha256=sha.hexdigest(),
+                size=path.stat().st_size,
+                kind=kind,
+                reason=reason,
+                calling_ae="",
+                adopted=True,
+            )
         )
         return True
 
