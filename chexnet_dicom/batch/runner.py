@@ -275,7 +275,7 @@ def run_batch(
         pseudonymizer is not None, write_dicom=settings.batch.write_dicom, send=delivery is not None
     )
     if settings.batch.write_dicom:  # the first study must not pay the result stages' imports
-        from chexnet_dicom.model.startup import warm_result_stages
+        from chexnet_dicom.pipeline.warm import warm_result_stages
 
         warm_result_stages()
     if delivery is not None and not settings.batch.write_dicom:

@@ -1,9 +1,5 @@
 """A door's model start-up: resolve the weights, load the predictor, say why (:func:`start_model`).
 
-A long-running door (the node's worker, ``chexdcm batch``) also calls
-:func:`warm_result_stages` before it takes work, so that its first study does not pay
-the lazy imports of the result stages (about 1 s: ``skimage.measure``, ``highdicom.sr``).
-
 ``chexdcm infer``, ``chexdcm batch``, the node's worker and batch's Ray actors all start
 their model here, so they choose the same card for the same settings and describe it in
 the same words.
@@ -24,7 +20,7 @@ if TYPE_CHECKING:
     from chexnet_dicom.config import RuntimeConfig
     from chexnet_dicom.model.predictor import PredictorBase
 
-__all__ = ["StartedModel", "start_model", "warm_result_stages"]
+__all__ = ["StartedModel", "start_model"]
 
 log = logging.getLogger(__name__)
 
@@ -93,24 +89,3 @@ def start_model(
     started = StartedModel(predictor_for(card_path, runtime), card_path, why)
     log.info("model: %s; weights: %s", started.summary(), why)
     return started
-
-
-def warm_result_stages() -> float:
-    """Import what the result stages need and run one tiny contour trace; returns the seconds spent.
-
-    ``chexdcm infer`` does not call it (it imports only what its options need).
-    """
-    import time
-
-    import numpy as np
-
-    t0 = time.perf_counter()
-    import highdicom.sr  # noqa: F401 (imported for its import cost)
-    from skimage import measure
-
-    tiny = np.zeros((8, 8), dtype=np.float32)
-    tiny[2:6, 2:6] = 1.0
-    measure.find_contours(tiny, 0.5)
-    spent = time.perf_counter() - t0
-    log.debug("result stages warmed up in %.2f s", spent)
-    return spent

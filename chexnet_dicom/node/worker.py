@@ -351,7 +351,7 @@ def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: A
     persistent_log_key(spool.key_path)
     ledger = NodeLedger(spool.ledger_path)
     analyser = Analyser(config, spool, ledger, load_node_predictor(config), destination)
-    from chexnet_dicom.model.startup import warm_result_stages
+    from chexnet_dicom.pipeline.warm import warm_result_stages
 
     warm_result_stages()  # before the first study: it must not pay the result stages' imports
     if ready is not None:
