@@ -7,7 +7,8 @@ In one run:
   to dcmtk ``storescp`` (which does not fsync) and to the node's guarded SCP with its
   durability on (``.part`` + fsync + rename + folder fsync + a SQLite WAL row with
   ``synchronous=FULL`` before each success) and, to show what fsync costs, with
-  ``os.fsync`` made a no-op.  Target: node >= 0.5x dcmtk on the large files, durable.
+  ``os.fsync`` made a no-op and the ledger at ``synchronous=NORMAL`` (``NodeLedger(durability=...)``).
+  Target: node >= 0.5x dcmtk on the large files, durable.
 * **Turnaround**: 4 senders at once, each sending 10 one-image studies (2048x2048 12-bit
   JPEG 2000 lossless) one after another, into a node delivering to a real Orthanc by
   C-STORE.  Per study: from the last instance acknowledged (its ledger row) to the
@@ -130,6 +131,7 @@ def bench_node(tmp: Path, files: list[Path], *, durable: bool, senders: int = 1)
     from chexnet_dicom.node.ledger import NodeLedger
     from chexnet_dicom.node.scp import OwnOutputs, start_scp
     from chexnet_dicom.node.spool import Spool
+    from chexnet_dicom.storage import Durability
 
     spool_dir = tmp / f"spool-{time.monotonic_ns()}"
     cfg = load_node_config(
@@ -142,13 +144,12 @@ def bench_node(tmp: Path, files: list[Path], *, durable: bool, senders: int = 1)
         },
     )
     spool = Spool(cfg.spool)
-    ledger = NodeLedger(spool.ledger_path)
+    ledger = NodeLedger(spool.ledger_path, durability=Durability.FULL if durable else Durability.NORMAL)
     running = start_scp(cfg, spool, ledger, OwnOutputs("0" * 64, "1.2.3"))
     real_fsync = os.fsync
     try:
         if not durable:
             os.fsync = lambda fd: None  # type: ignore[assignment]
-            ledger._store._db.execute("PRAGMA synchronous=OFF")
         if senders > 1:
             return parallel(running.port, files, "CHEXDCM", senders)
         return storescu(running.port, files, called="CHEXDCM")

@@ -388,13 +388,23 @@ def _read_elements(
     stop_when: Callable[[BaseTag, str | None, int], bool] | None,
     encoding: str | list[str],
     where: str,
+    skip_above: int | None = None,
 ) -> dict[BaseTag, Any]:
     elements: dict[BaseTag, Any] = {}
-    gen = data_element_generator(cast(BinaryIO, fp), implicit, little, stop_when, None, encoding)
+    gen = data_element_generator(cast(BinaryIO, fp), implicit, little, stop_when, skip_above, encoding)
     start = fp.tell()
+    kept = 0
     try:
         for elem in gen:
+            if skip_above is not None and isinstance(elem, RawDataElement):
+                if elem.value is None and elem.length > skip_above:
+                    continue  # deferred by pydicom (never read): left out
+                kept += len(elem.value or b"")
             elements[elem.tag] = elem
+            if skip_above is not None and kept > 16 * skip_above:
+                raise InputTooLargeError(
+                    f"the {where} holds more than {16 * skip_above} bytes of values before the pixel data"
+                )
     except EOFError:
         if any(int(t) in PIXEL_DATA_TAGS for t in elements) or _next_is_pixel_data(fp, little):
             raise CorruptPixelDataError(
@@ -489,10 +499,15 @@ def _inflate(data: bytes, cap: int) -> bytes:
 
 
 def _parse(
-    fp: _BoundedReader, name: str | None, limits: IngestLimits, stop_before_pixels: bool
+    fp: _BoundedReader,
+    name: str | None,
+    limits: IngestLimits,
+    stop_before_pixels: bool,
+    skip_above: int | None = None,
 ) -> tuple[FileDataset, tuple[int, bool, bool] | None]:
     """Parse a file; return the dataset and, for a header-only read of a file that is not
-    deflated, ``(offset, implicit, little)`` of the elements after the header."""
+    deflated, ``(offset, implicit, little)`` of the elements after the header.  Header
+    values longer than ``skip_above`` bytes are left out, never read (:func:`read_header`)."""
     head = fp.read(132)
     if len(head) < 8:
         raise NotDicomError("the file is empty or shorter than one DICOM element; it is not DICOM")
@@ -588,7 +603,7 @@ def _parse(
     def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
         return int(tag) in PIXEL_DATA_TAGS
 
-    header = _read_elements(fp, implicit, little, at_pixels, default_encoding, "dataset")
+    header = _read_elements(fp, implicit, little, at_pixels, default_encoding, "dataset", skip_above)
     _check_lengths(header, "dataset")
     if fp.size - fp.tell() >= 8 and not _next_is_pixel_data_here(fp, little):
         # pydicom stops silently at an item delimiter outside any sequence.
@@ -824,6 +839,7 @@ def read_header(
     *,
     limits: IngestLimits | None = None,
     keep_raw: bool = False,
+    skip_above: int | None = None,
 ) -> ScannedHeader:
     """Read a file's header only (as ``read_dataset(..., stop_before_pixels=True)``).
 
@@ -836,6 +852,11 @@ def read_header(
     keep_raw
         Also keep the file's bytes up to the pixel data (:attr:`ScannedHeader.raw`), taken
         from the handle this read opened; only for a file that is not deflated.
+    skip_above
+        Leave out, unread, every header value longer than this many bytes (an overlay, a
+        private blob), and refuse a header holding more than 16 times this in values
+        (:class:`~chexnet_dicom.errors.InputTooLargeError`): the memory of the read is
+        then bounded whatever the file's size (the node's listener).  None: read it all.
 
     Returns
     -------
@@ -849,7 +870,7 @@ def read_header(
     """
     lim = limits or IngestLimits()
     with _opened(source, lim) as (fp, name, handle):
-        ds, rest_at = _parse(fp, name, lim, True)
+        ds, rest_at = _parse(fp, name, lim, True, skip_above)
         st = os.fstat(handle.fileno()) if handle is not None else None
         raw = None
         if keep_raw and rest_at is not None and handle is not None:

@@ -9,8 +9,14 @@ Modules
   guarded.
 - :mod:`~chexnet_dicom.node.spool`: the durable inbox of received instances and the results awaiting
   delivery.
+- :mod:`~chexnet_dicom.node.receiver`: the listener's event handlers: access, and each C-STORE made
+  durable (with its header bytes) before success.
 - :mod:`~chexnet_dicom.node.ledger`: the node's SQLite ledger (WAL, ``synchronous=FULL``) that every
-  process shares.
+  process shares: receiving, studies, analysis, retention.
+- :mod:`~chexnet_dicom.node.ledger_store`: the ledger's schema, its opening (durability) and its
+  events and counters.
+- :mod:`~chexnet_dicom.node.ledger_rows`: the records the ledger's queries take and give.
+- :mod:`~chexnet_dicom.node.delivery_records`: the delivery queue and its per-file records.
 - :mod:`~chexnet_dicom.node.records`: what the ledger keeps of an analysed instance, as bytes (never
   pickled).
 - :mod:`~chexnet_dicom.node.worker`: the analysis worker: the model loaded once, ready studies taken

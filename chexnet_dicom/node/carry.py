@@ -8,7 +8,7 @@ geometry that places its heatmaps.  :func:`restore_image` turns one back into an
 :class:`~chexnet_dicom.results.ImageResult` (``carried=True``: the SR covers it, no
 overlay is rebuilt) and :func:`combine` merges them with the new analysis.
 
-The header bytes come from the worker's one read of each file
+The header bytes come from the listener's one read of each file (kept in the ledger)
 (:attr:`~chexnet_dicom.dicom.read.ScannedHeader.raw`): :func:`carry` does not open the
 files again.
 """

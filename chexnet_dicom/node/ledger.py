@@ -1,8 +1,10 @@
 """The node's ledger: one SQLite database (WAL, ``synchronous=FULL``) that every process shares.
 
 Opened through :class:`~chexnet_dicom.storage.SQLiteStore` (schema version, transactions
-that roll back and raise :class:`~chexnet_dicom.errors.StorageError`); the states below
-are the enums of :mod:`chexnet_dicom.node.states`.
+that roll back and raise :class:`~chexnet_dicom.errors.StorageError`) by
+:class:`~chexnet_dicom.node.ledger_store.LedgerStore` (schema, events, counters); the
+delivery records are :class:`~chexnet_dicom.node.delivery_records.DeliveryRecords`; the
+states below are the enums of :mod:`chexnet_dicom.node.states`.
 
 It records what the node has acknowledged, analysed and delivered, so that a restart
 resumes exactly where the node stopped.  A row is committed (and so fsynced) before
@@ -21,6 +23,11 @@ Tables
     ``ready`` (complete: released and quiet), ``analysing``, ``analysed``,
     ``failed`` (with a reason), ``ignored`` (nothing in scope); ``pending`` counts
     in-scope instances not yet analysed, ``version`` the analyses done.
+``headers``
+    Each stored copy's header bytes as the listener read them, with where its pixel
+    data starts: the worker parses these instead of reading the header again (removed
+    when the image is purged).  Absent for a deflated file or a header over
+    :data:`~chexnet_dicom.node.scp.HEADER_VALUE_BYTES`: the worker reads that one.
 ``records``
     What each analysed (or skipped) instance left for later versions of its study's
     SR (:mod:`chexnet_dicom.node.records`): kept after the images are purged.
@@ -39,273 +46,49 @@ Every timestamp is ``time.time()`` (comparable across processes and restarts).
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from chexnet_dicom.errors import StorageError
+from chexnet_dicom.node.delivery_records import DeliveryRecords, QueuedDelivery
+from chexnet_dicom.node.ledger_rows import (
+    CONFLICT,
+    DUPLICATE,
+    NEW,
+    Claimed,
+    NewInstance,
+    StoredHeader,
+    StoredInstance,
+    instance_of,
+)
+from chexnet_dicom.node.ledger_store import SCHEMA_VERSION
 from chexnet_dicom.node.states import DeliveryState, FileState, InstanceKind, InstanceState, StudyState
-from chexnet_dicom.storage import Durability, SQLiteStore
 
 __all__ = [
+    "CONFLICT",
     "DUPLICATE",
     "NEW",
+    "SCHEMA_VERSION",
     "Claimed",
+    "NewInstance",
     "NodeLedger",
     "QueuedDelivery",
+    "StoredHeader",
     "StoredInstance",
 ]
 
-SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS studies (
-    study_uid TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    version INTEGER NOT NULL DEFAULT 0,
-    pending INTEGER NOT NULL DEFAULT 0,
-    first_arrival REAL NOT NULL,
-    last_arrival REAL NOT NULL,
-    claimed_by TEXT,
-    failure TEXT,
-    failure_message TEXT,
-    updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS studies_state ON studies(state, last_arrival);
-CREATE TABLE IF NOT EXISTS instances (
-    file_id TEXT PRIMARY KEY,
-    path TEXT NOT NULL,
-    sop_uid TEXT NOT NULL,
-    study_uid TEXT NOT NULL,
-    series_uid TEXT NOT NULL,
-    sop_class_uid TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    reason TEXT,
-    state TEXT NOT NULL,
-    conflict INTEGER NOT NULL DEFAULT 0,
-    analysed_version INTEGER,
-    calling_ae TEXT NOT NULL,
-    adopted INTEGER NOT NULL DEFAULT 0,
-    received REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS instances_sop ON instances(sop_uid);
-CREATE INDEX IF NOT EXISTS instances_study ON instances(study_uid);
-CREATE INDEX IF NOT EXISTS instances_state ON instances(state, size);
-CREATE TABLE IF NOT EXISTS records (
-    study_uid TEXT NOT NULL,
-    sop_uid TEXT NOT NULL,
-    file_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (study_uid, sop_uid)
-);
-CREATE TABLE IF NOT EXISTS versions (
-    study_uid TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    sr_uid TEXT,
-    sr_series_uid TEXT,
-    sr_class_uid TEXT,
-    created REAL NOT NULL,
-    PRIMARY KEY (study_uid, version)
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    study_uid TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    destination TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL,
-    last_error TEXT,
-    folder TEXT,
-    last_ack REAL NOT NULL,
-    created REAL NOT NULL,
-    sent REAL
-);
-CREATE INDEX IF NOT EXISTS deliveries_state ON deliveries(state, next_at);
-CREATE TABLE IF NOT EXISTS delivery_files (
-    delivery INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    state TEXT NOT NULL,
-    sends INTEGER NOT NULL DEFAULT 0,
-    uncertain INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (delivery, name)
-);
-CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    message TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
-
-#: :meth:`NodeLedger.record_instance` outcomes.
-NEW = "new"
-DUPLICATE = "duplicate"
-CONFLICT = "conflict"
-
-#: Events kept for ``chexdcm status``.
-MAX_EVENTS = 200
-
-
-@dataclass(frozen=True)
-class StoredInstance:
-    """A received copy as the ledger knows it.
-
-    Attributes
-    ----------
-    file_id, path
-        Its spool file (path relative to the spool).
-    sop_uid, study_uid, series_uid, sop_class_uid
-        Its identifiers.
-    kind, reason, state
-        See the module docstring.
-    received
-        When its row was committed (just before its success status was sent).
-    """
-
-    file_id: str
-    path: str
-    sop_uid: str
-    study_uid: str
-    series_uid: str
-    sop_class_uid: str
-    kind: str
-    reason: str | None
-    state: str
-    received: float
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A study a worker took: what to analyse and what earlier versions left.
-
-    Attributes
-    ----------
-    study_uid
-        The study.
-    version
-        The version this analysis makes (1 for the first).
-    instances
-        Its current copies (``stored`` state, ``image`` and ``out_of_scope`` kinds).
-    records
-        ``sop_uid -> (file_id, record bytes)`` from earlier versions.
-    previous_sr
-        ``(sr_uid, series_uid, sop_class_uid)`` of the latest earlier version with an SR.
-    last_ack
-        When the newest of its instances was acknowledged.
-    """
-
-    study_uid: str
-    version: int
-    instances: tuple[StoredInstance, ...]
-    records: dict[str, tuple[str, bytes]]
-    previous_sr: tuple[str, str, str] | None
-    last_ack: float
-
-
-@dataclass(frozen=True)
-class QueuedDelivery:
-    """A delivery a sender took from the queue.
-
-    Attributes
-    ----------
-    id, study_uid, version
-        Which analysis's results.
-    folder
-        Its results folder (relative to the spool).
-    pending
-        File names not yet sent, in sending order.
-    attempts
-        Attempts made before this one.
-    """
-
-    id: int
-    study_uid: str
-    version: int
-    folder: str
-    pending: tuple[str, ...]
-    attempts: int
-
-
-def _instance(row: sqlite3.Row) -> StoredInstance:
-    return StoredInstance(
-        row["file_id"],
-        row["path"],
-        row["sop_uid"],
-        row["study_uid"],
-        row["series_uid"],
-        row["sop_class_uid"],
-        row["kind"],
-        row["reason"],
-        row["state"],
-        row["received"],
-    )
-
-
-class NodeLedger:
+class NodeLedger(DeliveryRecords):
     """The node's ledger database (one per spool; thread-safe; one connection per process).
 
     Parameters
     ----------
     path
         The SQLite file (created with its schema).
+    durability
+        ``FULL`` (the default: what the node acknowledges is fsynced), or ``NORMAL``.
     """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._store = SQLiteStore(
-            self.path,
-            _SCHEMA,
-            version=SCHEMA_VERSION,
-            what="node ledger",
-            durability=Durability.FULL,
-            legacy_version_keys=("schema",),
-        )
-        self._tx = self._store.transaction
-        self._read = self._store.read
-
-    def close(self) -> None:
-        """Close the connection."""
-        self._store.close()
-
-    # -- events and counters
-
-    def note(self, kind: str, message: str) -> None:
-        """Record a PHI-free event (the last ones are shown by ``chexdcm status``)."""
-        try:
-            with self._tx() as db:
-                db.execute(
-                    "INSERT INTO events (ts, kind, message) VALUES (?, ?, ?)", (time.time(), kind, message)
-                )
-                db.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (MAX_EVENTS,))
-        except StorageError:
-            pass  # an event that cannot be recorded must not fail the step that had it
-
-    def count(self, name: str, by: int = 1) -> None:
-        """Add ``by`` to the counter ``name``."""
-        with contextlib.suppress(StorageError), self._tx() as db:
-            db.execute(
-                "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
-                (name, by, by),
-            )
-
-    def counters(self) -> dict[str, int]:
-        """Every counter."""
-        return {r["name"]: r["value"] for r in self._read("SELECT name, value FROM counters")}
-
-    def events(self, limit: int = 10) -> list[tuple[float, str, str]]:
-        """The newest events, newest first."""
-        rows = self._read("SELECT ts, kind, message FROM events ORDER BY id DESC LIMIT ?", (limit,))
-        return [(r["ts"], r["kind"], r["message"]) for r in rows]
 
     # -- receiving
 
@@ -323,57 +106,32 @@ class NodeLedger:
         )
         return int(rows[0]["n"])
 
-    def record_instance(
-        self,
-        *,
-        file_id: str,
-        path: str,
-        sop_uid: str,
-        study_uid: str,
-        series_uid: str,
-        sop_class_uid: str,
-        sha256: str,
-        size: int,
-        kind: str,
-        reason: str | None,
-        calling_ae: str,
-        keep: bool = True,
-        adopted: bool = False,
-        now: float | None = None,
-    ) -> str:
+    def record_instance(self, new: NewInstance, *, keep: bool = True, now: float | None = None) -> str:
         """Record a received copy and what it does to its study; durable when it returns.
 
         Parameters
         ----------
-        file_id, path
-            Its spool file.
-        sop_uid, study_uid, series_uid, sop_class_uid, sha256, size
-            What it is.
-        kind
-            ``image``, ``out_of_scope`` or ``own_output``.
-        reason
-            The gate's reason for an out-of-scope instance.
-        calling_ae
-            Who sent it.
+        new
+            The copy (:class:`NewInstance`), with its header bytes when the listener kept them.
         keep
             False when the configuration drops instances of its kind (its row says
             ``dropped``; it never reaches a study).
-        adopted
-            Found on disk without a row at restart.
+        now
+            The time to record (default: now).
 
         Returns
         -------
         str
             :data:`NEW`, :data:`DUPLICATE` (the same UID and bytes were received before:
-            nothing recorded, the caller removes its copy) or ``"conflict"`` (same UID,
+            nothing recorded, the caller removes its copy) or :data:`CONFLICT` (same UID,
             other bytes: both kept and flagged, this one supersedes).
         """
         ts = time.time() if now is None else now
         with self._tx() as db:
             earlier = list(
-                db.execute("SELECT file_id, sha256, state FROM instances WHERE sop_uid = ?", (sop_uid,))
+                db.execute("SELECT file_id, sha256, state FROM instances WHERE sop_uid = ?", (new.sop_uid,))
             )
-            if any(r["sha256"] == sha256 for r in earlier):
+            if any(r["sha256"] == new.sha256 for r in earlier):
                 db.execute(
                     "INSERT INTO counters VALUES ('duplicates', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
                 )
@@ -385,7 +143,7 @@ class NodeLedger:
                 db.execute(
                     "UPDATE instances SET conflict = 1, "
                     f"state = CASE state WHEN '{InstanceState.STORED}' THEN '{InstanceState.SUPERSEDED}' ELSE state END WHERE sop_uid = ?",
-                    (sop_uid,),
+                    (new.sop_uid,),
                 )
                 db.execute(
                     "INSERT INTO counters VALUES ('conflicts', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
@@ -395,25 +153,31 @@ class NodeLedger:
                 "size, kind, reason, state, conflict, calling_ae, adopted, received) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    file_id,
-                    path,
-                    sop_uid,
-                    study_uid,
-                    series_uid,
-                    sop_class_uid,
-                    sha256,
-                    size if keep else 0,
-                    kind,
-                    reason,
+                    new.file_id,
+                    new.path,
+                    new.sop_uid,
+                    new.study_uid,
+                    new.series_uid,
+                    new.sop_class_uid,
+                    new.sha256,
+                    new.size if keep else 0,
+                    new.kind,
+                    new.reason,
                     InstanceState.STORED if keep else InstanceState.DROPPED,
                     int(outcome == CONFLICT),
-                    calling_ae,
-                    int(adopted),
+                    new.calling_ae,
+                    int(new.adopted),
                     ts,
                 ),
             )
-            if keep and kind in (InstanceKind.IMAGE, InstanceKind.OUT_OF_SCOPE):
-                self._touch_study(db, study_uid, kind == InstanceKind.IMAGE, ts)
+            if keep and new.header is not None:
+                h = new.header
+                db.execute(
+                    "INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?, ?, ?)",
+                    (new.file_id, h.data, h.offset, h.mtime_ns, int(h.implicit), int(h.little)),
+                )
+            if keep and new.kind in (InstanceKind.IMAGE, InstanceKind.OUT_OF_SCOPE):
+                self._touch_study(db, new.study_uid, new.kind == InstanceKind.IMAGE, ts)
             return outcome
 
     @staticmethod
@@ -461,7 +225,7 @@ class NodeLedger:
             rows = self._read("SELECT * FROM instances ORDER BY received")
         else:
             rows = self._read("SELECT * FROM instances WHERE study_uid = ? ORDER BY received", (study_uid,))
-        return [_instance(r) for r in rows]
+        return [instance_of(r) for r in rows]
 
     # -- study completion
 
@@ -512,10 +276,12 @@ class NodeLedger:
                     (worker, time.time(), uid),
                 )
                 instances = tuple(
-                    _instance(r)
+                    instance_of(r)
                     for r in db.execute(
-                        f"SELECT * FROM instances WHERE study_uid = ? AND state = '{InstanceState.STORED}' "
-                        f"AND kind IN ('{InstanceKind.IMAGE}', '{InstanceKind.OUT_OF_SCOPE}') ORDER BY received",
+                        "SELECT i.*, h.data AS h_data, h.px_offset, h.mtime_ns, h.implicit, h.little "
+                        "FROM instances i LEFT JOIN headers h ON h.file_id = i.file_id "
+                        f"WHERE i.study_uid = ? AND i.state = '{InstanceState.STORED}' "
+                        f"AND i.kind IN ('{InstanceKind.IMAGE}', '{InstanceKind.OUT_OF_SCOPE}') ORDER BY i.received",
                         (uid,),
                     )
                 )
@@ -666,147 +432,6 @@ class NodeLedger:
         """Every study's row."""
         return [dict(r) for r in self._read("SELECT * FROM studies ORDER BY first_arrival")]
 
-    # -- delivery
-
-    def claim_delivery(self, now: float | None = None) -> QueuedDelivery | None:
-        """Take the next due delivery (``pending`` and its retry time reached)."""
-        ts = time.time() if now is None else now
-        with self._tx() as db:
-            row = db.execute(
-                f"SELECT * FROM deliveries WHERE state = '{DeliveryState.PENDING}' AND next_at <= ? ORDER BY next_at, id LIMIT 1",
-                (ts,),
-            ).fetchone()
-            if row is None:
-                return None
-            db.execute(f"UPDATE deliveries SET state = '{DeliveryState.SENDING}' WHERE id = ?", (row["id"],))
-            names = tuple(
-                r["name"]
-                for r in db.execute(
-                    f"SELECT name FROM delivery_files WHERE delivery = ? AND state != '{FileState.SENT}' ORDER BY name",
-                    (row["id"],),
-                )
-            )
-        return QueuedDelivery(
-            row["id"], row["study_uid"], row["version"], row["folder"], names, row["attempts"]
-        )
-
-    def next_delivery_at(self) -> float | None:
-        """When the next pending delivery is due."""
-        rows = self._read(f"SELECT MIN(next_at) AS t FROM deliveries WHERE state = '{DeliveryState.PENDING}'")
-        return rows[0]["t"]
-
-    def file_inflight(self, delivery: int, name: str) -> None:
-        """A file is about to be handed to the transport (committed before it is).
-
-        The sender marks one file at a time for C-STORE, so after a crash at most that
-        one is found ``inflight`` (and becomes ``uncertain``); STOW-RS marks the files of
-        its one request.
-        """
-        with self._tx() as db:
-            db.execute(
-                f"UPDATE delivery_files SET state = '{FileState.INFLIGHT}', sends = sends + 1 WHERE delivery = ? AND name = ?",
-                (delivery, name),
-            )
-
-    def file_sent(self, delivery: int, name: str) -> None:
-        """The destination confirmed a file (committed, fsynced, before the next file is sent)."""
-        with self._tx() as db:
-            db.execute(
-                f"UPDATE delivery_files SET state = '{FileState.SENT}' WHERE delivery = ? AND name = ?",
-                (delivery, name),
-            )
-
-    def file_refused(self, delivery: int, name: str) -> None:
-        """The destination answered a file with a failure: ``pending`` again, not uncertain."""
-        with self._tx() as db:
-            db.execute(
-                f"UPDATE delivery_files SET state = '{FileState.PENDING}' WHERE delivery = ? AND name = ? AND state = '{FileState.INFLIGHT}'",
-                (delivery, name),
-            )
-
-    def delivered(self, delivery: int) -> None:
-        """Every file of a delivery is at its destination."""
-        with self._tx() as db:
-            db.execute(
-                f"UPDATE deliveries SET state = '{DeliveryState.SENT}', sent = ?, last_error = NULL WHERE id = ?",
-                (time.time(), delivery),
-            )
-            db.execute(
-                "INSERT INTO counters VALUES ('delivered', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
-            )
-
-    def delivery_failed(self, delivery: int, error: str, retry_at: float | None) -> None:
-        """An attempt failed: retry at ``retry_at``, or dead-letter the delivery (None)."""
-        now = time.time()
-        with self._tx() as db:
-            db.execute(
-                f"UPDATE delivery_files SET state = '{FileState.PENDING}', uncertain = 1 WHERE delivery = ? AND state = '{FileState.INFLIGHT}'",
-                (delivery,),
-            )
-            db.execute(
-                "UPDATE deliveries SET attempts = attempts + 1, last_error = ?, state = ?, next_at = ? WHERE id = ?",
-                (
-                    error,
-                    DeliveryState.PENDING if retry_at is not None else DeliveryState.DEAD,
-                    retry_at if retry_at is not None else now,
-                    delivery,
-                ),
-            )
-            kind = "delivery-retry" if retry_at is not None else "dead-letter"
-            db.execute(
-                "INSERT INTO events (ts, kind, message) VALUES (?, ?, ?)",
-                (now, kind, f"delivery {delivery}: {error}"),
-            )
-            if retry_at is None:
-                db.execute(
-                    "INSERT INTO counters VALUES ('dead_letters', 1) ON CONFLICT(name) DO UPDATE SET value = value + 1"
-                )
-
-    def deliveries(self, state: str | None = None) -> list[dict[str, Any]]:
-        """Every delivery (in one state) with its files' counts."""
-        sql = (
-            "SELECT d.*, (SELECT COUNT(*) FROM delivery_files f WHERE f.delivery = d.id) AS files, "
-            "(SELECT COALESCE(SUM(sends), 0) FROM delivery_files f WHERE f.delivery = d.id) AS sends, "
-            "(SELECT COALESCE(SUM(uncertain), 0) FROM delivery_files f WHERE f.delivery = d.id) AS uncertain "
-            "FROM deliveries d"
-        )
-        rows = self._read(
-            sql + (" WHERE d.state = ? ORDER BY d.id" if state else " ORDER BY d.id"),
-            (state,) if state else (),
-        )
-        return [dict(r) for r in rows]
-
-    def delivery_files(self, delivery: int) -> list[dict[str, Any]]:
-        """The files of one delivery."""
-        return [
-            dict(r)
-            for r in self._read("SELECT * FROM delivery_files WHERE delivery = ? ORDER BY name", (delivery,))
-        ]
-
-    def resend(self, ids: Sequence[int] | None = None) -> int:
-        """Put dead letters back in the queue (all, or those ``ids``); returns how many."""
-        with self._tx() as db:
-            where = f"state = '{DeliveryState.DEAD}'" + (
-                f" AND id IN ({','.join('?' * len(ids))})" if ids else ""
-            )
-            cur = db.execute(
-                f"UPDATE deliveries SET state = '{DeliveryState.PENDING}', attempts = 0, next_at = ? WHERE {where}",
-                (time.time(), *(ids or ())),
-            )
-            return int(cur.rowcount)
-
-    def purge_dead(self, ids: Sequence[int] | None = None) -> list[str]:
-        """Delete dead letters (all, or those ``ids``); returns their results folders."""
-        with self._tx() as db:
-            where = f"state = '{DeliveryState.DEAD}'" + (
-                f" AND id IN ({','.join('?' * len(ids))})" if ids else ""
-            )
-            rows = list(db.execute(f"SELECT id, folder FROM deliveries WHERE {where}", tuple(ids or ())))
-            for r in rows:
-                db.execute("DELETE FROM delivery_files WHERE delivery = ?", (r["id"],))
-                db.execute("DELETE FROM deliveries WHERE id = ?", (r["id"],))
-            return [r["folder"] for r in rows if r["folder"]]
-
     # -- restart recovery and retention
 
     def recover(self) -> dict[str, int]:
@@ -851,7 +476,7 @@ class NodeLedger:
         folders: list[tuple[int, str]] = []
         for uid in done:
             instances += [
-                _instance(r)
+                instance_of(r)
                 for r in self._read(
                     f"SELECT * FROM instances WHERE study_uid = ? AND state IN ('{InstanceState.STORED}', '{InstanceState.SUPERSEDED}')",
                     (uid,),
@@ -873,6 +498,7 @@ class NodeLedger:
                 f"UPDATE instances SET state = '{InstanceState.PURGED}' WHERE file_id = ?",
                 [(f,) for f in file_ids],
             )
+            db.executemany("DELETE FROM headers WHERE file_id = ?", [(f,) for f in file_ids])
             db.executemany("UPDATE deliveries SET folder = NULL WHERE id = ?", [(d,) for d in deliveries])
 
     def expire(self, before: float) -> int:
@@ -889,6 +515,10 @@ class NodeLedger:
             )
             for r in rows:
                 uid = r["study_uid"]
+                db.execute(
+                    "DELETE FROM headers WHERE file_id IN (SELECT file_id FROM instances WHERE study_uid = ?)",
+                    (uid,),
+                )
                 for table in ("records", "versions", "instances", "studies"):
                     db.execute(f"DELETE FROM {table} WHERE study_uid = ?", (uid,))
                 ids = [d["id"] for d in db.execute("SELECT id FROM deliveries WHERE study_uid = ?", (uid,))]

@@ -15,8 +15,10 @@
 Restart recovery (:meth:`Node.recover`, before the listener opens): ``.part`` files are
 removed; a stored file without a ledger row is adopted (it was durable, and processing
 it again is safe); studies left ``analysing`` are ready again; deliveries left
-``sending`` are due again: files recorded ``sent`` stay sent, the one in flight (C-STORE
-records each file as its response arrives) is marked uncertain and sent again.
+``sending`` are due again: files recorded ``sent`` stay sent, the one in flight is marked
+uncertain and sent again.  C-STORE records each file as its response arrives; STOW-RS
+sends one request per file and records it from that response's per-instance result, so
+for both "in flight" is one file: the one whose answer had not been recorded.
 
 SIGTERM (:meth:`Node.run`): the listener stops accepting, open associations get
 ``grace`` seconds, the worker finishes its study, the sender its attempt.
@@ -42,8 +44,8 @@ from chexnet_dicom.errors import ChexDicomError, InputError, TransferError
 from chexnet_dicom.faults import MAIN_PID_ENV, fault
 from chexnet_dicom.logs import persistent_log_key, phi_ref
 from chexnet_dicom.net.sender import RetryPolicy
-from chexnet_dicom.node.ledger import NodeLedger, QueuedDelivery
-from chexnet_dicom.node.scp import OwnOutputs, Receiver, RunningSCP, start_scp
+from chexnet_dicom.node.ledger import NewInstance, NodeLedger, QueuedDelivery
+from chexnet_dicom.node.scp import HEADER_VALUE_BYTES, OwnOutputs, Receiver, RunningSCP, start_scp
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.node.worker import OUTBOX, worker_main
 
@@ -184,7 +186,7 @@ class Node:
         """Record a durable file the ledger never got a row for (a crash between rename and row)."""
         assert self.ledger is not None
         try:
-            ds = read_header(path, limits=self.config.ingest.limits).dataset
+            ds = read_header(path, limits=self.config.ingest.limits, skip_above=HEADER_VALUE_BYTES).dataset
         except InputError:
             log.warning("a stored file without a ledger row is unreadable; it is left in place")
             return False
@@ -195,19 +197,20 @@ class Node:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 sha.update(chunk)
         self.ledger.record_instance(
-            file_id=file_id,
-            path=self.spool.relative(path),
-            sop_uid=text(ds, "SOPInstanceUID"),
-            study_uid=study_uid,
-            series_uid=text(ds, "SeriesInstanceUID"),
-            sop_class_uid=text(ds, "SOPClassUID"),
-            sha256=sha.hexdigest(),
-            size=path.stat().st_size,
-            kind=kind,
-            reason=reason,
-            calling_ae="",
-            keep=True,
-            adopted=True,
+            NewInstance(
+                file_id=file_id,
+                path=self.spool.relative(path),
+                sop_uid=text(ds, "SOPInstanceUID"),
+                study_uid=study_uid,
+                series_uid=text(ds, "SeriesInstanceUID"),
+                sop_class_uid=text(ds, "SOPClassUID"),
+                sha256=sha.hexdigest(),
+                size=path.stat().st_size,
+                kind=kind,
+                reason=reason,
+                calling_ae="",
+                adopted=True,
+            )
         )
         return True
 
@@ -281,8 +284,9 @@ class Node:
 
         Each file is marked ``inflight`` just before it is sent and ``sent`` as soon as
         its C-STORE response (or its STOW-RS per-instance result) arrives, each a durable
-        ledger commit made before the next file is sent.  A crash therefore leaves at most
-        the one file in flight (every file of the one request for STOW-RS) to be sent again.
+        ledger commit made before the next file is sent.  STOW-RS makes one request per
+        file for this (a whole-study request would leave every file of it in flight).  A
+        crash therefore leaves at most the one file in flight to be sent again.
         """
         assert self.ledger is not None
         ledger = self.ledger
@@ -354,15 +358,23 @@ class Node:
             for path in paths:
                 sending(path)
             return self._send(paths, self.destination)
-        from chexnet_dicom.net.sender import send_files
+        from chexnet_dicom.net.destination import StowDestination
+        from chexnet_dicom.net.sender import Delivery, SendReport, send_files
 
-        return send_files(
-            paths,
-            self.destination,
-            timeouts=self.config.destination.timeouts,
-            on_sending=sending,
-            on_delivered=delivered,
-        )
+        timeouts = self.config.destination.timeouts
+        if not isinstance(self.destination, StowDestination):  # C-STORE: one association
+            return send_files(
+                paths, self.destination, timeouts=timeouts, on_sending=sending, on_delivered=delivered
+            )
+        # STOW-RS: one request per file, so that (as with C-STORE) at most one file is in
+        # flight, its per-instance result recorded before the next request is made
+        answers: list[Delivery] = []
+        for path in paths:
+            one = send_files(
+                [path], self.destination, timeouts=timeouts, on_sending=sending, on_delivered=delivered
+            )
+            answers.extend(one.deliveries)
+        return SendReport(str(self.destination.describe()), tuple(answers))
 
     # -- running and stopping
 

@@ -7,8 +7,10 @@ goes through the same stages as ``chexdcm infer`` (:mod:`chexnet_dicom.pipeline`
 
 1. :meth:`~chexnet_dicom.node.ledger.NodeLedger.claim` gives the study's stored
    instances and what earlier versions of its results left (records);
-2. the instances not analysed before are scanned once (their header bytes kept for the
-   records) and go through :func:`~chexnet_dicom.pipeline.results_for_paths`;
+2. the instances not analysed before are scanned from the header bytes the listener
+   kept in the ledger (:func:`scan_stored`: no header is read from a file again; the
+   bytes also go into the records) and go through
+   :func:`~chexnet_dicom.pipeline.results_for_paths`;
 3. the earlier images come back from their records
    (:func:`~chexnet_dicom.node.carry.restore_image`) and
    :func:`~chexnet_dicom.node.carry.combine` merges them with the new analysis, so a
@@ -44,9 +46,19 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
-from chexnet_dicom.config import NodeConfig
-from chexnet_dicom.dicom.study import StudyScan, scan
-from chexnet_dicom.errors import InferenceError
+from chexnet_dicom.config import IngestConfig, NodeConfig
+from chexnet_dicom.dicom.read import PixelLocation, ScannedHeader, header_from_raw, read_header
+from chexnet_dicom.dicom.study import (
+    Instance,
+    Skipped,
+    StudyScan,
+    build_study,
+    duplicate_skipped,
+    instance_from_header,
+    kept_index,
+    study_order,
+)
+from chexnet_dicom.errors import InferenceError, InputError
 from chexnet_dicom.faults import active, fault
 from chexnet_dicom.logs import persistent_log_key, phi_ref, redact
 from chexnet_dicom.node.carry import CarriedImage, carry, combine, header_bytes, restore_image, restore_skip
@@ -140,12 +152,11 @@ class Analyser:
             self.ledger.fail(claimed, failure.reason, failure.message)
         log.info("%s: version %d handled in %.2f s", ref, claimed.version, time.perf_counter() - t0)
 
-    def _predicted(self, paths: list[str]) -> tuple[StudyScan, list[StudyResult]]:
+    def _predicted(self, new: list[StoredInstance]) -> tuple[StudyScan, list[StudyResult]]:
         fault("worker.predict")
         if active("worker.model_error"):
             raise InferenceError("the model failed on this study (injected fault worker.model_error)")
-        # the worker's one read of each header: its bytes are kept for the records (carry)
-        found = scan(paths, config=self.config.ingest, keep_raw=True)
+        found = scan_stored(new, self.spool, self.config.ingest)
         return found, list(results_for_paths(found, self.predictor, config=self.config.ingest))
 
     def _combined(self, claimed: Claimed, fresh: StudyResult | None) -> StudyResult:
@@ -167,7 +178,7 @@ class Analyser:
         if not new:
             self.ledger.unchanged(claimed)
             return None
-        predicted = guarded(ref, "predict", self._predicted, [str(self.spool.absolute(i.path)) for i in new])
+        predicted = guarded(ref, "predict", self._predicted, new)
         if isinstance(predicted, Failure):
             return predicted
         found, results = predicted
@@ -239,6 +250,62 @@ class Analyser:
         self.ledger.count("images_analysed", len(fresh.images) if fresh is not None else 0)
 
 
+def _scanned(inst: StoredInstance, path: str, cfg: IngestConfig) -> ScannedHeader:
+    """The header the listener kept (parsed from its bytes), or, without one, the file's (kept raw)."""
+    h = inst.header
+    if h is None:
+        return read_header(path, limits=cfg.limits, keep_raw=True)
+    location = PixelLocation(path, h.offset, inst.size, h.mtime_ns, h.implicit, h.little)
+    return header_from_raw(h.data, location, limits=cfg.limits)
+
+
+def scan_stored(instances: Sequence[StoredInstance], spool: Spool, cfg: IngestConfig) -> StudyScan:
+    """A claimed study's instances as :func:`~chexnet_dicom.dicom.study.scan` would find them.
+
+    The header of each comes from the bytes the listener kept in the ledger
+    (:class:`~chexnet_dicom.node.ledger.StoredHeader`), so the worker never reads a
+    header from the file again; one without kept bytes (deflated, a large header, a
+    row from before the ledger kept them) is read from its file.  The scan's rules
+    then apply as in batch (:func:`~chexnet_dicom.batch.studies.load_study`):
+    :func:`~chexnet_dicom.dicom.study.instance_from_header`, one copy per SOP Instance
+    UID (:func:`~chexnet_dicom.dicom.study.kept_index`) and
+    :func:`~chexnet_dicom.dicom.study.build_study`.
+    """
+    unassigned: list[Skipped] = []
+    found: list[tuple[Instance, tuple[str, str]]] = []
+    for inst in instances:
+        path = str(spool.absolute(inst.path))
+        try:
+            result = instance_from_header(path, _scanned(inst, path, cfg), cfg)
+        except InputError as exc:
+            unassigned.append(Skipped(path, "error", exc.reason, str(exc)))
+            continue
+        if isinstance(result, Skipped):
+            unassigned.append(result)
+        else:
+            found.append(result)
+    by_sop: dict[str, list[int]] = {}
+    for k, (one, _) in enumerate(found):
+        by_sop.setdefault(one.sop_uid, []).append(k)
+    best = {sop: group[kept_index([found[i][0].accepted for i in group])] for sop, group in by_sop.items()}
+    members: dict[str, list[Instance]] = {}
+    skipped: dict[str, list[Skipped]] = {}
+    when: dict[str, tuple[str, str]] = {}
+    for k, (one, one_when) in enumerate(found):
+        if best[one.sop_uid] != k:
+            skipped.setdefault(one.study_uid, []).append(
+                duplicate_skipped(one, found[best[one.sop_uid]][0].path)
+            )
+            continue
+        members.setdefault(one.study_uid, []).append(one)
+        when.setdefault(one.study_uid, one_when)
+    built = [
+        build_study(uid, members.get(uid, []), skipped.get(uid, []), when.get(uid, ("", "")))
+        for uid in set(members) | set(skipped)
+    ]
+    return StudyScan(tuple(sorted(built, key=study_order)), tuple(unassigned))
+
+
 def load_node_predictor(config: NodeConfig) -> Any:
     """Load the node's model once (weights resolved as for ``chexdcm infer``)."""
     from chexnet_dicom.model.startup import start_model
@@ -284,6 +351,9 @@ def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: A
     persistent_log_key(spool.key_path)
     ledger = NodeLedger(spool.ledger_path)
     analyser = Analyser(config, spool, ledger, load_node_predictor(config), destination)
+    from chexnet_dicom.pipeline.warm import warm_result_stages
+
+    warm_result_stages()  # before the first study: it must not pay the result stages' imports
     if ready is not None:
         ready.set()
     try:

@@ -25,6 +25,9 @@ Module map
     :class:`StudyCollect`, :func:`decode_pool`.
 :mod:`~chexnet_dicom.pipeline.write`
     :func:`build_and_write`, :func:`write_results`.
+:mod:`~chexnet_dicom.pipeline.warm`
+    :func:`~chexnet_dicom.pipeline.warm.warm_result_stages`: the result stages imported
+    before a long-running door (node worker, batch) takes its first study.
 
 The node's carrying of earlier images into later versions of a study's results lives
 in :mod:`chexnet_dicom.node.carry`.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from tests.helpers.node import (
     write_node_config,
 )
 from tests.helpers.peers import storescp
+from tests.helpers.stow import stow_peer
 
 pytestmark = pytest.mark.network
 
@@ -203,53 +205,81 @@ def test_killed_after_the_kth_c_store_response_each_file_arrives_once(
     only it, is sent again (``uncertain``).  Counted at a ``storescp +uf`` that keeps
     every copy.
     """
-    files = images(tmp_path / "src", _N_IMAGES, seed0=60)
     with storescp(tmp_path) as dest:
-        cfg = write_node_config(tmp_path, dest=dest.address)
-        port = config_port(cfg)
-        spool = tmp_path / "spool"
-        node = NodeProcess(cfg, port, fault=f"{point}:{k}")
-        assert storescu(port, *files).returncode == 0
-        assert node.wait_dead(180) != 0, "the fault point did not kill the node"
-        time.sleep(0.5)
-        before = received(dest)
-        assert sum(before.values()) == k, before  # killed mid-association, after k responses
+        _killed_after_the_kth_response(tmp_path, point, k, dest.address, lambda: received(dest))
+
+
+@pytest.mark.parametrize(
+    ("point", "k"),
+    [
+        pytest.param("send.after_record", 1, marks=_slow),
+        pytest.param("send.after_record", _N_RESULTS - 1, marks=_slow),
+        pytest.param("send.after_store", 1, marks=_slow),
+        ("send.after_store", _N_RESULTS - 1),
+    ],
+)
+def test_killed_after_the_kth_stow_rs_response_each_file_arrives_once(
+    tmp_path: Path, point: str, k: int
+) -> None:
+    """The same for STOW-RS: the node makes one request per result file, so the k-th of n
+    responses is the k-th file's, recorded from its per-instance result (the Referenced
+    SOP Sequence) before the next request; "in flight" is the one file of the one
+    request whose response was not recorded.  Counted at a STOW-RS server that keeps
+    every copy (Orthanc keeps one)."""
+    with stow_peer(tmp_path) as dest:
+        _killed_after_the_kth_response(tmp_path, point, k, dest.url, dest.received)
+        assert set(dest.requests) == {1}, dest.requests  # one instance per request
+
+
+def _killed_after_the_kth_response(
+    tmp_path: Path, point: str, k: int, url: str, counted: Callable[[], collections.Counter[str]]
+) -> None:
+    files = images(tmp_path / "src", _N_IMAGES, seed0=60)
+    cfg = write_node_config(tmp_path, dest=url)
+    port = config_port(cfg)
+    spool = tmp_path / "spool"
+    node = NodeProcess(cfg, port, fault=f"{point}:{k}")
+    assert storescu(port, *files).returncode == 0
+    assert node.wait_dead(180) != 0, "the fault point did not kill the node"
+    time.sleep(0.5)
+    before = counted()
+    assert sum(before.values()) == k, before  # killed mid-delivery, after k responses
+    led = ledger_of(spool)
+    try:
+        (d,) = led.deliveries()
+        states = dict(collections.Counter(f["state"] for f in led.delivery_files(d["id"])))
+    finally:
+        led.close()
+    assert d["files"] == _N_RESULTS
+    if point == "send.after_record":
+        want = {"sent": k, "pending": _N_RESULTS - k}
+    else:
+        want = {"sent": k - 1, "inflight": 1, "pending": _N_RESULTS - k}
+    assert states == {s: n for s, n in want.items() if n}, states
+    node = NodeProcess(cfg, port)
+    try:
+        wait_for(lambda: all_sent(spool), timeout=180, what="the delivery")
+        time.sleep(1.0)  # anything sent twice would arrive now
+        counts = counted()
+        assert len(counts) == _N_RESULTS, counts
+        twice = [uid for uid, n in counts.items() if n > 1]
+        assert set(counts.values()) <= {1, 2}, counts
         led = ledger_of(spool)
         try:
             (d,) = led.deliveries()
-            states = dict(collections.Counter(f["state"] for f in led.delivery_files(d["id"])))
+            files_rows = led.delivery_files(d["id"])
         finally:
             led.close()
-        assert d["files"] == _N_RESULTS
+        uncertain = sum(f["uncertain"] for f in files_rows)
         if point == "send.after_record":
-            want = {"sent": k, "pending": _N_RESULTS - k}
+            assert twice == [], counts
+            assert uncertain == 0 and d["sends"] == _N_RESULTS
         else:
-            want = {"sent": k - 1, "inflight": 1, "pending": _N_RESULTS - k}
-        assert states == {s: n for s, n in want.items() if n}, states
-        node = NodeProcess(cfg, port)
-        try:
-            wait_for(lambda: all_sent(spool), timeout=180, what="the delivery")
-            time.sleep(1.0)  # anything sent twice would arrive now
-            counts = received(dest)
-            assert len(counts) == _N_RESULTS, counts
-            twice = [uid for uid, n in counts.items() if n > 1]
-            assert set(counts.values()) <= {1, 2}, counts
-            led = ledger_of(spool)
-            try:
-                (d,) = led.deliveries()
-                files_rows = led.delivery_files(d["id"])
-            finally:
-                led.close()
-            uncertain = sum(f["uncertain"] for f in files_rows)
-            if point == "send.after_record":
-                assert twice == [], counts
-                assert uncertain == 0 and d["sends"] == _N_RESULTS
-            else:
-                assert len(twice) == 1, counts  # at most the one in flight
-                assert uncertain == 1 and d["sends"] == _N_RESULTS + 1
-            assert {f["state"] for f in files_rows} == {"sent"}
-        finally:
-            assert node.terminate() == 0
+            assert len(twice) == 1, counts  # at most the one in flight
+            assert uncertain == 1 and d["sends"] == _N_RESULTS + 1
+        assert {f["state"] for f in files_rows} == {"sent"}
+    finally:
+        assert node.terminate() == 0
 
 
 def test_the_node_logs_no_patient_data(tmp_path: Path) -> None:

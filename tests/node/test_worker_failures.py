@@ -16,7 +16,7 @@ from chexnet_dicom.dicom.reasons import INTERNAL
 from chexnet_dicom.dicom.study import scan
 from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.node import carry as carry_module
-from chexnet_dicom.node.ledger import Claimed, NodeLedger
+from chexnet_dicom.node.ledger import Claimed, NewInstance, NodeLedger
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.node.worker import OUTBOX, Analyser
 from chexnet_dicom.pipeline import STAGES, failure_of, results_for_paths
@@ -44,17 +44,19 @@ def _claim(spool: Spool, ledger: NodeLedger, seed: int) -> Claimed:
     path = write_single_image_study(spool.store / f"{seed}.dcm", seed)
     ds = pydicom.dcmread(path, stop_before_pixels=True)
     ledger.record_instance(
-        file_id=f"file-{seed}",
-        path=spool.relative(path),
-        sop_uid=ds.SOPInstanceUID,
-        study_uid=ds.StudyInstanceUID,
-        series_uid=ds.SeriesInstanceUID,
-        sop_class_uid=ds.SOPClassUID,
-        sha256=f"{seed:064x}",
-        size=path.stat().st_size,
-        kind="image",
-        reason=None,
-        calling_ae="TEST",
+        NewInstance(
+            file_id=f"file-{seed}",
+            path=spool.relative(path),
+            sop_uid=ds.SOPInstanceUID,
+            study_uid=ds.StudyInstanceUID,
+            series_uid=ds.SeriesInstanceUID,
+            sop_class_uid=ds.SOPClassUID,
+            sha256=f"{seed:064x}",
+            size=path.stat().st_size,
+            kind="image",
+            reason=None,
+            calling_ae="TEST",
+        )
     )
     ledger.promote_ready(time.time() + 60, 0.0, 0.0, set())
     (claimed,) = ledger.claim("worker-test", 1)
