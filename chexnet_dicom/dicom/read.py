@@ -498,16 +498,8 @@ def _inflate(data: bytes, cap: int) -> bytes:
     raise CorruptHeaderError(f"the deflated dataset cannot be inflated ({redact(last)})")
 
 
-def _parse(
-    fp: _BoundedReader,
-    name: str | None,
-    limits: IngestLimits,
-    stop_before_pixels: bool,
-    skip_above: int | None = None,
-) -> tuple[FileDataset, tuple[int, bool, bool] | None]:
-    """Parse a file; return the dataset and, for a header-only read of a file that is not
-    deflated, ``(offset, implicit, little)`` of the elements after the header.  Header
-    values longer than ``skip_above`` bytes are left out, never read (:func:`read_header`)."""
+def _read_prefix(fp: _BoundedReader) -> tuple[bytes | None, int, bytes]:
+    """The preamble (if any), where the first element starts, and its first 8 bytes."""
     head = fp.read(132)
     if len(head) < 8:
         raise NotDicomError("the file is empty or shorter than one DICOM element; it is not DICOM")
@@ -521,9 +513,12 @@ def _parse(
     fp.seek(start)
     first = fp.read(8)
     fp.seek(start)
+    return preamble, start, first
 
-    # File Meta Information (group 0002, always Explicit VR Little Endian by PS3.10;
-    # tolerate implicit encoding as pydicom does).
+
+def _read_meta(fp: _BoundedReader, start: int, first: bytes) -> FileMetaDataset:
+    """File Meta Information (group 0002, always Explicit VR Little Endian by PS3.10;
+    tolerate implicit encoding as pydicom does); empty when the file has none."""
     meta = FileMetaDataset()
     if len(first) == 8 and struct.unpack("<H", first[:2])[0] == 0x0002:
         meta_elems = _read_elements(
@@ -549,7 +544,39 @@ def _parse(
             "no DICOM preamble/'DICM' prefix and the data do not start with a DICOM element; "
             "the file is not DICOM or its first bytes are damaged"
         )
+    return meta
 
+
+@dataclass(frozen=True)
+class _Encoding:
+    """How the data set after the file meta is encoded, and the reader positioned at it."""
+
+    fp: _BoundedReader
+    ts: UID
+    implicit: bool
+    little: bool
+    deflated: bool
+    peek: bytes
+
+
+def _guess_encoding(meta: FileMetaDataset, peek: bytes) -> tuple[bool, bool]:
+    """(implicit, little) of a data set whose file meta names no transfer syntax."""
+    guess = _plausible_start(peek) if len(peek) == 8 else (True, True)
+    if guess is None and len(meta) and len(peek) == 8:
+        # File meta present (so this is DICOM) but no TransferSyntaxUID: guess the
+        # encoding from the first element as pydicom does (little endian).
+        guess = (not _valid_vr(peek[4:6]), True)
+    if guess is None:
+        raise CorruptHeaderError(
+            "the file meta has no TransferSyntaxUID and the dataset's encoding cannot be "
+            "recognised; the file is corrupt"
+        )
+    return guess
+
+
+def _encoding(fp: _BoundedReader, meta: FileMetaDataset, limits: IngestLimits) -> _Encoding:
+    """The data set's encoding, from the transfer syntax (guessed when absent; a deflated
+    body is inflated within ``limits``), corrected when the body uses the other VR encoding."""
     deflated = False
     ts_raw = meta.get("TransferSyntaxUID")
     ts = UID(str(ts_raw).strip().rstrip("\x00")) if ts_raw else None
@@ -557,17 +584,7 @@ def _parse(
     peek = fp.read(8)
     fp.seek(body_start)
     if ts is None:
-        guess = _plausible_start(peek) if len(peek) == 8 else (True, True)
-        if guess is None and len(meta) and len(peek) == 8:
-            # File meta present (so this is DICOM) but no TransferSyntaxUID: guess the
-            # encoding from the first element as pydicom does (little endian).
-            guess = (not _valid_vr(peek[4:6]), True)
-        if guess is None:
-            raise CorruptHeaderError(
-                "the file meta has no TransferSyntaxUID and the dataset's encoding cannot be "
-                "recognised; the file is corrupt"
-            )
-        implicit, little = guess
+        implicit, little = _guess_encoding(meta, peek)
         ts = (
             ImplicitVRLittleEndian
             if implicit
@@ -599,6 +616,23 @@ def _parse(
                 "implicit" if found_implicit else "explicit",
             )
             implicit = found_implicit
+    return _Encoding(fp, ts, implicit, little, deflated, peek)
+
+
+def _parse(
+    fp: _BoundedReader,
+    name: str | None,
+    limits: IngestLimits,
+    stop_before_pixels: bool,
+    skip_above: int | None = None,
+) -> tuple[FileDataset, tuple[int, bool, bool] | None]:
+    """Parse a file; return the dataset and, for a header-only read of a file that is not
+    deflated, ``(offset, implicit, little)`` of the elements after the header.  Header
+    values longer than ``skip_above`` bytes are left out, never read (:func:`read_header`)."""
+    preamble, start, first = _read_prefix(fp)
+    meta = _read_meta(fp, start, first)
+    enc = _encoding(fp, meta, limits)
+    fp, implicit, little = enc.fp, enc.implicit, enc.little
 
     def at_pixels(tag: BaseTag, vr: str | None, length: int) -> bool:
         return int(tag) in PIXEL_DATA_TAGS
@@ -610,8 +644,8 @@ def _parse(
         what = "holds no readable element" if not header else f"stops early, at byte {fp.tell()} of {fp.size}"
         raise CorruptHeaderError(f"the dataset {what} (a stray delimiter); the file is corrupt")
     ds = _build(header, implicit, little)
-    check_header_caps(ds, limits, transfer_syntax=str(ts), stream_bytes=fp.size - fp.tell())
-    rest_at = (fp.tell(), implicit, little) if not deflated else None
+    check_header_caps(ds, limits, transfer_syntax=str(enc.ts), stream_bytes=fp.size - fp.tell())
+    rest_at = (fp.tell(), implicit, little) if not enc.deflated else None
 
     if not stop_before_pixels:
         _read_rest(fp, ds, implicit, little, limits)
