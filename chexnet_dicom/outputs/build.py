@@ -107,9 +107,6 @@ def build_outputs(
     opts = options or OutputOptions()
     card = result.card
     with_header = [s for s in result.skipped if s.dataset is not None]
-    sr = None
-    if result.images or with_header:
-        sr = build_sr(result.images, card, skipped=with_header, previous=previous)
     overlays: list[tuple[str, Dataset]] = []
     previews: list[tuple[str, np.ndarray]] = []
     draw = opts.draw_unreliable
@@ -133,6 +130,12 @@ def build_outputs(
                 overlays.append((f"sc-{name}.dcm", sc))
             if opts.previews:
                 previews.append((f"preview-{name}.png", pixels))
+    sr = None
+    if result.images or with_header:
+        # built after the overlays: the SR references the SCs that show its findings
+        sr = build_sr(
+            result.images, card, skipped=with_header, previous=previous, overlays=[sc for _, sc in overlays]
+        )
     sidecar = build_sidecar(
         result.images, card, skipped=result.skipped, sr=sr, overlays=[sc for _, sc in overlays]
     )

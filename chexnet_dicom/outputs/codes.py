@@ -27,11 +27,16 @@ Private coding scheme ``99CHEXDCM``
 
 from __future__ import annotations
 
+import copy
+from functools import cache, lru_cache
+
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
-from highdicom.sr import CodedConcept
+from highdicom.sr import AlgorithmIdentification, CodedConcept
 from pydicom.sr.codedict import codes
 
 from chexnet_dicom.model.labels import FINDING_CODES, LABELS, PRIVATE_SCHEME
+from chexnet_dicom.outputs.identity import CardLike
+from chexnet_dicom.outputs.reliability import UNRELIABLE_TEXT
 
 __all__ = [
     "ABSENT",
@@ -44,6 +49,9 @@ __all__ = [
     "IMAGE_REGION",
     "PROCEDURE_REPORTED",
     "QUALITATIVE_EVALUATIONS",
+    "SUMMARY",
+    "THRESHOLD",
+    "algorithm_identification",
     "finding_concept",
 ]
 
@@ -66,6 +74,10 @@ IMAGE_REGION = CodedConcept.from_code(codes.DCM.ImageRegion)
 QUALITATIVE_EVALUATIONS = CodedConcept(
     value="C0034375", scheme_designator="UMLS", meaning="Qualitative Evaluations"
 )
+#: The finding's operating point, a NUM beside its probability: "Threshold Value" (DCM 122411).
+THRESHOLD = CodedConcept.from_code(codes.DCM.ThresholdValue)
+#: The line of present findings at the top of the SR: "Summary" (DCM 121111).
+SUMMARY = CodedConcept.from_code(codes.DCM.Summary)
 #: Private concepts (see the module docstring).
 NOT_ANALYSED = CodedConcept(
     value="NOT_ANALYSED", scheme_designator=PRIVATE_SCHEME, meaning="Image not analysed"
@@ -78,6 +90,12 @@ PRIVATE_SCHEME_ITEM = CodingSchemeIdentificationItem(
     version="1",
     responsible_organization="chexnet-dicom project",
 )
+
+
+@cache
+def _concept(label: str) -> CodedConcept:
+    code = FINDING_CODES[label]
+    return CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)
 
 
 def finding_concept(label: str) -> CodedConcept:
@@ -100,5 +118,28 @@ def finding_concept(label: str) -> CodedConcept:
     """
     if label not in FINDING_CODES:
         raise KeyError(f"no code for finding {label!r}; known: {', '.join(LABELS)}")
-    code = FINDING_CODES[label]
-    return CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)
+    return copy.deepcopy(_concept(label))
+
+
+@lru_cache(maxsize=64)
+def _algorithm(
+    name: str, version: str, cam_threshold: float, region: bool, unreliable: bool
+) -> AlgorithmIdentification:
+    parameters: list[str] = []
+    if region:
+        parameters.append(
+            f"region: largest connected area where the relative evidence map >= {cam_threshold:.6g}"
+        )
+    if unreliable:
+        parameters.append(UNRELIABLE_TEXT)
+    return AlgorithmIdentification(name=name, version=version, parameters=parameters or None)
+
+
+def algorithm_identification(card: CardLike, *, region: bool, unreliable: bool) -> AlgorithmIdentification:
+    """TID 4019 algorithm items of one finding group (name, version, region rule, reliability).
+
+    Built once per weights and kind of group (cached), handed out as a copy so that no two
+    groups share a dataset.
+    """
+    item = _algorithm(str(card.name), str(card.version), float(card.cam_threshold), region, unreliable)
+    return copy.deepcopy(item)

@@ -42,7 +42,6 @@ import logging
 from collections.abc import Sequence
 
 from highdicom.sr import (
-    AlgorithmIdentification,
     CodeContentItem,
     CodedConcept,
     Comprehensive3DSR,
@@ -68,11 +67,13 @@ from highdicom.sr import (
 from highdicom.sr.templates import DEFAULT_LANGUAGE
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import DS
 
+from chexnet_dicom.dicom.reasons import DUPLICATE_INSTANCE
 from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.errors import OutputError
 from chexnet_dicom.logs import phi_ref, redact
-from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
+from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.outputs import codes as cc
 from chexnet_dicom.outputs.header import check_same_study, evidence_header, quiet_highdicom, sanitize_copied
 from chexnet_dicom.outputs.identity import (
@@ -89,9 +90,15 @@ from chexnet_dicom.outputs.identity import (
 )
 from chexnet_dicom.outputs.provenance import algorithm_equipment
 from chexnet_dicom.outputs.regions import heatmap_region
+from chexnet_dicom.outputs.reliability import (
+    UNRELIABLE_TEXT,
+    by_margin,
+    unreliable_findings,
+    unreliable_reason,
+)
 from chexnet_dicom.results import ImageResult, study_summary
 
-__all__ = ["build_sr", "heatmap_region", "sr_uid"]
+__all__ = ["build_sr", "finding_name", "heatmap_region", "sr_uid"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +118,38 @@ def _text(name: CodedConcept, value: str) -> TextContentItem:
     return TextContentItem(name=name, value=_ascii(value), relationship_type=RelationshipTypeValues.CONTAINS)
 
 
+def finding_name(label: str) -> str:
+    """The one spelling of a finding in the SR: the meaning of its code."""
+    return str(cc.finding_concept(label).meaning)
+
+
+def _sig3(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def _num(
+    name: CodedConcept,
+    value: float,
+    referenced_images: list[SourceImageForMeasurement] | None = None,
+    referenced_coordinates: list[CoordinatesForMeasurement] | None = None,
+) -> Measurement:
+    """A TID 300 NUM: Numeric Value (what a renderer shows) at 3 significant digits,
+    Floating Point Value (what a program reads, highdicom's ``value``) at full precision."""
+    item = Measurement(
+        name=name,
+        value=float(value),
+        unit=cc.PROBABILITY_UNIT,
+        referenced_images=referenced_images,
+        referenced_coordinates=referenced_coordinates,
+    )
+    measured = item[0].MeasuredValueSequence[0]
+    measured.NumericValue = DS(_sig3(float(value)))
+    measured.FloatingPointValue = float(value)
+    return item
+
+
 def _group(
-    result: ImageResult, image_no: int, k: int, card: CardLike
+    result: ImageResult, image_no: int, k: int, card: CardLike, unreliable: frozenset[str]
 ) -> MeasurementsAndQualitativeEvaluations:
     """One finding of one image: a TID 1501 group; a present finding's region under its probability."""
     label = LABELS[k]
@@ -123,24 +160,24 @@ def _group(
     present = prob >= thr
     finding = cc.finding_concept(label)
     tracking = TrackingIdentifier(
-        identifier=f"{DISPLAY_NAMES[label]}, image {image_no}",
+        identifier=f"{finding_name(label)}, image {image_no}",
         uid=output_uid("tracking", card.weights_sha256, sop, label),
     )
     region_coords = None
     if present and result.has_heatmaps:
         heat = result.heatmap(k)
         if heat is not None:
-            region_coords = heatmap_region(heat, card.cam_threshold)
-    parameters = [f"operating point {thr:.6g}", f"probability output of finding index {k}"]
-    if region_coords is not None:
-        parameters.append(
-            f"region: largest connected area where the relative evidence map >= {card.cam_threshold:.6g}"
-        )
-    # TID 4019 rows 1-3: name, version, parameters (the manufacturer is the device observer's)
-    algorithm = AlgorithmIdentification(name=str(card.name), version=str(card.version), parameters=parameters)
+            region_coords = heatmap_region(heat, card.cam_threshold, source_shape=result.source_shape)
+    algorithm = cc.algorithm_identification(
+        card, region=region_coords is not None, unreliable=label in unreliable
+    )
     coordinates = None
     if region_coords is not None:
-        # TID 300 row 8 (INFERRED FROM, TID 320): the probability was inferred from this region
+        # TID 300 row 8 (INFERRED FROM, TID 320): the probability was inferred from this
+        # region. A TID 1410 group would make it reachable through highdicom's
+        # get_planar_roi_measurement_groups(), but PixelMed's validator (1.x) then reports
+        # every TID 1501 group of an SR holding exactly one TID 1410 group as a TID 1410
+        # group missing its region (2+ pass): see the README's SR section.
         coordinates = [
             CoordinatesForMeasurement(
                 graphic_type=GraphicTypeValues.POLYLINE,
@@ -149,60 +186,109 @@ def _group(
                 purpose=cc.IMAGE_REGION,
             )
         ]
-    measurement = Measurement(
-        name=cc.PROBABILITY,
-        value=prob,
-        unit=cc.PROBABILITY_UNIT,
-        # TID 320: the image itself (row 1) or a region of it (row 3, selected from the
-        # image), not both
-        referenced_images=None if coordinates else [SourceImageForMeasurement.from_source_image(ds)],
-        referenced_coordinates=coordinates,
-    )
+    # TID 320: the image itself (row 1) or a region of it (row 3, selected from it), not both
+    referenced = None if coordinates else [SourceImageForMeasurement.from_source_image(ds)]
+    probability = _num(cc.PROBABILITY, prob, referenced_images=referenced, referenced_coordinates=coordinates)
     evaluation = QualitativeEvaluation(name=finding, value=cc.PRESENT if present else cc.ABSENT)
     return MeasurementsAndQualitativeEvaluations(
         tracking_identifier=tracking,
         finding_type=finding,
         algorithm_id=algorithm,
-        measurements=[measurement],
+        measurements=[probability, _num(cc.THRESHOLD, thr)],
         qualitative_evaluations=[evaluation],
         source_images=[SourceImageForMeasurementGroup.from_source_image(ds)],
     )
 
 
+def _image_groups(
+    result: ImageResult, image_no: int, card: CardLike, unreliable: frozenset[str]
+) -> list[MeasurementsAndQualitativeEvaluations]:
+    """An image's 14 groups, present findings first, largest margin (probability - threshold) first."""
+    order = [LABELS.index(label) for label in by_margin(result.prediction.probabilities, card)]
+    return [_group(result, image_no, k, card, unreliable) for k in order]
+
+
+def _unreliable_note(card: CardLike, label: str) -> str:
+    reason = unreliable_reason(card, label)
+    return f"; {UNRELIABLE_TEXT} ({reason})" if reason else ""
+
+
+def _not_analysed(skipped: Sequence[Skipped], analysed: set[str]) -> list[TextContentItem]:
+    """One line per instance not analysed; duplicates of one SOP Instance UID once, naming that UID."""
+    items: list[TextContentItem] = []
+    duplicates: dict[str, int] = {}
+    for sk in skipped:
+        uid = str(sk.dataset.get("SOPInstanceUID", "?")) if sk.dataset is not None else ""
+        if sk.reason == DUPLICATE_INSTANCE and uid:
+            duplicates[uid] = duplicates.get(uid, 0) + 1
+            continue
+        if sk.dataset is not None:
+            what = f"instance {uid} (series {sk.dataset.get('SeriesNumber', '?')})"
+        else:
+            what = "an unreadable file"
+        items.append(_text(cc.NOT_ANALYSED, f"{what} not analysed: {sk.reason}: {sk.message}"))
+    for uid, n in duplicates.items():
+        used = "the copy analysed is the one reported here" if uid in analysed else "no copy was analysed"
+        items.append(
+            _text(
+                cc.NOT_ANALYSED,
+                f"instance {uid} received {n + 1} times ({DUPLICATE_INSTANCE}); {used}",
+            )
+        )
+    return items
+
+
 def _evaluations(
     results: Sequence[ImageResult], skipped: Sequence[Skipped], card: CardLike
 ) -> ContainerContentItem:
-    items: list[TextContentItem] = []
+    """TID 1500 row 12, placed first: research use, present findings, one line per finding."""
     n = len(results)
-    intro = f"{RESEARCH_USE_ONLY}. Not for clinical decisions. {card.intended_use} "
-    if n:
-        intro += (
-            f"Study-level summary: for each finding the maximum probability over the {n} analysed "
-            "image(s); the finding is present when that maximum reaches its operating point."
+    items: list[TextContentItem] = [
+        _text(
+            CodedConcept.from_code(codes.DCM.Comment),
+            f"{RESEARCH_USE_ONLY}. Not for clinical decisions. {card.intended_use}",
         )
+    ]
+    summary = study_summary(results)
+    if n:
+        present = [
+            f"{finding_name(label)} {_sig3(s.probability)} (threshold {_sig3(s.threshold)}"
+            f"{_unreliable_note(card, label)})"
+            for label, s in sorted(summary.items(), key=lambda kv: kv[1].threshold - kv[1].probability)
+            if s.present
+        ]
+        line = "Present findings: " + "; ".join(present) if present else "No finding reaches its threshold"
+        items.append(_text(cc.SUMMARY, f"{line}. Probability is the maximum over the {n} analysed image(s)."))
     else:
-        intro += "No image of this study was analysed; the reasons are listed below."
-    items.append(_text(CodedConcept.from_code(codes.DCM.Comment), intro))
-    for label, s in study_summary(results).items():
+        items.append(_text(cc.SUMMARY, "No image of this study was analysed; the reasons are listed below."))
+    for label, s in summary.items():
         state = "present" if s.present else "absent"
         items.append(
             _text(
                 cc.finding_concept(label),
-                f"study maximum probability {s.probability:.6f} (image {s.image_index + 1} "
-                f"of {n}); {state} at operating point {s.threshold:.6g}",
+                f"{finding_name(label)}: study maximum Probability {_sig3(s.probability)} "
+                f"(image {s.image_index + 1} of {n}), threshold {_sig3(s.threshold)}: {state}"
+                f"{_unreliable_note(card, label)}",
             )
         )
-    for sk in skipped:
-        if sk.dataset is not None:
-            what = f"instance {sk.dataset.get('SOPInstanceUID', '?')} (series {sk.dataset.get('SeriesNumber', '?')})"
-        else:
-            what = "an unreadable file"
-        items.append(_text(cc.NOT_ANALYSED, f"{what} not analysed: {sk.reason}: {sk.message}"))
+    analysed = {str(r.dataset.SOPInstanceUID) for r in results}
+    items.extend(_not_analysed(skipped, analysed))
     container = ContainerContentItem(
-        name=cc.QUALITATIVE_EVALUATIONS, relationship_type=RelationshipTypeValues.CONTAINS
+        name=cc.QUALITATIVE_EVALUATIONS,
+        relationship_type=RelationshipTypeValues.CONTAINS,
+        is_content_continuous=False,
     )
     container.ContentSequence = ContentSequence(items)
     return container
+
+
+def _separate(items: Sequence[Dataset]) -> None:
+    """Mark every container SEPARATE: renderers then label each item with its concept name."""
+    for item in items:
+        if getattr(item, "ValueType", None) == "CONTAINER":
+            item.ContinuityOfContent = "SEPARATE"
+        if "ContentSequence" in item:
+            _separate(item.ContentSequence)
 
 
 def build_sr(
@@ -212,6 +298,7 @@ def build_sr(
     skipped: Sequence[Skipped] = (),
     previous: Sequence[Dataset] = (),
     instance_number: int = 1,
+    overlays: Sequence[Dataset] = (),
 ) -> Comprehensive3DSR:
     """Build the TID 1500 Comprehensive 3D SR of one study.
 
@@ -228,6 +315,9 @@ def build_sr(
         example after late instances arrived); listed as predecessor documents.
     instance_number
         Instance Number of the SR in its series.
+    overlays
+        The SC overlays that show this study's findings; referenced as evidence
+        (Pertinent Other Evidence Sequence).
 
     Returns
     -------
@@ -245,8 +335,9 @@ def build_sr(
         headers = [evidence_header(s.dataset) for s in skipped if s.dataset is not None]
     if not headers:
         raise OutputError("no instance of the study could be read: an SR needs at least one DICOM header")
+    overlay_headers = [evidence_header(sc) for sc in overlays]
     study_uid = check_same_study(
-        headers + [evidence_header(s.dataset) for s in skipped if s.dataset is not None]
+        headers + [evidence_header(s.dataset) for s in skipped if s.dataset is not None] + overlay_headers
     )
     if any(str(p.StudyInstanceUID) != study_uid for p in previous):
         raise OutputError("a predecessor SR belongs to another study")
@@ -262,7 +353,8 @@ def build_sr(
         ),
     )
     context = ObservationContext(observer_device_context=device)
-    groups = [_group(r, i + 1, k, card) for i, r in enumerate(results) for k in range(len(LABELS))]
+    unreliable = unreliable_findings(card)
+    groups = [g for i, r in enumerate(results) for g in _image_groups(r, i + 1, card, unreliable)]
     evaluations = _evaluations(results, skipped, card)
     if groups:
         report = MeasurementReport(
@@ -286,20 +378,29 @@ def build_sr(
                 ),
             ]
         )
-    root.ContentSequence.append(evaluations)
+    # the research-use statement and the present findings come first when rendered:
+    # Qualitative Evaluations right after the procedure, before Imaging Measurements
+    position = next(
+        (i for i, item in enumerate(root.ContentSequence) if item.get("ValueType") == "CONTAINER"),
+        len(root.ContentSequence),
+    )
+    root.ContentSequence.insert(position, evaluations)
+    _separate([root])
 
     sop_uid = sr_uid(results, skipped, card.weights_sha256)
     try:
         with quiet_highdicom():
             sr = Comprehensive3DSR(
-                evidence=headers,
+                evidence=headers + overlay_headers,
                 content=root,
                 series_instance_uid=series_uid("sr", study_uid, card.weights_sha256),
                 series_number=SERIES_NUMBERS["sr"],
                 sop_instance_uid=sop_uid,
                 instance_number=instance_number,
                 manufacturer=MANUFACTURER,
-                is_complete=False,
+                # COMPLETE when every instance meant for analysis was analysed: skipped
+                # files were out of scope or redundant, none was defective
+                is_complete=all(s.status != "error" for s in skipped),
                 is_final=False,
                 is_verified=False,
                 previous_versions=list(previous) or None,
@@ -317,6 +418,9 @@ def build_sr(
             "the study's headers break a rule the SR needs"
         ) from exc
     sanitize_copied(sr)
+    # result series dated by the time of analysis, as the content is
+    sr.SeriesDate = sr.ContentDate
+    sr.SeriesTime = sr.ContentTime
     logger.info(
         "built SR %s: %d image(s), %d skipped, %d predecessor(s)",
         phi_ref(sop_uid),

@@ -17,6 +17,9 @@ On the seven real chest files and on held-out NIH images written as DICOM:
 from __future__ import annotations
 
 import csv
+import html
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +32,15 @@ from chexnet_dicom.model.backends import load_predictor
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.outputs.build import build_outputs
+from chexnet_dicom.outputs.identity import RESEARCH_USE_ONLY
 from chexnet_dicom.outputs.sc import blend_overlay, image_area, overlay_pixels, preview_pixels, shown_finding
+from chexnet_dicom.outputs.sr import finding_name
 from chexnet_dicom.outputs.write import write_dataset
 from chexnet_dicom.pipeline import results_for_paths
-from chexnet_dicom.results import ImageResult, StudyResult
+from chexnet_dicom.results import ImageResult, StudyResult, study_summary
 from chexnet_dicom.testing import synth
 from tests.helpers.outputs import PIXELMED_TID1501_GAP, dciodvfy_errors, pixelmed_sr_reports, scoord_regions
-from tests.helpers.shared import REPO
+from tests.helpers.shared import REPO, require_tool
 
 #: Held-out NIH images (the test split of the demo weights' recipe) written as DICOM.
 N_NIH = 16
@@ -179,3 +184,32 @@ def test_every_sr_passes_pixelmed_and_dciodvfy(studies: list[StudyResult], tmp_p
         assert len(warnings) == 14  # the gap: each finding's present/absent CODE, nothing else
         errors, _ = dciodvfy_errors(path)
         assert not errors, f"{path.name}: {errors[:5]}"
+
+
+def _rendered_text(path: Path) -> str:
+    done = subprocess.run(["dsr2html", str(path)], capture_output=True, check=True)
+    html_text = done.stdout.decode("latin-1")  # the page declares the SR's character set
+    text = html.unescape(re.sub(r"<[^>]+>", " ", html_text))
+    return re.sub(r"\s+", " ", text)
+
+
+def test_dsr2html_shows_research_use_findings_and_labelled_probabilities(
+    studies: list[StudyResult], tmp_path: Path
+) -> None:
+    """Issue 16's SR rendering test: what a PACS user reads in dcmtk's rendering."""
+    require_tool("dsr2html")
+    for n, st in enumerate(studies):
+        sr = build_outputs(st).sr
+        assert sr is not None
+        text = _rendered_text(write_dataset(sr, tmp_path / f"sr-{n}.dcm"))
+        first_group = text.index("Measurement Group")
+        assert text.index(RESEARCH_USE_ONLY) < first_group
+        assert text.index("Summary") < first_group
+        assert "finding index" not in text.lower()
+        for label, s in study_summary(st.images).items():
+            name = finding_name(label)
+            assert f"{name}: study maximum Probability {s.probability:.3g} " in text, (n, label)
+        # every value rendered carries its label: "Probability: <3 digits> 1"
+        values = re.findall(r"(\w+(?: \w+)?): (\d\.\d+(?:e-\d+)?) 1 ", text)
+        assert len(values) == 2 * len(LABELS) * len(st.images), (n, len(values))
+        assert {name for name, _ in values} == {"Probability", "Threshold Value"}

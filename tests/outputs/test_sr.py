@@ -15,7 +15,7 @@ from pydicom.sr.codedict import codes
 from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.errors import OutputError
 from chexnet_dicom.model.labels import FINDING_CODES, LABELS
-from chexnet_dicom.outputs.sr import build_sr, heatmap_region
+from chexnet_dicom.outputs.sr import build_sr, finding_name, heatmap_region
 from chexnet_dicom.outputs.write import write_dataset
 from chexnet_dicom.results import study_summary
 from tests.helpers.outputs import (
@@ -44,6 +44,25 @@ def _write_read(sr: pydicom.Dataset, tmp_path: Path, name: str = "sr.dcm") -> tu
 
 def _report(sr: pydicom.Dataset) -> Any:
     return hd.sr.Comprehensive3DSR.from_dataset(sr, copy=True).content  # typed TID 1500 content
+
+
+def _qualitative(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """The Qualitative Evaluations container (TID 1500 row 12), placed first among the root's containers."""
+    containers = [i for i in ds.ContentSequence if i.ValueType == "CONTAINER"]
+    assert containers[0].ConceptNameCodeSequence[0].CodeValue == "C0034375"
+    return containers[0]
+
+
+def _walk(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
+    out = []
+    for item in ds.get("ContentSequence", []):
+        out.append(item)
+        out.extend(_walk(item))
+    return out
+
+
+def _is_probability(item: pydicom.Dataset) -> bool:
+    return item.ValueType == "NUM" and item.ConceptNameCodeSequence[0].CodeValue == "122157"
 
 
 def _num_items(group: Any) -> list[float]:
@@ -189,11 +208,11 @@ def test_study_summary_is_the_maximum_over_images(tmp_path: Path) -> None:
     assert len(report.content.get_image_measurement_groups()) == 2 * len(LABELS)
     texts = [
         item.TextValue
-        for item in back.ContentSequence[-1].ContentSequence
+        for item in _qualitative(back).ContentSequence
         if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == "36118008"
     ]
     assert texts == [
-        f"study maximum probability {max(pa[7], pb[7]):.6f} (image 1 of 2); present at operating point 0.5"
+        f"Pneumothorax: study maximum Probability {max(pa[7], pb[7]):.3g} (image 1 of 2), threshold 0.5: present"
     ]
     assert dciodvfy_errors(path)[0] == []
 
@@ -209,8 +228,8 @@ def test_all_skipped_study_still_gets_an_sr(tmp_path: Path) -> None:
     assert dciodvfy_errors(path)[0] == []
     report: Any = hd.sr.srread(path)
     assert report.content.get_image_measurement_groups() == []
-    evaluations = back.ContentSequence[-1]
-    assert evaluations.ConceptNameCodeSequence[0].CodeValue == "C0034375"
+    evaluations = _qualitative(back)
+    assert back.CompletionFlag == "COMPLETE"  # nothing meant for analysis was left out
     notes = [
         i.TextValue
         for i in evaluations.ContentSequence
@@ -229,8 +248,69 @@ def test_skipped_images_are_listed_next_to_analysed_ones() -> None:
         card,
         skipped=[Skipped("lat.dcm", "skipped", "VIEW_NOT_FRONTAL", "lateral view", make_dx(seed="lat"))],
     )
-    codes_ = [i.ConceptNameCodeSequence[0].CodeValue for i in sr.ContentSequence[-1].ContentSequence]
+    codes_ = [i.ConceptNameCodeSequence[0].CodeValue for i in _qualitative(sr).ContentSequence]
     assert codes_.count("NOT_ANALYSED") == 1
+    assert sr.CompletionFlag == "COMPLETE"  # a lateral view is out of scope, not a failure
+
+
+def test_a_defective_file_makes_the_sr_partial() -> None:
+    card = make_card()
+    sr = build_sr(
+        [make_result(make_dx(seed="a"), card, PROBS)],
+        card,
+        skipped=[Skipped("bad.dcm", "error", "CORRUPT_PIXELS", "pixel data truncated", make_dx(seed="bad"))],
+    )
+    assert sr.CompletionFlag == "PARTIAL"
+
+
+def test_a_duplicate_is_reported_once_with_the_uid_that_was_used() -> None:
+    card = make_card()
+    ds = make_dx(seed="a")
+    dup = Skipped("copy.dcm", "skipped", "DUPLICATE_INSTANCE", "same UID as file:ee0e12", ds)
+    sr = build_sr([make_result(ds, card, PROBS)], card, skipped=[dup, dup])
+    notes = [
+        i.TextValue
+        for i in _qualitative(sr).ContentSequence
+        if i.ConceptNameCodeSequence[0].CodeValue == "NOT_ANALYSED"
+    ]
+    assert len(notes) == 1
+    assert str(ds.SOPInstanceUID) in notes[0] and "3 times" in notes[0]
+    assert "file:" not in notes[0]
+
+
+def test_the_top_says_research_use_and_the_present_findings() -> None:
+    card = make_card()
+    sr = build_sr([make_result(make_dx(seed="a"), card, PROBS)], card)
+    items = _qualitative(sr).ContentSequence
+    assert items[0].TextValue.startswith("RESEARCH USE ONLY")
+    assert items[1].ConceptNameCodeSequence[0].CodeMeaning == "Summary"
+    present = [label for k, label in enumerate(LABELS) if PROBS[k] >= 0.5]
+    assert present, "the fixture must have a present finding"
+    for label in present:
+        assert f"{finding_name(label)} {PROBS[LABELS.index(label)]:.3g} (threshold 0.5)" in items[1].TextValue
+    absent = [label for k, label in enumerate(LABELS) if PROBS[k] < 0.5]
+    assert all(f"{finding_name(label)} " not in items[1].TextValue for label in absent)
+    assert sr.SeriesDate == sr.ContentDate and sr.SeriesTime == sr.ContentTime
+
+
+def test_probability_reads_3_digits_and_keeps_full_precision_with_a_readable_threshold() -> None:
+    card = make_card(threshold=0.4321)
+    sr = build_sr([make_result(make_dx(seed="a"), card, PROBS)], card)
+    report = _report(sr)
+    groups = report.get_image_measurement_groups()
+    seen = set()
+    for group in groups:
+        finding = group.finding_type.meaning
+        label = next(lab for lab in LABELS if finding_name(lab) == finding)
+        seen.add(label)
+        prob = group.get_measurements(name=codes.DCM.Probability)[0]
+        thr = group.get_measurements(name=codes.DCM.ThresholdValue)[0]
+        assert prob.value == pytest.approx(float(PROBS[LABELS.index(label)]), abs=1e-12)
+        assert thr.value == pytest.approx(0.4321, abs=1e-12)
+    assert seen == set(LABELS)
+    shown = sorted(str(n.MeasuredValueSequence[0].NumericValue) for n in _walk(sr) if _is_probability(n))
+    assert shown == sorted(f"{float(p):.3g}" for p in PROBS)  # what a renderer prints
+    assert "finding index" not in str(sr)
 
 
 def test_later_version_lists_the_earlier_sr_as_predecessor(tmp_path: Path) -> None:
