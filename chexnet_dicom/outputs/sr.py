@@ -88,6 +88,7 @@ from chexnet_dicom.outputs.identity import (
     software_versions,
     sorted_uids,
 )
+from chexnet_dicom.outputs.ood_items import ood_group
 from chexnet_dicom.outputs.provenance import algorithm_equipment
 from chexnet_dicom.outputs.regions import heatmap_region
 from chexnet_dicom.outputs.reliability import (
@@ -354,7 +355,12 @@ def build_sr(
     )
     context = ObservationContext(observer_device_context=device)
     unreliable = unreliable_findings(card)
-    groups = [g for i, r in enumerate(results) for g in _image_groups(r, i + 1, card, unreliable)]
+    groups: list[MeasurementsAndQualitativeEvaluations] = []
+    for i, r in enumerate(results):
+        groups.extend(_image_groups(r, i + 1, card, unreliable))
+        ood = ood_group(r, i + 1)  # the image's out-of-distribution score, when the weights have a reference
+        if ood is not None:
+            groups.append(ood)
     evaluations = _evaluations(results, skipped, card)
     if groups:
         report = MeasurementReport(
