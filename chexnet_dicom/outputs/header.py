@@ -77,8 +77,8 @@ def evidence_header(ds: Dataset) -> Dataset:
             setattr(header, kw, None)
     # highdicom parses some copied values (a Patient's Birth Date of "d14a..." raises), so
     # values invalid for their VR are left out before it sees them, as in the outputs.
+    settle_character_set(header)  # first: a re-decoded value is then validated as text
     sanitize_copied(header)
-    settle_character_set(header)
     if getattr(ds, "file_meta", None) is not None:
         header.file_meta = ds.file_meta
     return header
