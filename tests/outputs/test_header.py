@@ -107,7 +107,7 @@ def test_undeclared_windows_1251_is_decoded_and_written_as_utf8() -> None:
     ("raw", "expected"),
     [
         ("Müller^Jürgen".encode("latin-1"), None),  # short Latin-1: any code page fits, not confident
-        ("Емельянова^Антонина".encode("utf-8"), "utf_8"),
+        ("Емельянова^Антонина".encode(), "utf_8"),
         (b"plain", None),
     ],
 )
