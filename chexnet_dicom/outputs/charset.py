@@ -103,9 +103,9 @@ def settle_character_set(ds: Dataset) -> str | None:
         )
         return "ISO_IR 100"
     for elem in elems:
-        decoded = [_redecode(v, encoding) for v in _values(elem)]
+        decoded: list[object] = [_redecode(v, encoding) for v in _values(elem)]
         if elem.VR == "PN":
-            decoded = [PersonName(v) for v in decoded]
+            decoded = [PersonName(str(v)) for v in decoded]
         elem.value = (
             MultiValue(type(decoded[0]), decoded) if isinstance(elem.value, MultiValue) else decoded[0]
         )
