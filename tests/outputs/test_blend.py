@@ -57,3 +57,21 @@ def test_blend_is_pixel_identical_to_the_whole_image_blend(level: float, nan: bo
     )
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(blend_overlay(display, None, level), _reference(display, None, level))
+
+
+def test_the_legend_panel_is_drawn_apart_and_joined_unchanged() -> None:
+    from chexnet_dicom.outputs.legend import KEY_CAPTION, add_legend_panel
+
+    lines = [
+        "RESEARCH USE ONLY",
+        "* Atelectasis 0.31 (>= 0.22)",
+        f"{KEY_CAPTION} relative evidence",
+        "model 1",
+    ]
+    rng = np.random.default_rng(3)
+    a, b = (rng.integers(0, 256, (300, 280, 3), dtype=np.uint8) for _ in range(2))
+    out_a = add_legend_panel(a, lines, 0.5, blend_overlay, key=True)
+    out_b = add_legend_panel(b, lines, 0.5, blend_overlay, key=True)
+    np.testing.assert_array_equal(out_a[:300, :280], a)
+    np.testing.assert_array_equal(out_a[:, 280:], out_b[:, 280:])  # the panel depends on its lines only
+    assert int((out_a[:, 280:] == 255).all(-1).sum()) > 100  # white text was drawn
