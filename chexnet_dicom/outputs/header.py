@@ -133,6 +133,13 @@ def sanitize_copied(ds: Dataset) -> list[str]:
     PatientSex outside its enumerated values) must not make the output invalid;
     nothing is guessed or repaired.
 
+    A value invalid for its VR whatever the encoding is not kept: 966_fixed's
+    AccessionNumber is a 56-character hash, and SH holds at most 16 characters in every
+    character set (PS3.5 6.2), so the results carry it empty (type 2) and the study is
+    matched by its StudyInstanceUID, which is always copied exactly. Only the keyword
+    is logged. A text value that is valid once decoded (undeclared 8-bit names) is kept:
+    :func:`chexnet_dicom.outputs.charset.settle_character_set` runs first.
+
     Parameters
     ----------
     ds
