@@ -11,8 +11,9 @@ Read back through the REST API:
   Cyrillic in every result;
 * each SC as Orthanc renders it is head up (it correlates with ``chexdcm render`` of its
   source, better than the flipped render), and no body pixel lies under text. *Body* is
-  the rendered source above its Otsu threshold; a body pixel under text would be an
-  uncoloured preview pixel that differs from the render, since the heatmap only colours.
+  the rendered source above its Otsu threshold; the legend's ink is white text on black,
+  so a body pixel under text is a white or black preview pixel where the render is not
+  (at most 1e-4 of the body is allowed: 966_fixed has 2 such pixels of 3.2 million).
 
 The full run over the seven files (both runs) is ``slow``; the default suite runs the
 same checks after one default run of DX_J2K_0Padding alone.
@@ -100,7 +101,8 @@ def _check(folder: Path, tmp_path: Path, *, twice: bool) -> None:
         for uid in overlays:
             png = pacs.rest_bytes(f"/instances/{by_uid[uid]['ID']}/preview")
             rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-            (source,) = [p for p in sources if _sop(p) == overlays[uid][0]]
+            # siim_6904 and its fake MONOCHROME1 twin share a SOP Instance UID; both render alike
+            source = next(p for p in sources if _sop(p) == overlays[uid][0])
             render_path = tmp_path / f"render-{source.stem}.png"
             if not render_path.exists():
                 assert main(["render", str(source), "-o", str(render_path)]) == 0
@@ -122,11 +124,12 @@ def _check_head_up_and_clear(rgb: np.ndarray, rendered: np.ndarray) -> None:
     flipped = np.corrcoef(grey[lower].ravel(), np.flipud(rendered)[lower].ravel())[0, 1]
     assert upright > 0.9 and upright > flipped + 0.3, (upright, flipped)
     body = rendered > threshold_otsu(rendered)
-    uncoloured = (area.max(axis=-1) - area.min(axis=-1)) <= 12
-    probe = body & uncoloured
-    differs = np.abs(grey - rendered) > 24
-    assert probe.sum() > 0.1 * body.sum()
-    assert (differs & probe).sum() <= 0.002 * probe.sum(), "text (or something else) drawn over the body"
+    # the legend's ink is white text on a black panel: over the body it would show as
+    # white or black pixels where the render is not (the heatmap only adds colour)
+    ink = (area.min(axis=-1) >= 250) | (area.max(axis=-1) <= 5)
+    under = body & ink & (np.abs(grey - rendered) > 24)
+    assert body.sum() > 0.1 * body.size
+    assert under.sum() <= 1e-4 * body.sum(), f"text drawn over the body: {int(under.sum())} px"
 
 
 def test_one_file_in_orthanc(tmp_path: Path) -> None:
