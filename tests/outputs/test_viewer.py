@@ -119,9 +119,9 @@ def _check_head_up_and_clear(rgb: np.ndarray, rendered: np.ndarray) -> None:
     assert rgb.shape[0] == rows and rgb.shape[1] > cols, "the legend panel lies beside the image"
     area = rgb[:, :cols].astype(np.int16)
     grey = area.mean(axis=-1)
-    lower = slice(rows // 2, None)
-    upright = np.corrcoef(grey[lower].ravel(), rendered[lower].ravel())[0, 1]
-    flipped = np.corrcoef(grey[lower].ravel(), np.flipud(rendered)[lower].ravel())[0, 1]
+    clear = (area.max(axis=-1) - area.min(axis=-1)) <= 12  # away from the drawn map
+    upright = np.corrcoef(grey[clear], rendered[clear])[0, 1]
+    flipped = np.corrcoef(grey[clear], np.flipud(rendered)[clear])[0, 1]
     assert upright > 0.9 and upright > flipped + 0.3, (upright, flipped)
     body = rendered > threshold_otsu(rendered)
     # the legend's ink is white text on a black panel: over the body it would show as
