@@ -9,10 +9,11 @@
 #   default-jdk-headless  runs the validator over many SRs in one JVM (tests/helpers/PixelmedSRBatch.java)
 #   orthanc               a real PACS for the sender and node tests (its own config and ports per test)
 #   orthanc-dicomweb      Orthanc's DICOMweb plugin (STOW-RS destination)
+#   orthanc-webviewer     Orthanc's Web Viewer plugin (how a radiologist sees the results; screenshots)
 #   openssl               makes the certificates of the TLS tests
 #   chromium              headless screenshots of the evaluation report (report.html) for review
 set -euo pipefail
-PACKAGES=(dcmtk dicom3tools libgdcm-tools pixelmed-apps default-jdk-headless orthanc orthanc-dicomweb openssl chromium)
+PACKAGES=(dcmtk dicom3tools libgdcm-tools pixelmed-apps default-jdk-headless orthanc orthanc-dicomweb orthanc-webviewer openssl chromium)
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive

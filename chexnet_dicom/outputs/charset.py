@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 
 import pydicom.charset
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
 
-__all__ = ["settle_character_set"]
+__all__ = ["detect_encoding", "settle_character_set"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +45,12 @@ def settle_character_set(ds: Dataset) -> str | None:
       written as its meaning, ``ISO 2022 IR 6``).
     * Known to pydicom but in a form highdicom refuses (a lone code extension): the
       correctly decoded text is written as ``ISO_IR 192`` (UTF-8).
-    * Absent, empty or unknown, with non-ASCII text: such a source is non-conformant
-      and its real encoding unknown; pydicom read its bytes as ISO 8859-1, so declaring
-      ``ISO_IR 100`` writes back the *same bytes* (the patient name still matches the
-      source's in a PACS) and keeps them valid; ``ISO_IR 192`` when the text is not
-      Latin-1.  Nothing is re-interpreted.
+    * Absent, empty or unknown, with non-ASCII text: such a source is non-conformant.
+      Its bytes are decoded in their most likely encoding (:func:`detect_encoding`:
+      valid UTF-8, or charset-normalizer's confident guess such as Windows-1251) and
+      written as ``ISO_IR 192`` (UTF-8), so a PACS shows readable names. When the
+      guess is not confident, pydicom's ISO 8859-1 reading stands and ``ISO_IR 100``
+      writes back the *same bytes*. Only keywords are logged, never values.
 
     Parameters
     ----------
@@ -80,23 +83,98 @@ def settle_character_set(ds: Dataset) -> str | None:
             # warning), so it is treated exactly like an undeclared character set.
             del ds.SpecificCharacterSet
             logger.warning("source declares an unknown Specific Character Set: treated as undeclared")
-    texts = [
-        str(v)
-        for elem in ds
-        if elem.VR in _TEXT_VRS and elem.value is not None
-        for v in (elem.value if isinstance(elem.value, MultiValue) else [elem.value])
-    ]
+    elems = [elem for elem in ds if elem.VR in _TEXT_VRS and elem.value is not None]
+    texts = [str(v) for elem in elems for v in _values(elem)]
     if all(t.isascii() for t in texts):
         return None
     try:
-        for t in texts:
-            t.encode("latin-1")
-        charset = "ISO_IR 100"
-    except UnicodeEncodeError:
-        charset = "ISO_IR 192"
-    ds.SpecificCharacterSet = charset
+        raw = [t.encode("latin-1") for t in texts]  # pydicom read undeclared bytes as ISO 8859-1
+    except UnicodeEncodeError:  # text that never came from 8-bit bytes (built in memory)
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        logger.warning("non-Latin-1 text without a Specific Character Set: results declare ISO_IR 192")
+        return "ISO_IR 192"
+    encoding = detect_encoding(raw)
+    if encoding is None:
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        logger.warning(
+            "source has non-ASCII text but no Specific Character Set and its encoding is not "
+            "recognised with confidence: results declare ISO_IR 100 and keep its bytes (%s)",
+            _keywords(elems),
+        )
+        return "ISO_IR 100"
+    for elem in elems:
+        decoded: list[object] = [_redecode(v, encoding) for v in _values(elem)]
+        if elem.VR == "PN":
+            decoded = [PersonName(str(v)) for v in decoded]
+        elem.value = (
+            MultiValue(type(decoded[0]), decoded) if isinstance(elem.value, MultiValue) else decoded[0]
+        )
+    ds.SpecificCharacterSet = "ISO_IR 192"
     logger.warning(
-        "source has non-ASCII text but no Specific Character Set: results declare %s and keep its bytes",
-        charset,
+        "source has non-ASCII text but no Specific Character Set: decoded as %s, results declare ISO_IR 192 (%s)",
+        encoding,
+        _keywords(elems),
     )
-    return charset
+    return "ISO_IR 192"
+
+
+def _values(elem: DataElement) -> list[object]:
+    return list(elem.value) if isinstance(elem.value, MultiValue) else [elem.value]
+
+
+def _keywords(elems: list[DataElement]) -> str:
+    """Keywords (never values: PHI) of the elements with non-ASCII text."""
+    return ", ".join(e.keyword or str(e.tag) for e in elems if not all(str(v).isascii() for v in _values(e)))
+
+
+def _redecode(value: object, encoding: str) -> str:
+    return str(value).encode("latin-1").decode(encoding)
+
+
+#: Chaos (charset-normalizer's mess ratio) above which a guess is not used: mixed
+#: Latin/Cyrillic headers score about 0.25.
+_MAX_CHAOS = 0.35
+#: Coherence (how well the decoded letters fit one language) a guess needs; short
+#: Latin-1 names score 0 (any single-byte code page decodes them), real text 0.5-0.9.
+_MIN_COHERENCE = 0.5
+
+
+def detect_encoding(values: list[bytes]) -> str | None:
+    """Return the most likely encoding of undeclared 8-bit text, or None when not confident.
+
+    Strictly valid UTF-8 with multi-byte sequences is UTF-8 (Latin-1 text almost never
+    is). Otherwise charset-normalizer judges the non-ASCII values together; its guess is
+    used only when its decoding reads as a language (coherence at least 0.5, chaos at most
+    0.35) and differs from ISO 8859-1. None means: keep ISO 8859-1 and the bytes.
+
+    Parameters
+    ----------
+    values
+        The raw bytes of every text value.
+
+    Returns
+    -------
+    str or None
+        A Python codec name, or None.
+    """
+    non_ascii = [v.strip() for v in values if not v.isascii()]
+    if not non_ascii:
+        return None
+    try:
+        for v in non_ascii:
+            v.decode("utf-8")
+        return "utf_8"
+    except UnicodeDecodeError:
+        pass
+    import charset_normalizer
+
+    best = charset_normalizer.from_bytes(b"\n".join(non_ascii), threshold=_MAX_CHAOS).best()
+    if best is None or best.coherence < _MIN_COHERENCE or best.chaos > _MAX_CHAOS:
+        return None
+    encoding = str(best.encoding)
+    try:
+        if all(v.decode(encoding) == v.decode("latin-1") for v in non_ascii):
+            return None  # the same text as today's reading
+        return encoding
+    except (UnicodeDecodeError, LookupError):
+        return None

@@ -77,8 +77,8 @@ def evidence_header(ds: Dataset) -> Dataset:
             setattr(header, kw, None)
     # highdicom parses some copied values (a Patient's Birth Date of "d14a..." raises), so
     # values invalid for their VR are left out before it sees them, as in the outputs.
+    settle_character_set(header)  # first: a re-decoded value is then validated as text
     sanitize_copied(header)
-    settle_character_set(header)
     if getattr(ds, "file_meta", None) is not None:
         header.file_meta = ds.file_meta
     return header
@@ -132,6 +132,13 @@ def sanitize_copied(ds: Dataset) -> list[str]:
     unit, several values in a single-valued attribute, control characters, or a
     PatientSex outside its enumerated values) must not make the output invalid;
     nothing is guessed or repaired.
+
+    A value invalid for its VR whatever the encoding is not kept: 966_fixed's
+    AccessionNumber is a 56-character hash, and SH holds at most 16 characters in every
+    character set (PS3.5 6.2), so the results carry it empty (type 2) and the study is
+    matched by its StudyInstanceUID, which is always copied exactly. Only the keyword
+    is logged. A text value that is valid once decoded (undeclared 8-bit names) is kept:
+    :func:`chexnet_dicom.outputs.charset.settle_character_set` runs first.
 
     Parameters
     ----------

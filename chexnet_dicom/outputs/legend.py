@@ -133,10 +133,11 @@ def add_legend_panel(
     width = panel_width(lines, size)
     key_block = 2 * size + max(4, size // 3) + line_h + pad if key else 0
     height = max(rows, pad + len(wrapped) * line_h + key_block + pad)
-    canvas = Image.new("RGB", (cols + width, height), (0, 0, 0))
-    canvas.paste(Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB"), (0, 0))
+    # The panel is drawn on its own (a crop of the result) and joined to the image as
+    # arrays: the image is never copied through PIL, and the text lands on the same pixels.
+    canvas = Image.new("RGB", (width, height), (0, 0, 0))
     draw = ImageDraw.Draw(canvas)
-    x0 = cols + pad
+    x0 = pad
     inner = width - 2 * pad
     after = len(wrapped)  # the key goes after the caption and its continuation lines
     if key:
@@ -153,7 +154,10 @@ def add_legend_panel(
         y += line_h
     if key and after == len(wrapped):
         _draw_key(draw, canvas, (x0, y + pad // 2), inner, size, level, blend, small)
-    return np.asarray(canvas, dtype=np.uint8)
+    out = np.zeros((height, cols + width, 3), dtype=np.uint8)
+    out[:rows, :cols] = rgb
+    out[:, cols:] = np.asarray(canvas, dtype=np.uint8)
+    return out
 
 
 def _draw_line(

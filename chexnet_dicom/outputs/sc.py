@@ -141,8 +141,13 @@ _LOSSY_SYNTAXES = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEG2000, JPEGLSNearLoss
 
 def colormap(values: np.ndarray) -> np.ndarray:
     """Map values in [0, 1] to inferno RGB (float32 in [0, 255], shape ``values.shape + (3,)``)."""
-    idx = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    idx = np.clip(_finite(np.asarray(values, dtype=np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return _LUT[idx]
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN/inf replaced as :func:`numpy.nan_to_num` does; no copy when all finite."""
+    return values if bool(np.isfinite(values).all()) else np.nan_to_num(values)
 
 
 #: Where in the colormap the drawn values start (the low end of inferno is near black,
@@ -179,19 +184,21 @@ def blend_overlay(display: np.ndarray, heatmap: np.ndarray | None, level: float)
     numpy.ndarray
         (H, W, 3) uint8 RGB.
     """
-    grey = np.clip(np.nan_to_num(np.asarray(display, dtype=np.float32)), 0.0, 1.0) * 255.0
+    grey = np.clip(_finite(np.asarray(display, dtype=np.float32)), 0.0, 1.0) * 255.0
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     if heatmap is not None:
-        heat = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
+        heat = np.clip(_finite(np.asarray(heatmap, dtype=np.float32)), 0.0, 1.0)
         if grey.shape != heat.shape:
             raise OutputError(f"display image {grey.shape} and heatmap {heat.shape} must share one grid")
         t = _graded(heat, level)
         drawn = t >= 0.0
-        t = np.clip(t, 0.0, 1.0)
+        # Only the drawn pixels are coloured: elsewhere alpha is 0 and the grey stays exact,
+        # so the result is the same as blending every pixel (tests/outputs/test_blend.py).
+        t = np.clip(t[drawn], 0.0, 1.0)
         lo, hi = COLOUR_RANGE
         a_lo, a_hi = ALPHA_RANGE
-        alpha = np.where(drawn, a_lo + (a_hi - a_lo) * t, 0.0)[..., None]
-        rgb = rgb * (1.0 - alpha) + colormap(lo + (hi - lo) * t) * alpha
+        alpha = (a_lo + (a_hi - a_lo) * t)[..., None]
+        rgb[drawn] = rgb[drawn] * (1.0 - alpha) + colormap(lo + (hi - lo) * t) * alpha
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
 
 

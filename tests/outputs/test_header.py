@@ -85,3 +85,33 @@ def test_character_set_forms_highdicom_refuses_are_made_writable(declared: objec
     else:
         got = ds.SpecificCharacterSet
         assert (list(got) if not isinstance(got, str) else got) == expected
+
+
+def test_undeclared_windows_1251_is_decoded_and_written_as_utf8() -> None:
+    import pydicom
+
+    from tests.helpers.shared import shared_path
+
+    src = pydicom.dcmread(
+        shared_path("dicom", "chest", "DX_J2K_0Padding.dcm"), stop_before_pixels=True, force=True
+    )
+    assert "SpecificCharacterSet" not in src
+    header = evidence_header(src)
+    assert header.SpecificCharacterSet == "ISO_IR 192"
+    family = str(header.PatientName).split("^")[0]
+    assert family == bytes(src.PatientName.original_string).split(b"^")[0].decode("cp1251")
+    assert all("\u0400" <= ch <= "\u04ff" for ch in family)  # readable Cyrillic, no mojibake
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Müller^Jürgen".encode("latin-1"), None),  # short Latin-1: any code page fits, not confident
+        ("Емельянова^Антонина".encode(), "utf_8"),
+        (b"plain", None),
+    ],
+)
+def test_detect_encoding_is_conservative(raw: bytes, expected: str | None) -> None:
+    from chexnet_dicom.outputs.charset import detect_encoding
+
+    assert detect_encoding([raw]) == expected
