@@ -17,6 +17,7 @@ DISTRIBUTION = {
     "sklearn": "scikit-learn",
     "jpeg_ls": "pyjpegls",
     "prometheus_client": "prometheus-client",
+    "charset_normalizer": "charset-normalizer",
 }
 #: import name -> the extra that declares it (imported only by optional features).
 OPTIONAL = {"ray": "ray"}
