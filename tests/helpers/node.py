@@ -19,6 +19,7 @@ from chexnet_dicom.config import NodeConfig, load_node_config
 from chexnet_dicom.node.ledger import NodeLedger
 from chexnet_dicom.node.scp import OwnOutputs, RunningSCP, start_scp
 from chexnet_dicom.node.spool import Spool
+from chexnet_dicom.testing import synth
 from tests.helpers.peers import StoreSCP, free_port, wait_for_port
 from tests.helpers.shared import require_tool
 
@@ -212,3 +213,33 @@ def config_port(cfg: Path) -> int:
 def ledger_of(spool: Path) -> NodeLedger:
     """A ledger connection to ``spool`` (close it)."""
     return NodeLedger(spool / "ledger.sqlite")
+
+
+NODE_STUDY = "1.2.826.0.1.3680043.8.498.91"
+
+
+def write_images(
+    folder: Path, seeds: list[int], study: str = NODE_STUDY, first: int = 1, **kw: Any
+) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k, seed in enumerate(seeds, first):
+        ds = synth.make_dataset(
+            synth.chest_phantom((160, 144), seed=seed),
+            seed=seed,
+            study_uid=study,
+            instance_number=k,
+            patient_id="NODE-TEST",
+            **kw,
+        )
+        path = folder / f"img{seed}.dcm"
+        synth.write(ds, path)
+        out.append(path)
+    return out
+
+
+def analysed(ledger: NodeLedger, study: str, version: int = 1) -> Any:
+    row = ledger.study(study)
+    if row and (row["state"] == "failed" or (row["state"] == "analysed" and row["version"] >= version)):
+        return row
+    return None

@@ -17,8 +17,7 @@ import pytest
 
 from chexnet_dicom.node.service import Node
 from chexnet_dicom.testing.bombs import write_bomb
-from tests.helpers.node import node_config, storescu, wait_for
-from tests.node.test_node import analysed, write_images
+from tests.helpers.node import analysed, node_config, storescu, wait_for, write_images
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 

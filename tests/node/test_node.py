@@ -12,11 +12,9 @@ import pytest
 from pydicom import dcmread
 
 from chexnet_dicom.net.destination import parse_destination
-from chexnet_dicom.node.ledger import NodeLedger
 from chexnet_dicom.node.service import Node
 from chexnet_dicom.results import study_ref
-from chexnet_dicom.testing import synth
-from tests.helpers.node import node_config, storescu, wait_for
+from tests.helpers.node import analysed, node_config, storescu, wait_for, write_images
 from tests.helpers.peers import orthanc
 from tests.helpers.studies import is_expected_outputs, overlay_file
 
@@ -24,31 +22,6 @@ pytestmark = pytest.mark.network
 
 STUDY = "1.2.826.0.1.3680043.8.498.91"
 SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
-
-
-def write_images(folder: Path, seeds: list[int], study: str = STUDY, first: int = 1, **kw: Any) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k, seed in enumerate(seeds, first):
-        ds = synth.make_dataset(
-            synth.chest_phantom((160, 144), seed=seed),
-            seed=seed,
-            study_uid=study,
-            instance_number=k,
-            patient_id="NODE-TEST",
-            **kw,
-        )
-        path = folder / f"img{seed}.dcm"
-        synth.write(ds, path)
-        out.append(path)
-    return out
-
-
-def analysed(ledger: NodeLedger, study: str, version: int = 1) -> Any:
-    row = ledger.study(study)
-    if row and (row["state"] == "failed" or (row["state"] == "analysed" and row["version"] >= version)):
-        return row
-    return None
 
 
 @pytest.fixture
