@@ -211,12 +211,8 @@ class DriftReference:
             for key in METADATA_KEYS
         }
         probabilities = np.stack([np.asarray(o.probabilities, dtype=np.float64) for o in observations])
-        present = [o.present for o in observations]
-        present_rate = (
-            np.mean(np.stack([np.asarray(p, dtype=bool) for p in present]), axis=0)
-            if all(p is not None for p in present)
-            else None
-        )
+        present = _present_matrix(observations)
+        present_rate = present.mean(axis=0) if present is not None else None
         feats = [o.features for o in observations]
         if any(f is None for f in feats):
             return cls(counts, probabilities, present_rate=present_rate)
@@ -262,6 +258,14 @@ class DriftReference:
     def sha256(self) -> str:
         """Hex SHA-256 of :meth:`to_bytes`, for the model card."""
         return hashlib.sha256(self.to_bytes()).hexdigest()
+
+
+def _present_matrix(observations: Sequence[Observation]) -> np.ndarray | None:
+    """The present calls as an (n, n_findings) bool matrix, or None when any observation has none."""
+    present = [o.present for o in observations]
+    if any(p is None for p in present):
+        return None
+    return np.stack([np.asarray(p, dtype=bool) for p in present])
 
 
 def _bonferroni(p_values: Sequence[float]) -> float:
@@ -320,6 +324,7 @@ def _outputs_p(
     from scipy.stats import ks_2samp
 
     probs = np.stack([np.asarray(o.probabilities, dtype=np.float64) for o in window])
+    present = _present_matrix(window)
     details: dict[str, float] = {}
     p_values: list[float] = []
     for i in range(probs.shape[1]):
@@ -328,9 +333,8 @@ def _outputs_p(
         p_values.append(p)
         details[f"{name}.p"] = p
         details[f"{name}.mean_probability"] = float(probs[:, i].mean())
-        present = [o.present for o in window]
-        if all(x is not None for x in present):
-            details[f"{name}.present_rate"] = float(np.mean([bool(x[i]) for x in present]))  # type: ignore[index]
+        if present is not None:
+            details[f"{name}.present_rate"] = float(present[:, i].mean())
     return _bonferroni(p_values), details
 
 

@@ -86,6 +86,8 @@ def test_scores_follow_the_documented_weighted_bonferroni(reference: DriftRefere
     assert score.p_values["outputs"] == pytest.approx(p, rel=1e-9)
     expected = math.log10(1 / min(1.0, 3 * p)) / math.log10(1 / 0.01)
     assert score.parts["outputs"] == pytest.approx(expected, rel=1e-9)
+    rate = float(np.mean([o.probabilities[0] >= 0.5 for o in window]))
+    assert score.details["outputs"]["finding1.present_rate"] == pytest.approx(rate)
 
 
 def test_metadata_test_is_scipy_chi2_with_rare_values_pooled() -> None:
