@@ -43,7 +43,13 @@ from chexnet_dicom.model.backends import load_predictor  # noqa: E402
 from chexnet_dicom.model.ood import METHODS, OodReference, attach_reference, detection_metrics, fit_reference  # noqa: E402
 from chexnet_dicom.model.resolve import DEMO_CARD  # noqa: E402
 from chexnet_dicom.train.data import read_training_image  # noqa: E402
-from chexnet_dicom.train.ood_calibration import features_and_logits  # noqa: E402
+from chexnet_dicom.train.ood_calibration import (  # noqa: E402
+    attach_drift_reference,
+    drift_observations,
+    features_and_logits,
+    features_and_logits_of,
+    predict_images,
+)
 
 Shift = Callable[[np.ndarray], np.ndarray]
 
@@ -129,6 +135,16 @@ def _scores(ref: OodReference, feats: np.ndarray, logits: np.ndarray) -> dict[st
     return out
 
 
+def _ship_drift(card: Path, data: Path, keys: list[str], preds: list, split: Path) -> None:
+    """Write the drift reference of the reference images (train and validation) into ``card``."""
+    entry = attach_drift_reference(
+        card,
+        drift_observations([data / "nih" / "images" / k for k in keys], preds),
+        source=f"{split.name}: train and validation",
+    )
+    print(f"shipped {entry['file']} sha256 {entry['sha256']} ({entry['size']} images) into {card}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--card", type=Path, default=DEMO_CARD)
@@ -153,14 +169,17 @@ def main(argv: list[str] | None = None) -> int:
         def nih(keys: list[str]) -> list[np.ndarray]:
             return [read_training_image(data / "nih" / "images" / k) for k in keys]
 
-        fit_f, _ = features_and_logits(pred, nih(by["train"]))
-        val_f, val_l = features_and_logits(pred, nih(by["validation"]))
+        fit_preds = predict_images(pred, nih(by["train"]))
+        val_preds = predict_images(pred, nih(by["validation"]))
+        fit_f, _ = features_and_logits_of(fit_preds)
+        val_f, val_l = features_and_logits_of(val_preds)
         ref = fit_reference(
             fit_f, val_f, val_l, images={"source": f"{args.split.name}: train (fit), validation (threshold)"}
         )
         if args.ship:
             ref = attach_reference(card, ref)
             print(f"shipped {ref.file} sha256 {ref.sha256} into {card}")
+            _ship_drift(card, data, [*by["train"], *by["validation"]], [*fit_preds, *val_preds], args.split)
         test_imgs = nih(by["test"])
         in_s = _scores(ref, *features_and_logits(pred, test_imgs))
         cases: list[tuple[str, dict[str, np.ndarray], int]] = []

@@ -38,20 +38,31 @@ import hashlib
 import io
 import json
 import math
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from chexnet_dicom.atomic import atomic_write
+from chexnet_dicom.errors import WeightsError
 
 __all__ = [
     "DEFAULT_WEIGHTS",
     "METADATA_KEYS",
     "PARTS",
+    "REFERENCE_FORMAT",
+    "REFERENCE_SUFFIX",
     "DriftReference",
     "DriftScore",
     "Observation",
     "age_band",
+    "load_reference",
+    "metadata_of",
+    "save_reference",
     "score_window",
 ]
 
@@ -70,6 +81,11 @@ METADATA_KEYS: tuple[str, ...] = (
 PARTS: tuple[str, ...] = ("metadata", "features", "outputs")
 #: Equal weights: see the module docstring.
 DEFAULT_WEIGHTS: Mapping[str, float] = {"metadata": 1 / 3, "features": 1 / 3, "outputs": 1 / 3}
+
+#: The file beside a model card that holds its drift reference (``<stem>.drift.npz``).
+REFERENCE_SUFFIX = ".drift.npz"
+#: Version of the drift reference file and of the card's ``drift`` entry.
+REFERENCE_FORMAT = 1
 
 _RARE = "(rare)"
 _RARE_SHARE = 0.05
@@ -95,6 +111,72 @@ def age_band(age_years: float | None) -> str:
         return "80+"
     low = int(age_years // 10) * 10
     return f"{low}-{low + 9}"
+
+
+def _age_years(value: object) -> float | None:
+    """DICOM AS (``045Y``, ``006M``, ``012W``, ``003D``) in years; None when absent or malformed."""
+    text = str(value or "").strip().upper()
+    if len(text) != 4 or not text[:3].isdigit() or text[3] not in "DWMY":
+        return None
+    per_year = {"D": 365.25, "W": 52.1775, "M": 12.0, "Y": 1.0}[text[3]]
+    return int(text[:3]) / per_year
+
+
+def _text(value: object) -> str:
+    text = " ".join(str(value or "").split())
+    return text[:64] if text else "unknown"
+
+
+def metadata_of(header: Any, transfer_syntax: str | None = None) -> dict[str, str]:
+    """The binned :data:`METADATA_KEYS` of one image's DICOM header (no PHI is kept).
+
+    Parameters
+    ----------
+    header
+        Anything with DICOM keyword attributes (a pydicom ``Dataset``); missing
+        attributes are ``unknown``.
+    transfer_syntax
+        The transfer syntax UID the image arrived in; taken from ``header.file_meta``
+        when None.
+
+    Returns
+    -------
+    dict[str, str]
+        Manufacturer and model name (whitespace-normalised), ViewPosition, the age band
+        of PatientAge, PatientSex (M/F/O), the first PixelSpacing (or
+        ImagerPixelSpacing) value in 0.05 mm bins, ``PhotometricInterpretation/BitsStored``,
+        and the transfer syntax UID.
+    """
+
+    def get(keyword: str) -> Any:
+        return getattr(header, keyword, None)
+
+    spacing = get("PixelSpacing") or get("ImagerPixelSpacing")
+    spacing_bin = "unknown"
+    try:
+        first = float(spacing[0]) if spacing is not None and len(spacing) else math.nan
+    except (TypeError, ValueError, IndexError):
+        first = math.nan
+    if math.isfinite(first) and first > 0:
+        spacing_bin = f"{math.floor(first / 0.05) * 0.05:.2f}"
+    sex = str(get("PatientSex") or "").strip().upper()
+    photometric = str(get("PhotometricInterpretation") or "").strip() or "unknown"
+    bits = get("BitsStored")
+    if transfer_syntax is None:
+        meta = getattr(header, "file_meta", None)
+        transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta is not None else ""
+    return {
+        "manufacturer": _text(get("Manufacturer")),
+        "model": _text(get("ManufacturerModelName")),
+        "view": _text(get("ViewPosition")).upper() if get("ViewPosition") else "unknown",
+        "age_band": age_band(_age_years(get("PatientAge"))),
+        "sex": sex if sex in {"M", "F", "O"} else "unknown",
+        "pixel_spacing": spacing_bin,
+        "photometric_bits": (
+            "unknown" if photometric == "unknown" and bits is None else f"{photometric}/{bits}"
+        ),
+        "transfer_syntax": str(transfer_syntax or "").strip() or "unknown",
+    }
 
 
 @dataclass(frozen=True)
@@ -401,3 +483,87 @@ def score_window(
         window=len(window),
         details={part: tested[part][1] for part in tested},
     )
+
+
+def save_reference(
+    reference: DriftReference,
+    directory: str | os.PathLike[str],
+    stem: str,
+    *,
+    images: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``<stem>.drift.npz`` atomically and return the card's ``drift`` entry.
+
+    Parameters
+    ----------
+    reference
+        The reference sample.
+    directory
+        The folder of the model card.
+    stem
+        The bundle's stem (the card is ``<stem>.card.json``).
+    images
+        Where the reference images came from (counts, a split or folder name; no PHI).
+
+    Returns
+    -------
+    dict[str, Any]
+        JSON-ready: format, file, sha256, size, feature components and the images.
+    """
+    data = reference.to_bytes()
+    path = Path(directory) / f"{stem}{REFERENCE_SUFFIX}"
+    atomic_write(path, data)
+    return {
+        "format": REFERENCE_FORMAT,
+        "file": path.name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": reference.size,
+        "feature_components": 0 if reference.components is None else int(reference.components.shape[0]),
+        "metadata_variables": [
+            k for k in METADATA_KEYS if set(reference.metadata_counts.get(k, {})) - {"unknown"}
+        ],
+        "images": dict(images or {}),
+    }
+
+
+def load_reference(card_dir: str | os.PathLike[str], entry: Mapping[str, Any]) -> DriftReference:
+    """Read the drift reference a card's ``drift`` entry names, checking its sha256.
+
+    Parameters
+    ----------
+    card_dir
+        The folder of the card.
+    entry
+        The card's ``drift`` field (from :func:`save_reference`).
+
+    Raises
+    ------
+    WeightsError
+        Missing or altered file, unknown format, unreadable arrays.
+    """
+    try:
+        name = str(entry["file"])
+        expected = str(entry["sha256"])
+        fmt = int(entry.get("format", REFERENCE_FORMAT))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"the model card's drift entry is incomplete ({exc})") from exc
+    if fmt != REFERENCE_FORMAT:
+        raise WeightsError(f"drift reference format {fmt} is not known to this version")
+    if Path(name).name != name or not name.endswith(REFERENCE_SUFFIX):
+        raise WeightsError(f"the model card's drift file {name!r} must be a file name beside the card")
+    try:
+        data = (Path(card_dir) / name).read_bytes()
+    except OSError as exc:
+        raise WeightsError(
+            f"drift reference {name} named by the card cannot be read: {exc.strerror or exc}"
+        ) from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise WeightsError(
+            f"sha256 of {name} is {actual[:16]}..., the card says {expected[:16]}...: re-run "
+            "`chexdcm weights calibrate-ood` or re-fetch the bundle"
+        )
+    try:
+        return DriftReference.from_bytes(data)
+    except (OSError, KeyError, ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"cannot read drift reference {name}: {exc}") from exc

@@ -164,6 +164,7 @@ def _info(args: argparse.Namespace) -> int:
             "preprocessing": card.to_dict()["preprocessing"],
             "intended_use": card.intended_use,
             "ood": card.ood or "not calibrated (chexdcm weights calibrate-ood)",
+            "drift": card.drift or "no drift reference (chexdcm weights calibrate-ood)",
             "labels": len(card.labels),
             "parameters": sum(p.numel() for p in net.parameters()),
             "verified": "sha256 matches the card; all tensors loaded strictly",
@@ -190,6 +191,15 @@ def _calibrate_ood(args: argparse.Namespace) -> int:
     for method, thr in ref.thresholds.items():
         mark = " (default)" if method == ref.default_method else ""
         print(f"  {method}{mark}: threshold {thr:.6g} (95% of held-out reference images below)")
+    from chexnet_dicom.model.card import ModelCard
+
+    drift = ModelCard.read(args.card).drift
+    if drift:
+        known = ", ".join(drift.get("metadata_variables", [])) or "none (images without DICOM headers)"
+        print(f"drift reference: {drift['file']} (sha256 {drift['sha256']}), {drift['size']} images")
+        print(f"  metadata variables known: {known}")
+    else:
+        print("drift reference: not written (at least 20 reference images are needed)")
     return EXIT_OK
 
 

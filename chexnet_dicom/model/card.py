@@ -139,6 +139,10 @@ class ModelCard:
         Out-of-distribution reference: the statistics file beside the card, its sha256,
         thresholds and the images they came from (:mod:`chexnet_dicom.model.ood`);
         empty when the weights were never calibrated.
+    drift
+        Drift-monitoring reference: the sample file beside the card
+        (``<stem>.drift.npz``, :func:`chexnet_dicom.drift.load_reference`), its sha256,
+        size and the images it came from; empty when never calibrated.
     """
 
     name: str
@@ -158,6 +162,7 @@ class ModelCard:
     source: str = ""
     license: str = "Apache-2.0"
     ood: dict[str, Any] = field(default_factory=dict)
+    drift: dict[str, Any] = field(default_factory=dict)
     schema_version: int = CARD_SCHEMA_VERSION
 
     @property

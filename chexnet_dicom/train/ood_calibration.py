@@ -15,12 +15,22 @@ from pathlib import Path
 
 import numpy as np
 
+from chexnet_dicom import drift
 from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.model.ood import OodReference, attach_reference, fit_reference, split_for_calibration
+from chexnet_dicom.model.prediction import Prediction
 from chexnet_dicom.model.predictor import PredictorBase
 from chexnet_dicom.preprocess import prepare_model_input
 
-__all__ = ["calibrate_card", "features_and_logits", "reference_images"]
+__all__ = [
+    "attach_drift_reference",
+    "calibrate_card",
+    "drift_observations",
+    "features_and_logits",
+    "features_and_logits_of",
+    "predict_images",
+    "reference_images",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +48,8 @@ def reference_images(folder: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
-def features_and_logits(
-    predictor: PredictorBase, images: Sequence[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled features (N, D) and logits (N, 14) of [0, 1] display images, one forward pass each.
-
-    Raises
-    ------
-    ConfigError
-        When the predictor's backend gives no features.
-    """
+def predict_images(predictor: PredictorBase, images: Sequence[np.ndarray]) -> list[Prediction]:
+    """Predictions (no CAMs) of [0, 1] display images, prepared as the card says."""
     pre = predictor.card.preprocessing
     inputs = [
         prepare_model_input(
@@ -60,12 +62,110 @@ def features_and_logits(
         )
         for im in images
     ]
-    preds = predictor.predict_many(inputs, cams=False)
+    return predictor.predict_many(inputs, cams=False)
+
+
+def features_and_logits_of(preds: Sequence[Prediction]) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features (N, D) and logits (N, 14) of predictions.
+
+    Raises
+    ------
+    ConfigError
+        When the predictor's backend gave no features.
+    """
     if any(p.features is None or p.logits is None for p in preds):
         raise ConfigError("this predictor's graph gives no pooled features; calibrate with --backend torch")
     feats = np.stack([np.asarray(p.features) for p in preds])
     logits = np.stack([np.asarray(p.logits) for p in preds])
     return feats, logits
+
+
+def features_and_logits(
+    predictor: PredictorBase, images: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features (N, D) and logits (N, 14) of [0, 1] display images, one forward pass each.
+
+    Raises
+    ------
+    ConfigError
+        When the predictor's backend gives no features.
+    """
+    return features_and_logits_of(predict_images(predictor, images))
+
+
+def _header_metadata(path: Path) -> dict[str, str]:
+    """Drift metadata of a DICOM reference file; all ``unknown`` for PNG/JPEG/TIFF."""
+    if path.suffix.lower() not in {".dcm", ""}:
+        return drift.metadata_of(object())
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, ValueError):
+        return drift.metadata_of(object())
+    return drift.metadata_of(header)
+
+
+def drift_observations(paths: Sequence[Path], preds: Sequence[Prediction]) -> list[drift.Observation]:
+    """One drift observation per reference image: its header metadata, probabilities, calls, features.
+
+    Parameters
+    ----------
+    paths
+        The images (DICOM headers give the metadata; other formats give ``unknown``).
+    preds
+        Their predictions, in the same order.
+    """
+    return [
+        drift.Observation(
+            metadata=_header_metadata(Path(path)),
+            probabilities=np.asarray(p.probabilities, dtype=np.float64),
+            features=None if p.features is None else np.asarray(p.features, dtype=np.float64),
+            present=np.asarray(p.probabilities) >= np.asarray(p.thresholds),
+        )
+        for path, p in zip(paths, preds, strict=True)
+    ]
+
+
+def attach_drift_reference(
+    card_path: str | os.PathLike[str],
+    observations: Sequence[drift.Observation],
+    *,
+    source: str,
+) -> dict[str, object]:
+    """Fit the drift reference, save it beside a bundle and record it in the card's ``drift`` entry.
+
+    Parameters
+    ----------
+    card_path
+        The bundle's ``*.card.json`` (its weights are not changed).
+    observations
+        In-distribution observations (:func:`drift_observations`), at least 20.
+    source
+        Where the images came from (no PHI).
+
+    Returns
+    -------
+    dict
+        The card's new ``drift`` entry.
+    """
+    import dataclasses
+
+    from chexnet_dicom.atomic import atomic_write
+    from chexnet_dicom.model.card import CARD_SUFFIX, ModelCard
+
+    p = Path(card_path)
+    card = ModelCard.read(p)
+    reference = drift.DriftReference.from_observations(observations)
+    entry = drift.save_reference(
+        reference,
+        p.parent,
+        p.name.removesuffix(CARD_SUFFIX),
+        images={"source": source, "count": len(observations)},
+    )
+    atomic_write(p, dataclasses.replace(card, drift=entry).to_json())
+    return entry
 
 
 def _read(paths: Sequence[Path], target: int) -> list[np.ndarray]:
@@ -104,9 +204,18 @@ def calibrate_card(
         validation_paths = [paths[i] for i in val_idx]
         paths = [paths[i] for i in fit_idx]
     target = predictor.card.preprocessing.resize
-    fit_f, _ = features_and_logits(predictor, _read(paths, target))
-    val_f, val_l = features_and_logits(predictor, _read(list(validation_paths), target))
+    validation_paths = list(validation_paths)
+    fit_preds = predict_images(predictor, _read(paths, target))
+    val_preds = predict_images(predictor, _read(validation_paths, target))
+    fit_f, _ = features_and_logits_of(fit_preds)
+    val_f, val_l = features_and_logits_of(val_preds)
     ref = fit_reference(fit_f, val_f, val_l, images={"source": source})
     saved = attach_reference(card_path, ref)
     log.info("OOD reference fitted on %d images, thresholds on %d", len(paths), len(validation_paths))
+    observations = drift_observations([*paths, *validation_paths], [*fit_preds, *val_preds])
+    if len(observations) >= 20:
+        attach_drift_reference(card_path, observations, source=source)
+        log.info("drift reference written from %d images", len(observations))
+    else:
+        log.warning("no drift reference written: %d reference images, at least 20 needed", len(observations))
     return saved

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from chexnet_dicom.cli import main
+from chexnet_dicom.drift import load_reference
 from chexnet_dicom.model.backends import load_predictor
 from chexnet_dicom.model.card import ModelCard
 from chexnet_dicom.preprocess import prepare_model_input
@@ -25,12 +26,12 @@ def test_calibrate_ood_writes_checked_statistics(
     weights_before = ModelCard.read(card_path).weights_sha256
     ref_dir = tmp_path / "ref"
     ref_dir.mkdir()
-    images = synthetic_images(10)
+    images = synthetic_images(24)
     for i, im in enumerate(images):
         Image.fromarray((im * 255).astype(np.uint8)).save(ref_dir / f"{i:02d}.png")
     assert main(["weights", "calibrate-ood", str(card_path), "--reference", str(ref_dir)]) == 0
     out = capsys.readouterr().out
-    assert "fitted on 8 images, thresholds on 2" in out and "mahalanobis (default)" in out
+    assert "fitted on 19 images, thresholds on 5" in out and "mahalanobis (default)" in out
     card = ModelCard.read(card_path)
     assert card.weights_sha256 == weights_before  # the weights are untouched
     assert card.ood["images"]["source"] == "reference folder ref"
@@ -44,6 +45,10 @@ def test_calibrate_ood_writes_checked_statistics(
     assert main(["weights", "info", str(card_path), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["ood"]["sha256"] == card.ood["sha256"]
+    assert info["drift"]["sha256"] == card.drift["sha256"] and card.drift["size"] == 24
+    reference = load_reference(card_path.parent, card.drift)
+    assert reference.components is not None and reference.components.shape[1] == p.features.shape[0]
+    assert "drift reference: " + card.drift["file"] in out
 
 
 def test_calibrate_ood_without_images_is_a_usage_error(tmp_path: Path) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom import Dataset
 from scipy.stats import chi2_contingency, ks_2samp
 
 from chexnet_dicom.drift import (
@@ -13,8 +15,12 @@ from chexnet_dicom.drift import (
     DriftReference,
     Observation,
     age_band,
+    load_reference,
+    metadata_of,
+    save_reference,
     score_window,
 )
+from chexnet_dicom.errors import WeightsError
 
 D = 32
 N_FINDINGS = 14
@@ -146,3 +152,44 @@ def test_metadata_the_reference_does_not_know_is_not_tested() -> None:
     score = score_window(DriftReference.from_observations(ref), _observations(np.random.default_rng(10), 30))
     assert score.details["metadata"] == {}
     assert not score.alarm
+
+
+def test_the_reference_travels_beside_the_card_and_a_changed_byte_is_refused(
+    reference: DriftReference, tmp_path: Path
+) -> None:
+    entry = save_reference(reference, tmp_path, "bundle", images={"source": "split x", "count": 300})
+    assert entry["file"] == "bundle.drift.npz" and entry["size"] == 300
+    assert load_reference(tmp_path, entry).sha256() == reference.sha256()
+    path = tmp_path / "bundle.drift.npz"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256"):
+        load_reference(tmp_path, entry)
+    with pytest.raises(WeightsError, match="beside the card"):
+        load_reference(tmp_path, {**entry, "file": "../x.drift.npz"})
+
+
+def test_metadata_of_a_header_bins_what_it_compares() -> None:
+    header = Dataset()
+    header.Manufacturer = "  ACME   Medical "
+    header.ViewPosition = "PA"
+    header.PatientAge = "067Y"
+    header.PatientSex = "F"
+    header.ImagerPixelSpacing = [0.139, 0.139]
+    header.PhotometricInterpretation = "MONOCHROME1"
+    header.BitsStored = 12
+    meta = metadata_of(header, "1.2.840.10008.1.2.4.90")
+    assert meta == {
+        "manufacturer": "ACME Medical",
+        "model": "unknown",
+        "view": "PA",
+        "age_band": "60-69",
+        "sex": "F",
+        "pixel_spacing": "0.10",
+        "photometric_bits": "MONOCHROME1/12",
+        "transfer_syntax": "1.2.840.10008.1.2.4.90",
+    }
+    assert set(metadata_of(object()).values()) == {"unknown"}  # a PNG: nothing to compare
+    header.PatientAge = "018M"
+    assert metadata_of(header)["age_band"] == "0-9"

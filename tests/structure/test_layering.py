@@ -34,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net", "drift"},
     "batch": BASE
     | {"dicom", "preprocess", "transforms", "model", "results", "outputs", "pipeline", "net", "drift"},
-    "train": BASE | {"dicom", "preprocess", "raster", "transforms", "model", "evaluate"},
+    "train": BASE | {"dicom", "preprocess", "raster", "transforms", "model", "evaluate", "drift"},
     # test material: builds synthetic DICOM; nothing in the package imports it
     "testing": BASE | {"dicom"},
     "evaluate": BASE | {"model"},
