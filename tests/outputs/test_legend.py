@@ -22,7 +22,7 @@ from skimage.draw import polygon as fill_polygon
 from chexnet_dicom.config import OutputOptions
 from chexnet_dicom.dicom.study import scan
 from chexnet_dicom.model.backends import load_predictor
-from chexnet_dicom.model.labels import LABELS
+from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.outputs.build import build_outputs
 from chexnet_dicom.outputs.legend import (
@@ -146,7 +146,7 @@ def test_unreliable_findings_are_marked_and_not_drawn(chest: list[StudyResult]) 
         lines = legend_lines(im, card, shown)
         for label in present[:3]:
             if label in unreliable:
-                (line,) = [x for x in lines if x.startswith("* ") and " / " in x and label.split("_")[0] in x]
+                (line,) = [x for x in lines if x.startswith("* ") and " / " in x and DISPLAY_NAMES[label] in x]
                 assert " !" in line
                 marked += 1
         if any(line.startswith("* ") and " / " in line for line in lines):

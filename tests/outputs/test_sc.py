@@ -145,7 +145,7 @@ def test_legend_ranks_by_margin_present_first_and_names_the_drawn_finding() -> N
         "* Mass 0.90 / 0.50  [drawn]",
         "* Pneumothorax 0.70 / 0.50",
         "* Nodule 0.60 / 0.50",
-        "  Pleural Thickening 0.40 / 0.50",
+        "  Pleural thickening 0.40 / 0.50",  # the one spelling: the code meaning
     ]
     assert "* present: probability >= threshold" in lines
     assert lines[lines.index("* present: probability >= threshold") + 1].strip() == (
