@@ -146,7 +146,9 @@ def test_unreliable_findings_are_marked_and_not_drawn(chest: list[StudyResult]) 
         lines = legend_lines(im, card, shown)
         for label in present[:3]:
             if label in unreliable:
-                (line,) = [x for x in lines if x.startswith("* ") and " / " in x and DISPLAY_NAMES[label] in x]
+                (line,) = [
+                    x for x in lines if x.startswith("* ") and " / " in x and DISPLAY_NAMES[label] in x
+                ]
                 assert " !" in line
                 marked += 1
         if any(line.startswith("* ") and " / " in line for line in lines):
