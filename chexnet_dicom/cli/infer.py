@@ -182,6 +182,7 @@ def _preamble(card: ModelCard, why: str) -> str:
 
 def _table(result: StudyResult, card: ModelCard, number: int, total: int) -> str:
     from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
+    from chexnet_dicom.outputs.reliability import UNRELIABLE_TEXT, unreliable_findings, unreliable_reason
 
     n_img, n_not = len(result.images), len(result.skipped)
     lines = [
@@ -201,17 +202,26 @@ def _table(result: StudyResult, card: ModelCard, number: int, total: int) -> str
             f"{'Sensitivity (95% CI)':<21} Specificity (95% CI)"
         )
         summary = result.summary
+        unreliable = unreliable_findings(card)
         for label in LABELS:
             entry = summary[label]
             op = card.operating_points.get(label)
+            state = ("PRESENT" if entry.present else "absent") + (" !" if label in unreliable else "")
             lines.append(
                 f"  {DISPLAY_NAMES[label]:<20} {entry.probability:>11.3f}  "
-                f"{'PRESENT' if entry.present else 'absent':<8} {card.threshold(label):>9.3f}  "
+                f"{state:<9} {card.threshold(label):>8.3f}  "
                 f"{_fmt_ci(op.sensitivity if op else None, op.sensitivity_ci if op else None):<21} "
                 f"{_fmt_ci(op.specificity if op else None, op.specificity_ci if op else None)}"
             )
         present = sum(summary[label].present for label in LABELS)
         lines.append(f"  {present} of 14 findings present at their operating points")
+        if unreliable:
+            lines.append(f"  ! {UNRELIABLE_TEXT} (not drawn on the overlay by default):")
+            lines.extend(
+                f"      {DISPLAY_NAMES[label]}: {unreliable_reason(card, label)}"
+                for label in LABELS
+                if label in unreliable
+            )
         for n, im in enumerate(result.images, 1):
             flags = f" [{', '.join(im.flags)}]" if im.flags else ""
             lines.append(f"  image {n}: {im.path}{flags}")

@@ -33,9 +33,6 @@ LABELS: tuple[str, ...] = (
 
 NUM_CLASSES: int = len(LABELS)
 
-#: Human readable names (used in tables, legends and SR text).
-DISPLAY_NAMES: dict[str, str] = {name: name.replace("_", " ") for name in LABELS}
-
 
 class Code(NamedTuple):
     """A coded concept: (coding scheme designator, code value, code meaning)."""
@@ -73,13 +70,21 @@ FINDING_CODES: dict[str, Code] = {
 }
 
 
+#: The one human-readable spelling of each finding: its code meaning (the SR's concept
+#: name), used by the findings table, the overlay legend and series descriptions, and the
+#: SR text ("Pleural effusion", "Pleural thickening"). The keys of :data:`LABELS`
+#: (``Pleural_Thickening``) stay the machine keys of CSV and JSON.
+DISPLAY_NAMES: dict[str, str] = {name: FINDING_CODES[name].meaning for name in LABELS}
+
+
 def label_index(name: str) -> int:
     """Return the output index of a finding (dataset name or display name).
 
     Parameters
     ----------
     name
-        ``"Pleural_Thickening"`` or ``"Pleural Thickening"``.
+        ``"Pleural_Thickening"``, ``"Pleural Thickening"`` or the display name
+        ``"Pleural thickening"`` (:data:`DISPLAY_NAMES`, any case).
 
     Returns
     -------
@@ -92,7 +97,10 @@ def label_index(name: str) -> int:
         For an unknown finding.
     """
     key = name.replace(" ", "_")
-    try:
+    if key in LABELS:
         return LABELS.index(key)
-    except ValueError:
-        raise KeyError(f"unknown finding {name!r}; known: {', '.join(LABELS)}") from None
+    wanted = name.strip().casefold()
+    for k, label in enumerate(LABELS):
+        if wanted in (label.casefold(), label.replace("_", " ").casefold(), DISPLAY_NAMES[label].casefold()):
+            return k
+    raise KeyError(f"unknown finding {name!r}; known: {', '.join(LABELS)}")

@@ -22,7 +22,11 @@ Private coding scheme ``99CHEXDCM``
     ==============  =====================  ============================================
 
     The other eight findings have standard codes (see
-    :data:`chexnet_dicom.model.labels.FINDING_CODES`).
+    :data:`chexnet_dicom.model.labels.FINDING_CODES`).  The six private findings are in
+    none of the DICOM standard's tables: not in pydicom 3.0.2's PS3.16 dictionaries (only
+    plate-like/discoid atelectasis and mediastinal emphysema are), not in PixelMed
+    20220618's PS3.16 context groups.  SNOMED CT has concepts for them, but a code is
+    used only when it can be checked against the standard's own text, never from memory.
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@ overlay and no body pixel is covered by text.  The panel is as tall as the image
 text is sized from the image height (:func:`font_size`: at least :data:`MIN_FONT_SIZE`
 px, about 1/45 of the height), so it is as legible on a 440 px image as on a 2000 px one.
 
+Viewers draw their own annotations in the image's corners (Orthanc's Web Viewer: patient
+ID, name and series description top right, the zoom bottom right, in screen pixels).  The
+panel's text therefore starts below a top margin of :data:`VIEWER_TOP_MARGIN` and ends
+above a bottom margin of :data:`VIEWER_BOTTOM_MARGIN` of the panel's height (the panel
+grows taller when the text needs it): with the SC fitted to a window at least 500 px
+high, three annotation lines of about 15 px each stay inside the empty top band.
+
 The colour key (:func:`colour_key`) is drawn with the overlay's own blend: its columns
 run through the drawn evidence values (ticks at the drawing level, half way and 1), its
 rows over the image's grey from bright (top) to dark (bottom), so the key holds exactly
@@ -24,6 +31,8 @@ from PIL import Image, ImageDraw, ImageFont
 __all__ = [
     "KEY_CAPTION",
     "MIN_FONT_SIZE",
+    "VIEWER_BOTTOM_MARGIN",
+    "VIEWER_TOP_MARGIN",
     "add_legend_panel",
     "colour_key",
     "font_size",
@@ -35,6 +44,11 @@ __all__ = [
 MIN_FONT_SIZE = 18
 #: The legend line after which the colour key is drawn.
 KEY_CAPTION = "Colour: share of the map's peak evidence"
+#: Share of the panel's height left empty at its top, under a viewer's corner annotations
+#: (Orthanc Web Viewer: 3 lines, about 75 screen px; 15% of a window 500 px high).
+VIEWER_TOP_MARGIN = 0.15
+#: Share left empty at its bottom (the viewer's zoom / window readout, one line).
+VIEWER_BOTTOM_MARGIN = 0.06
 #: Characters per panel line (longer legend lines wrap).
 _WRAP = 42
 
@@ -122,7 +136,9 @@ def add_legend_panel(
     Returns
     -------
     numpy.ndarray
-        (max(H, panel height), W + panel width, 3) uint8; ``[:H, :W]`` is ``rgb``.
+        (max(H, panel height), W + panel width, 3) uint8; ``[:H, :W]`` is ``rgb``.  The
+        panel's text lies between its top :data:`VIEWER_TOP_MARGIN` and bottom
+        :data:`VIEWER_BOTTOM_MARGIN` bands.
     """
     rows, cols = rgb.shape[:2]
     size = font_size(rows)
@@ -132,7 +148,10 @@ def add_legend_panel(
     wrapped = _wrapped(lines)
     width = panel_width(lines, size)
     key_block = 2 * size + max(4, size // 3) + line_h + pad if key else 0
-    height = max(rows, pad + len(wrapped) * line_h + key_block + pad)
+    content = pad + len(wrapped) * line_h + key_block + pad
+    free = 1.0 - VIEWER_TOP_MARGIN - VIEWER_BOTTOM_MARGIN
+    height = max(rows, int(np.ceil(content / free)) + 1)
+    top = int(np.ceil(VIEWER_TOP_MARGIN * height))  # empty: a viewer's corner annotations lie here
     # The panel is drawn on its own (a crop of the result) and joined to the image as
     # arrays: the image is never copied through PIL, and the text lands on the same pixels.
     canvas = Image.new("RGB", (width, height), (0, 0, 0))
@@ -146,7 +165,7 @@ def add_legend_panel(
             after = starts[0] + 1
             while after < len(wrapped) and wrapped[after].startswith("  "):
                 after += 1
-    y = pad
+    y = top + pad
     for i, line in enumerate(wrapped):
         if key and i == after:
             y = _draw_key(draw, canvas, (x0, y + pad // 2), inner, size, level, blend, small) + pad

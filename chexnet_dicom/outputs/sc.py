@@ -8,7 +8,9 @@ listed with a "!" but not drawn unless ``draw_unreliable`` asks for it.
 
 Geometry
     The SC is the image area followed, on the right, by a black legend panel
-    (:mod:`chexnet_dicom.outputs.legend`): no legend pixel lies over the image.  The
+    (:mod:`chexnet_dicom.outputs.legend`): no legend pixel lies over the image.  Where
+    the panel's text needs more rows than a small image has, the SC is taller than the
+    image area and black below it.  The
     image area is the source pixel grid (same Rows x Columns, same pixel spacing, top
     left at the SC's top left) **turned head up** when the source needed an orientation
     correction (``orientation-corrected`` / ``orientation-header-swapped``): the
@@ -69,6 +71,7 @@ from chexnet_dicom.outputs.identity import (
     CardLike,
     finalize_file_meta,
     output_uid,
+    record_left_out,
     series_uid,
     software_versions,
 )
@@ -564,9 +567,7 @@ def build_sc(
     what = f"{DISPLAY_NAMES[label]} heatmap" if label is not None else "no heatmap"
     sc.ImageComments = f"{RESEARCH_USE_ONLY}: {what} of {card.name} {card.version}"[:10240]
     turned = f" turned head up ({', '.join(ops)} of the source grid)" if ops else ""
-    where = (
-        f"the source pixel grid{turned} at the top left ({area[0]} x {area[1]}), a legend panel to its right"
-    )
+    where = f"the source pixel grid{turned} at the top left ({area[0]} x {area[1]}), a legend panel to its right (black below the image area where the panel is taller)"
     if scale != (1.0, 1.0):
         where += f" (the source grid reduced by {scale[0]:.6g} x {scale[1]:.6g}: the working-set budget)"
     measured = f"; pixel spacing from the source's {spacing[1]}" if spacing is not None else ""
@@ -587,5 +588,6 @@ def build_sc(
     if str(ds.get("LossyImageCompression", "")) == "01" or syntax in _LOSSY_SYNTAXES:
         sc.LossyImageCompression = "01"  # derived from lossy-compressed pixels
     sanitize_copied(sc)
+    record_left_out(sc, ds, card)  # a source value the SC could not keep is recorded, not lost
     logger.info("built SC overlay %s (%s)", phi_ref(sop_uid), label or "no finding drawn")
     return finalize_file_meta(sc)

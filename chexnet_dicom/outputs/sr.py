@@ -84,6 +84,7 @@ from chexnet_dicom.outputs.identity import (
     CardLike,
     finalize_file_meta,
     output_uid,
+    record_left_out,
     series_uid,
     software_versions,
     sorted_uids,
@@ -424,6 +425,8 @@ def build_sr(
             "the study's headers break a rule the SR needs"
         ) from exc
     sanitize_copied(sr)
+    source = results[0].dataset if results else next(s.dataset for s in skipped if s.dataset is not None)
+    record_left_out(sr, source, card)  # a source value the SR could not keep is recorded, not lost
     # result series dated by the time of analysis, as the content is
     sr.SeriesDate = sr.ContentDate
     sr.SeriesTime = sr.ContentTime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,3 +239,32 @@ def test_a_folder_whose_only_file_has_corrupt_pixels_exits_3(
     captured = capsys.readouterr()
     assert code == 3, captured.err[-2000:]
     assert "0 images analysed, 1 file not analysed" in captured.out and "CORRUPT_PIXELS" in captured.out
+
+
+def test_the_table_marks_findings_unreliable_at_their_threshold(
+    card: Path, study: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finding with validation sensitivity 0 carries the legend's and the SR's "!" mark in the table too."""
+    doc = json.loads(card.read_text())
+    doc["operating_points"]["Edema"]["sensitivity"] = 0.0
+    marked = tmp_path / card.name
+    marked.write_text(json.dumps(doc))
+    (tmp_path / doc["weights_file"]).symlink_to(card.parent / doc["weights_file"])
+    code = main(["infer", str(study), "--weights", str(marked), "--out", str(tmp_path / "o"), "--no-sc"])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = {
+        line.split("  ")[1].strip(): line
+        for line in out.splitlines()
+        if line.startswith("  ") and " 0." in line
+    }
+    edema, mass = rows[DISPLAY_NAMES["Edema"]], rows[DISPLAY_NAMES["Mass"]]
+    assert re.search(r"(PRESENT|absent) !", edema), edema
+    assert not re.search(r"(PRESENT|absent) !", mass), mass
+    lines = out.splitlines()
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("  ! unreliable at this threshold")]
+    assert lines[at + 1].strip() == "Pulmonary edema: validation sensitivity 0 at its threshold"
+    assert not lines[at + 2].startswith("      ")  # the only one
+    # the columns stay aligned: the threshold ends where its header does
+    header = next(line for line in out.splitlines() if "Threshold" in line)
+    assert edema.index(f"{0.3 + 0.02 * 9:.3f}") + 5 == header.index("Threshold") + len("Threshold")

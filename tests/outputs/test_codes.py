@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydicom.sr.codedict import codes
 
-from chexnet_dicom.model.labels import FINDING_CODES, LABELS, PRIVATE_SCHEME
+from chexnet_dicom.model.labels import DISPLAY_NAMES, FINDING_CODES, LABELS, PRIVATE_SCHEME, label_index
 from chexnet_dicom.outputs import codes as cc
 
 
@@ -79,3 +79,16 @@ def test_private_scheme_is_declared() -> None:
 def test_unknown_finding_is_a_key_error() -> None:
     with pytest.raises(KeyError, match="no code"):
         cc.finding_concept("Fracture")
+
+
+def test_each_finding_has_one_display_spelling_its_code_meaning() -> None:
+    """Legend, table, series descriptions and SR text share one spelling per finding."""
+    for label in LABELS:
+        assert DISPLAY_NAMES[label] == FINDING_CODES[label].meaning == cc.finding_concept(label).meaning
+        # machine key, old display form and the display name all find the finding
+        for name in (label, label.replace("_", " "), DISPLAY_NAMES[label], DISPLAY_NAMES[label].upper()):
+            assert label_index(name) == LABELS.index(label)
+    assert DISPLAY_NAMES["Pleural_Thickening"] == "Pleural thickening"
+    assert DISPLAY_NAMES["Effusion"] == "Pleural effusion"
+    with pytest.raises(KeyError, match="unknown finding"):
+        label_index("Pleural")

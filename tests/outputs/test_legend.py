@@ -3,6 +3,7 @@
 * the legend panel lies beside the image: the SC's image area is exactly the blended
   overlay (0 % of the image covered by the legend), and every SR region outline of a
   present finding lies inside the image area, away from the panel;
+* the panel's text keeps clear of a viewer's corner annotations (an empty top and bottom band);
 * the text is at least 12 px high at the SC's own size, with the spaces between words kept;
 * the colour key holds only colours the overlay can draw (the same blend over a grey ramp);
 * a finding unreliable at its threshold is listed with "!" and never drawn by default;
@@ -21,10 +22,17 @@ from skimage.draw import polygon as fill_polygon
 from chexnet_dicom.config import OutputOptions
 from chexnet_dicom.dicom.study import scan
 from chexnet_dicom.model.backends import load_predictor
-from chexnet_dicom.model.labels import LABELS
+from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.outputs.build import build_outputs
-from chexnet_dicom.outputs.legend import colour_key, font_size, legend_font
+from chexnet_dicom.outputs.legend import (
+    VIEWER_BOTTOM_MARGIN,
+    VIEWER_TOP_MARGIN,
+    add_legend_panel,
+    colour_key,
+    font_size,
+    legend_font,
+)
 from chexnet_dicom.outputs.reliability import unreliable_findings
 from chexnet_dicom.outputs.sc import (
     blend_overlay,
@@ -93,6 +101,24 @@ def test_text_is_legible_with_its_spaces() -> None:
         assert min(word_gaps) >= 0.2 * size, (rows, gaps)
 
 
+@pytest.mark.parametrize("rows", [440, 2128])
+def test_the_panel_text_keeps_clear_of_the_viewers_corner_annotations(rows: int) -> None:
+    """Orthanc's Web Viewer writes 3 lines top right and the zoom bottom right over the panel."""
+    lines = ["RESEARCH USE ONLY - not for diagnosis", "Heatmap: Atelectasis"]
+    lines += [f"* Finding {i} 0.{i}0 / 0.20" for i in range(14)]  # more text than a 440 px panel holds
+    lines += ["Colour: share of the map's peak evidence", "  (not a probability)", "model 1.0"]
+    image = np.full((rows, rows // 2, 3), 128, np.uint8)
+    out = add_legend_panel(image, lines, 0.5, blend_overlay, key=True)
+    panel = out[:, image.shape[1] :]
+    ink = np.nonzero(panel.any(axis=(1, 2)))[0]
+    height = out.shape[0]
+    assert height >= rows
+    assert ink.min() >= VIEWER_TOP_MARGIN * height, (ink.min(), height)  # the top band is empty
+    assert ink.max() < (1.0 - VIEWER_BOTTOM_MARGIN) * height, (ink.max(), height)
+    assert ink.max() - ink.min() > 0.3 * height  # and the text is there
+    assert (out[:rows, : image.shape[1]] == 128).all()  # the image untouched
+
+
 def test_the_colour_key_holds_only_the_images_colours() -> None:
     key = colour_key(200, 40, 0.5, blend_overlay)
     grey = np.linspace(0, 1, 256, dtype=np.float32)
@@ -120,7 +146,9 @@ def test_unreliable_findings_are_marked_and_not_drawn(chest: list[StudyResult]) 
         lines = legend_lines(im, card, shown)
         for label in present[:3]:
             if label in unreliable:
-                (line,) = [x for x in lines if x.startswith("* ") and " / " in x and label.split("_")[0] in x]
+                (line,) = [
+                    x for x in lines if x.startswith("* ") and " / " in x and DISPLAY_NAMES[label] in x
+                ]
                 assert " !" in line
                 marked += 1
         if any(line.startswith("* ") and " / " in line for line in lines):
