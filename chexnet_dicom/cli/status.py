@@ -49,7 +49,11 @@ def drift_line(state: dict[str, Any] | None) -> str:
     if not score:
         return f"drift:      on, {window} (scored from {state['min_window']} images)"
     parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(score["parts"].items()))
-    alarm = "ALARM" if score["alarm"] else "no alarm"
+    alarm = "no alarm"
+    if score["alarm"]:
+        since = (state.get("alarm_since") or {}).get("time")
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since else "?"
+        alarm = f"ALARM since {when}"
     return f"drift:      combined {score['combined']:.2f} ({alarm}; threshold 1.00), {parts}; {window}"
 
 
