@@ -173,7 +173,15 @@ class DriftMonitor:
         if len(window) < self.settings.min_window:
             self._record(None, covers, len(window))
             return None
-        score = drift.score_window(self.reference, window, alpha=self.settings.alpha, findings=self.findings)
+        try:
+            score = drift.score_window(
+                self.reference, window, alpha=self.settings.alpha, findings=self.findings
+            )
+        except ValueError as exc:  # a reference that does not fit this model's outputs: stop, say why
+            self.reference, self.status = None, f"off: the drift reference does not fit the model ({exc})"
+            log.warning("drift monitoring %s", self.status)
+            self._record(None, covers, len(window))
+            return None
         was = bool((before.get("score") or {}).get("alarm", False))
         since = before.get("alarm_since") if was and score.alarm else None
         if score.alarm and since is None:

@@ -17,12 +17,14 @@ result files per study.
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from chexnet_dicom.cli import main
 from chexnet_dicom.node.service import Node
 from tests.helpers.drift import nih_test_keys, write_nih_studies
 from tests.helpers.node import node_config, storescu, wait_for
@@ -46,6 +48,8 @@ def node(tmp_path: Path) -> Iterator[tuple[Node, int]]:
             "drift.window": 50,
             "drift.min_window": 20,
             "drift.alpha": 1e-3,
+            "metrics.enabled": True,
+            "metrics.port": 0,
         },
     )
     n = Node(config, None)
@@ -74,7 +78,7 @@ def send_in_groups(node: Node, port: int, files: list[Path], trace: list[dict[st
 
 
 def test_noise_raises_the_drift_alarm_within_30_studies_and_clean_studies_never_do(
-    node: tuple[Node, int], tmp_path: Path
+    node: tuple[Node, int], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     n, port = node
     ledger = n.ledger
@@ -94,10 +98,11 @@ def test_noise_raises_the_drift_alarm_within_30_studies_and_clean_studies_never_
     assert state["observed"] == 120 and state["window"] == 50
     false_alarms = sum(1 for _ts, kind, _m in ledger.events(200) if kind == "drift-alarm")
     clean_scores = [s["score"]["combined"] for s in clean_trace if s.get("score")]
-    print(
-        f"\nin-distribution: 120 studies, {false_alarms} false alarms, combined score after each group "
-        + ", ".join(f"{v:.2f}" for v in clean_scores)
-    )
+    with capsys.disabled():  # the measured numbers, shown without -s too
+        print(
+            f"\nin-distribution: 120 studies, {false_alarms} false alarms, combined score after each group "
+            + ", ".join(f"{v:.2f}" for v in clean_scores)
+        )
     assert false_alarms == 0 and not state["score"]["alarm"] and state["alarm_since"] is None
 
     shifted_trace: list[dict[str, Any]] = []
@@ -107,12 +112,31 @@ def test_noise_raises_the_drift_alarm_within_30_studies_and_clean_studies_never_
     assert alarms, [s["score"]["combined"] for s in shifted_trace]
     first = next(s for s in shifted_trace if s["score"]["alarm"])
     delay = first["alarm_since"]["observation"] - 120
-    print(
-        f"shifted (noise sd 0.2): alarm after {delay} shifted studies; combined score after each group "
-        + ", ".join(f"{s['score']['combined']:.2f}" for s in shifted_trace)
-        + f"; parts at the alarm {first['score']['parts']}; {elapsed:.0f} s for 180 studies"
-    )
+    with capsys.disabled():
+        print(
+            f"shifted (noise sd 0.2): alarm after {delay} shifted studies; combined score after each group "
+            + ", ".join(f"{s['score']['combined']:.2f}" for s in shifted_trace)
+            + f"; parts at the alarm {first['score']['parts']}; {elapsed:.0f} s for 180 studies"
+        )
     assert 1 <= delay <= 30
     assert len(alarms) == 1  # logged once per crossing, not on every study
     studies = ledger.summary()["studies"]
     assert studies.get("analysed") == 180 and not studies.get("failed"), studies
+
+    # the window holds what the node saw of the headers: binned, no identifiers
+    window = ledger.drift_window(50)
+    assert len(window) == 50
+    meta = window[-1].metadata
+    assert meta["transfer_syntax"] == "1.2.840.10008.1.2.1" and meta["view"] in {"PA", "AP"}
+    assert meta["sex"] in {"M", "F"} and meta["age_band"] != "unknown"
+    assert window[-1].features is not None and window[-1].features.shape == (1024,)
+    # chexdcm status and the metrics endpoint show the alarm
+    rc = main(["status", "--spool", str(n.spool.root)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "drift:      combined" in out and "ALARM since" in out, out
+    with urllib.request.urlopen(f"http://127.0.0.1:{n.metrics.port}/metrics", timeout=10) as rsp:
+        text = rsp.read().decode()
+    assert "chexdcm_drift_alarm 1.0" in text
+    assert 'chexdcm_drift_score{part="combined"}' in text and 'chexdcm_drift_score{part="features"}' in text
+    for line in (line for line in out.splitlines() + text.splitlines() if "drift" in line):
+        assert "1.2.826" not in line and "NIH0" not in line  # no UID, no Patient ID

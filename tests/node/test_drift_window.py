@@ -56,9 +56,10 @@ def test_window_survives_a_reopen_alarms_once_and_clears(
     rng = np.random.default_rng(1)
     path = tmp_path / "ledger.sqlite"
     first = monitor(path, reference)
-    scores = [first.add([o]) for o in observations(rng, 25)]
-    assert all(s is None for s in scores[:19]) and all(s is not None for s in scores[19:])
-    assert not any(s.alarm for s in scores[19:] if s is not None)
+    clean = observations(rng, 25)
+    assert first.add(clean[:19]) is None  # under min_window: not scored
+    scores = [first.add([o]) for o in clean[19:]]
+    assert all(s is not None and not s.alarm for s in scores)
     state = first.ledger.drift_state()
     assert state is not None and state["window"] == 25 and state["score"]["window"] == 25
     first.ledger.close()
@@ -84,8 +85,9 @@ def test_window_survives_a_reopen_alarms_once_and_clears(
     assert gauges["chexdcm_drift_alarm"].samples[0].value == 1
     assert gauges["chexdcm_drift_window"].samples[0].value == 30
 
-    for o in observations(rng, 30):  # back in distribution: the alarm ends, logged as INFO once
-        second.add([o])
+    back = observations(rng, 30)
+    for k in range(0, 30, 5):  # back in distribution: the alarm ends, logged as INFO once
+        second.add(back[k : k + 5])
     state = second.ledger.drift_state()
     assert state is not None and not state["score"]["alarm"] and state["alarm_since"] is None
     assert len(warnings_of(caplog)) == 1
@@ -111,3 +113,20 @@ def test_without_a_reference_monitoring_is_off_and_status_says_why(tmp_path: Pat
         assert {m.name for m in _drift_metrics(state)} == {"chexdcm_drift_window"}
     finally:
         ledger.close()
+
+
+def test_a_reference_that_does_not_fit_the_model_turns_monitoring_off(
+    tmp_path: Path, reference: DriftReference
+) -> None:
+    mon = monitor(tmp_path / "ledger.sqlite", reference)
+    try:
+        wrong = [
+            Observation({}, o.probabilities, np.zeros(8, np.float32), o.present)
+            for o in observations(np.random.default_rng(3), 20)
+        ]
+        assert mon.add(wrong) is None  # 8 features against a 16-feature reference: no crash
+        state = mon.ledger.drift_state()
+        assert state is not None and state["status"].startswith("off: the drift reference does not fit")
+        assert mon.add(wrong) is None and mon.reference is None
+    finally:
+        mon.ledger.close()
