@@ -20,7 +20,7 @@ from chexnet_dicom.errors import EXIT_OK
 __all__ = ["NODE_TABLES", "register", "run"]
 
 #: Tables only a node configuration has.
-NODE_TABLES = frozenset({"listen", "access", "tls", "spool", "work", "metrics", "destination"})
+NODE_TABLES = frozenset({"listen", "access", "tls", "spool", "work", "metrics", "drift", "destination"})
 _TRAIN_TABLES = frozenset({"data", "preprocessing", "augment", "train", "output"})
 _KINDS = ("auto", "node", "batch", "analysis", "train")
 

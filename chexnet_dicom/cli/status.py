@@ -2,7 +2,9 @@
 
 Reads the ledger (safe while the node runs: SQLite WAL readers never block it).
 Prints PHI-free counts only: studies and deliveries per state, the queue depth, the
-instances received in the last minute, turnaround percentiles and the last events.
+instances received in the last minute, turnaround percentiles, the input drift score
+(combined, per part, alarm, window; :mod:`chexnet_dicom.node.drift_window`) and the last
+events.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 from chexnet_dicom.errors import EXIT_OK
 
-__all__ = ["register", "run"]
+__all__ = ["drift_line", "register", "run"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +36,25 @@ def _percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def drift_line(state: dict[str, Any] | None) -> str:
+    """One line on input drift: the combined score, its parts, the alarm and the window."""
+    if state is None:
+        return "drift:      no state yet (no worker has started with drift monitoring)"
+    if state.get("status") != "on":
+        return f"drift:      {state.get('status', 'off')}"
+    window = f"window {state['window']}/{state['window_size']}"
+    score = state.get("score")
+    if not score:
+        return f"drift:      on, {window} (scored from {state['min_window']} images)"
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(score["parts"].items()))
+    alarm = "no alarm"
+    if score["alarm"]:
+        since = (state.get("alarm_since") or {}).get("time")
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since else "?"
+        alarm = f"ALARM since {when}"
+    return f"drift:      combined {score['combined']:.2f} ({alarm}; threshold 1.00), {parts}; {window}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     ledger = NodeLedger(spool_of(args) / "ledger.sqlite")
     try:
         summary = ledger.summary()
+        summary["drift"] = ledger.drift_state()
         events = ledger.events(10)
     finally:
         ledger.close()
@@ -86,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"turnaround (last ack to delivered): p50 {t['p50_s']:.2f} s, p95 {t['p95_s']:.2f} s over {t['count']}"
         )
+    print(drift_line(summary["drift"]))
     counters = summary["counters"]
     if counters:
         print("counters:   " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))

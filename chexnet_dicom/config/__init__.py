@@ -23,7 +23,7 @@ Submodules
 :mod:`chexnet_dicom.config.net`
     ``[destination]`` and its timeouts, shared by the node and batch.
 :mod:`chexnet_dicom.config.node`
-    ``chexdcm listen``: :class:`NodeConfig` (listen, access, TLS, spool, work, metrics),
+    ``chexdcm listen``: :class:`NodeConfig` (listen, access, TLS, spool, work, metrics, drift),
     AE title and allow-list checks.
 :mod:`chexnet_dicom.config.batch`
     ``chexdcm batch``: :class:`BatchConfig` (``[batch]``) and the pseudonymisation rule.
@@ -55,6 +55,7 @@ from chexnet_dicom.config.batch import (
 from chexnet_dicom.config.net import DestinationConfig, NetTimeouts
 from chexnet_dicom.config.node import (
     AccessConfig,
+    DriftConfig,
     ListenConfig,
     MetricsConfig,
     NodeConfig,
@@ -111,6 +112,7 @@ __all__ = [
     "SpoolConfig",
     "WorkConfig",
     "MetricsConfig",
+    "DriftConfig",
     "NodeConfig",
     "load_node_config",
     "BATCH_ENGINES",

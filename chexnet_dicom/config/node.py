@@ -1,7 +1,7 @@
 """What ``chexdcm listen`` reads (``pipelines/node.toml``): :class:`NodeConfig`.
 
 Its tables: ``[listen]``, ``[access]``, ``[tls]``, ``[spool]``, ``[work]``,
-``[metrics]`` and ``[destination]``, plus the analysis tables ``[ingest]``,
+``[metrics]``, ``[drift]`` and ``[destination]``, plus the analysis tables ``[ingest]``,
 ``[runtime]`` and ``[outputs]``.  The defaults are the secure ones of DESIGN.md
 section 6: bound to 127.0.0.1, an allow-list required unless explicitly opened, the
 called AE title checked, bounded associations, PDUs and instances.
@@ -24,6 +24,7 @@ from chexnet_dicom.errors import ConfigError
 
 __all__ = [
     "AccessConfig",
+    "DriftConfig",
     "ListenConfig",
     "MetricsConfig",
     "NodeConfig",
@@ -317,6 +318,39 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class DriftConfig:
+    """``[drift]``: input drift monitoring (:mod:`chexnet_dicom.node.drift_window`).
+
+    The most recent analysed images are compared with the model's reference sample
+    (the card's ``drift`` entry) by :func:`chexnet_dicom.drift.score_window`; the
+    window is kept in the ledger, so it survives a restart.
+
+    Attributes
+    ----------
+    enabled
+        Monitor drift (off by itself when the model card has no drift reference).
+    window
+        Analysed images in the rolling window (the most recent ones).
+    min_window
+        Images the window needs before it is scored.
+    alpha
+        False-alarm level of one evaluation (weighted Bonferroni over the parts);
+        a score of 1.0 is the threshold.
+    """
+
+    enabled: bool = True
+    window: int = 50
+    min_window: int = 20
+    alpha: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.min_window <= self.window <= 100_000:
+            raise ConfigError("drift needs 2 <= min_window <= window <= 100000")
+        if not 0 < self.alpha < 1:
+            raise ConfigError("drift.alpha must be between 0 and 1 (exclusive)")
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything ``chexdcm listen`` reads: one attribute per TOML table.
 
@@ -324,7 +358,7 @@ class NodeConfig:
     ----------
     weights
         Model card, folder holding one, or registry name (``""``: the usual resolution).
-    listen, access, tls, spool, work, metrics, destination
+    listen, access, tls, spool, work, metrics, drift, destination
         See their classes (``[destination]`` is shared with ``chexdcm batch``; its
         ``attempts`` and backoff are the node's per-delivery retry schedule, kept in
         the ledger).
@@ -339,6 +373,7 @@ class NodeConfig:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     work: WorkConfig = field(default_factory=WorkConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     destination: DestinationConfig = field(default_factory=DestinationConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

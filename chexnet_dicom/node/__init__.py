@@ -16,6 +16,10 @@ Modules
 - :mod:`~chexnet_dicom.node.ledger_store`: the ledger's schema, its opening (durability) and its
   events and counters.
 - :mod:`~chexnet_dicom.node.ledger_rows`: the records the ledger's queries take and give.
+- :mod:`~chexnet_dicom.node.ledger_drift`: the ledger's drift tables: the rolling window of
+  observations and the latest drift score.
+- :mod:`~chexnet_dicom.node.drift_window`: drift monitoring: each analysed image observed, the window
+  scored against the model's reference, crossings logged.
 - :mod:`~chexnet_dicom.node.delivery_records`: the delivery queue and its per-file records.
 - :mod:`~chexnet_dicom.node.records`: what the ledger keeps of an analysed instance, as bytes (never
   pickled).

@@ -40,6 +40,11 @@ Tables
     in flight when a crash or a dropped connection hid the outcome).
 ``events`` and ``counters``
     The last problems (PHI-free) and running counts, for ``chexdcm status``.
+``drift_observations`` and ``drift_state``
+    The rolling window of drift observations (binned metadata, probabilities, calls,
+    features; no PHI, no pixels) and the latest drift score
+    (:class:`~chexnet_dicom.node.ledger_drift.DriftRecords`), so the window survives
+    a restart and every worker shares it.
 
 Every timestamp is ``time.time()`` (comparable across processes and restarts).
 """
@@ -52,6 +57,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from chexnet_dicom.node.delivery_records import DeliveryRecords, QueuedDelivery
+from chexnet_dicom.node.ledger_drift import DriftRecords
 from chexnet_dicom.node.ledger_rows import (
     CONFLICT,
     DUPLICATE,
@@ -79,7 +85,7 @@ __all__ = [
 ]
 
 
-class NodeLedger(DeliveryRecords):
+class NodeLedger(DeliveryRecords, DriftRecords):
     """The node's ledger database (one per spool; thread-safe; one connection per process).
 
     Parameters

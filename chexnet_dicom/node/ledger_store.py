@@ -111,6 +111,20 @@ CREATE TABLE IF NOT EXISTS events (
     message TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drift_observations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    metadata TEXT NOT NULL,
+    probabilities BLOB NOT NULL,
+    present BLOB,
+    features BLOB
+);
+CREATE TABLE IF NOT EXISTS drift_state (
+    name TEXT PRIMARY KEY,
+    covers INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    updated REAL NOT NULL
+);
 """
 
 

@@ -2,8 +2,12 @@
 
 Every scrape reads the ledger (shared by all the node's processes, so the counts are
 the node's, not one process's): received, analysed, failed, sent and dead-lettered
-counts, queue depths, and a histogram of turnaround (last instance acknowledged to
-results delivered).  No label carries a UID or any other identifier.
+counts, queue depths, a histogram of turnaround (last instance acknowledged to
+results delivered), and the latest input drift score (:mod:`.drift_window`):
+``chexdcm_drift_score{part="metadata"|"features"|"outputs"|"combined"}`` (1.0 is the
+threshold), ``chexdcm_drift_alarm`` (1 while the combined score is at or above it) and
+``chexdcm_drift_window`` (images in the window).  No label carries a UID or any other
+identifier.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class _Collector:
         with self.lock:
             try:
                 summary = self.ledger.summary()
+                drift_state = self.ledger.drift_state()
             except StorageError:
                 return
         counters = summary["counters"]
@@ -71,6 +76,33 @@ class _Collector:
             buckets=buckets,
             sum_value=float(sum(values)),
         )
+        yield from _drift_metrics(drift_state)
+
+
+def _drift_metrics(state: dict[str, Any] | None) -> Iterator[Any]:
+    """The drift gauges of the latest state (none before a window was scored)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    if state is None:
+        return
+    yield GaugeMetricFamily(
+        "chexdcm_drift_window", "Analysed images in the drift window", value=int(state.get("window", 0))
+    )
+    score = state.get("score")
+    if not score:
+        return
+    gauge = GaugeMetricFamily(
+        "chexdcm_drift_score", "Input drift score by part and combined (1.0: the threshold)", labels=["part"]
+    )
+    for part, value in sorted(score["parts"].items()):
+        gauge.add_metric([part], float(value))
+    gauge.add_metric(["combined"], float(score["combined"]))
+    yield gauge
+    yield GaugeMetricFamily(
+        "chexdcm_drift_alarm",
+        "1 while the combined drift score is at or above 1.0",
+        value=int(score["alarm"]),
+    )
 
 
 class MetricsServer:

@@ -62,6 +62,7 @@ from chexnet_dicom.errors import InferenceError, InputError
 from chexnet_dicom.faults import active, fault
 from chexnet_dicom.logs import persistent_log_key, phi_ref, redact
 from chexnet_dicom.node.carry import CarriedImage, carry, combine, header_bytes, restore_image, restore_skip
+from chexnet_dicom.node.drift_window import DriftMonitor
 from chexnet_dicom.node.ledger import Claimed, NodeLedger, StoredInstance
 from chexnet_dicom.node.records import decode_record, encode_record
 from chexnet_dicom.node.spool import Spool
@@ -119,6 +120,7 @@ class Analyser:
         self.predictor = predictor
         self.destination = destination
         self.name = f"worker-{os.getpid()}"
+        self.drift = DriftMonitor.start(config, ledger, predictor)  # reference loaded once
 
     def run_once(self) -> int:
         """Claim ready studies and analyse them; returns how many were taken."""
@@ -204,7 +206,11 @@ class Analyser:
         recorded = guarded(
             ref, "write", self._record, claimed, new, fresh, header_bytes(found), outputs, written, folder
         )
-        return recorded if isinstance(recorded, Failure) else None
+        if isinstance(recorded, Failure):
+            return recorded
+        if fresh is not None:  # the newly analysed images join the drift window
+            self.drift.observe(fresh.images)
+        return None
 
     def _record(
         self,
