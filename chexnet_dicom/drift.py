@@ -455,10 +455,10 @@ def score_window(
         raise ValueError("a drift window needs at least 2 observations")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    tested: dict[str, tuple[float, dict[str, float]]] = {
-        "metadata": _metadata_p(reference, window),
-        "outputs": _outputs_p(reference, window, findings),
-    }
+    tested: dict[str, tuple[float, dict[str, float]]] = {"outputs": _outputs_p(reference, window, findings)}
+    metadata = _metadata_p(reference, window)
+    if metadata[1]:  # no variable the reference knows (PNG datasets): the part has no data
+        tested["metadata"] = metadata
     features = _features_p(reference, window)
     if features is not None:
         tested["features"] = features
