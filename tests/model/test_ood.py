@@ -165,7 +165,9 @@ def test_ood_policy_and_method_are_configuration() -> None:
 
     cfg = load_analysis_config(None, {"runtime.ood_method": "energy", "outputs.ood": "flag"})
     assert cfg.runtime.ood_method == "energy" and cfg.outputs.ood == "flag"
+    assert load_analysis_config(None, {"outputs.ood": "withhold"}).outputs.ood == "withhold"
+    assert load_analysis_config(None, {}).outputs.ood == "flag"  # the default reports and flags
     with pytest.raises(ConfigError, match="withhold"):
-        load_analysis_config(None, {"outputs.ood": "withhold"})
+        load_analysis_config(None, {"outputs.ood": "hide"})
     with pytest.raises(ConfigError):
         load_analysis_config(None, {"runtime.ood_method": "knn"})
