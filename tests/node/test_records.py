@@ -44,6 +44,25 @@ def test_an_image_record_round_trips() -> None:
     assert back.prediction.labels == item.prediction.labels
 
 
+def test_the_out_of_distribution_score_and_flag_survive_the_record() -> None:
+    import dataclasses
+
+    pred = dataclasses.replace(
+        _prediction(), ood_score=412.25, ood_threshold=385.75, ood_method="mahalanobis", ood_note=""
+    )
+    back = decode_record(encode_record(CarriedImage(b"hdr", pred, (64, 64), (64, 64))))
+    assert isinstance(back, CarriedImage)
+    p = back.prediction
+    assert p.ood_score == pytest.approx(412.25) and p.ood_threshold == pytest.approx(385.75)
+    assert p.ood_method == "mahalanobis" and p.ood_note == "" and p.out_of_distribution is True
+    assert p.ood_dict() == pred.ood_dict()
+    # without a score (a card without reference statistics) the note survives, the flag stays unknown
+    none = decode_record(encode_record(CarriedImage(b"hdr", _prediction(), (64, 64), (64, 64))))
+    assert isinstance(none, CarriedImage)
+    assert none.prediction.ood_score is None and none.prediction.out_of_distribution is None
+    assert none.prediction.ood_note == _prediction().ood_note
+
+
 def test_a_skip_record_round_trips_and_damage_is_a_storage_error() -> None:
     data = encode_record(CarriedSkip(b"hdr", "skipped", "lateral-view", "a lateral view"))
     back = decode_record(data)
