@@ -146,6 +146,11 @@ def build_outputs(
             ood_policy=opts.ood,
         )
     sidecar = build_sidecar(
-        result.images, card, skipped=result.skipped, sr=sr, overlays=[sc for _, sc in overlays]
+        result.images,
+        card,
+        skipped=result.skipped,
+        sr=sr,
+        overlays=[sc for _, sc in overlays],
+        ood_policy=opts.ood,
     )
     return StudyOutputs(sr=sr, overlays=tuple(overlays), previews=tuple(previews), sidecar=sidecar)

@@ -119,6 +119,9 @@ def test_a_flagged_image_is_withheld_and_the_sr_and_legend_say_why() -> None:
     assert reason in lines and legend_line(flagged.prediction) in lines
     assert not any("Effusion" in line for line in lines)
     np.testing.assert_array_equal(withheld.previews[0][1], sc_w.pixel_array)
+    # the sidecar keeps the probabilities for the record and says they are withheld
+    assert withheld.sidecar["images"][0]["ood"]["findings_withheld"] is True  # type: ignore[index]
+    assert flag.sidecar["images"][0]["ood"]["findings_withheld"] is False  # type: ignore[index]
 
 
 def test_an_image_below_its_threshold_or_without_a_score_is_never_withheld() -> None:
