@@ -212,3 +212,13 @@ def test_withheld_srs_of_real_non_chest_radiographs_pass_pixelmed(tmp_path: Path
     for path, (errors, warnings) in pixelmed_sr_reports(srs).items():
         assert errors == [], f"{path.parent.name}: {errors}"
         assert all(PIXELMED_TID1501_GAP.match(w) for w in warnings), f"{path.parent.name}: {warnings}"
+
+
+def test_the_findings_table_says_which_images_are_withheld() -> None:
+    from chexnet_dicom.cli.infer import _table
+
+    image = _image(12.5)
+    study = StudyResult(study_uid=str(image.dataset.StudyInstanceUID), card=make_card(), images=(image,))
+    withheld = _table(study, make_card(), 1, 1, "withhold")
+    assert "OUT-OF-DISTRIBUTION (findings withheld from the SR and SC" in withheld
+    assert "withheld" not in _table(study, make_card(), 1, 1, "flag")
