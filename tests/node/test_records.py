@@ -71,3 +71,43 @@ def test_a_skip_record_round_trips_and_damage_is_a_storage_error() -> None:
         decode_record(data[: len(data) // 2])
     with pytest.raises(StorageError):
         decode_record(b"\x80\x04cos\nsystem\n.")  # a pickle is never loaded
+
+
+def test_a_carried_image_keeps_its_score_group_in_a_later_sr() -> None:
+    import dataclasses
+    import io
+
+    from chexnet_dicom.model.card import Preprocessing
+    from chexnet_dicom.node.carry import restore_image
+    from chexnet_dicom.outputs.sr import build_sr
+    from tests.helpers.outputs import make_card, make_dx, make_prediction
+
+    card = make_card()
+    ds = make_dx(rows=32, cols=32)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    pred = dataclasses.replace(
+        make_prediction(card, np.full(14, 0.2)),
+        ood_score=412.25,
+        ood_threshold=385.75,
+        ood_method="mahalanobis",
+        ood_note="",
+    )
+    back = decode_record(encode_record(CarriedImage(buf.getvalue(), pred, (32, 32), (32, 32))))
+    assert isinstance(back, CarriedImage)
+    restored = restore_image(back, Preprocessing(resize=32, input_size=32))
+    sr = build_sr([restored], card)
+    groups = [
+        item
+        for c in sr.ContentSequence
+        if c.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"
+        for item in c.ContentSequence
+    ]
+    scores = [
+        float(row.MeasuredValueSequence[0].NumericValue)
+        for g in groups
+        for row in g.ContentSequence
+        if row.ValueType == "NUM"
+        and row.ConceptNameCodeSequence[0].CodeMeaning == "Out-of-distribution score"
+    ]
+    assert scores == [pytest.approx(412.25)]
