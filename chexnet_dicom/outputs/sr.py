@@ -23,6 +23,8 @@ Document layout (one SR per study and model), following PS3.16 TID 1500/1501/401
         per finding: TEXT "study maximum probability ..." (max over analysed images;
           present when the maximum reaches the operating point)
         per skipped instance: "Image not analysed" TEXT with its reason code and message
+        per image withheld ([outputs] ood = "withhold", score at or above its threshold):
+          "Findings withheld" TEXT with the reason; the image keeps only its OOD score group
 
 PixelMed's DicomSRValidator (the IHE AI Results test tool) accepts it with 0 errors.
 Its one warning per finding group, "Content Item not in template" on the present/absent
