@@ -25,7 +25,7 @@ from chexnet_dicom.model.backends import load_predictor
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.outputs.build import StudyOutputs, build_outputs
-from chexnet_dicom.outputs.ood_items import legend_line, withheld_legend_lines, withheld_reason
+from chexnet_dicom.outputs.ood_items import legend_line, withheld_legend_lines, withheld_reason, withholds
 from chexnet_dicom.outputs.sc import image_area, legend_lines
 from chexnet_dicom.outputs.write import write_outputs
 from chexnet_dicom.pipeline.stages import analysis_preprocessing, load_for_model
@@ -125,14 +125,16 @@ def test_a_flagged_image_is_withheld_and_the_sr_and_legend_say_why() -> None:
 
 
 def test_an_image_below_its_threshold_or_without_a_score_is_never_withheld() -> None:
-    for score in (3.0, None):  # below its threshold; no score (a card without reference statistics)
-        image = _image(score)
-        withheld, flag = _outputs([image], "withhold"), _outputs([image], "flag")
-        assert withheld.sr is not None and flag.sr is not None
-        assert withheld.sr.SOPInstanceUID == flag.sr.SOPInstanceUID
-        assert _groups(withheld.sr) == _groups(flag.sr)
-        assert [n for n, _ in withheld.overlays] == [n for n, _ in flag.overlays] == ["sc-1-effusion.dcm"]
-        np.testing.assert_array_equal(withheld.overlays[0][1].pixel_array, flag.overlays[0][1].pixel_array)
+    # no score (a card without reference statistics): nothing says it is out of distribution
+    assert not withholds(_image(None).prediction, "withhold")
+    assert withholds(_image(12.5).prediction, "withhold") and not withholds(_image(12.5).prediction, "flag")
+    image = _image(3.0)  # below its threshold: exactly the "flag" outputs
+    withheld, flag = _outputs([image], "withhold"), _outputs([image], "flag")
+    assert withheld.sr is not None and flag.sr is not None
+    assert withheld.sr.SOPInstanceUID == flag.sr.SOPInstanceUID
+    assert _groups(withheld.sr) == _groups(flag.sr)
+    assert [n for n, _ in withheld.overlays] == [n for n, _ in flag.overlays] == ["sc-1-effusion.dcm"]
+    np.testing.assert_array_equal(withheld.overlays[0][1].pixel_array, flag.overlays[0][1].pixel_array)
 
 
 def test_a_mixed_study_reports_the_image_in_distribution_only() -> None:
