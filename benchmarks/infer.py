@@ -20,7 +20,13 @@ Everything is measured in this one run, on this machine:
     1024, 12-bit, JPEG 2000 lossless), run twice with a fresh ``CHEXDCM_CACHE``: cold
     (the first run ever for these weights, including the one-time verified ONNX export)
     and warm (the graph comes from the cache, so neither torch nor MONAI is imported),
-    with the CLI's own start-up / read / predict / write split.
+    with the CLI's own start-up / read / predict / write split;
+(d) the cost of the out-of-distribution score (:mod:`chexnet_dicom.model.ood`, the
+    card's method, Mahalanobis for the demo bundle) for the default ONNX Runtime and the
+    torch fp32 predictors at batch 1 and 8: the same predictor with its reference
+    statistics and without (``ood_reference = None``: no score), calls interleaved, as
+    the ratio score-on / score-off of the best times (the issue's bound: <= 1.05), and the
+    score alone (``OodReference.scores`` on the batch's features) in ms per image.
 
 The weights are the resolved model weights when available (``resolve_weights``), else a
 random-weight bundle in fp16 (speed does not depend on the values).  Timings on a shared
@@ -56,11 +62,16 @@ from chexnet_dicom.errors import WeightsError  # noqa: E402
 from chexnet_dicom.model.backends import load_predictor  # noqa: E402
 from chexnet_dicom.model.card import ModelCard, Preprocessing, load_bundle, save_bundle  # noqa: E402
 from chexnet_dicom.model.network import build_network  # noqa: E402
-from chexnet_dicom.model.torch_backend import TorchPredictor, cpu_has_native_bf16  # noqa: E402
+from chexnet_dicom.model.torch_backend import TorchPredictor, cpu_has_native_bf16, tune_threads  # noqa: E402
 
 
-def best_times(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 1) -> dict[str, float]:
-    """Best (minimum) wall time of each function, calls interleaved round-robin.
+def best_times(
+    fns: dict[str, Callable[[], object]],
+    repeat: int,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, float]:
+    """Best (minimum) wall time (or ``clock`` time) of each function, calls interleaved round-robin.
 
     Interleaving exposes every contender to the same background load, and the minimum
     is the least disturbed run (the ``timeit`` convention) on a shared machine.
@@ -71,9 +82,9 @@ def best_times(fns: dict[str, Callable[[], object]], repeat: int, warmup: int = 
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
-            t = time.perf_counter()
+            t = clock()
             fn()
-            times[name].append(time.perf_counter() - t)
+            times[name].append(clock() - t)
     return {name: min(ts) for name, ts in times.items()}
 
 
@@ -202,6 +213,57 @@ def bench_heatmaps(card_path: Path, repeat: int) -> None:
     )
 
 
+def bench_ood(card_path: Path, repeat: int) -> None:
+    from chexnet_dicom.model.ood import fit_reference
+
+    net, card = load_bundle(card_path)
+    s = card.preprocessing.input_size
+    ref = load_predictor(card_path, device="cpu").ood_reference
+    source = "the card's reference statistics"
+    if ref is None:  # a bundle without statistics: random ones (the cost does not depend on the values)
+        rng = np.random.default_rng(3)
+        feats = rng.random((64, 1024))
+        ref = fit_reference(feats[:48], feats[48:], rng.standard_normal((16, 14)))
+        source = "random reference statistics (the card has none)"
+    method = ref.default_method
+    print(f"(d) out-of-distribution score ({method}, {source}) on vs off, prediction without CAMs")
+    rng = np.random.default_rng(4)
+    # wall time with every thread, and CPU time of one-thread predictors: on a busy shared
+    # machine the wall-time ratio is as noisy as the load; the process's CPU time is not
+    for label, threads, clock, rounds in (
+        ("wall time, all threads", None, time.perf_counter, repeat),
+        ("CPU time, 1 thread", 1, time.process_time, repeat),
+    ):
+        default = load_predictor(card_path, device="cpu", threads=threads)
+        torch_fp32 = TorchPredictor(net, card, device="cpu", precision="fp32", threads=threads)
+        for pred in (default, torch_fp32):
+            pred.ood_method = method
+            for batch in (1, 8):
+                xs = [rng.standard_normal((3, s, s)).astype(np.float32) for _ in range(batch)]
+                pred.batch_size = batch
+
+                def run(on: bool, pred: object = pred, xs: list[np.ndarray] = xs) -> None:
+                    pred.ood_reference = ref if on else None  # type: ignore[attr-defined]
+                    pred.predict_many(xs, cams=False)  # type: ignore[attr-defined]
+
+                best = best_times(
+                    {"off": lambda run=run: run(False), "on": lambda run=run: run(True)}, rounds, clock=clock
+                )
+                got = pred.predict_many(xs, cams=False)
+                assert all(p.ood_score is not None for p in got), got[0].ood_note
+                feats = np.stack([p.features for p in got if p.features is not None])
+                alone = best_times(
+                    {"score": lambda feats=feats: ref.scores(method, feats, np.zeros((len(feats), 14)))}, 50
+                )["score"]
+                t_off, t_on = best["off"], best["on"]
+                print(
+                    f"    {label}: {pred.backend} {pred.precision} batch {batch}: off {t_off / batch * 1e3:.1f} "
+                    f"ms/img, on {t_on / batch * 1e3:.1f} ms/img -> {t_on / t_off:.3f}x; the score alone "
+                    f"{alone / batch * 1e3:.3f} ms/img ({alone / t_off:.2%} of a prediction)"
+                )
+    tune_threads(None)  # back to every CPU for what follows
+
+
 _TIMINGS = re.compile(r"startup ([\d.]+)s, read ([\d.]+)s, predict ([\d.]+)s, write ([\d.]+)s")
 
 
@@ -246,6 +308,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--skip-e2e", action="store_true")
+    ap.add_argument("--only-ood", action="store_true", help="only (d), the out-of-distribution score's cost")
     ap.add_argument(
         "--no-224", dest="size224", action="store_false", help="skip the 224 px (published CheXNet) input"
     )
@@ -259,12 +322,16 @@ def main() -> int:
             f"weights: {card_path.name} ({why}); torch {torch.__version__}; CPUs {os.cpu_count()}; "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}; load average {os.getloadavg()[0]:.1f}"
         )
+        if args.only_ood:
+            bench_ood(card_path, args.repeat)
+            return 0
         bench_throughput(card_path, args.repeat, compiled=args.compile)
         if args.size224:
             torch.manual_seed(0)
             big = ModelCard(name="random-224", version="0", preprocessing=Preprocessing())
             bench_throughput(save_bundle(build_network().eval(), big, tmp / "b224", "b224"), args.repeat)
         bench_heatmaps(card_path, args.repeat)
+        bench_ood(card_path, args.repeat)
         if not args.skip_e2e:
             bench_e2e(card_path, tmp)
     return 0

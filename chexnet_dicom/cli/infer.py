@@ -180,8 +180,9 @@ def _preamble(card: ModelCard, why: str) -> str:
     return "\n".join(lines)
 
 
-def _table(result: StudyResult, card: ModelCard, number: int, total: int) -> str:
+def _table(result: StudyResult, card: ModelCard, number: int, total: int, ood_policy: str = "flag") -> str:
     from chexnet_dicom.model.labels import DISPLAY_NAMES, LABELS
+    from chexnet_dicom.outputs.ood_items import withholds
     from chexnet_dicom.outputs.reliability import UNRELIABLE_TEXT, unreliable_findings, unreliable_reason
 
     n_img, n_not = len(result.images), len(result.skipped)
@@ -225,7 +226,10 @@ def _table(result: StudyResult, card: ModelCard, number: int, total: int) -> str
         for n, im in enumerate(result.images, 1):
             flags = f" [{', '.join(im.flags)}]" if im.flags else ""
             lines.append(f"  image {n}: {im.path}{flags}")
-            lines.append(f"    {_ood_line(im.prediction)}")
+            withheld = " (findings withheld from the SR and SC: outputs.ood = withhold)"
+            lines.append(
+                f"    {_ood_line(im.prediction)}{withheld if withholds(im.prediction, ood_policy) else ''}"
+            )
     lines.append(f"  Research use only. Not for clinical use. {card.name} {card.version}.")
     return "\n".join(line.rstrip() for line in lines)
 
@@ -355,7 +359,7 @@ class _Run:
         else:
             if number == 1:
                 print(_preamble(self.card, self.why))
-            print(_table(result, self.card, number, self.studies))
+            print(_table(result, self.card, number, self.studies, self.settings.outputs.ood))
             if written:
                 print(f"  written to {out_dir}/:")
                 for path in written:

@@ -172,8 +172,9 @@ class OutputOptions:
     ood
         An image whose out-of-distribution score reaches the card's threshold:
         ``"flag"`` (findings reported, the image flagged ``out-of-distribution``);
-        ``"withhold"`` (no findings reported for it, and the reason given) is reserved
-        and refused until the SR and SC builders implement it.
+        ``"withhold"`` (the SR reports no findings for it and says why; its SC draws no
+        heatmap and its legend gives the same reason: :mod:`chexnet_dicom.outputs.ood_items`).
+        An image without a score (a card without OOD reference statistics) is never withheld.
     """
 
     sc: bool = True
@@ -184,11 +185,8 @@ class OutputOptions:
     ood: Literal["flag", "withhold"] = "flag"
 
     def __post_init__(self) -> None:
-        if self.ood == "withhold":  # the SR/SC builders do not withhold yet: refuse, never ignore
-            raise ConfigError(
-                'outputs.ood = "withhold" is not available yet (the SR and SC do not withhold '
-                'findings); use "flag"'
-            )
+        if self.ood not in ("flag", "withhold"):
+            raise ConfigError(f'outputs.ood must be "flag" or "withhold", not {self.ood!r}')
         if self.sc_compression not in SC_COMPRESSION_NAMES:
             raise ConfigError(
                 f"outputs.sc_compression must be one of {', '.join(SC_COMPRESSION_NAMES)}, "

@@ -35,6 +35,16 @@ Methods
     ``score(x) = -logsumexp_c f_c(x)`` (T = 1): kept for comparison, since the 14
     logits are not competing classes.
 
+Cost
+----
+A predictor scores every image, so the Mahalanobis score is one product per image with
+a matrix factorised once, when the reference is built or loaded: the precision's Cholesky
+factor ``L`` (``precision = L L^T``) in float32, so ``score = ||(f - mu) L||^2``: one
+(N x 1024) by (1024 x 1024) float32 product (a 4 MiB matrix read once; about 0.15 ms for
+one image on one core), on one BLAS thread set through a ``threadpoolctl`` controller made
+once (:func:`mahalanobis_scores`, the float64 reference formula, stays for checks).
+``benchmarks/infer.py`` (d) measures the cost against the same predictor without a score.
+
 The threshold of each method is set on in-distribution *validation* images (never the
 images the statistics were fitted on) so that :data:`TARGET_TPR` (95%) of them score
 below it; an image scoring at or above it is flagged ``out-of-distribution``.
@@ -51,6 +61,7 @@ safetensors, never torch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -78,6 +89,7 @@ __all__ = [
     "fit_reference",
     "load_reference",
     "mahalanobis_scores",
+    "whitening_factor",
     "save_reference",
     "split_for_calibration",
     "stack_or_none",
@@ -97,12 +109,23 @@ STATS_SUFFIX = ".ood.safetensors"
 STATS_FORMAT = 1
 
 
+@functools.cache
+def _blas_controller() -> Any:
+    """One ``threadpoolctl`` controller (building one inspects every loaded library: ~0.2 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _softplus(x: np.ndarray) -> np.ndarray:
     return np.asarray(np.logaddexp(0.0, x))  # log(1 + exp(x)) without overflow
 
 
 def mahalanobis_scores(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance of each feature vector to ``mean``.
+    """Squared Mahalanobis distance of each feature vector to ``mean`` (float64 reference formula).
+
+    Predictors use :meth:`OodReference.scores` (the same distance through a float32
+    Cholesky factor made once); this direct form is the check.
 
     Parameters
     ----------
@@ -118,14 +141,29 @@ def mahalanobis_scores(features: np.ndarray, mean: np.ndarray, precision: np.nda
     numpy.ndarray
         (N,) float64, ``(f - mean)^T precision (f - mean)``; higher = further out.
     """
-    from threadpoolctl import threadpool_limits
-
     centred = np.asarray(features, dtype=np.float64) - np.asarray(mean, dtype=np.float64)
     p = np.asarray(precision, dtype=np.float64)
     # One BLAS thread: a (N x 1024) by (1024 x 1024) product takes about 1 ms on one core,
     # while threads that wait for busy cores take 10-30 ms (measured on the shared 2-core box).
-    with threadpool_limits(1, user_api="blas"):
+    with _blas_controller().limit(limits=1, user_api="blas"):
         return np.asarray(np.einsum("nd,nd->n", centred @ p, centred))
+
+
+def whitening_factor(precision: np.ndarray) -> np.ndarray:
+    """``L`` (float32, C order) with ``L L^T = precision``, so ``(f - mu)^T P (f - mu) = ||(f - mu) L||^2``.
+
+    The Cholesky factor of the precision; a precision that is not numerically positive
+    definite (float32 storage of a near-singular one) gets ``V sqrt(max(lambda, 0))`` from
+    its eigendecomposition instead, the same quadratic form with negative rounding dropped.
+    """
+    p = np.asarray(precision, dtype=np.float64)
+    with _blas_controller().limit(limits=1, user_api="blas"):  # ~0.15 s for 1024; threads wait on a busy box
+        try:
+            factor = np.linalg.cholesky(p)
+        except np.linalg.LinAlgError:
+            values, vectors = np.linalg.eigh((p + p.T) / 2.0)
+            factor = vectors * np.sqrt(np.clip(values, 0.0, None))
+    return np.ascontiguousarray(factor, dtype=np.float32)
 
 
 def energy_scores(logits: np.ndarray) -> np.ndarray:
@@ -248,6 +286,8 @@ class OodReference:
     images: dict[str, Any] = field(default_factory=dict)
     sha256: str = ""
     file: str = ""
+    _mean32: np.ndarray = field(init=False, repr=False, compare=False)
+    _factor: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         d = self.mean.shape[0] if self.mean.ndim == 1 else -1
@@ -255,6 +295,11 @@ class OodReference:
             raise WeightsError(
                 f"OOD statistics have mean {self.mean.shape} and precision {self.precision.shape}"
             )
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.precision).all()):
+            raise WeightsError("OOD statistics hold non-finite values")
+        # scoring state, made once (see "Cost" in the module docstring)
+        object.__setattr__(self, "_mean32", np.ascontiguousarray(self.mean, dtype=np.float32))
+        object.__setattr__(self, "_factor", whitening_factor(self.precision))
         if self.default_method not in METHODS:
             raise WeightsError(f"unknown OOD method {self.default_method!r} (known: {', '.join(METHODS)})")
         for m, t in self.thresholds.items():
@@ -285,7 +330,10 @@ class OodReference:
                 raise WeightsError(
                     f"OOD statistics are for {self.feature_dim} features, the model gives {features.shape[-1]}"
                 )
-            return mahalanobis_scores(features, self.mean, self.precision)
+            centred = np.asarray(features, dtype=np.float32) - self._mean32
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                z = centred @ self._factor
+            return np.einsum("nd,nd->n", z, z).astype(np.float64)
         if method == "energy":
             return energy_scores(logits)
         if method == "energy_lse":

@@ -3,7 +3,10 @@
 A :class:`~chexnet_dicom.node.carry.CarriedImage` or
 :class:`~chexnet_dicom.node.carry.CarriedSkip` becomes one ``.npz`` archive
 (``numpy.savez``, read back with ``allow_pickle=False``): the header bytes, the
-probabilities, thresholds and CAMs as arrays, and a JSON document with the rest.
+probabilities, thresholds and CAMs as arrays, and a JSON document with the rest (the
+out-of-distribution score, its threshold, method and note among it, so a later version of
+the study's SR shows the carried image's score and flag; a record written before they
+were kept reads back without a score, its note saying so).
 A damaged record is a :class:`~chexnet_dicom.errors.StorageError`, never code run.
 """
 
@@ -23,6 +26,12 @@ from chexnet_dicom.node.carry import CarriedImage, CarriedSkip
 __all__ = ["decode_record", "encode_record"]
 
 _FORMAT = "chexdcm-record-1"
+#: The note of a record written before the out-of-distribution fields were kept.
+_NO_OOD_NOTE = "no out-of-distribution score kept for this image (analysed by an earlier version)"
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def encode_record(item: CarriedImage | CarriedSkip) -> bytes:
@@ -51,6 +60,10 @@ def encode_record(item: CarriedImage | CarriedSkip) -> bytes:
             orientation_ops=list(item.orientation_ops),
             decode_factor=item.decode_factor,
             provenance=item.provenance,
+            ood_score=p.ood_score,
+            ood_threshold=p.ood_threshold,
+            ood_method=p.ood_method,
+            ood_note=p.ood_note,
         )
     arrays["meta"] = np.frombuffer(json.dumps(meta, default=str).encode("utf-8"), dtype=np.uint8)
     buf = io.BytesIO()
@@ -86,6 +99,10 @@ def decode_record(data: bytes) -> CarriedImage | CarriedSkip:
             device=meta["device"],
             backend=meta["backend"],
             labels=tuple(meta["labels"]),
+            ood_score=_optional_float(meta.get("ood_score")),
+            ood_threshold=_optional_float(meta.get("ood_threshold")),
+            ood_method=str(meta.get("ood_method", "")),
+            ood_note=str(meta.get("ood_note", _NO_OOD_NOTE)),
         )
         return CarriedImage(
             header=header,

@@ -30,6 +30,7 @@ from pydicom.dataset import Dataset
 
 from chexnet_dicom.config import OutputOptions
 from chexnet_dicom.errors import OutputError
+from chexnet_dicom.outputs.ood_items import withholds
 from chexnet_dicom.outputs.sc import build_sc, overlay_findings, overlay_pixels, overlay_slug, shown_finding
 from chexnet_dicom.outputs.sidecar import build_sidecar, sidecar_text
 from chexnet_dicom.outputs.sr import build_sr
@@ -113,10 +114,12 @@ def build_outputs(
     for i, image in enumerate(result.images, 1):
         if not image.has_heatmaps or image.carried:  # a carried image's overlays went out with it
             continue
+        withheld = withholds(image.prediction, opts.ood)  # out of distribution: nothing drawn, says why
         asked = overlay_findings(image, card, per_finding=opts.sc_per_finding, draw_unreliable=draw)
-        for label in asked if opts.sc else [None]:
-            name = f"{i}-{overlay_slug(label or shown_finding(image, card, draw_unreliable=draw))}"
-            pixels = overlay_pixels(image, card, label, draw_unreliable=draw)
+        for label in [None] if withheld else asked if opts.sc else [None]:
+            shown = None if withheld else label or shown_finding(image, card, draw_unreliable=draw)
+            name = f"{i}-{overlay_slug(shown)}"
+            pixels = overlay_pixels(image, card, label, draw_unreliable=draw, ood_policy=opts.ood)
             if opts.sc:
                 sc = build_sc(
                     image,
@@ -126,6 +129,7 @@ def build_outputs(
                     pixels=pixels,
                     draw_unreliable=draw,
                     image_number=i,
+                    ood_policy=opts.ood,
                 )
                 overlays.append((f"sc-{name}.dcm", sc))
             if opts.previews:
@@ -134,9 +138,19 @@ def build_outputs(
     if result.images or with_header:
         # built after the overlays: the SR references the SCs that show its findings
         sr = build_sr(
-            result.images, card, skipped=with_header, previous=previous, overlays=[sc for _, sc in overlays]
+            result.images,
+            card,
+            skipped=with_header,
+            previous=previous,
+            overlays=[sc for _, sc in overlays],
+            ood_policy=opts.ood,
         )
     sidecar = build_sidecar(
-        result.images, card, skipped=result.skipped, sr=sr, overlays=[sc for _, sc in overlays]
+        result.images,
+        card,
+        skipped=result.skipped,
+        sr=sr,
+        overlays=[sc for _, sc in overlays],
+        ood_policy=opts.ood,
     )
     return StudyOutputs(sr=sr, overlays=tuple(overlays), previews=tuple(previews), sidecar=sidecar)

@@ -72,7 +72,12 @@ def _wrapped(lines: Sequence[str]) -> list[str]:
         indent = " " * (len(line) - len(line.lstrip(" ")))
         out.extend(
             textwrap.wrap(
-                line, _WRAP, initial_indent="", subsequent_indent=indent + "  ", drop_whitespace=True
+                line,
+                _WRAP,
+                initial_indent="",
+                subsequent_indent=indent + "  ",
+                drop_whitespace=True,
+                break_on_hyphens=False,  # "out-of-distribution" stays one word
             )
             or [""]
         )

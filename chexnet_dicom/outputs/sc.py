@@ -76,6 +76,7 @@ from chexnet_dicom.outputs.identity import (
     software_versions,
 )
 from chexnet_dicom.outputs.legend import KEY_CAPTION, add_legend_panel
+from chexnet_dicom.outputs.ood_items import legend_line, withheld_legend_lines, withholds
 from chexnet_dicom.outputs.provenance import algorithm_equipment
 from chexnet_dicom.outputs.reliability import (
     MIN_VALIDATION_POSITIVES,
@@ -285,6 +286,7 @@ def legend_lines(
         elif asked is not None:
             reason = f"{DISPLAY_NAMES[asked]} is absent at its operating point"
         lines.append(f"No heatmap: {reason}")
+    lines.append(legend_line(result.prediction))  # the out-of-distribution score and flag
     order = by_margin(probs, card)
     listed = order[:LEGEND_FINDINGS]
     if shown is not None and shown not in listed:
@@ -313,11 +315,14 @@ def legend_lines(
 
 
 def _base_and_legend(
-    result: ImageResult, card: CardLike, finding: str | None, draw_unreliable: bool
+    result: ImageResult, card: CardLike, finding: str | None, draw_unreliable: bool, ood_policy: str = "flag"
 ) -> tuple[np.ndarray, np.ndarray | None, list[str], bool]:
     """Grey source-grid image, the drawn map (or None), the legend lines, whether a key is drawn."""
     if not result.has_heatmaps:
         raise OutputError("an overlay needs heatmaps; run the predictor with heatmaps enabled")
+    if withholds(result.prediction, ood_policy):  # findings withheld: no map, the legend says why
+        grey = result.display.to_source_grid(result.display.image)
+        return grey, None, withheld_legend_lines(result.prediction), False
     shown = shown_finding(result, card, finding, draw_unreliable=draw_unreliable)
     heat = result.heatmap(LABELS.index(shown)) if shown is not None else None
     flat = shown is not None and heat is None
@@ -343,7 +348,12 @@ def image_area(result: ImageResult) -> tuple[int, int]:
 
 
 def overlay_pixels(
-    result: ImageResult, card: CardLike, finding: str | None = None, *, draw_unreliable: bool = False
+    result: ImageResult,
+    card: CardLike,
+    finding: str | None = None,
+    *,
+    draw_unreliable: bool = False,
+    ood_policy: str = "flag",
 ) -> np.ndarray:
     """The SC overlay: the image area (source grid, head up) and the legend panel on its right.
 
@@ -358,6 +368,9 @@ def overlay_pixels(
         largest margin over its threshold.
     draw_unreliable
         Also draw findings unreliable at their threshold.
+    ood_policy
+        ``[outputs] ood``: ``"withhold"`` draws no map on an out-of-distribution image
+        and its legend says why (:mod:`chexnet_dicom.outputs.ood_items`).
 
     Returns
     -------
@@ -365,7 +378,7 @@ def overlay_pixels(
         (rows, columns + panel, 3) uint8 RGB; ``[:rows, :columns]`` is the image area
         (:func:`image_area`), never covered by the legend.
     """
-    grey, heat, lines, key = _base_and_legend(result, card, finding, draw_unreliable)
+    grey, heat, lines, key = _base_and_legend(result, card, finding, draw_unreliable, ood_policy)
     rgb = head_up(blend_overlay(grey, heat, card.cam_threshold), result)
     return add_legend_panel(rgb, lines, card.cam_threshold, blend_overlay, key=key)
 
@@ -468,6 +481,7 @@ def build_sc(
     pixels: np.ndarray | None = None,
     draw_unreliable: bool = False,
     image_number: int = 1,
+    ood_policy: str = "flag",
 ) -> SCImage:
     """Build one RGB Secondary Capture overlay for an analysed image.
 
@@ -492,6 +506,9 @@ def build_sc(
         Also draw a finding unreliable at its threshold.
     image_number
         1-based number of the image in its study's analysis order.
+    ood_policy
+        ``[outputs] ood``: under ``"withhold"`` an out-of-distribution image's overlay
+        draws no finding (its own UID: the legend differs) and says why.
 
     Returns
     -------
@@ -508,8 +525,13 @@ def build_sc(
     if compression not in SC_COMPRESSIONS:
         raise ConfigError(f"SC compression must be one of {', '.join(SC_COMPRESSIONS)}, not {compression!r}")
     transfer_syntax, photometric = SC_COMPRESSIONS[compression]
-    label = shown_finding(result, card, finding, draw_unreliable=draw_unreliable)
-    rgb = overlay_pixels(result, card, finding, draw_unreliable=draw_unreliable) if pixels is None else pixels
+    withheld = withholds(result.prediction, ood_policy)
+    label = None if withheld else shown_finding(result, card, finding, draw_unreliable=draw_unreliable)
+    rgb = (
+        overlay_pixels(result, card, finding, draw_unreliable=draw_unreliable, ood_policy=ood_policy)
+        if pixels is None
+        else pixels
+    )
     ds = result.dataset
     area = image_area(result)
     if rgb.shape[0] < area[0] or rgb.shape[1] <= area[1]:
@@ -521,8 +543,9 @@ def build_sc(
     study = str(ds.StudyInstanceUID)
     kind, series_number, description = _overlay_series(label)
     sop_uid = output_uid(
-        "sc", card.weights_sha256, str(ds.SOPInstanceUID), overlay_slug(label), HEATMAP_METHOD
-    )
+        "sc", card.weights_sha256, str(ds.SOPInstanceUID), overlay_slug(label), HEATMAP_METHOD,
+        *(["findings-withheld"] if withheld else []),
+    )  # fmt: skip
     number = overlay_instance_number(image_number, label) if instance_number is None else instance_number
     try:
         with quiet_highdicom():
@@ -565,6 +588,7 @@ def build_sc(
         sc.add_new("Laterality", "CS", None)
     sc.BurnedInAnnotation = "YES"
     what = f"{DISPLAY_NAMES[label]} heatmap" if label is not None else "no heatmap"
+    what = f"{what} (findings withheld: out of distribution)" if withheld else what
     sc.ImageComments = f"{RESEARCH_USE_ONLY}: {what} of {card.name} {card.version}"[:10240]
     turned = f" turned head up ({', '.join(ops)} of the source grid)" if ops else ""
     where = f"the source pixel grid{turned} at the top left ({area[0]} x {area[1]}), a legend panel to its right (black below the image area where the panel is taller)"

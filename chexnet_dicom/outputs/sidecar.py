@@ -23,6 +23,7 @@ from chexnet_dicom import __version__
 from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.model.labels import FINDING_CODES, LABELS
 from chexnet_dicom.outputs.identity import RESEARCH_USE_ONLY, CardLike
+from chexnet_dicom.outputs.ood_items import withholds
 from chexnet_dicom.results import ImageResult, study_summary
 
 __all__ = ["SIDECAR_SCHEMA", "build_sidecar", "hashed_ref", "sidecar_text"]
@@ -74,6 +75,7 @@ def build_sidecar(
     skipped: Sequence[Skipped] = (),
     sr: Dataset | None = None,
     overlays: Sequence[Dataset] = (),
+    ood_policy: str = "flag",
 ) -> dict[str, Any]:
     """Build the sidecar dictionary of one study.
 
@@ -88,6 +90,9 @@ def build_sidecar(
     sr, overlays
         The DICOM outputs written for the study (their UIDs are listed; each overlay
         is attached to the image whose SOP Instance UID it references).
+    ood_policy
+        ``[outputs] ood``: ``images[].ood.findings_withheld`` says whether the SR and SC
+        withhold the image's findings (the probabilities stay in the sidecar, for the record).
 
     Returns
     -------
@@ -113,7 +118,7 @@ def build_sidecar(
                     label: bool(p >= card.threshold(label)) for label, p in zip(LABELS, probs, strict=True)
                 },
                 "flags": list(r.flags),
-                "ood": r.prediction.ood_dict(),
+                "ood": {**r.prediction.ood_dict(), "findings_withheld": withholds(r.prediction, ood_policy)},
                 "precision": r.prediction.precision,
                 "device": r.prediction.device,
                 "backend": r.prediction.backend,

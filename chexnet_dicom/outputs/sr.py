@@ -23,6 +23,8 @@ Document layout (one SR per study and model), following PS3.16 TID 1500/1501/401
         per finding: TEXT "study maximum probability ..." (max over analysed images;
           present when the maximum reaches the operating point)
         per skipped instance: "Image not analysed" TEXT with its reason code and message
+        per image withheld ([outputs] ood = "withhold", score at or above its threshold):
+          "Findings withheld" TEXT with the reason; the image keeps only its OOD score group
 
 PixelMed's DicomSRValidator (the IHE AI Results test tool) accepts it with 0 errors.
 Its one warning per finding group, "Content Item not in template" on the present/absent
@@ -89,7 +91,7 @@ from chexnet_dicom.outputs.identity import (
     software_versions,
     sorted_uids,
 )
-from chexnet_dicom.outputs.ood_items import ood_group
+from chexnet_dicom.outputs.ood_items import FINDINGS_WITHHELD, ood_group, withheld_reason, withholds
 from chexnet_dicom.outputs.provenance import algorithm_equipment
 from chexnet_dicom.outputs.regions import heatmap_region
 from chexnet_dicom.outputs.reliability import (
@@ -105,11 +107,21 @@ __all__ = ["build_sr", "finding_name", "heatmap_region", "sr_uid"]
 logger = logging.getLogger(__name__)
 
 
-def sr_uid(results: Sequence[ImageResult], skipped: Sequence[Skipped], weights_sha256: str) -> str:
-    """SOP Instance UID of the SR for these analysed and skipped instances and weights."""
+def sr_uid(
+    results: Sequence[ImageResult],
+    skipped: Sequence[Skipped],
+    weights_sha256: str,
+    withheld: Sequence[ImageResult] = (),
+) -> str:
+    """SOP Instance UID of the SR for these analysed and skipped instances and weights.
+
+    Images whose findings are withheld (``[outputs] ood = "withhold"``) give another
+    document, so they are part of the UID; without any, it is the ``"flag"`` SR's UID.
+    """
     analysed = sorted_uids([r.dataset for r in results])
     not_analysed = sorted_uids([s.dataset for s in skipped if s.dataset is not None])
-    return output_uid("sr", weights_sha256, "analysed", *analysed, "skipped", *not_analysed)
+    hidden = ["withheld", *sorted_uids([r.dataset for r in withheld])] if withheld else []
+    return output_uid("sr", weights_sha256, "analysed", *analysed, "skipped", *not_analysed, *hidden)
 
 
 def _ascii(text: str) -> str:
@@ -241,9 +253,15 @@ def _not_analysed(skipped: Sequence[Skipped], analysed: set[str]) -> list[TextCo
 
 
 def _evaluations(
-    results: Sequence[ImageResult], skipped: Sequence[Skipped], card: CardLike
+    results: Sequence[ImageResult],
+    skipped: Sequence[Skipped],
+    card: CardLike,
+    withheld: frozenset[int] = frozenset(),
 ) -> ContainerContentItem:
-    """TID 1500 row 12, placed first: research use, present findings, one line per finding."""
+    """TID 1500 row 12, placed first: research use, present findings, one line per finding.
+
+    ``withheld``: indices of images whose findings are withheld; the summary covers the others.
+    """
     n = len(results)
     items: list[TextContentItem] = [
         _text(
@@ -251,8 +269,15 @@ def _evaluations(
             f"{RESEARCH_USE_ONLY}. Not for clinical decisions. {card.intended_use}",
         )
     ]
-    summary = study_summary(results)
-    if n:
+    numbers = [i for i in range(n) if i not in withheld]  # summary index -> image index
+    summary = study_summary([results[i] for i in numbers])
+    if withheld and not numbers:
+        items.append(
+            _text(
+                cc.SUMMARY, f"No findings reported: the findings of all {n} analysed image(s) are withheld."
+            )
+        )
+    elif n:
         present = [
             f"{finding_name(label)} {_sig3(s.probability)} (threshold {_sig3(s.threshold)}"
             f"{_unreliable_note(card, label)})"
@@ -260,7 +285,10 @@ def _evaluations(
             if s.present
         ]
         line = "Present findings: " + "; ".join(present) if present else "No finding reaches its threshold"
-        items.append(_text(cc.SUMMARY, f"{line}. Probability is the maximum over the {n} analysed image(s)."))
+        over = f"the {n} analysed image(s)"
+        if withheld:
+            over = f"the {len(numbers)} image(s) reported ({len(withheld)} of {n} withheld)"
+        items.append(_text(cc.SUMMARY, f"{line}. Probability is the maximum over {over}."))
     else:
         items.append(_text(cc.SUMMARY, "No image of this study was analysed; the reasons are listed below."))
     for label, s in summary.items():
@@ -269,8 +297,15 @@ def _evaluations(
             _text(
                 cc.finding_concept(label),
                 f"{finding_name(label)}: study maximum Probability {_sig3(s.probability)} "
-                f"(image {s.image_index + 1} of {n}), threshold {_sig3(s.threshold)}: {state}"
+                f"(image {numbers[s.image_index] + 1} of {n}), threshold {_sig3(s.threshold)}: {state}"
                 f"{_unreliable_note(card, label)}",
+            )
+        )
+    for i in sorted(withheld):
+        uid = results[i].dataset.SOPInstanceUID
+        items.append(
+            _text(
+                FINDINGS_WITHHELD, f"image {i + 1} (instance {uid}): {withheld_reason(results[i].prediction)}"
             )
         )
     analysed = {str(r.dataset.SOPInstanceUID) for r in results}
@@ -301,6 +336,7 @@ def build_sr(
     previous: Sequence[Dataset] = (),
     instance_number: int = 1,
     overlays: Sequence[Dataset] = (),
+    ood_policy: str = "flag",
 ) -> Comprehensive3DSR:
     """Build the TID 1500 Comprehensive 3D SR of one study.
 
@@ -320,6 +356,9 @@ def build_sr(
     overlays
         The SC overlays that show this study's findings; referenced as evidence
         (Pertinent Other Evidence Sequence).
+    ood_policy
+        ``[outputs] ood``: under ``"withhold"`` an out-of-distribution image keeps only
+        its score group, and a Findings withheld text says why (no finding groups).
 
     Returns
     -------
@@ -357,12 +396,14 @@ def build_sr(
     context = ObservationContext(observer_device_context=device)
     unreliable = unreliable_findings(card)
     groups: list[MeasurementsAndQualitativeEvaluations] = []
+    withheld = frozenset(i for i, r in enumerate(results) if withholds(r.prediction, ood_policy))
     for i, r in enumerate(results):
-        groups.extend(_image_groups(r, i + 1, card, unreliable))
+        if i not in withheld:  # a withheld image reports no finding, only its score
+            groups.extend(_image_groups(r, i + 1, card, unreliable))
         ood = ood_group(r, i + 1)  # the image's out-of-distribution score, when the weights have a reference
         if ood is not None:
             groups.append(ood)
-    evaluations = _evaluations(results, skipped, card)
+    evaluations = _evaluations(results, skipped, card, withheld)
     if groups:
         report = MeasurementReport(
             observation_context=context,
@@ -394,7 +435,7 @@ def build_sr(
     root.ContentSequence.insert(position, evaluations)
     _separate([root])
 
-    sop_uid = sr_uid(results, skipped, card.weights_sha256)
+    sop_uid = sr_uid(results, skipped, card.weights_sha256, [results[i] for i in sorted(withheld)])
     try:
         with quiet_highdicom():
             sr = Comprehensive3DSR(

@@ -31,6 +31,30 @@ def test_mahalanobis_matches_sklearn_and_scipy() -> None:
     np.testing.assert_allclose(ours, ref, rtol=1e-10)
 
 
+def test_the_predictor_score_is_the_distance_through_a_float32_factor() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((120, 64)) * rng.uniform(0.1, 3.0, 64)
+    lw = LedoitWolf().fit(x)
+    ref = ood.OodReference(lw.location_, lw.precision_, {"mahalanobis": 1.0})
+    y = rng.standard_normal((9, 64)) * 2.0
+    got = ref.scores("mahalanobis", y.astype(np.float32), np.zeros((9, 14)))
+    assert got is not None and got.dtype == np.float64
+    np.testing.assert_allclose(got, ood.mahalanobis_scores(y, lw.location_, lw.precision_), rtol=1e-4)
+    factor = ood.whitening_factor(lw.precision_)
+    assert factor.dtype == np.float32 and factor.flags.c_contiguous
+    # a precision that is only positive semi-definite (no Cholesky factor) keeps its quadratic form
+    v = rng.standard_normal((64, 8))
+    singular = v @ v.T
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(singular)
+    f = ood.whitening_factor(singular).astype(np.float64)
+    np.testing.assert_allclose(
+        np.einsum("nd,nd->n", y @ f, y @ f), np.einsum("nd,nd->n", y @ singular, y), rtol=1e-3
+    )
+    with pytest.raises(WeightsError, match="non-finite"):
+        ood.OodReference(np.full(4, np.nan), np.eye(4), {})
+
+
 def test_energies_follow_the_published_formulas() -> None:
     logits = np.array([[-800.0, 0.0, 3.0], [50.0, -2.0, 1.0], [0.0, 0.0, 0.0]])
     # joint energy (Wang et al. 2021): -sum_c log(1 + exp(f_c)), each label a 2-way softmax
@@ -165,7 +189,9 @@ def test_ood_policy_and_method_are_configuration() -> None:
 
     cfg = load_analysis_config(None, {"runtime.ood_method": "energy", "outputs.ood": "flag"})
     assert cfg.runtime.ood_method == "energy" and cfg.outputs.ood == "flag"
+    assert load_analysis_config(None, {"outputs.ood": "withhold"}).outputs.ood == "withhold"
+    assert load_analysis_config(None, {}).outputs.ood == "flag"  # the default reports and flags
     with pytest.raises(ConfigError, match="withhold"):
-        load_analysis_config(None, {"outputs.ood": "withhold"})
+        load_analysis_config(None, {"outputs.ood": "hide"})
     with pytest.raises(ConfigError):
         load_analysis_config(None, {"runtime.ood_method": "knn"})
