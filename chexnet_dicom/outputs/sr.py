@@ -75,6 +75,7 @@ from chexnet_dicom.errors import OutputError
 from chexnet_dicom.logs import phi_ref, redact
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.outputs import codes as cc
+from chexnet_dicom.outputs.hd_fast import comprehensive_3d_sr
 from chexnet_dicom.outputs.header import check_same_study, evidence_header, quiet_highdicom, sanitize_copied
 from chexnet_dicom.outputs.identity import (
     MANUFACTURER,
@@ -396,7 +397,7 @@ def build_sr(
     sop_uid = sr_uid(results, skipped, card.weights_sha256)
     try:
         with quiet_highdicom():
-            sr = Comprehensive3DSR(
+            sr = comprehensive_3d_sr(  # highdicom's Comprehensive3DSR, without its copies
                 evidence=headers + overlay_headers,
                 content=root,
                 series_instance_uid=series_uid("sr", study_uid, card.weights_sha256),

@@ -1,0 +1,133 @@
+"""A faster :class:`highdicom.sr.Comprehensive3DSR`, the same document: the one use of highdicom internals.
+
+highdicom 0.28.2's SR constructor (``highdicom.sr.sop._SR.__init__``) deep-copies the
+content tree, re-types the copy item by item (``ContentItem._from_dataset_derived``) for
+the ``content`` property, and walks the tree for image references
+(``collect_evidence``).  For a 14-finding report (about 200 content items) that is most of
+the SR's build time, and none of it changes what is written: the dataset takes the
+*original* root's attributes (``for tag, value in content.items(): self[tag] = value``),
+and the evidence sequences are made from ``evidence`` alone (the tree is only searched to
+refuse a reference without evidence).
+
+:func:`comprehensive_3d_sr` therefore constructs the document around a childless copy of
+the root, then attaches the root's Content Sequence, runs the evidence check itself
+(the same rule, one plain walk) and sets the private ``_content`` to the root it was
+given (typed already: the project builds it from highdicom's content items), so that
+``sr.content`` reads the whole tree as it would.  The bytes written are the same as the
+public constructor's.
+
+This relies on highdicom's private code.  It is used only when the installed highdicom
+is :data:`PINNED_VERSION` and the source of the three functions it stands in for hashes
+to :data:`PINNED_SOURCE`; otherwise (another release) it logs once and takes the public
+constructor, slower and identical.  ``tests/outputs/test_hd_fast.py`` fails loudly when
+the pin no longer holds, and compares both paths on the guard studies.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import highdicom
+from highdicom.sr import Comprehensive3DSR, ContainerContentItem, ContentSequence
+from highdicom.sr import sop as _sop
+from highdicom.sr import utils as _utils
+from pydicom.dataset import Dataset
+
+__all__ = ["PINNED_SOURCE", "PINNED_VERSION", "comprehensive_3d_sr", "fast_path_available"]
+
+logger = logging.getLogger(__name__)
+
+#: The highdicom release whose internals this module was checked against.
+PINNED_VERSION = "0.28.2"
+#: SHA-256 of the source of ``_SR.__init__``, ``Comprehensive3DSR.__init__`` and
+#: ``collect_evidence`` in that release (see :func:`internals_digest`).
+PINNED_SOURCE = "2e31eafd3d4ae26c541c4140bab7f43f4a0cc631b2a8110b689510d0c797c18f"
+
+_REFERENCE_TYPES = frozenset({"IMAGE", "COMPOSITE"})
+
+
+def internals_digest() -> str:
+    """SHA-256 of the source of the highdicom code :func:`comprehensive_3d_sr` stands in for."""
+    parts = [
+        inspect.getsource(_sop._SR.__init__),
+        inspect.getsource(Comprehensive3DSR.__init__),
+        inspect.getsource(_utils.collect_evidence),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+@functools.cache
+def fast_path_available() -> bool:
+    """Whether the installed highdicom is the one whose internals the fast path matches."""
+    why = ""
+    if highdicom.__version__ != PINNED_VERSION:
+        why = f"highdicom {highdicom.__version__} is not {PINNED_VERSION}"
+    else:
+        try:
+            if internals_digest() != PINNED_SOURCE:
+                why = "highdicom's SR constructor differs from the one checked"
+        except (OSError, TypeError) as exc:  # no source to check
+            why = f"highdicom's source cannot be read ({type(exc).__name__})"
+    if why:
+        logger.warning("SR built through highdicom's public constructor (slower, same document): %s", why)
+        return False
+    return True
+
+
+def _references(items: Sequence[Dataset]) -> Iterator[str]:
+    """SOP Instance UIDs of every IMAGE and COMPOSITE item of a content tree (``collect_evidence``'s search)."""
+    for item in items:
+        if item.get("ValueType") in _REFERENCE_TYPES:
+            yield str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
+        if "ContentSequence" in item:
+            yield from _references(item.ContentSequence)
+
+
+def comprehensive_3d_sr(*, evidence: Sequence[Dataset], content: Dataset, **kwargs: Any) -> Comprehensive3DSR:
+    """Construct ``Comprehensive3DSR(evidence=evidence, content=content, **kwargs)``, faster.
+
+    Parameters
+    ----------
+    evidence
+        The instances the content references (as for highdicom).
+    content
+        The root container (a :class:`highdicom.sr.ContainerContentItem` with children,
+        else the public constructor is used), built of highdicom content items; it
+        becomes part of the document (not copied: do not change it afterwards).
+    **kwargs
+        The other arguments of :class:`highdicom.sr.Comprehensive3DSR`.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        The document the public constructor makes, attribute for attribute.
+
+    Raises
+    ------
+    ValueError, TypeError, AttributeError, KeyError
+        As highdicom raises them (a reference without evidence: ValueError).
+    """
+    if not (
+        fast_path_available() and isinstance(content, ContainerContentItem) and "ContentSequence" in content
+    ):
+        return Comprehensive3DSR(evidence=evidence, content=content, **kwargs)
+    missing = set(_references(content.ContentSequence)) - {str(e.SOPInstanceUID) for e in evidence}
+    if missing:
+        raise ValueError(
+            "No evidence was provided for the following SOP instances, which are referenced "
+            f"in the document content: {len(missing)} instance(s)"
+        )
+    shell = Dataset()
+    for elem in content:
+        if elem.keyword != "ContentSequence":
+            shell.add(elem)  # the root's own elements: highdicom copies them onto the document
+    shell.ContentSequence = []  # highdicom's evidence search needs one; replaced below
+    sr = Comprehensive3DSR(evidence=evidence, content=shell, **kwargs)
+    sr[content["ContentSequence"].tag] = content["ContentSequence"]  # as `self[tag] = value` does
+    sr._content = ContentSequence([content], is_root=True)
+    return sr
