@@ -1,7 +1,9 @@
 """A faster :class:`highdicom.sr.Comprehensive3DSR`, the same document: the one use of highdicom internals.
 
-highdicom 0.28.2's SR constructor (``highdicom.sr.sop._SR.__init__``) deep-copies the
-content tree, re-types the copy item by item (``ContentItem._from_dataset_derived``) for
+Two stand-ins, each checked against highdicom's code (experiments D and A2 of issue 17).
+
+The constructor.  highdicom 0.28.2's SR constructor (``highdicom.sr.sop._SR.__init__``)
+deep-copies the content tree, re-types the copy item by item (``ContentItem._from_dataset_derived``) for
 the ``content`` property, and walks the tree for image references
 (``collect_evidence``).  For a 14-finding report (about 200 content items) that is most of
 the SR's build time, and none of it changes what is written: the dataset takes the
@@ -16,10 +18,14 @@ given (typed already: the project builds it from highdicom's content items), so 
 ``sr.content`` reads the whole tree as it would.  The bytes written are the same as the
 public constructor's.
 
-This relies on highdicom's private code.  It is used only when the installed highdicom
-is :data:`PINNED_VERSION` and the source of the three functions it stands in for hashes
-to :data:`PINNED_SOURCE`; otherwise (another release) it logs once and takes the public
-constructor, slower and identical.  ``tests/outputs/test_hd_fast.py`` fails loudly when
+The concept hash.  :func:`install_concept_hash` makes ``CodedConcept.__hash__``
+compute highdicom's own hash once per concept instead of on every Content Sequence
+insertion (see there); building a report then takes about a third of the time.
+
+Both rely on highdicom's private code.  They are used only when the installed highdicom
+is :data:`PINNED_VERSION` and the source of the four functions they stand in for hashes
+to :data:`PINNED_SOURCE`; otherwise (another release) this logs once and keeps
+highdicom's public constructor and hash, slower and identical.  ``tests/outputs/test_hd_fast.py`` fails loudly when
 the pin no longer holds, and compares both paths on the guard studies.
 """
 
@@ -33,27 +39,39 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import highdicom
-from highdicom.sr import Comprehensive3DSR, ContainerContentItem, ContentSequence
+from highdicom.sr import CodedConcept, Comprehensive3DSR, ContainerContentItem, ContentSequence
 from highdicom.sr import sop as _sop
 from highdicom.sr import utils as _utils
 from pydicom.dataset import Dataset
 
-__all__ = ["PINNED_SOURCE", "PINNED_VERSION", "comprehensive_3d_sr", "fast_path_available"]
+__all__ = [
+    "PINNED_SOURCE",
+    "PINNED_VERSION",
+    "comprehensive_3d_sr",
+    "fast_path_available",
+    "install_concept_hash",
+    "internals_digest",
+]
 
 logger = logging.getLogger(__name__)
 
 #: The highdicom release whose internals this module was checked against.
 PINNED_VERSION = "0.28.2"
-#: SHA-256 of the source of ``_SR.__init__``, ``Comprehensive3DSR.__init__`` and
-#: ``collect_evidence`` in that release (see :func:`internals_digest`).
-PINNED_SOURCE = "2e31eafd3d4ae26c541c4140bab7f43f4a0cc631b2a8110b689510d0c797c18f"
+#: SHA-256 of the source of ``CodedConcept.__hash__``, ``_SR.__init__``,
+#: ``Comprehensive3DSR.__init__`` and ``collect_evidence`` in that release (see
+#: :func:`internals_digest`).
+PINNED_SOURCE = "150c7559826289836a260dc940dae4c289f335073c1e59c279f75927753c038f"
 
 _REFERENCE_TYPES = frozenset({"IMAGE", "COMPOSITE"})
+#: highdicom's own ``CodedConcept.__hash__`` (kept before any patch; its source is pinned too).
+_CONCEPT_HASH = CodedConcept.__hash__
+_HASH_KEY = "_chexdcm_concept_hash"
 
 
 def internals_digest() -> str:
-    """SHA-256 of the source of the highdicom code :func:`comprehensive_3d_sr` stands in for."""
+    """SHA-256 of the source of the highdicom code this module stands in for."""
     parts = [
+        inspect.getsource(_CONCEPT_HASH),
         inspect.getsource(_sop._SR.__init__),
         inspect.getsource(Comprehensive3DSR.__init__),
         inspect.getsource(_utils.collect_evidence),
@@ -76,6 +94,36 @@ def fast_path_available() -> bool:
     if why:
         logger.warning("SR built through highdicom's public constructor (slower, same document): %s", why)
         return False
+    return True
+
+
+def _cached_concept_hash(self: CodedConcept) -> int:
+    """highdicom's hash of a concept (``hash(scheme_designator + value)``), computed once per object."""
+    cached: int | None = self.__dict__.get(_HASH_KEY)
+    if cached is None:
+        cached = _CONCEPT_HASH(self)
+        object.__setattr__(self, _HASH_KEY, cached)  # outside the DICOM elements: never written
+    return cached
+
+
+def install_concept_hash() -> bool:
+    """Make ``CodedConcept.__hash__`` compute once per concept (process-wide; idempotent).
+
+    highdicom hashes a content item's concept name each time it enters a Content
+    Sequence (its name look-up table); each hash reads two or three DICOM elements
+    through pydicom, about 35 us, about 1,000 times per report.  The cached value is
+    highdicom's own, so every look-up behaves as before, as long as a concept is not
+    changed after it was hashed (which would already break any dict it is a key of).
+
+    Returns
+    -------
+    bool
+        Whether the cached hash is in place (False: another highdicom, see
+        :func:`fast_path_available`).
+    """
+    if not fast_path_available():
+        return False
+    CodedConcept.__hash__ = _cached_concept_hash  # type: ignore[method-assign]
     return True
 
 

@@ -31,13 +31,14 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 
+from chexnet_dicom.dicom.pixels import DisplayImage
 from chexnet_dicom.dicom.reasons import DUPLICATE_INSTANCE
 from chexnet_dicom.dicom.study import Skipped
-from chexnet_dicom.model.card import ModelCard
+from chexnet_dicom.model.card import ModelCard, Preprocessing
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.results import ImageResult
-from tests.helpers.outputs import blob, make_result
+from tests.helpers.outputs import blob, make_prediction
 
 __all__ = ["CHEST_FILES", "GuardCase", "frozen_clock", "guard_cases", "sr_digest"]
 
@@ -80,10 +81,21 @@ def guard_cases(folder: Path) -> list[GuardCase]:
         thresholds = np.array([card.threshold(label) for label in LABELS])
         signs = np.array([1.0 if (k + n) % 3 == 0 else -1.0 for k in range(len(LABELS))])
         probs = np.clip(thresholds + signs * (0.01 + 0.003 * np.arange(len(LABELS))), 0.0, 1.0)
-        heat = blob(rows, cols, 0.35 * rows, 0.3 * cols, max(rows, cols) / 10)
-        heat = np.maximum(heat, 0.8 * blob(rows, cols, 0.6 * rows, 0.7 * cols, max(rows, cols) / 14))
-        heats = np.repeat(heat[None], len(LABELS), axis=0)
-        result = make_result(ds, card, probs, heat=heats)
+        # the CAMs on the model's square input grid (as make_result makes them), two blobs
+        side = min(512, max(rows, cols, 16))
+        cam = np.maximum(
+            blob(side, side, 0.35 * side, 0.3 * side, side / 10),
+            0.8 * blob(side, side, 0.6 * side, 0.7 * side, side / 14),
+        )
+        result = ImageResult(
+            path="",
+            dataset=ds,
+            display=DisplayImage(
+                image=np.full((rows, cols), 0.5, np.float32), source_shape=(rows, cols), provenance={}
+            ),
+            prediction=make_prediction(card, probs, np.repeat(cam[None], len(LABELS), axis=0)),
+            preprocessing=Preprocessing(resize=side, input_size=side),
+        )
         if n % 2 == 0:  # an OOD group on every other study
             result = replace(
                 result,

@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 from highdicom.sr import (
+    CodedConcept,
     Comprehensive3DSR,
     ContainerContentItem,
     ContentSequence,
@@ -77,6 +78,7 @@ def test_fast_and_public_constructors_write_the_same_document(monkeypatch: pytes
     with frozen_clock():
         fast = build_sr(results, card)
         monkeypatch.setattr(hd_fast, "fast_path_available", lambda: False)
+        monkeypatch.setattr(CodedConcept, "__hash__", hd_fast._CONCEPT_HASH)  # highdicom's own
         public = build_sr(results, card)
     assert _bytes(fast) == _bytes(public)
     assert "ContentSequence" in fast and len(fast.ContentSequence) == len(public.ContentSequence)
@@ -127,6 +129,17 @@ def test_a_reference_without_evidence_is_refused_on_both_paths(monkeypatch: pyte
         hd_fast.comprehensive_3d_sr(evidence=[results[0].dataset], content=root, **args)
     with pytest.raises(ValueError, match="No evidence"):
         Comprehensive3DSR(evidence=[results[0].dataset], content=root, **args)
+
+
+def test_the_cached_concept_hash_is_highdicoms_hash() -> None:
+    assert hd_fast.install_concept_hash()
+    assert CodedConcept.__hash__ is not hd_fast._CONCEPT_HASH
+    for concept in (CodedConcept("123", "DCM", "x"), CodedConcept.from_code(codes.SCT.Present)):
+        assert hash(concept) == hd_fast._CONCEPT_HASH(concept) == hash(concept)  # computed, then cached
+        assert concept.__dict__[hd_fast._HASH_KEY] == hash(concept)
+        assert hd_fast._HASH_KEY not in [e.keyword for e in concept]  # never a DICOM element
+    lut = {CodedConcept("123", "DCM", "x"): 1}
+    assert lut[CodedConcept("123", "DCM", "other meaning")] == 1  # look-ups as highdicom's (value, scheme)
 
 
 def test_another_highdicom_takes_the_public_path_and_says_so(
