@@ -38,6 +38,7 @@ in the PredecessorDocumentsSequence.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -120,8 +121,9 @@ def _text(name: CodedConcept, value: str) -> TextContentItem:
     return TextContentItem(name=name, value=_ascii(value), relationship_type=RelationshipTypeValues.CONTAINS)
 
 
+@functools.cache
 def finding_name(label: str) -> str:
-    """The one spelling of a finding in the SR: the meaning of its code."""
+    """The one spelling of a finding in the SR: the meaning of its code (computed once per label)."""
     return str(cc.finding_concept(label).meaning)
 
 
