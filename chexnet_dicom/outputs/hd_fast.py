@@ -1,6 +1,7 @@
 """A faster :class:`highdicom.sr.Comprehensive3DSR`, the same document: the one use of highdicom internals.
 
-Two stand-ins, each checked against highdicom's code (experiments D and A2 of issue 17).
+Three stand-ins, each checked against highdicom's code (experiments D and A2 of issue
+17, and the first-use cost of highdicom's module map).
 
 The constructor.  highdicom 0.28.2's SR constructor (``highdicom.sr.sop._SR.__init__``)
 deep-copies the content tree, re-types the copy item by item (``ContentItem._from_dataset_derived``) for
@@ -22,10 +23,14 @@ The concept hash.  :func:`install_concept_hash` makes ``CodedConcept.__hash__``
 compute highdicom's own hash once per concept instead of on every Content Sequence
 insertion (see there); building a report then takes about a third of the time.
 
-Both rely on highdicom's private code.  They are used only when the installed highdicom
-is :data:`PINNED_VERSION` and the source of the four functions they stand in for hashes
+The module map.  :func:`install_lazy_module_map` makes highdicom parse its 22 MB
+module attribute map one module at a time, when asked (see there): the first
+highdicom object of a process (an ``infer`` run's write step) no longer pays 0.3-0.8 s.
+
+All rely on highdicom's private code.  They are used only when the installed highdicom
+is :data:`PINNED_VERSION` and the source of the five functions they stand in for hashes
 to :data:`PINNED_SOURCE`; otherwise (another release) this logs once and keeps
-highdicom's public constructor and hash, slower and identical.  ``tests/outputs/test_hd_fast.py`` fails loudly when
+highdicom's public constructor, hash and map, slower and identical.  ``tests/outputs/test_hd_fast.py`` fails loudly when
 the pin no longer holds, and compares both paths on the guard studies.
 """
 
@@ -34,11 +39,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 import logging
-from collections.abc import Iterator, Sequence
+import pkgutil
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import highdicom
+import highdicom.base
+import highdicom.image
+from highdicom import _standard_utils
 from highdicom.sr import CodedConcept, Comprehensive3DSR, ContainerContentItem, ContentSequence
 from highdicom.sr import sop as _sop
 from highdicom.sr import utils as _utils
@@ -49,7 +59,9 @@ __all__ = [
     "PINNED_VERSION",
     "comprehensive_3d_sr",
     "fast_path_available",
+    "install",
     "install_concept_hash",
+    "install_lazy_module_map",
     "internals_digest",
 ]
 
@@ -57,20 +69,27 @@ logger = logging.getLogger(__name__)
 
 #: The highdicom release whose internals this module was checked against.
 PINNED_VERSION = "0.28.2"
-#: SHA-256 of the source of ``CodedConcept.__hash__``, ``_SR.__init__``,
+#: SHA-256 of the source of ``get_module_attribute_map``, ``CodedConcept.__hash__``, ``_SR.__init__``,
 #: ``Comprehensive3DSR.__init__`` and ``collect_evidence`` in that release (see
 #: :func:`internals_digest`).
-PINNED_SOURCE = "150c7559826289836a260dc940dae4c289f335073c1e59c279f75927753c038f"
+PINNED_SOURCE = "da484d917e5ff63fd2d7c26eaec154ddb5128b16b1f9180a5264c4d07d106c5b"
 
 _REFERENCE_TYPES = frozenset({"IMAGE", "COMPOSITE"})
+#: Size of highdicom 0.28.2's ``_standard/module_attribute_map.json`` (its SHA-256 is pinned in the tests).
+PINNED_MAP_BYTES = 22657586
+_MAP_RESOURCE = "_standard/module_attribute_map.json"
+#: highdicom's own ``get_module_attribute_map`` (kept before any patch; its source is pinned too).
+_GET_MAP = _standard_utils.get_module_attribute_map
 #: highdicom's own ``CodedConcept.__hash__`` (kept before any patch; its source is pinned too).
 _CONCEPT_HASH = CodedConcept.__hash__
 _HASH_KEY = "_chexdcm_concept_hash"
+_STATE: set[str] = set()
 
 
 def internals_digest() -> str:
     """SHA-256 of the source of the highdicom code this module stands in for."""
     parts = [
+        inspect.getsource(_GET_MAP),
         inspect.getsource(_CONCEPT_HASH),
         inspect.getsource(_sop._SR.__init__),
         inspect.getsource(Comprehensive3DSR.__init__),
@@ -125,6 +144,94 @@ def install_concept_hash() -> bool:
         return False
     CodedConcept.__hash__ = _cached_concept_hash  # type: ignore[method-assign]
     return True
+
+
+class LazyModuleAttributes(Mapping[str, list[dict[str, Any]]]):
+    """highdicom's module attribute map, each module parsed from its JSON on first use.
+
+    ``module_attribute_map.json`` (22 MB, about 100,000 attribute entries) is written with
+    a two-space indent, so each module's entry starts at a line ``\\n  "<module>": [``;
+    the index of those lines takes a few milliseconds, where parsing the whole file
+    takes 0.3-0.8 s of every process's first highdicom object.  A module's list is the
+    very value ``json.loads`` gives for it.
+    """
+
+    def __init__(self, raw: bytes) -> None:
+        marker = b'\n  "'
+        starts: list[int] = []
+        at = raw.find(marker)
+        while at != -1:
+            starts.append(at)
+            at = raw.find(marker, at + 1)
+        self._raw = raw
+        self._spans: dict[str, tuple[int, int]] = {}
+        for n, start in enumerate(starts):
+            key_start = start + len(marker)
+            key_end = raw.index(b'": ', key_start)
+            end = starts[n + 1] if n + 1 < len(starts) else raw.rindex(b"}")
+            self._spans[raw[key_start:key_end].decode()] = (key_end + 3, end)
+        self._parsed: dict[str, list[dict[str, Any]]] = {}
+        #: Size of the JSON file in bytes.
+        self.size = len(raw)
+
+    def __getitem__(self, key: str) -> list[dict[str, Any]]:
+        found = self._parsed.get(key)
+        if found is None:
+            start, end = self._spans[key]
+            found = json.loads(self._raw[start:end].rstrip().rstrip(b","))
+            self._parsed[key] = found
+        return found
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._spans)
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+
+@functools.cache
+def lazy_module_map() -> LazyModuleAttributes:
+    """The lazily parsed module attribute map of the installed highdicom (built once)."""
+    raw = pkgutil.get_data("highdicom", _MAP_RESOURCE)
+    if raw is None:
+        raise FileNotFoundError(f"highdicom's {_MAP_RESOURCE} is missing")
+    return LazyModuleAttributes(raw)
+
+
+def install_lazy_module_map() -> bool:
+    """Make highdicom read its module attribute map lazily (process-wide; idempotent).
+
+    Every highdicom object's constructor asks the map (``is_attribute_in_iod``, the
+    copy of the Patient and Study modules, the acquisition equipment of the source);
+    the first one of a process parses the whole 22 MB file.  The three names
+    highdicom 0.28.2 looks the function up by (``highdicom._standard_utils``,
+    ``highdicom.base``, ``highdicom.image``) then return :func:`lazy_module_map`.
+
+    Returns
+    -------
+    bool
+        Whether the lazy map is in place (False: another highdicom, or its map file
+        is not the one checked).
+    """
+    if "lazy" in _STATE:
+        return True
+    if not fast_path_available():
+        return False
+    if lazy_module_map().size != PINNED_MAP_BYTES:
+        logger.warning(
+            "highdicom's module attribute map is not the one checked: read in full, as highdicom does"
+        )
+        return False
+    _STATE.add("lazy")
+    for module in (_standard_utils, highdicom.base, highdicom.image):
+        if getattr(module, "get_module_attribute_map", None) in (_GET_MAP, lazy_module_map):
+            module.get_module_attribute_map = lazy_module_map  # type: ignore[attr-defined]
+    return True
+
+
+def install() -> bool:
+    """Install both process-wide stand-ins (the concept hash, the lazy module map); idempotent."""
+    return install_concept_hash() and install_lazy_module_map()
 
 
 def _references(items: Sequence[Dataset]) -> Iterator[str]:

@@ -76,7 +76,8 @@ from chexnet_dicom.errors import OutputError
 from chexnet_dicom.logs import phi_ref, redact
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.outputs import codes as cc
-from chexnet_dicom.outputs.hd_fast import comprehensive_3d_sr, install_concept_hash
+from chexnet_dicom.outputs import hd_fast
+from chexnet_dicom.outputs.hd_fast import comprehensive_3d_sr
 from chexnet_dicom.outputs.header import check_same_study, evidence_header, quiet_highdicom, sanitize_copied
 from chexnet_dicom.outputs.identity import (
     MANUFACTURER,
@@ -334,7 +335,7 @@ def build_sr(
         Without any readable instance, for instances of several studies, or when
         highdicom rejects the content.
     """
-    install_concept_hash()  # highdicom's concept hash, once per concept (see outputs/hd_fast.py)
+    hd_fast.install()  # concept hash once per concept, module map parsed lazily (outputs/hd_fast.py)
     headers = [evidence_header(r.dataset) for r in results]
     if not headers:
         headers = [evidence_header(s.dataset) for s in skipped if s.dataset is not None]

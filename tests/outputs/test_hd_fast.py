@@ -8,9 +8,12 @@ still holds, update ``PINNED_VERSION`` / ``PINNED_SOURCE``; else fix or drop the
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import io
+import json
 import logging
+import pkgutil
 from typing import Any
 
 import highdicom
@@ -153,3 +156,48 @@ def test_another_highdicom_takes_the_public_path_and_says_so(
         assert "public constructor" in caplog.text and "9.9.9" in caplog.text
     finally:
         hd_fast.fast_path_available.cache_clear()
+
+
+#: SHA-256 of highdicom 0.28.2's _standard/module_attribute_map.json (the lazy map's layout).
+MAP_SHA256 = "9026a2f2037e868396bf74c55fef77183a7a69979b83e4cd3cc2b425e87f8fa6"
+
+
+def _full_map() -> dict[str, Any]:
+    raw = pkgutil.get_data("highdicom", "_standard/module_attribute_map.json")
+    assert raw is not None
+    return {"raw": raw, "map": json.loads(raw)}
+
+
+def test_the_module_map_file_is_the_pinned_one() -> None:
+    raw = pkgutil.get_data("highdicom", "_standard/module_attribute_map.json")
+    assert raw is not None and len(raw) == hd_fast.PINNED_MAP_BYTES
+    assert hashlib.sha256(raw).hexdigest() == MAP_SHA256, (
+        "highdicom's module map changed: re-run the slow test"
+    )
+    lazy = hd_fast.LazyModuleAttributes(raw)
+    assert len(lazy) > 400 and "patient" in lazy and "no-such-module" not in lazy
+    assert [a["keyword"] for a in lazy["patient"]][:2] == [
+        "ReferencedPatientSequence",
+        "ReferencedSOPClassUID",
+    ]
+
+
+@pytest.mark.slow
+def test_every_module_of_the_lazy_map_is_highdicoms() -> None:
+    """On the pinned file (the default test checks its hash): the same keys, in order, and values."""
+    full = _full_map()
+    lazy = hd_fast.LazyModuleAttributes(full["raw"])
+    assert list(lazy) == list(full["map"])
+    assert dict(lazy.items()) == full["map"]
+
+
+def test_highdicom_looks_the_map_up_through_the_lazy_one_once_installed() -> None:
+    assert hd_fast.install()
+    from highdicom import _standard_utils
+
+    for module in (_standard_utils, highdicom.base, highdicom.image):
+        assert module.get_module_attribute_map is hd_fast.lazy_module_map
+    assert _standard_utils.is_attribute_in_iod("PixelData", "1.2.840.10008.5.1.4.1.1.1.1")  # DX: an image
+    assert not _standard_utils.does_iod_have_pixel_data(
+        "1.2.840.10008.5.1.4.1.1.88.34"
+    )  # Comprehensive 3D SR
