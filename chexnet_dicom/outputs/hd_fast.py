@@ -42,12 +42,12 @@ import inspect
 import json
 import logging
 import pkgutil
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import highdicom
 import highdicom.base
-import highdicom.image
 from highdicom import _standard_utils
 from highdicom.sr import CodedConcept, Comprehensive3DSR, ContainerContentItem, ContentSequence
 from highdicom.sr import sop as _sop
@@ -223,9 +223,12 @@ def install_lazy_module_map() -> bool:
         )
         return False
     _STATE.add("lazy")
-    for module in (_standard_utils, highdicom.base, highdicom.image):
+    # highdicom.image binds the name when it is imported: patched here if it already is,
+    # else it will import the lazy one from highdicom._standard_utils
+    for name in ("highdicom._standard_utils", "highdicom.base", "highdicom.image"):
+        module = sys.modules.get(name)
         if getattr(module, "get_module_attribute_map", None) in (_GET_MAP, lazy_module_map):
-            module.get_module_attribute_map = lazy_module_map  # type: ignore[attr-defined]
+            module.get_module_attribute_map = lazy_module_map  # type: ignore[union-attr]
     return True
 
 

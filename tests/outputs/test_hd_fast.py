@@ -193,6 +193,7 @@ def test_every_module_of_the_lazy_map_is_highdicoms() -> None:
 
 def test_highdicom_looks_the_map_up_through_the_lazy_one_once_installed() -> None:
     assert hd_fast.install()
+    import highdicom.image  # imported after the install: binds the lazy map
     from highdicom import _standard_utils
 
     for module in (_standard_utils, highdicom.base, highdicom.image):
