@@ -180,9 +180,12 @@ def _group(
     if region_coords is not None:
         # TID 300 row 8 (INFERRED FROM, TID 320): the probability was inferred from this
         # region. A TID 1410 group would make it reachable through highdicom's
-        # get_planar_roi_measurement_groups(), but PixelMed's validator (1.x) then reports
-        # every TID 1501 group of an SR holding exactly one TID 1410 group as a TID 1410
-        # group missing its region (2+ pass): see the README's SR section.
+        # get_planar_roi_measurement_groups(), but PixelMed's validator (pixelmed.jar,
+        # DicomSRDescriptionsCompiled.xsl, TID 1500 Imaging Measurements) applies TID 1410
+        # to *every* Measurement Group when count(container[125007]/scoord[111030,
+        # CONTAINS]) = 1 over all the groups: an SR with exactly one region gets each TID
+        # 1501 group reported as a TID 1410 group without its Image Region (2 errors per
+        # group); with 0 or 2+ regions every group is checked as TID 1501 and passes.
         coordinates = [
             CoordinatesForMeasurement(
                 graphic_type=GraphicTypeValues.POLYLINE,
