@@ -21,6 +21,8 @@ Modules
   processing equipment.
 - :mod:`~chexnet_dicom.outputs.sr`: the TID 1500 Measurement Report (Comprehensive 3D SR) of the
   findings.
+- :mod:`~chexnet_dicom.outputs.hd_fast`: highdicom's Comprehensive 3D SR constructed without its
+  copies (the one use of highdicom internals, pinned to its version; same document).
 - :mod:`~chexnet_dicom.outputs.regions`: the image region of a present finding, on the bounded
   mask, in source coordinates.
 - :mod:`~chexnet_dicom.outputs.sc`: RGB Secondary Capture overlays: where the evidence for a present

@@ -30,6 +30,7 @@ from pydicom.dataset import Dataset
 
 from chexnet_dicom.config import OutputOptions
 from chexnet_dicom.errors import OutputError
+from chexnet_dicom.outputs import hd_fast
 from chexnet_dicom.outputs.ood_items import withholds
 from chexnet_dicom.outputs.sc import build_sc, overlay_findings, overlay_pixels, overlay_slug, shown_finding
 from chexnet_dicom.outputs.sidecar import build_sidecar, sidecar_text
@@ -107,6 +108,7 @@ def build_outputs(
         raise OutputError(f"the study failed ({result.failure.reason}); it has no outputs")
     opts = options or OutputOptions()
     card = result.card
+    hd_fast.install()  # before the first highdicom object (the SC): see outputs/hd_fast.py
     with_header = [s for s in result.skipped if s.dataset is not None]
     overlays: list[tuple[str, Dataset]] = []
     previews: list[tuple[str, np.ndarray]] = []

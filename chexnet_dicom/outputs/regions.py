@@ -5,9 +5,9 @@ map reaches the card's ``cam_threshold`` (the area the overlay colours); the SR 
 it in a POLYLINE SCOORD.
 
 Bounded work
-    Labelling runs on the thresholded mask, and the contour, the costly step, only on
-    the bounding box of its largest component (plus a one-pixel margin): the polygon is
-    the same as on the whole map, at a fraction of the cost.
+    Labelling runs on the bounding box of the thresholded mask, and the contour, the
+    costly step, only on the bounding box of its largest component (plus a one-pixel
+    margin): the polygon is the same as on the whole map, at a fraction of the cost.
 Source coordinates
     A map on a reduced output grid (a :class:`~chexnet_dicom.dicom.pixels.GridMap`, the
     heatmap of a source above ``max_grid_side``; or any map with ``source_shape``
@@ -57,10 +57,18 @@ def heatmap_region(
     h = np.asarray(heatmap, dtype=np.float32)
     if h.ndim != 2:
         raise OutputError(f"a heatmap must be 2-D, got shape {h.shape}")
-    mask = np.nan_to_num(h, nan=0.0) >= float(threshold)
-    if not mask.any():
+    mask = h >= float(threshold)  # NaN compares False: a NaN pixel is below any threshold > 0
+    if float(threshold) <= 0.0:
+        mask |= np.isnan(h)  # as NaN read as 0 (numpy.nan_to_num) would
+    rows_any = np.flatnonzero(mask.any(axis=1))
+    if not len(rows_any):
         return None
-    labels = measure.label(mask, connectivity=2)
+    # label on the bounding box of the mask: every component lies inside it, and the
+    # raster order (so the labels and the first largest component) is the same
+    mr0, mr1 = int(rows_any[0]), int(rows_any[-1]) + 1
+    cols_any = np.flatnonzero(mask[mr0:mr1].any(axis=0))
+    mc0, mc1 = int(cols_any[0]), int(cols_any[-1]) + 1
+    labels = measure.label(mask[mr0:mr1, mc0:mc1], connectivity=2)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     keep = int(np.argmax(sizes))
@@ -70,6 +78,7 @@ def heatmap_region(
     cols_any = np.flatnonzero(np.any(band, axis=0))
     c0, c1 = int(cols_any[0]), int(cols_any[-1]) + 1
     largest = band[:, c0:c1]
+    r0, c0 = r0 + mr0, c0 + mc0  # back to the map's indices
     padded = np.pad(largest, 1).astype(np.float32)
     contours = measure.find_contours(padded, 0.5)
     # undo the padding and the crop: (row, col) indices of the map.  The simplification

@@ -40,6 +40,7 @@ in the PredecessorDocumentsSequence.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 
@@ -77,6 +78,8 @@ from chexnet_dicom.errors import OutputError
 from chexnet_dicom.logs import phi_ref, redact
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.outputs import codes as cc
+from chexnet_dicom.outputs import hd_fast
+from chexnet_dicom.outputs.hd_fast import comprehensive_3d_sr
 from chexnet_dicom.outputs.header import check_same_study, evidence_header, quiet_highdicom, sanitize_copied
 from chexnet_dicom.outputs.identity import (
     MANUFACTURER,
@@ -132,8 +135,9 @@ def _text(name: CodedConcept, value: str) -> TextContentItem:
     return TextContentItem(name=name, value=_ascii(value), relationship_type=RelationshipTypeValues.CONTAINS)
 
 
+@functools.cache
 def finding_name(label: str) -> str:
-    """The one spelling of a finding in the SR: the meaning of its code."""
+    """The one spelling of a finding in the SR: the meaning of its code (computed once per label)."""
     return str(cc.finding_concept(label).meaning)
 
 
@@ -189,9 +193,12 @@ def _group(
     if region_coords is not None:
         # TID 300 row 8 (INFERRED FROM, TID 320): the probability was inferred from this
         # region. A TID 1410 group would make it reachable through highdicom's
-        # get_planar_roi_measurement_groups(), but PixelMed's validator (1.x) then reports
-        # every TID 1501 group of an SR holding exactly one TID 1410 group as a TID 1410
-        # group missing its region (2+ pass): see the README's SR section.
+        # get_planar_roi_measurement_groups(), but PixelMed's validator (pixelmed.jar,
+        # DicomSRDescriptionsCompiled.xsl, TID 1500 Imaging Measurements) applies TID 1410
+        # to *every* Measurement Group when count(container[125007]/scoord[111030,
+        # CONTAINS]) = 1 over all the groups: an SR with exactly one region gets each TID
+        # 1501 group reported as a TID 1410 group without its Image Region (2 errors per
+        # group); with 0 or 2+ regions every group is checked as TID 1501 and passes.
         coordinates = [
             CoordinatesForMeasurement(
                 graphic_type=GraphicTypeValues.POLYLINE,
@@ -371,6 +378,7 @@ def build_sr(
         Without any readable instance, for instances of several studies, or when
         highdicom rejects the content.
     """
+    hd_fast.install()  # concept hash once per concept, module map parsed lazily (outputs/hd_fast.py)
     headers = [evidence_header(r.dataset) for r in results]
     if not headers:
         headers = [evidence_header(s.dataset) for s in skipped if s.dataset is not None]
@@ -438,7 +446,7 @@ def build_sr(
     sop_uid = sr_uid(results, skipped, card.weights_sha256, [results[i] for i in sorted(withheld)])
     try:
         with quiet_highdicom():
-            sr = Comprehensive3DSR(
+            sr = comprehensive_3d_sr(  # highdicom's Comprehensive3DSR, without its copies
                 evidence=headers + overlay_headers,
                 content=root,
                 series_instance_uid=series_uid("sr", study_uid, card.weights_sha256),
