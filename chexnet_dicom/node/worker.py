@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
-from chexnet_dicom.config import IngestConfig, NodeConfig
+from chexnet_dicom.config import IngestConfig, NodeConfig, OutputOptions
 from chexnet_dicom.dicom.read import PixelLocation, ScannedHeader, header_from_raw, read_header
 from chexnet_dicom.dicom.study import (
     Instance,
@@ -120,6 +120,19 @@ class Analyser:
         self.destination = destination
         self.name = f"worker-{os.getpid()}"
 
+    def output_options(self) -> OutputOptions:
+        """What this worker writes: the configured outputs, without PNG previews for a PACS."""
+        options = self.config.outputs
+        if self.destination != OUTBOX:  # a PACS gets DICOM; PNG previews are for the local outbox
+            options = dataclasses.replace(options, previews=False)
+        return options
+
+    def warm_up(self) -> float:
+        """Run one tiny real study through every stage (:func:`~chexnet_dicom.pipeline.warm.warm_result_stages`)."""
+        from chexnet_dicom.pipeline.warm import warm_result_stages
+
+        return warm_result_stages(self.predictor, self.output_options(), self.config.ingest)
+
     def run_once(self) -> int:
         """Claim ready studies and analyse them; returns how many were taken."""
         claimed = self.ledger.claim(self.name, self.config.work.max_studies)
@@ -191,9 +204,7 @@ class Analyser:
         if not result.images and not result.skipped:
             return Failure(StudyFailure.NO_INSTANCES, "none of the study's instances could be read", "load")
         previous = [previous_sr(claimed.previous_sr, claimed.study_uid)] if claimed.previous_sr else []
-        options = self.config.outputs
-        if self.destination != OUTBOX:  # a PACS gets DICOM; PNG previews are for the local outbox
-            options = dataclasses.replace(options, previews=False)
+        options = self.output_options()
         to_outbox = self.destination == OUTBOX
         base = self.spool.outbox if to_outbox else self.spool.results
         folder = base / study_ref(claimed.study_uid) / str(claimed.version)
@@ -351,9 +362,7 @@ def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: A
     persistent_log_key(spool.key_path)
     ledger = NodeLedger(spool.ledger_path)
     analyser = Analyser(config, spool, ledger, load_node_predictor(config), destination)
-    from chexnet_dicom.pipeline.warm import warm_result_stages
-
-    warm_result_stages()  # before the first study: it must not pay the result stages' imports
+    analyser.warm_up()  # before the first study: it must cost what a warm one does
     if ready is not None:
         ready.set()
     try:
