@@ -47,7 +47,7 @@ from chexnet_dicom.net.sender import RetryPolicy
 from chexnet_dicom.node.ledger import NewInstance, NodeLedger, QueuedDelivery
 from chexnet_dicom.node.scp import HEADER_VALUE_BYTES, OwnOutputs, Receiver, RunningSCP, start_scp
 from chexnet_dicom.node.spool import Spool
-from chexnet_dicom.node.worker import OUTBOX, worker_main
+from chexnet_dicom.node.worker import OUTBOX, worker_main, worker_name
 
 __all__ = ["Node", "describe_destination", "own_outputs_of"]
 
@@ -246,6 +246,8 @@ class Node:
             )
             if len(self._workers) == 1:
                 self.ledger.recover()
+            else:  # the others go on: only the studies this one had claimed return to the queue
+                self.ledger.release_claims(worker_name(proc.pid))
             self._workers[k] = self._start_worker()
 
     def purge(self, now: float | None = None) -> tuple[int, int]:
