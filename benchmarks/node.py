@@ -371,7 +371,7 @@ def turnaround(
         worker_pids = [p.pid for p, _ in node._workers]
         # the fresh worker's first study, then three more of the same, one at a time
         for k, path in enumerate(_restamp(first_ds, tmp / "first", 4, one_study=False)):
-            storescu(port, [path], "SEND0", "CHEXDCM", "-xv")
+            storescu(port, [path], "SEND0", "CHEXDCM", "-xv" if first_ds is j2k else "-xy")
             while _sent_count(node) < k + 1:
                 time.sleep(0.05)
         rows = node.ledger.deliveries("sent")
