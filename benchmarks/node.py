@@ -9,17 +9,31 @@ In one run:
   ``synchronous=FULL`` before each success) and, to show what fsync costs, with
   ``os.fsync`` made a no-op and the ledger at ``synchronous=NORMAL`` (``NodeLedger(durability=...)``).
   Target: node >= 0.5x dcmtk on the large files, durable.
-* **Turnaround**: 4 senders at once, each sending 10 one-image studies (2048x2048 12-bit
-  JPEG 2000 lossless) one after another, into a node delivering to a real Orthanc by
-  C-STORE.  Per study: from the last instance acknowledged (its ledger row) to the
-  results stored in Orthanc (the C-STORE responses: the delivery's ``sent`` time),
-  less the quiet period.  p50 and p95.  Target: p95 < 3 s on a 2-core CPU.
-* **Memory**: peak RSS (VmHWM) of the node's main process and of its worker after the
-  first study and at the end.
+* **CPU split** per study (decode, predict, SR, overlay, write) of the 2048x2048 JPEG 2000
+  study, in this process, as the node's worker runs the stages for a PACS (no previews).
+* **Turnaround**, once per ``--modes`` setting (``WORKERSxMAX_STUDIES``; by default one
+  worker predicting up to 4 claimed studies in shared batches against two workers taking
+  one each, compared in the same run: the machine may be shared), into a node delivering
+  to a real Orthanc by C-STORE:
+
+  - the fresh worker's first study (a real chest with a present finding when
+    ``../shared/data`` is there) against three more of the same: last instance
+    acknowledged to results written, and the ratio (target: within 1.5x);
+  - five studies one at a time (p50 target < 1.0 s beyond the quiet period), split into
+    analysis and sending;
+  - 4 senders at once, each sending 10 one-image studies (2048x2048 12-bit JPEG 2000
+    lossless): from the last instance acknowledged (its ledger row) to the results
+    stored in Orthanc (the delivery's ``sent`` time), less the quiet period; p50 and p95
+    (target p95 < 5 s on 2 cores, goal 3 s);
+  - C-ECHO latency (association, echo, release; pynetdicom in its own process, every
+    0.2 s) with the node idle and during the burst (target < 100 ms).
+* **Memory**: peak RSS (VmHWM) of the node's main process and of its workers after the
+  first studies and at the end.
 
 Usage::
 
-    python benchmarks/node.py [--small 200] [--large 20] [--senders 4] [--studies 10]
+    python benchmarks/node.py [--small 200] [--large 20] [--senders 4] [--studies 10] \\
+        [--modes 1x4,2x1] [--nice 5] [--skip-receive] [--skip-split] [--skip-turnaround]
 """
 
 from __future__ import annotations
@@ -336,6 +350,7 @@ def turnaround(
     max_studies: int = 4,
     alone: int = 5,
     first_path: Path | None = None,
+    nice: int = 5,
 ) -> dict[str, Any]:
     """The node delivering to Orthanc: the fresh worker's first study, one at a time, then the burst."""
     import threading
@@ -363,6 +378,7 @@ def turnaround(
                 "spool.min_free_bytes": 64 * 1024 * 1024,
                 "work.workers": workers,
                 "work.max_studies": max_studies,
+                "work.nice": nice,
             },
         )
         node = Node(cfg, parse_destination(pacs.address, calling_ae="CHEXDCM"))
@@ -424,6 +440,7 @@ def turnaround(
     return {
         "workers": workers,
         "max_studies": max_studies,
+        "nice": nice,
         "first_study_of_a_fresh_worker": first,
         "one_at_a_time": {
             "studies": len(lone),
@@ -461,6 +478,13 @@ def main() -> None:
         "against two workers taking one study each)",
     )
     ap.add_argument("--first", type=Path, default=SHARED / "dicom/chest/siim_6904.dcm")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=5,
+        help="work.nice of the node's workers (5, the default: the listener first; 0 on a machine "
+        "shared with other jobs, where niced workers lose CPU to them)",
+    )
     ap.add_argument("--skip-receive", action="store_true")
     ap.add_argument("--skip-split", action="store_true")
     ap.add_argument("--skip-turnaround", action="store_true")
@@ -484,7 +508,13 @@ def main() -> None:
                 for mode in args.modes.split(","):
                     workers, max_studies = (int(x) for x in mode.split("x"))
                     one = turnaround(
-                        tmp, args.senders, args.studies, workers, max_studies, first_path=args.first
+                        tmp,
+                        args.senders,
+                        args.studies,
+                        workers,
+                        max_studies,
+                        first_path=args.first,
+                        nice=args.nice,
                     )
                     result["turnaround"].append(one)
                     print(json.dumps(one, indent=2), flush=True)
