@@ -9,17 +9,31 @@ In one run:
   ``synchronous=FULL`` before each success) and, to show what fsync costs, with
   ``os.fsync`` made a no-op and the ledger at ``synchronous=NORMAL`` (``NodeLedger(durability=...)``).
   Target: node >= 0.5x dcmtk on the large files, durable.
-* **Turnaround**: 4 senders at once, each sending 10 one-image studies (2048x2048 12-bit
-  JPEG 2000 lossless) one after another, into a node delivering to a real Orthanc by
-  C-STORE.  Per study: from the last instance acknowledged (its ledger row) to the
-  results stored in Orthanc (the C-STORE responses: the delivery's ``sent`` time),
-  less the quiet period.  p50 and p95.  Target: p95 < 3 s on a 2-core CPU.
-* **Memory**: peak RSS (VmHWM) of the node's main process and of its worker after the
-  first study and at the end.
+* **CPU split** per study (decode, predict, SR, overlay, write) of the 2048x2048 JPEG 2000
+  study, in this process, as the node's worker runs the stages for a PACS (no previews).
+* **Turnaround**, once per ``--modes`` setting (``WORKERSxMAX_STUDIES``; by default one
+  worker predicting up to 4 claimed studies in shared batches against two workers taking
+  one each, compared in the same run: the machine may be shared), into a node delivering
+  to a real Orthanc by C-STORE:
+
+  - the fresh worker's first study (a real chest with a present finding when
+    ``../shared/data`` is there) against three more of the same: last instance
+    acknowledged to results written, and the ratio (target: within 1.5x);
+  - five studies one at a time (p50 target < 1.0 s beyond the quiet period), split into
+    analysis and sending;
+  - 4 senders at once, each sending 10 one-image studies (2048x2048 12-bit JPEG 2000
+    lossless): from the last instance acknowledged (its ledger row) to the results
+    stored in Orthanc (the delivery's ``sent`` time), less the quiet period; p50 and p95
+    (target p95 < 5 s on 2 cores, goal 3 s);
+  - C-ECHO latency (association, echo, release; pynetdicom in its own process, every
+    0.2 s) with the node idle and during the burst (target < 100 ms).
+* **Memory**: peak RSS (VmHWM) of the node's main process and of its workers after the
+  first studies and at the end.
 
 Usage::
 
-    python benchmarks/node.py [--small 200] [--large 20] [--senders 4] [--studies 10]
+    python benchmarks/node.py [--small 200] [--large 20] [--senders 4] [--studies 10] \\
+        [--modes 1x4,2x1] [--nice 5] [--skip-receive] [--skip-split] [--skip-turnaround]
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pydicom.uid import generate_uid  # noqa: E402
 
 from chexnet_dicom.testing import synth  # noqa: E402
+from tests.helpers.shared import SHARED  # noqa: E402
 
 ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
 os.environ["TCP_NODELAY"] = "1"  # dcmtk storescp (started by tests/helpers/peers.py) inherits it
@@ -194,7 +209,150 @@ def _hwm(pid: int) -> int:
     return 0
 
 
-def turnaround(tmp: Path, senders: int, studies: int, workers: int = 1, alone: int = 5) -> dict[str, Any]:
+#: A C-ECHO loop in its own process (pynetdicom: no per-echo process start or dictionary load,
+#: and no share of the benchmark's interpreter lock, where the node runs): one JSON line per echo.
+ECHO_LOOP = """
+import json, sys, time
+from pynetdicom import AE
+ae = AE("SEND0")
+ae.add_requested_context("1.2.840.10008.1.1")
+while True:
+    t = time.perf_counter()
+    a = ae.associate("127.0.0.1", int(sys.argv[1]), ae_title="CHEXDCM")
+    ok = a.is_established and a.send_c_echo().Status == 0
+    a.release()
+    print(json.dumps([time.time(), time.perf_counter() - t, ok]), flush=True)
+    time.sleep(0.2)
+"""
+
+
+class EchoLoop:
+    """C-ECHO every 0.2 s against the node from another process; :meth:`between` gives latencies."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.samples: list[tuple[float, float, bool]] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ECHO_LOOP, str(port)], stdout=subprocess.PIPE, text=True
+        )
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.samples.append(tuple(json.loads(line)))  # type: ignore[arg-type]
+
+    def between(self, t0: float, t1: float) -> dict[str, Any]:
+        ms = sorted(1000 * s[1] for s in self.samples if t0 <= s[0] <= t1)
+        if not ms:
+            return {"n": 0}
+        q = statistics.quantiles(ms, n=20, method="inclusive") if len(ms) > 1 else [ms[0]] * 19
+        failed = sum(1 for s in self.samples if t0 <= s[0] <= t1 and not s[2])
+        return {
+            "n": len(ms),
+            "p50": round(ms[len(ms) // 2], 1),
+            "p95": round(q[18], 1),
+            "max": round(ms[-1], 1),
+            "failed": failed,
+        }
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def _first_and_warm(path: Path | None, j2k: Any) -> Any:
+    """The study the fresh worker gets first: a real chest with a present finding when available."""
+    if path is not None and path.exists():
+        import pydicom
+
+        return pydicom.dcmread(path), "siim_6904 (real 1024x1024 chest, 1 finding present)"
+    return j2k, "the 2048x2048 JPEG 2000 phantom"
+
+
+def cpu_split(tmp: Path, j2k: Any, runs: int = 5) -> dict[str, Any]:
+    """Per-study CPU seconds of each stage, in this process, as the node's worker runs them.
+
+    decode (read + decode + display), predict (model input + forward pass + CAMs), SR,
+    overlay (pixels + SC dataset), write (files, fsync): medians of ``runs`` after one warm-up.
+    """
+    import dataclasses
+
+    import chexnet_dicom.outputs.build as build
+    from chexnet_dicom.config import load_node_config
+    from chexnet_dicom.node.worker import load_node_predictor
+    from chexnet_dicom.outputs.write import write_outputs
+    from chexnet_dicom.pipeline import results_for_paths
+    from chexnet_dicom.pipeline.warm import warm_result_stages
+
+    cfg = load_node_config(None, {"access.allow": ["X"], "spool.dir": str(tmp / "split-spool")})
+    predictor = load_node_predictor(cfg)
+    options = dataclasses.replace(cfg.outputs, previews=False)  # as for a PACS destination
+    warm_result_stages(predictor, options, cfg.ingest)
+    path = _restamp(j2k, tmp / "split", 1, one_study=False)[0]
+    spent: dict[str, list[float]] = {k: [] for k in ("decode", "predict", "SR", "overlay", "write")}
+    clock: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        def run(*a: Any, **k: Any) -> Any:
+            t = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                clock[name] = clock.get(name, 0.0) + time.process_time() - t
+
+        return run
+
+    real = {n: getattr(build, n) for n in ("build_sr", "build_sc", "overlay_pixels")}
+    build.build_sr = timed("SR", real["build_sr"])
+    build.build_sc = timed("overlay", real["build_sc"])
+    build.overlay_pixels = timed("overlay", real["overlay_pixels"])
+    try:
+        for k in range(runs + 1):
+            clock.clear()
+            t = time.process_time()
+            (result,) = results_for_paths([path], predictor, config=cfg.ingest)
+            t1 = time.process_time()
+            outputs = build.build_outputs(result, options, [])
+            t2 = time.process_time()
+            write_outputs(outputs, tmp / "split-out" / str(k))
+            t3 = time.process_time()
+            if k == 0:
+                continue
+            share = result.timings["read"] / max(1e-9, result.timings["read"] + result.timings["predict"])
+            spent["decode"].append((t1 - t) * share)
+            spent["predict"].append((t1 - t) * (1 - share))
+            spent["SR"].append(clock.get("SR", 0.0))
+            spent["overlay"].append(clock.get("overlay", 0.0))
+            spent["write"].append(t3 - t2)
+            spent.setdefault("other build (sidecar)", []).append(
+                t2 - t1 - clock.get("SR", 0) - clock.get("overlay", 0)
+            )
+    finally:
+        for n, fn in real.items():
+            setattr(build, n, fn)
+    out = {k: round(statistics.median(v), 3) for k, v in spent.items()}
+    out["total"] = round(sum(out.values()), 3)
+    return {"cpu_s_per_study": out, "runs": runs, "options": "node to a PACS: SR + one SC, no previews"}
+
+
+def _sent_count(node: Any) -> int:
+    return len(node.ledger.deliveries("sent"))
+
+
+def turnaround(
+    tmp: Path,
+    senders: int,
+    studies: int,
+    workers: int = 1,
+    max_studies: int = 4,
+    alone: int = 5,
+    first_path: Path | None = None,
+    nice: int = 5,
+) -> dict[str, Any]:
+    """The node delivering to Orthanc: the fresh worker's first study, one at a time, then the burst."""
     import threading
 
     from chexnet_dicom.config import load_node_config
@@ -202,8 +360,11 @@ def turnaround(tmp: Path, senders: int, studies: int, workers: int = 1, alone: i
     from chexnet_dicom.node.service import Node
     from tests.helpers.peers import orthanc
 
+    tmp = tmp / f"w{workers}-m{max_studies}"
+    tmp.mkdir(parents=True, exist_ok=True)
     ds = synth.make_dataset(synth.chest_phantom((2048, 2048), seed=3), bits_stored=12, seed=3)
     j2k = synth.encode(ds, "1.2.840.10008.1.2.4.90")
+    first_ds, first_name = _first_and_warm(first_path, j2k)
     per_sender = [_restamp(j2k, tmp / f"j2k{k}", studies, one_study=False) for k in range(senders)]
     quiet = 1.0
     with orthanc(tmp, dicomweb=False) as pacs:
@@ -216,41 +377,61 @@ def turnaround(tmp: Path, senders: int, studies: int, workers: int = 1, alone: i
                 "spool.dir": str(tmp / "spool"),
                 "spool.min_free_bytes": 64 * 1024 * 1024,
                 "work.workers": workers,
+                "work.max_studies": max_studies,
+                "work.nice": nice,
             },
         )
         node = Node(cfg, parse_destination(pacs.address, calling_ae="CHEXDCM"))
         port = node.start()
         assert node.ledger is not None
-        worker_pid = node._workers[0][0].pid
-        # one study first, to measure memory after warm-up
-        warm = _restamp(j2k, tmp / "warm", 1, one_study=False)
-        storescu(port, warm, "SEND0", "CHEXDCM", "-xv")
-        while not node.ledger.deliveries("sent"):
-            time.sleep(0.1)
-        rss_start = {"main": _hwm(os.getpid()), "worker": _hwm(worker_pid)}
+        worker_pids = [p.pid for p, _ in node._workers]
+        # the fresh worker's first study, then three more of the same, one at a time
+        for k, path in enumerate(_restamp(first_ds, tmp / "first", 4, one_study=False)):
+            storescu(port, [path], "SEND0", "CHEXDCM", "-xv" if first_ds is j2k else "-xy")
+            while _sent_count(node) < k + 1:
+                time.sleep(0.05)
+        rows = node.ledger.deliveries("sent")
+        written = [r["created"] - r["last_ack"] - quiet for r in rows]
+        first = {
+            "study": first_name,
+            "first_to_results_written_s": round(written[0], 2),
+            "warm_to_results_written_s": round(statistics.median(written[1:]), 2),
+            "first_vs_warm": round(written[0] / statistics.median(written[1:]), 2),
+        }
+        rss_start = {"main": _hwm(os.getpid()), **{f"worker{k}": _hwm(p) for k, p in enumerate(worker_pids)}}
         # latency without queueing: studies one at a time, each delivered before the next
+        before = _sent_count(node)
         for k, path in enumerate(_restamp(j2k, tmp / "alone", alone, one_study=False)):
             storescu(port, [path], "SEND0", "CHEXDCM", "-xv")
-            while len(node.ledger.deliveries("sent")) < k + 2:
+            while _sent_count(node) < before + k + 1:
                 time.sleep(0.05)
-        lone = sorted(r["sent"] - r["last_ack"] - quiet for r in node.ledger.deliveries("sent")[1:])
-        done_before = len(node.ledger.deliveries("sent"))
+        lone_rows = node.ledger.deliveries("sent")[before:]
+        lone = sorted(r["sent"] - r["last_ack"] - quiet for r in lone_rows)
+        lone_written = statistics.median(r["created"] - r["last_ack"] - quiet for r in lone_rows)
+        lone_sending = statistics.median(r["sent"] - r["created"] for r in lone_rows)
+        done_before = _sent_count(node)
+        total = senders * studies + done_before
+        echo = EchoLoop(port)
+        idle_from = time.time()
+        time.sleep(3.0)  # the node idle: the echo baseline
+        idle_to = time.time()
 
         def send(k: int) -> None:
             for path in per_sender[k]:
                 storescu(port, [path], f"SEND{k}", "CHEXDCM", "-xv")
 
-        t0 = time.perf_counter()
+        t0, burst_from = time.perf_counter(), time.time()
         threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        total = senders * studies + done_before
-        while len(node.ledger.deliveries("sent")) < total:
+        while _sent_count(node) < total:
             time.sleep(0.1)
         wall = time.perf_counter() - t0
-        rss_end = {"main": _hwm(os.getpid()), "worker": _hwm(worker_pid)}
+        burst_to = time.time()
+        echo.stop()
+        rss_end = {"main": _hwm(os.getpid()), **{f"worker{k}": _hwm(p) for k, p in enumerate(worker_pids)}}
         rows = node.ledger.deliveries("sent")[done_before:]
         times = sorted(r["sent"] - r["last_ack"] - quiet for r in rows)
         in_orthanc = len(pacs.rest("/instances"))
@@ -258,18 +439,27 @@ def turnaround(tmp: Path, senders: int, studies: int, workers: int = 1, alone: i
     q = statistics.quantiles(times, n=20, method="inclusive")
     return {
         "workers": workers,
+        "max_studies": max_studies,
+        "nice": nice,
+        "first_study_of_a_fresh_worker": first,
         "one_at_a_time": {
             "studies": len(lone),
             "p50_s": round(statistics.median(lone), 2),
             "max_s": round(lone[-1], 2),
+            "p50_to_results_written_s": round(lone_written, 2),
+            "p50_results_written_to_stored_in_orthanc_s": round(lone_sending, 2),
         },
         "studies": len(times),
         "wall_s": round(wall, 1),
         "p50_s": round(statistics.median(times), 2),
         "p95_s": round(q[18], 2),
         "max_s": round(times[-1], 2),
+        "c_echo_ms": {
+            "node_idle": echo.between(idle_from, idle_to),
+            "during_burst": echo.between(burst_from, burst_to),
+        },
         "instances_in_orthanc": in_orthanc,
-        "peak_rss_MB_after_first_study": {k: round(v / 1e6) for k, v in rss_start.items()},
+        "peak_rss_MB_after_first_studies": {k: round(v / 1e6) for k, v in rss_start.items()},
         "peak_rss_MB_at_end": {k: round(v / 1e6) for k, v in rss_end.items()},
     }
 
@@ -280,23 +470,65 @@ def main() -> None:
     ap.add_argument("--large", type=int, default=20)
     ap.add_argument("--senders", type=int, default=4)
     ap.add_argument("--studies", type=int, default=10)
-    ap.add_argument("--workers", type=int, default=1, help="node worker processes")
+    ap.add_argument(
+        "--modes",
+        default="1x4,2x1",
+        help="node work settings to compare, WORKERSxMAX_STUDIES, comma-separated "
+        "(default: one worker predicting up to 4 claimed studies in shared batches, "
+        "against two workers taking one study each)",
+    )
+    ap.add_argument("--first", type=Path, default=SHARED / "dicom/chest/siim_6904.dcm")
+    ap.add_argument(
+        "--nice",
+        type=int,
+        default=5,
+        help="work.nice of the node's workers (5, the default: the listener first; 0 on a machine "
+        "shared with other jobs, where niced workers lose CPU to them)",
+    )
     ap.add_argument("--skip-receive", action="store_true")
+    ap.add_argument("--skip-split", action="store_true")
     ap.add_argument("--skip-turnaround", action="store_true")
     args = ap.parse_args()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    result: dict[str, Any] = {"cpus": os.cpu_count()}
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "load_average_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="chexdcm-bench-node-") as d:
         tmp = Path(d)
         if not args.skip_receive:
             result["receive"] = receive(tmp, args.small, args.large)
             print(json.dumps(result["receive"], indent=2), flush=True)
+        if not args.skip_split:
+            ds = synth.make_dataset(synth.chest_phantom((2048, 2048), seed=3), bits_stored=12, seed=3)
+            result["split"] = cpu_split(tmp, synth.encode(ds, "1.2.840.10008.1.2.4.90"))
+            print(json.dumps(result["split"], indent=2), flush=True)
         if not args.skip_turnaround:
+            result["turnaround"] = []
             with contextlib.suppress(KeyboardInterrupt):
-                result["turnaround"] = turnaround(tmp, args.senders, args.studies, args.workers)
-                print(json.dumps(result["turnaround"], indent=2), flush=True)
+                for mode in args.modes.split(","):
+                    workers, max_studies = (int(x) for x in mode.split("x"))
+                    one = turnaround(
+                        tmp,
+                        args.senders,
+                        args.studies,
+                        workers,
+                        max_studies,
+                        first_path=args.first,
+                        nice=args.nice,
+                    )
+                    result["turnaround"].append(one)
+                    print(json.dumps(one, indent=2), flush=True)
+            if len(result["turnaround"]) > 1:
+                base = result["turnaround"][0]
+                result["burst_vs_first_mode"] = [
+                    {
+                        "mode": f"{t['workers']}x{t['max_studies']}",
+                        "p95_ratio": round(t["p95_s"] / base["p95_s"], 2),
+                        "wall_ratio": round(t["wall_s"] / base["wall_s"], 2),
+                    }
+                    for t in result["turnaround"]
+                ]
+    result["load_average_after"] = os.getloadavg()
     print(json.dumps(result))
 
 

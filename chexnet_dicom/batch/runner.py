@@ -274,10 +274,10 @@ def run_batch(
     check_pseudonymization(
         pseudonymizer is not None, write_dicom=settings.batch.write_dicom, send=delivery is not None
     )
-    if settings.batch.write_dicom:  # the first study must not pay the result stages' imports
+    if settings.batch.write_dicom:  # the first study must cost what a warm one does
         from chexnet_dicom.pipeline.warm import warm_result_stages
 
-        warm_result_stages()
+        warm_result_stages(predictor, settings.outputs, settings.ingest)
     if delivery is not None and not settings.batch.write_dicom:
         raise ConfigError("--send needs --write-dicom: the results are written, then sent")
     if not os.path.isdir(root_s):

@@ -281,20 +281,30 @@ class WorkConfig:
     Attributes
     ----------
     workers
-        Worker processes, each holding the model (loaded once).
+        Worker processes, each holding the model (loaded once) and warmed up with one
+        tiny study before it takes work; they share nothing but the ledger.  With more
+        than one and ``runtime.threads = 0``, each model gets ``CPUs // workers``
+        threads.
     poll_s
         Seconds between looks at the ledger when idle.
     max_studies
-        Studies one worker takes at once (their images are predicted in shared batches).
+        Studies one worker takes at once: their images are decoded and predicted in
+        shared batches, then each study's results are built and written on its own.
+    nice
+        How much lower the workers' CPU priority is than the listener's (``os.nice``,
+        0-19), so that C-ECHO and C-STORE are answered promptly while they analyse.
     """
 
     workers: int = 1
     poll_s: float = 0.1
     max_studies: int = 4
+    nice: int = 5
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64 or not 0 < self.poll_s <= 10 or not 1 <= self.max_studies <= 64:
             raise ConfigError("work needs 1 <= workers <= 64, 0 < poll_s <= 10 and 1 <= max_studies <= 64")
+        if not 0 <= self.nice <= 19:
+            raise ConfigError("work.nice must be between 0 and 19")
 
 
 @dataclass(frozen=True)

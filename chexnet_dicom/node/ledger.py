@@ -440,6 +440,17 @@ class NodeLedger(DeliveryRecords, DriftRecords):
 
     # -- restart recovery and retention
 
+    def release_claims(self, worker: str) -> int:
+        """The studies ``worker`` was analysing go back to the queue (its process ended); returns how many."""
+        with self._tx() as db:
+            return int(
+                db.execute(
+                    f"UPDATE studies SET state = '{StudyState.READY}', claimed_by = NULL "
+                    f"WHERE state = '{StudyState.ANALYSING}' AND claimed_by = ?",
+                    (worker,),
+                ).rowcount
+            )
+
     def recover(self) -> dict[str, int]:
         """After a crash or stop: unfinished analyses and sends go back to the queue.
 

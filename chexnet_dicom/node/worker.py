@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
-from chexnet_dicom.config import IngestConfig, NodeConfig
+from chexnet_dicom.config import IngestConfig, NodeConfig, OutputOptions
 from chexnet_dicom.dicom.read import PixelLocation, ScannedHeader, header_from_raw, read_header
 from chexnet_dicom.dicom.study import (
     Instance,
@@ -72,12 +72,17 @@ from chexnet_dicom.results import Failure, ImageResult, StudyFailure, StudyResul
 if TYPE_CHECKING:
     from chexnet_dicom.outputs.build import StudyOutputs
 
-__all__ = ["OUTBOX", "Analyser", "previous_sr", "worker_main"]
+__all__ = ["OUTBOX", "Analyser", "previous_sr", "worker_main", "worker_name"]
 
 log = logging.getLogger(__name__)
 
 #: The destination name the ledger records for the local outbox.
 OUTBOX = "outbox"
+
+
+def worker_name(pid: int) -> str:
+    """The name a worker process claims studies under in the ledger."""
+    return f"worker-{pid}"
 
 
 def previous_sr(uids: tuple[str, str, str], study_uid: str) -> Dataset:
@@ -94,6 +99,10 @@ def previous_sr(uids: tuple[str, str, str], study_uid: str) -> Dataset:
     ds.StudyInstanceUID = study_uid
     ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.SOPClassUID = uids
     return ds
+
+
+#: A scan of claimed instances and the results of its studies.
+_Predicted = tuple[StudyScan, list[StudyResult]]
 
 
 class Analyser:
@@ -119,17 +128,65 @@ class Analyser:
         self.ledger = ledger
         self.predictor = predictor
         self.destination = destination
-        self.name = f"worker-{os.getpid()}"
+        self.name = worker_name(os.getpid())
         self.drift = DriftMonitor.start(config, ledger, predictor)  # reference loaded once
 
+    def output_options(self) -> OutputOptions:
+        """What this worker writes: the configured outputs, without PNG previews for a PACS."""
+        options = self.config.outputs
+        if self.destination != OUTBOX:  # a PACS gets DICOM; PNG previews are for the local outbox
+            options = dataclasses.replace(options, previews=False)
+        return options
+
+    def warm_up(self) -> float:
+        """Run one tiny real study through every stage (:func:`~chexnet_dicom.pipeline.warm.warm_result_stages`)."""
+        from chexnet_dicom.pipeline.warm import warm_result_stages
+
+        return warm_result_stages(self.predictor, self.output_options(), self.config.ingest)
+
     def run_once(self) -> int:
-        """Claim ready studies and analyse them; returns how many were taken."""
+        """Claim ready studies and analyse them; returns how many were taken.
+
+        Several claimed studies (``work.max_studies`` > 1) are decoded and predicted
+        together (:meth:`predict_together`: their images share model batches), then each
+        is assembled, built, written and recorded on its own.
+        """
         claimed = self.ledger.claim(self.name, self.config.work.max_studies)
+        together = self.predict_together(claimed) if len(claimed) > 1 else None
         for study in claimed:
-            self.analyse(study)
+            self.analyse(study, together)
         return len(claimed)
 
-    def analyse(self, claimed: Claimed) -> None:
+    def _new_instances(self, claimed: Claimed) -> list[StoredInstance]:
+        known_files = {file_id for file_id, _ in claimed.records.values()}
+        return [i for i in claimed.instances if i.file_id not in known_files]
+
+    def predict_together(self, claimed: Sequence[Claimed]) -> _Predicted | None:
+        """Scan, decode and predict the new images of several claimed studies in shared batches.
+
+        Returns None when that fails for any reason other than the fatal set: each study
+        is then predicted on its own, where a failure is that study's alone.
+
+        Raises
+        ------
+        WeightsError, ConfigError, MemoryError, KeyboardInterrupt
+            :data:`~chexnet_dicom.pipeline.failures.FATAL`.
+        """
+        new = [inst for c in claimed for inst in self._new_instances(c)]
+        if not new:
+            return None
+        try:
+            found = scan_stored(new, self.spool, self.config.ingest)
+            return found, list(results_for_paths(found, self.predictor, config=self.config.ingest))
+        except FATAL:
+            raise
+        except Exception as exc:  # each study on its own then: a failure is that study's alone
+            log.warning(
+                "shared prediction failed (%s); the studies are predicted one by one", type(exc).__name__
+            )
+            return None
+
+    def analyse(self, claimed: Claimed, together: _Predicted | None = None) -> None:
         """Analyse one claimed study and record the outcome (never raises for the study's own faults).
 
         A failure of one of its stages (:data:`~chexnet_dicom.pipeline.failures.STAGES`)
@@ -142,6 +199,9 @@ class Analyser:
         (:meth:`~chexnet_dicom.node.ledger.NodeLedger.recover`).  The node itself (listener,
         sender) keeps running; a MemoryError never fails a study it did not cause.
 
+        ``together`` is what :meth:`predict_together` returned for the studies claimed with
+        this one (None: it is predicted on its own).
+
         Raises
         ------
         WeightsError, ConfigError, MemoryError, KeyboardInterrupt
@@ -149,15 +209,17 @@ class Analyser:
         """
         ref = phi_ref(claimed.study_uid, prefix="study")
         t0 = time.perf_counter()
-        failure = self._analyse(claimed, ref)
+        failure = self._analyse(claimed, ref, together)
         if failure is not None:
             self.ledger.fail(claimed, failure.reason, failure.message)
         log.info("%s: version %d handled in %.2f s", ref, claimed.version, time.perf_counter() - t0)
 
-    def _predicted(self, new: list[StoredInstance]) -> tuple[StudyScan, list[StudyResult]]:
+    def _predicted(self, new: list[StoredInstance], together: _Predicted | None) -> _Predicted:
         fault("worker.predict")
         if active("worker.model_error"):
             raise InferenceError("the model failed on this study (injected fault worker.model_error)")
+        if together is not None:
+            return together
         found = scan_stored(new, self.spool, self.config.ingest)
         return found, list(results_for_paths(found, self.predictor, config=self.config.ingest))
 
@@ -174,13 +236,12 @@ class Analyser:
                 carried_skipped.append(restore_skip(record, limits))
         return combine(claimed.study_uid, self.predictor.card, fresh, carried_images, carried_skipped)
 
-    def _analyse(self, claimed: Claimed, ref: str) -> Failure | None:
-        known_files = {file_id for file_id, _ in claimed.records.values()}
-        new = [i for i in claimed.instances if i.file_id not in known_files]
+    def _analyse(self, claimed: Claimed, ref: str, together: _Predicted | None) -> Failure | None:
+        new = self._new_instances(claimed)
         if not new:
             self.ledger.unchanged(claimed)
             return None
-        predicted = guarded(ref, "predict", self._predicted, new)
+        predicted = guarded(ref, "predict", self._predicted, new, together)
         if isinstance(predicted, Failure):
             return predicted
         found, results = predicted
@@ -193,9 +254,7 @@ class Analyser:
         if not result.images and not result.skipped:
             return Failure(StudyFailure.NO_INSTANCES, "none of the study's instances could be read", "load")
         previous = [previous_sr(claimed.previous_sr, claimed.study_uid)] if claimed.previous_sr else []
-        options = self.config.outputs
-        if self.destination != OUTBOX:  # a PACS gets DICOM; PNG previews are for the local outbox
-            options = dataclasses.replace(options, previews=False)
+        options = self.output_options()
         to_outbox = self.destination == OUTBOX
         base = self.spool.outbox if to_outbox else self.spool.results
         folder = base / study_ref(claimed.study_uid) / str(claimed.version)
@@ -313,10 +372,18 @@ def scan_stored(instances: Sequence[StoredInstance], spool: Spool, cfg: IngestCo
 
 
 def load_node_predictor(config: NodeConfig) -> Any:
-    """Load the node's model once (weights resolved as for ``chexdcm infer``)."""
+    """Load the node's model once (weights resolved as for ``chexdcm infer``).
+
+    With several worker processes and ``runtime.threads = 0`` each model gets its share
+    of the CPUs (at least one thread), so that the workers do not oversubscribe them.
+    """
+    from chexnet_dicom.model.predictor import available_cpus
     from chexnet_dicom.model.startup import start_model
 
-    return start_model(config.weights, config.runtime).predictor
+    runtime = config.runtime
+    if config.work.workers > 1 and runtime.threads == 0:
+        runtime = dataclasses.replace(runtime, threads=max(1, available_cpus() // config.work.workers))
+    return start_model(config.weights, runtime).predictor
 
 
 def _die_with_parent() -> None:
@@ -350,6 +417,8 @@ def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: A
     _die_with_parent()
     setup_logging(int(os.environ.get("CHEXDCM_VERBOSITY", "0") or 0))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if config.work.nice > 0:  # the listener and the sender (main process) come first
+        os.nice(config.work.nice)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
@@ -357,9 +426,7 @@ def worker_main(config: NodeConfig, destination: str, stop: Any = None, ready: A
     persistent_log_key(spool.key_path)
     ledger = NodeLedger(spool.ledger_path)
     analyser = Analyser(config, spool, ledger, load_node_predictor(config), destination)
-    from chexnet_dicom.pipeline.warm import warm_result_stages
-
-    warm_result_stages()  # before the first study: it must not pay the result stages' imports
+    analyser.warm_up()  # before the first study: it must cost what a warm one does
     if ready is not None:
         ready.set()
     try:

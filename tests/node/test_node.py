@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from pydicom import dcmread
 
 from chexnet_dicom.net.destination import parse_destination
-from chexnet_dicom.node.service import Node
+from chexnet_dicom.node.service import SWITCH_INTERVAL_S, Node
 from chexnet_dicom.results import study_ref
 from tests.helpers.node import analysed, node_config, storescu, wait_for, write_images
 from tests.helpers.peers import orthanc
@@ -103,6 +104,7 @@ def test_end_to_end_into_orthanc_by_stow_rs(started: list[Node], tmp_path: Path)
     with orthanc(tmp_path) as pacs:
         dest = parse_destination(pacs.dicomweb_url)
         node, port = start_node(started, tmp_path, dest)
+        assert sys.getswitchinterval() <= SWITCH_INTERVAL_S  # the listener's threads answer promptly
         images = write_images(tmp_path / "src", [41])
         assert storescu(port, *images).returncode == 0
         assert node.ledger is not None
