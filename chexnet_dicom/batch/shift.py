@@ -120,7 +120,7 @@ def _metadata_table(
                     ""
                     if key in p_values
                     else (
-                        "the reference does not know it (all unknown)"
+                        "the reference does not know it: all unknown"
                         if set(ref) <= {"unknown"}
                         else "fewer than 2 categories in the reference and the export"
                     )
@@ -336,14 +336,22 @@ def shift_markdown(shift: dict[str, Any]) -> str:
                 "observation and are left out.",
                 "",
             ]
+        untested = not any(v["tested"] for v in shift["metadata"])
+
+        def p_text(part: str) -> str:
+            note = " (no variable tested)" if part == "metadata" and untested else ""
+            return _num(shift["p_values"].get(part)) + note
+
         lines += _table(
-            ["part", "score", "p-value"],
-            [[p, f"{s:.2f}", _num(shift["p_values"].get(p))] for p, s in shift["parts"].items()],
+            ["part", "score", "p-value"], [[p, f"{s:.2f}", p_text(p)] for p, s in shift["parts"].items()]
         )
         lines += ["### Metadata", ""]
         for var in shift["metadata"]:
             if not var["tested"]:
-                lines.append(f"- {var['variable']}: not tested ({var['why_not_tested']})")
+                seen = ", ".join(f"{c['category']} {c['export']}" for c in var["categories"] if c["export"])
+                lines.append(
+                    f"- {var['variable']}: not tested ({var['why_not_tested']}); export: {seen or '-'}"
+                )
         lines.append("")
         for var in (v for v in shift["metadata"] if v["tested"]):
             lines += [f"{var['variable']}: p = {_num(var['p'])}", ""]
