@@ -20,6 +20,8 @@ Modules
   dates shifted per patient.
 - :mod:`~chexnet_dicom.batch.cohort`: the scores of a finished run keyed by a DICOM attribute, for a
   cohort report.
+- :mod:`~chexnet_dicom.batch.shift`: the export's cohort shift against the model's drift reference
+  (``shift.json``, ``shift.md``).
 - :mod:`~chexnet_dicom.batch.runner`: the runner: discover, plan, analyse each unfinished study,
   record it, write the tables.
 - :mod:`~chexnet_dicom.batch.ray_engine`: ``--engine ray``: the pipeline's stages as a Ray Data

@@ -30,7 +30,7 @@ __all__ = ["RunLedger", "fingerprint_differences"]
 _VERSION = 1
 
 #: The tables that hold a study's rows (a study is recorded or forgotten in all of them at once).
-_STUDY_TABLES = ("studies", "predictions", "outcomes", "errors")
+_STUDY_TABLES = ("studies", "predictions", "outcomes", "errors", "observations")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS studies (
@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS outcomes (
     path TEXT PRIMARY KEY, study_uid TEXT, status TEXT, reason TEXT, message TEXT
 );
 CREATE TABLE IF NOT EXISTS errors (study_uid TEXT, k INTEGER, row TEXT NOT NULL, PRIMARY KEY (study_uid, k));
+CREATE TABLE IF NOT EXISTS observations (
+    study_uid TEXT, k INTEGER, metadata TEXT NOT NULL, features BLOB, PRIMARY KEY (study_uid, k)
+);
 """
 
 #: fingerprint keys whose values are not shown in a refusal (they may name a place).
@@ -128,6 +131,10 @@ class RunLedger:
                 "INSERT INTO errors (study_uid, k, row) VALUES (?, ?, ?)",
                 [(uid, k, json.dumps(r)) for k, r in enumerate(rows.errors)],
             )
+            con.executemany(
+                "INSERT INTO observations (study_uid, k, metadata, features) VALUES (?, ?, ?, ?)",
+                [(uid, k, json.dumps(m), f) for k, (m, f) in enumerate(rows.observations)],
+            )
 
     def forget_others(self, keep: set[str]) -> int:
         """Drop the studies no longer in the export (or the shard); return how many."""
@@ -154,6 +161,20 @@ class RunLedger:
         )
         for (row,) in self._store.stream(query):
             yield json.loads(row)
+
+    def observations(self) -> Iterator[tuple[dict[str, Any], dict[str, str] | None, bytes | None]]:
+        """(``predictions`` row, drift metadata, float32 feature bytes) per analysed image, in table order.
+
+        The metadata is None for a study recorded by a version that kept none (its
+        features too); the features are None when the weights gave none.
+        """
+        query = (
+            "SELECT p.row, o.metadata, o.features FROM predictions p JOIN studies s ON p.study_uid = s.study_uid "
+            "LEFT JOIN observations o ON o.study_uid = p.study_uid AND o.k = p.k "
+            "ORDER BY s.study_date, s.study_time, s.study_uid, p.k"
+        )
+        for row, metadata, features in self._store.stream(query):
+            yield json.loads(row), (json.loads(metadata) if metadata is not None else None), features
 
     def errors(self) -> Iterator[dict[str, Any]]:
         """Error rows of the studies, in study order."""

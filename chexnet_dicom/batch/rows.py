@@ -14,12 +14,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset
 
 from chexnet_dicom.batch.schema import FileStatus, StudyStatus
 from chexnet_dicom.dicom.attrs import text
+from chexnet_dicom.dicom.decode import transfer_syntax_of
 from chexnet_dicom.dicom.reasons import DUPLICATE_INSTANCE
 from chexnet_dicom.dicom.study import Study
+from chexnet_dicom.drift import metadata_of
 from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.results import StudyResult
 
@@ -43,12 +46,18 @@ class StudyRows:
         ``(path, status, reason, message)`` of each of its files.
     errors
         Its ``errors`` rows.
+    observations
+        One per ``predictions`` row, in the same order: the image's binned drift
+        metadata (:func:`chexnet_dicom.drift.metadata_of`, no PHI) and its pooled
+        features as float32 bytes (None when the weights give none), for the export's
+        cohort shift (:mod:`chexnet_dicom.batch.shift`).
     """
 
     study: dict[str, Any]
     predictions: list[dict[str, Any]] = field(default_factory=list)
     outcomes: list[tuple[str, str, str, str]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
+    observations: list[tuple[dict[str, str], bytes | None]] = field(default_factory=list)
 
 
 def age_years(ds: Dataset) -> float | None:
@@ -75,6 +84,15 @@ def file_outcome(status: str, reason: str) -> str:
     if reason == DUPLICATE_INSTANCE:
         return FileStatus.DUPLICATE
     return FileStatus.FAILED if status == "error" else FileStatus.SKIPPED
+
+
+def _drift_metadata(ds: Dataset) -> dict[str, str]:
+    """The image's binned drift metadata, with the transfer syntax it was stored in."""
+    try:
+        syntax: str | None = str(transfer_syntax_of(ds))
+    except (AttributeError, TypeError, ValueError):
+        syntax = None
+    return metadata_of(ds, syntax)
 
 
 def _patient(ds: Dataset | None) -> dict[str, Any]:
@@ -149,6 +167,8 @@ def study_rows(study: Study, result: StudyResult, root: str) -> StudyRows:
             out_of_distribution=pred.out_of_distribution,  # None (empty) when no score
         )
         out.predictions.append(row)
+        feats = None if pred.features is None else np.asarray(pred.features, dtype="<f4").tobytes()
+        out.observations.append((_drift_metadata(ds), feats))
         out.outcomes.append((rel(im.path), FileStatus.ANALYSED, "", ""))
     for s in result.skipped:
         status = file_outcome(s.status, s.reason)

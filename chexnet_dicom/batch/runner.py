@@ -11,6 +11,9 @@
       -> write_results        --write-dicom: SR + SC per study (deterministic UIDs)
       -> study_rows + record  the study's rows, committed in one transaction
       -> write_tables         predictions.parquet/.csv, studies, files, errors (atomic)
+      -> write_shift          shift.json + shift.md: the export against the model's drift
+                              reference, from the observations the ledger recorded
+                              (:mod:`chexnet_dicom.batch.shift`)
 
 Memory is bounded by the pipeline's window (a batch plus the decode queue, and the
 studies not yet complete), the plan (one small record per study) and a Parquet row
@@ -20,12 +23,15 @@ group, whatever the export size.  The engine ``"ray"`` replaces the middle three
 Choosing the predictor for large batches (``--backend auto``)
 -------------------------------------------------------------
 On a GPU: PyTorch bf16 + channels_last (``load_predictor``'s own choice).  On a CPU
-with native bfloat16 (AVX512-BF16 or AMX) and a batch of 8 or more: PyTorch bf16 +
-channels_last, which ``benchmarks/infer.py`` measured faster than ONNX Runtime float32
-at batch 8 on this project's machines (37 vs 31 images/s); its probabilities differ
-from float32 by at most 0.005 (``tests/model/test_torch_backend.py``).  Otherwise ONNX
-Runtime float32, as ``infer``.  The rule is fixed (no timing at start-up), so the same
-machine and options always give the same backend, which the resume fingerprint records.
+with AMX-BF16 tiles and a batch of 8 or more: PyTorch bf16 + channels_last; its
+probabilities differ from float32 by at most 0.005 (``tests/model/test_torch_backend.py``).
+Otherwise ONNX Runtime float32, as ``infer``.  AVX512-BF16 alone is not enough: on this
+project's 2-core Xeon (AVX512-BF16, no AMX) ONNX Runtime float32 predicts a batch of 8
+at 79 ms per image against 252 ms for torch bf16 + channels_last (the same process,
+alternated; ``benchmarks/batch.py``'s notes).  The rule is fixed (no timing at
+start-up), so the same machine and options always give the same backend, which the
+resume fingerprint records.  It reads the CPU flags, and imports torch only on a CPU
+with AMX.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from chexnet_dicom.batch.ledger import RunLedger
 from chexnet_dicom.batch.pseudonym import Pseudonymizer
 from chexnet_dicom.batch.rows import study_rows
 from chexnet_dicom.batch.schema import FileStatus, StudyStatus
+from chexnet_dicom.batch.shift import write_shift
 from chexnet_dicom.batch.studies import WHOLE, Shard, StudyEntry, load_study, study_plan
 from chexnet_dicom.batch.tables import write_tables
 from chexnet_dicom.config import BatchConfig, NetTimeouts, RuntimeConfig, check_pseudonymization
@@ -149,6 +156,8 @@ class BatchReport:
         Images this run predicted.
     tables
         Row counts of the tables: files and studies per status.
+    shift
+        The cohort shift's status, combined score and alarm (``shift.json`` has the rest).
     seconds
         Wall time per step.
     exit_code
@@ -163,6 +172,7 @@ class BatchReport:
     tables: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     model: dict[str, str] = field(default_factory=dict)
+    shift: dict[str, Any] = field(default_factory=dict)
     exit_code: int = EXIT_OK
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,11 +195,25 @@ def batch_runtime(runtime: RuntimeConfig) -> RuntimeConfig:
 
     if runtime.device == "auto" and cuda_may_be_present():
         return runtime
+    if runtime.batch_size < 8 or "amx_bf16" not in _cpu_flags():
+        return runtime
     from chexnet_dicom.model.torch_backend import cpu_has_native_bf16
 
-    if runtime.batch_size >= 8 and cpu_has_native_bf16():
+    if cpu_has_native_bf16():
         return dataclasses.replace(runtime, backend="torch", precision="bf16")
     return runtime
+
+
+def _cpu_flags() -> set[str]:
+    """The CPU flags the kernel lists (``/proc/cpuinfo``); empty when unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.partition(":")[2].split())
+    return set()
 
 
 def fingerprint(
@@ -326,10 +350,14 @@ def run_batch(
         t2 = time.perf_counter()
         report.tables = write_tables(out_p, index, ledger, shard, pseudonymizer)
         report.exit_code = _exit_code(report.tables, ledger)
+        t3 = time.perf_counter()
+        shift = write_shift(out_p, ledger, card, _card_dir(settings), pseudonymizer)
+        report.shift = {k: shift[k] for k in ("status", "combined", "alarm") if k in shift}
         report.seconds = {
             "discover": t1 - t0,
             "analyse": t2 - t1,
-            "tables": time.perf_counter() - t2,
+            "tables": t3 - t2,
+            "shift": time.perf_counter() - t3,
             "total": time.perf_counter() - t0,
         }
         atomic_write(out_p / "summary.json", json.dumps(report.to_dict(), indent=2, sort_keys=True))
@@ -337,6 +365,13 @@ def run_batch(
     finally:
         index.close()
         ledger.close()
+
+
+def _card_dir(settings: BatchConfig) -> Path | None:
+    """The folder of the model card (``settings.weights`` once resolved to a card file), None when unknown."""
+    if settings.weights and Path(settings.weights).is_file():
+        return Path(settings.weights).resolve().parent
+    return None
 
 
 def images_to_analyse(index: HeaderIndex, todo: list[StudyEntry]) -> int:

@@ -280,12 +280,26 @@ def cohort_report(args: argparse.Namespace, card_path: Path) -> None:
         "labels_without_prediction": len(labels) - len(set(ids)),
     }
     result, report = _score(args, data, model, thresholds, provenance, args.out / "report")
+    _add_shift_section(report, args.out)
     _write_joined(args, data, thresholds, report.parent / "joined.csv")
     print(
         f"cohort report: {len(ids)} labelled {rows.level}s scored ({unlabelled} analysed without a label row, "
         f"{len(labels) - len(set(ids))} label rows without an analysed {rows.level}); {report}"
     )
     _print(result)
+
+
+def _add_shift_section(report: Path, out: Path) -> None:
+    """Append the run's cohort shift (``OUT/shift.md``, :mod:`chexnet_dicom.batch.shift`) to the cohort report."""
+    from chexnet_dicom.atomic import atomic_write
+    from chexnet_dicom.batch.shift import SHIFT_MD
+    from chexnet_dicom.evaluate.render import to_html
+
+    section = out / SHIFT_MD
+    if section.is_file():
+        md = report.read_text(encoding="utf-8").rstrip("\n") + "\n\n" + section.read_text(encoding="utf-8")
+        atomic_write(report, md)
+        atomic_write(report.with_suffix(".html"), to_html(md))
 
 
 def _write_joined(

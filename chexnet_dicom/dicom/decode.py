@@ -68,8 +68,9 @@ from pydicom.uid import (
 
 from chexnet_dicom.config import IngestLimits
 from chexnet_dicom.dicom.attrs import image_pixel
-from chexnet_dicom.dicom.budget import area_reduce, check_decode_budget, grid_factor
+from chexnet_dicom.dicom.budget import check_decode_budget, grid_factor
 from chexnet_dicom.dicom.read import check_header_caps
+from chexnet_dicom.dicom.resize import block_mean
 from chexnet_dicom.errors import (
     CorruptHeaderError,
     CorruptPixelDataError,
@@ -383,7 +384,7 @@ def decode_stored(
             _pick_factor(rows, cols, int(target_size or 0), 16) if speed else 1,
         )
         if factor > 1:
-            arr = area_reduce(arr, factor)
+            arr = block_mean(arr, factor)
             value_range = (int(arr.min()), int(arr.max()))
             path = f"{path}+{PATH_AREA_REDUCE}-{factor}"
     return StoredPixels(
@@ -402,7 +403,7 @@ def _bounded(stored: StoredPixels, rows: int, cols: int, limits: IngestLimits) -
     extra = grid_factor(arr.shape[0], arr.shape[1], limits.max_grid_side)
     if extra <= 1 or not np.issubdtype(arr.dtype, np.integer):
         return stored
-    arr = area_reduce(arr, extra)
+    arr = block_mean(arr, extra)
     return StoredPixels(
         array=arr,
         factor=stored.factor * extra,

@@ -38,6 +38,14 @@ def test_every_file_has_its_expected_status(export: Export, out: Path) -> None:
     assert all(counts[s] for s in FILE_STATUSES if s != FileStatus.PENDING), counts
 
 
+def test_without_a_drift_reference_shift_json_says_why(out: Path) -> None:
+    shift = json.loads((out / "shift.json").read_text())
+    assert shift["status"] == "no_reference" and "drift reference" in shift["reason"]
+    assert shift["analysed_images"] == len(read_table(out, "predictions"))
+    md = (out / "shift.md").read_text()
+    assert "## Cohort shift against the model's reference" in md and shift["reason"] in md
+
+
 def test_the_dicomdir_files_are_counted_once_and_the_outside_file_never_read(
     export: Export, out: Path
 ) -> None:

@@ -154,3 +154,53 @@ def test_evaluate_with_the_card_gives_the_batch_numbers(
         for key in ("sensitivity", "specificity", "ppv", "npv", "net_benefit"):
             assert a[key]["value"] == pytest.approx(b[key]["value"], nan_ok=True), (label, key)
         assert ours[label]["auroc"]["value"] == pytest.approx(batch[label]["auroc"]["value"], abs=1e-12)
+
+
+def test_the_run_scores_its_cohort_shift_against_the_cards_reference(cohort: tuple[Path, str]) -> None:
+    """shift.json's three parts and tables, computed from the run's own rows; the report has the section."""
+    import numpy as np
+
+    out, _ = cohort
+    shift = json.loads((out / "shift.json").read_text())
+    assert shift["status"] == "scored", shift["reason"]
+    assert shift["analysed_images"] == shift["scored_images"] == 75 and not shift["subsampled"]
+    assert set(shift["parts"]) == {"metadata", "features", "outputs"}
+    assert shift["combined"] == pytest.approx(max(shift["parts"].values()))
+    assert shift["alarm"] == (shift["combined"] >= 1.0)
+    # the demo reference is PNGs: no metadata variable is known to it, so none is tested
+    assert [v["variable"] for v in shift["metadata"] if not v["tested"]] == [
+        v["variable"] for v in shift["metadata"]
+    ]
+    for var in shift["metadata"]:
+        assert sum(c["export"] for c in var["categories"]) == 75, var
+        assert sum(c["reference"] for c in var["categories"]) == shift["reference_images"] == 425, var
+    sexes = {
+        c["category"]: c["export"]
+        for c in next(v for v in shift["metadata"] if v["variable"] == "sex")["categories"]
+        if c["export"]
+    }
+    preds = read_table(out, "predictions")
+    assert sexes == {
+        s: sum(1 for r in preds if r["patient_sex"] == s) for s in {r["patient_sex"] for r in preds}
+    }
+    assert len(shift["features"]) >= 2 and all(0.0 <= f["p"] <= 1.0 for f in shift["features"])
+    assert [o["finding"] for o in shift["outputs"]] == list(LABELS)
+    for o in shift["outputs"]:  # the export's side, by hand from predictions.csv
+        probs = np.array([float(r[f"prob_{o['finding']}"]) for r in preds])
+        calls = np.array([r[f"present_{o['finding']}"] in ("True", "true", "1") for r in preds])
+        assert o["export_mean_probability"] == pytest.approx(probs.mean(), abs=1e-9)
+        assert o["export_present_rate"] == pytest.approx(calls.mean(), abs=1e-9)
+        assert 0.0 <= o["p"] <= 1.0 and 0.0 <= o["reference_present_rate"] <= 1.0
+    top = shift["most_out_of_distribution"]
+    by_path = {r["path"]: float(r["ood_score"]) for r in preds}
+    assert len(top) == 20 and [t["path"] for t in top] == sorted(by_path, key=lambda p: -by_path[p])[:20]
+    assert all(t["ood_score"] == pytest.approx(by_path[t["path"]]) for t in top)
+    for name in ("report.md", "report.html"):
+        text = (out / "report" / name).read_text()
+        assert (
+            "Cohort shift against the model&#x27;s reference" in text
+            or "Cohort shift against the model's reference" in text
+        )
+        assert top[0]["path"] in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["shift"] == {k: shift[k] for k in ("status", "combined", "alarm")}
