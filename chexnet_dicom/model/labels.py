@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["DISPLAY_NAMES", "FINDING_CODES", "LABELS", "NUM_CLASSES", "PRIVATE_SCHEME", "Code", "label_index"]
+__all__ = [
+    "DISPLAY_NAMES",
+    "FINDING_CODES",
+    "LABELS",
+    "NUM_CLASSES",
+    "PRIVATE_SCHEME",
+    "SNOMED_BEYOND_PS316",
+    "Code",
+    "label_index",
+]
 
 #: Dataset names, in CheXNet output order.
 LABELS: tuple[str, ...] = (
@@ -47,23 +56,36 @@ class Code(NamedTuple):
 #: PS3.16 dictionaries; documented in :mod:`chexnet_dicom.outputs.codes`.
 PRIVATE_SCHEME: str = "99CHEXDCM"
 
+#: SNOMED CT concepts used for findings that PS3.16 (and so pydicom's dictionary) does not
+#: list: concept id -> preferred term. Each is the International Edition concept of the
+#: disorder itself (fully specified names "Atelectasis (disorder)", "Pneumonia (disorder)",
+#: "Lung consolidation (disorder)", "Pulmonary emphysema (disorder)"), as published in
+#: the OHDSI/OMOP standardized vocabulary and HL7 FHIR implementation guides; DICOM allows
+#: any SNOMED CT concept where a context group is extensible (CID 6147's findings are).
+SNOMED_BEYOND_PS316: dict[str, str] = {
+    "46621007": "Atelectasis",
+    "233604007": "Pneumonia",
+    "95436008": "Lung consolidation",
+    "87433001": "Pulmonary emphysema",
+}
+
 #: Coded concept per finding. Standard codes (SCT, DCM) are copied from pydicom's
 #: PS3.16 dictionaries and checked against them by ``tests/outputs/test_codes.py``;
 #: findings without a standard code there use :data:`PRIVATE_SCHEME`, never a
 #: look-alike standard code. NIH "Effusion" is a pleural effusion and NIH "Edema" a
 #: pulmonary edema on a chest radiograph, hence the more specific standard concepts.
 FINDING_CODES: dict[str, Code] = {
-    "Atelectasis": Code(PRIVATE_SCHEME, "ATELECTASIS", "Atelectasis"),
+    "Atelectasis": Code("SCT", "46621007", "Atelectasis"),
     "Cardiomegaly": Code("SCT", "287272002", "Cardiomegaly"),
     "Effusion": Code("SCT", "60046008", "Pleural effusion"),
     "Infiltration": Code("DCM", "112121", "Infiltrate"),
     "Mass": Code("SCT", "4147007", "Mass"),
     "Nodule": Code("SCT", "27925004", "Nodule"),
-    "Pneumonia": Code(PRIVATE_SCHEME, "PNEUMONIA", "Pneumonia"),
+    "Pneumonia": Code("SCT", "233604007", "Pneumonia"),
     "Pneumothorax": Code("SCT", "36118008", "Pneumothorax"),
-    "Consolidation": Code(PRIVATE_SCHEME, "CONSOLIDATION", "Consolidation"),
+    "Consolidation": Code("SCT", "95436008", "Lung consolidation"),
     "Edema": Code("SCT", "19242006", "Pulmonary edema"),
-    "Emphysema": Code(PRIVATE_SCHEME, "EMPHYSEMA", "Emphysema"),
+    "Emphysema": Code("SCT", "87433001", "Pulmonary emphysema"),
     "Fibrosis": Code("SCT", "112674009", "Fibrosis"),
     "Pleural_Thickening": Code(PRIVATE_SCHEME, "PLEURAL_THICK", "Pleural thickening"),
     "Hernia": Code(PRIVATE_SCHEME, "HERNIA", "Hernia"),

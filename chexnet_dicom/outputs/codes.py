@@ -12,21 +12,18 @@ Private coding scheme ``99CHEXDCM``
     ==============  =====================  ============================================
     code value      code meaning           used for
     ==============  =====================  ============================================
-    ATELECTASIS     Atelectasis            NIH finding "Atelectasis"
-    PNEUMONIA       Pneumonia              NIH finding "Pneumonia"
-    CONSOLIDATION   Consolidation          NIH finding "Consolidation"
-    EMPHYSEMA       Emphysema              NIH finding "Emphysema"
     PLEURAL_THICK   Pleural thickening     NIH finding "Pleural_Thickening"
     HERNIA          Hernia                 NIH finding "Hernia"
     NOT_ANALYSED    Image not analysed     TEXT item naming a skipped instance and why
     ==============  =====================  ============================================
 
-    The other eight findings have standard codes (see
-    :data:`chexnet_dicom.model.labels.FINDING_CODES`).  The six private findings are in
-    none of the DICOM standard's tables: not in pydicom 3.0.2's PS3.16 dictionaries (only
-    plate-like/discoid atelectasis and mediastinal emphysema are), not in PixelMed
-    20220618's PS3.16 context groups.  SNOMED CT has concepts for them, but a code is
-    used only when it can be checked against the standard's own text, never from memory.
+    The other twelve findings have standard codes (see
+    :data:`chexnet_dicom.model.labels.FINDING_CODES`): eight from pydicom's PS3.16
+    dictionaries, four SNOMED CT concepts outside PS3.16
+    (:data:`chexnet_dicom.model.labels.SNOMED_BEYOND_PS316`, sources there). The two
+    private findings are in none of the DICOM standard's tables (pydicom 3.0.2's PS3.16
+    dictionaries, PixelMed 20220618's context groups), and no SNOMED CT concept for them
+    was confirmed in two independent sources.
 """
 
 from __future__ import annotations

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 from pydicom.sr.codedict import codes
 
-from chexnet_dicom.model.labels import DISPLAY_NAMES, FINDING_CODES, LABELS, PRIVATE_SCHEME, label_index
+from chexnet_dicom.model.labels import (
+    DISPLAY_NAMES,
+    FINDING_CODES,
+    LABELS,
+    PRIVATE_SCHEME,
+    SNOMED_BEYOND_PS316,
+    label_index,
+)
 from chexnet_dicom.outputs import codes as cc
 
 
@@ -35,6 +42,10 @@ def test_finding_code_is_standard_and_verbatim_or_private(label: str) -> None:
         assert len(code.value) <= 16 and not code.value.isdigit(), "private values must not look like SCT/DCM"
         return
     assert code.scheme in STANDARD, code
+    if code.scheme == "SCT" and code.value in SNOMED_BEYOND_PS316:  # documented SNOMED CT concepts
+        assert code.value not in STANDARD["SCT"], "now in PS3.16: take it from pydicom's dictionary"
+        assert code.meaning == SNOMED_BEYOND_PS316[code.value]
+        return
     assert code.value in STANDARD[code.scheme], f"{code} is not in pydicom's {code.scheme} dictionary"
     assert code.meaning in STANDARD[code.scheme][code.value], (code, STANDARD[code.scheme][code.value])
 
@@ -43,13 +54,13 @@ def test_private_findings_really_have_no_standard_code_in_pydicom() -> None:
     """A private code is only allowed when pydicom's dictionaries have no such concept."""
     meanings = {m.lower() for scheme in ("SCT", "DCM") for ms in STANDARD[scheme].values() for m in ms}
     private = [c for c in FINDING_CODES.values() if c.scheme == PRIVATE_SCHEME]
-    assert len(private) == 6
+    assert len(private) == 2
     for code in private:
         assert code.meaning.lower() not in meanings, f"{code.meaning} has a standard code: use it"
 
 
 def test_standard_findings_count() -> None:
-    assert sum(c.scheme != PRIVATE_SCHEME for c in FINDING_CODES.values()) == 8
+    assert sum(c.scheme != PRIVATE_SCHEME for c in FINDING_CODES.values()) == 12
 
 
 @pytest.mark.parametrize(

@@ -155,7 +155,7 @@ def test_dsrdump_prints_the_tree(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "Imaging Measurement Report" in out.stdout
     assert out.stdout.count('"Measurement Group"') == len(LABELS)
-    assert "(ATELECTASIS,99CHEXDCM" in out.stdout and "(36118008,SCT," in out.stdout
+    assert "(HERNIA,99CHEXDCM" in out.stdout and "(36118008,SCT," in out.stdout
     assert '"Qualitative Evaluations"' in out.stdout
 
 
