@@ -231,7 +231,7 @@ def _image_groups(
 
 def _unreliable_note(card: CardLike, label: str) -> str:
     reason = unreliable_reason(card, label)
-    return f"; {UNRELIABLE_TEXT} ({reason})" if reason else ""
+    return f"; {UNRELIABLE_TEXT}: {reason}" if reason else ""
 
 
 def _not_analysed(skipped: Sequence[Skipped], analysed: set[str]) -> list[TextContentItem]:
@@ -303,7 +303,8 @@ def _evaluations(
         items.append(
             _text(
                 cc.finding_concept(label),
-                f"{finding_name(label)}: study maximum Probability {_sig3(s.probability)} "
+                # the item's concept name is the finding: renderers print it as the label
+                f"study maximum Probability {_sig3(s.probability)} "
                 f"(image {numbers[s.image_index] + 1} of {n}), threshold {_sig3(s.threshold)}: {state}"
                 f"{_unreliable_note(card, label)}",
             )

@@ -212,7 +212,7 @@ def test_study_summary_is_the_maximum_over_images(tmp_path: Path) -> None:
         if item.ValueType == "TEXT" and item.ConceptNameCodeSequence[0].CodeValue == "36118008"
     ]
     assert texts == [
-        f"Pneumothorax: study maximum Probability {max(pa[7], pb[7]):.3g} (image 1 of 2), threshold 0.5: present"
+        f"study maximum Probability {max(pa[7], pb[7]):.3g} (image 1 of 2), threshold 0.5: present"
     ]
     assert dciodvfy_errors(path)[0] == []
 
