@@ -63,7 +63,7 @@ def test_overlay_of_a_real_chest_is_valid_and_references_the_source(source: str,
     assert (back.PhotometricInterpretation, back.SamplesPerPixel) == ("RGB", 3)
     # the image area's rows; a small image gets a taller panel (its text keeps clear of a
     # viewer's corner annotations) and black below the image area
-    assert rows <= back.Rows <= max(rows, 520)
+    assert rows <= back.Rows <= max(rows, 560)  # 534 with the OOD line: a bound on growth
     assert not back.pixel_array[rows:, :cols].any()
     assert back.Columns > cols  # the legend panel beside the image area
     assert back.BurnedInAnnotation == "YES"
@@ -176,7 +176,7 @@ def test_legend_and_colour_key_are_burned_in_beside_the_image() -> None:
     result = make_result(ds, card, PROBS, heat=heat)
     sc = build_sc(result, card)
     rgb = sc.pixel_array.astype(int)
-    assert 480 <= rgb.shape[0] <= 520 and rgb.shape[1] > 512  # the panel may be taller than the image
+    assert 480 <= rgb.shape[0] <= 560 and rgb.shape[1] > 512  # the panel may be taller than the image
     np.testing.assert_array_equal(  # the image area is the overlay, untouched by the legend
         rgb[:480, :512], blend_overlay(result.display.image, result.heatmap(LABELS.index("Mass")), 0.5)
     )
