@@ -601,8 +601,7 @@ def test_an_empty_sop_instance_uid_in_the_data_set_gets_0xa900(
 
     capfd.readouterr()
     ae = AE("STORESCU")
-    # generous: the answer is immediate, but a loaded CI machine must not turn it into a timeout
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 5
     ae.add_requested_context(str(small_instance.SOPClassUID))
     assoc = ae.associate("127.0.0.1", guarded.port, ae_title="CHEXDCM")
     assert assoc.is_established
@@ -621,8 +620,16 @@ def test_an_empty_sop_instance_uid_in_the_data_set_gets_0xa900(
     req.DataSet = __import__("io").BytesIO(small_instance_bytes(c))
     ctx = assoc.accepted_contexts[0].context_id
     assert ctx is not None
-    assoc.dimse.send_msg(req, ctx)
-    _, rsp = assoc.dimse.get_msg(block=True)
+    # pause the association's reactor as pynetdicom's own send_c_store does: otherwise the
+    # reactor thread may take the response first ("unexpected C-STORE service message")
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        assoc.dimse.send_msg(req, ctx)
+        _, rsp = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
     assoc.release()
     assert rsp is not None and rsp.Status == 0xA900
     assert not guarded.parts()
