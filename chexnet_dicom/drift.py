@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from chexnet_dicom.atomic import atomic_write
+from chexnet_dicom.card_files import read_card_file
 from chexnet_dicom.errors import WeightsError
 
 __all__ = [
@@ -549,20 +550,9 @@ def load_reference(card_dir: str | os.PathLike[str], entry: Mapping[str, Any]) -
         raise WeightsError(f"the model card's drift entry is incomplete ({exc})") from exc
     if fmt != REFERENCE_FORMAT:
         raise WeightsError(f"drift reference format {fmt} is not known to this version")
-    if Path(name).name != name or not name.endswith(REFERENCE_SUFFIX):
-        raise WeightsError(f"the model card's drift file {name!r} must be a file name beside the card")
-    try:
-        data = (Path(card_dir) / name).read_bytes()
-    except OSError as exc:
-        raise WeightsError(
-            f"drift reference {name} named by the card cannot be read: {exc.strerror or exc}"
-        ) from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise WeightsError(
-            f"sha256 of {name} is {actual[:16]}..., the card says {expected[:16]}...: re-run "
-            "`chexdcm weights calibrate-ood` or re-fetch the bundle"
-        )
+    data = read_card_file(
+        card_dir, name, expected, suffix=REFERENCE_SUFFIX, entry="drift", what="drift reference"
+    )
     try:
         return DriftReference.from_bytes(data)
     except (OSError, KeyError, ValueError, UnicodeDecodeError) as exc:

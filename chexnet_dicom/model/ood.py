@@ -73,6 +73,7 @@ from typing import Any
 import numpy as np
 
 from chexnet_dicom.atomic import atomic_write
+from chexnet_dicom.card_files import read_card_file
 from chexnet_dicom.errors import ConfigError, WeightsError
 
 __all__ = [
@@ -475,21 +476,7 @@ def load_reference(card_dir: str | os.PathLike[str], entry: Mapping[str, Any]) -
         raise WeightsError(f"the model card's ood entry is incomplete ({exc})") from exc
     if fmt != STATS_FORMAT:
         raise WeightsError(f"OOD statistics format {fmt} is not known to this version")
-    if Path(name).name != name or not name.endswith(STATS_SUFFIX):
-        raise WeightsError(f"the model card's ood file {name!r} must be a file name beside the card")
-    path = Path(card_dir) / name
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise WeightsError(
-            f"OOD statistics {name} named by the card cannot be read: {exc.strerror or exc}"
-        ) from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
-        raise WeightsError(
-            f"sha256 of {name} is {actual[:16]}..., the card says {expected[:16]}...: re-run "
-            "`chexdcm weights calibrate-ood` or re-fetch the bundle"
-        )
+    data = read_card_file(card_dir, name, expected, suffix=STATS_SUFFIX, entry="ood", what="OOD statistics")
     try:
         arrays = load(data)
         mean, precision = arrays["mean"], arrays["precision"]
@@ -503,7 +490,7 @@ def load_reference(card_dir: str | os.PathLike[str], entry: Mapping[str, Any]) -
         default,
         float(stats.get("shrinkage", 0.0)) if isinstance(stats, Mapping) else 0.0,
         dict(entry.get("images", {})),
-        actual,
+        expected,  # the file's sha256, checked by read_card_file
         name,
     )
 

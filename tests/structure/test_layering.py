@@ -11,7 +11,7 @@ from tests.helpers.shared import REPO
 
 PKG = Path(__file__).resolve().parents[2] / "chexnet_dicom"
 
-BASE = {"errors", "config", "logs", "atomic", "vocab", "storage", "faults"}
+BASE = {"errors", "config", "logs", "atomic", "vocab", "storage", "faults", "card_files"}
 #: layer -> project layers it may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
@@ -21,6 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "vocab": set(),
     "storage": {"errors", "vocab"},
     "faults": set(),
+    "card_files": {"errors"},
     "dicom": BASE,
     "preprocess": BASE | {"dicom"},
     "raster": BASE | {"dicom"},
@@ -70,6 +71,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     "vocab": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "storage": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "faults": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
+    "card_files": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "drift": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "outputs": {"torch", "monai", "pynetdicom"},
     "results": {"torch", "monai", "highdicom", "pynetdicom"},
