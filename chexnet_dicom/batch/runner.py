@@ -61,7 +61,7 @@ from chexnet_dicom.config import BatchConfig, NetTimeouts, RuntimeConfig, check_
 from chexnet_dicom.dicom.study import Study
 from chexnet_dicom.errors import EXIT_FAILURE, EXIT_INCOMPLETE, EXIT_OK, ConfigError
 from chexnet_dicom.faults import fault
-from chexnet_dicom.model.predictor import PredictorBase
+from chexnet_dicom.model.predictor import PredictorBase, cpu_flags
 from chexnet_dicom.net.destination import Destination
 from chexnet_dicom.net.sender import RetryPolicy
 from chexnet_dicom.pipeline import results_for_studies, write_results
@@ -195,25 +195,13 @@ def batch_runtime(runtime: RuntimeConfig) -> RuntimeConfig:
 
     if runtime.device == "auto" and cuda_may_be_present():
         return runtime
-    if runtime.batch_size < 8 or "amx_bf16" not in _cpu_flags():
+    if runtime.batch_size < 8 or "amx_bf16" not in cpu_flags():
         return runtime
     from chexnet_dicom.model.torch_backend import cpu_has_native_bf16
 
     if cpu_has_native_bf16():
         return dataclasses.replace(runtime, backend="torch", precision="bf16")
     return runtime
-
-
-def _cpu_flags() -> set[str]:
-    """The CPU flags the kernel lists (``/proc/cpuinfo``); empty when unknown."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.partition(":")[2].split())
-    return set()
 
 
 def fingerprint(

@@ -37,6 +37,7 @@ __all__ = [
     "PredictorBase",
     "RuntimeChoice",
     "available_cpus",
+    "cpu_flags",
     "cuda_may_be_present",
     "onnxruntime_available",
     "reference_for",
@@ -88,6 +89,18 @@ def available_cpus() -> int:
 def cuda_may_be_present() -> bool:
     """False when no NVIDIA driver is loaded, so CUDA cannot be available (no torch import)."""
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
+def cpu_flags() -> set[str]:
+    """The CPU flags the kernel lists (``/proc/cpuinfo``, no torch import); empty when unknown."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.partition(":")[2].split())
+    return set()
 
 
 def onnxruntime_available() -> bool:

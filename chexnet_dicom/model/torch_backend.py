@@ -47,7 +47,13 @@ from chexnet_dicom.model.cam import class_activation_maps
 from chexnet_dicom.model.card import ModelCard, load_bundle
 from chexnet_dicom.model.network import head
 from chexnet_dicom.model.ood import OodReference
-from chexnet_dicom.model.predictor import PredictorBase, RuntimeChoice, available_cpus, reference_for
+from chexnet_dicom.model.predictor import (
+    PredictorBase,
+    RuntimeChoice,
+    available_cpus,
+    cpu_flags,
+    reference_for,
+)
 
 __all__ = [
     "TorchPredictor",
@@ -63,17 +69,6 @@ PrecisionName = Literal["auto", "fp32", "bf16"]
 OptimiseName = Literal["none", "compile"]
 
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def cpu_has_native_bf16() -> bool:
@@ -93,7 +88,7 @@ def cpu_has_native_bf16() -> bool:
         onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # pragma: no cover
         onednn = False
-    return onednn and any(flag in _cpu_flags() for flag in _BF16_FLAGS)
+    return onednn and any(flag in cpu_flags() for flag in _BF16_FLAGS)
 
 
 def tune_threads(threads: int | None = None) -> int:
