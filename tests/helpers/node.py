@@ -16,7 +16,7 @@ import tomllib
 from pydicom import dcmread
 
 from chexnet_dicom.config import NodeConfig, load_node_config
-from chexnet_dicom.node.ledger import NodeLedger
+from chexnet_dicom.node.ledger import NewInstance, NodeLedger
 from chexnet_dicom.node.scp import OwnOutputs, RunningSCP, start_scp
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.testing import synth
@@ -243,3 +243,28 @@ def analysed(ledger: NodeLedger, study: str, version: int = 1) -> Any:
     if row and (row["state"] == "failed" or (row["state"] == "analysed" and row["version"] >= version)):
         return row
     return None
+
+
+def record_ready_studies(spool: Spool, ledger: NodeLedger, seeds: list[int]) -> None:
+    """One single-image study per seed, written to the spool, recorded and made ready (no listener)."""
+    from tests.helpers.studies import write_single_image_study
+
+    for seed in seeds:
+        path = write_single_image_study(spool.store / f"{seed}.dcm", seed)
+        ds = dcmread(path, stop_before_pixels=True)
+        ledger.record_instance(
+            NewInstance(
+                file_id=f"file-{seed}",
+                path=spool.relative(path),
+                sop_uid=ds.SOPInstanceUID,
+                study_uid=ds.StudyInstanceUID,
+                series_uid=ds.SeriesInstanceUID,
+                sop_class_uid=ds.SOPClassUID,
+                sha256=f"{seed:064x}",
+                size=path.stat().st_size,
+                kind="image",
+                reason=None,
+                calling_ae="TEST",
+            )
+        )
+    ledger.promote_ready(time.time() + 60, 0.0, 0.0, set())

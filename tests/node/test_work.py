@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from pathlib import Path
 from typing import Any
 
-import pydicom
 import pytest
 
 import chexnet_dicom.node.worker as worker_module
 from chexnet_dicom.config import AccessConfig, NodeConfig, OutputOptions, SpoolConfig, WorkConfig
 from chexnet_dicom.errors import ConfigError
 from chexnet_dicom.model.torch_backend import TorchPredictor
-from chexnet_dicom.node.ledger import NewInstance, NodeLedger
+from chexnet_dicom.node.ledger import NodeLedger
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.node.worker import OUTBOX, Analyser, load_node_predictor
 from tests.helpers.bundles import make_bundle
-from tests.helpers.studies import write_single_image_study
+from tests.helpers.node import record_ready_studies
 
 
 @pytest.fixture(scope="module")
@@ -39,28 +37,6 @@ def _node(root: Path, max_studies: int) -> tuple[NodeConfig, Spool, NodeLedger]:
     )
     spool = Spool(config.spool)
     return config, spool, NodeLedger(spool.ledger_path)
-
-
-def _ready(spool: Spool, ledger: NodeLedger, seeds: list[int]) -> None:
-    for seed in seeds:
-        path = write_single_image_study(spool.store / f"{seed}.dcm", seed)
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        ledger.record_instance(
-            NewInstance(
-                file_id=f"file-{seed}",
-                path=spool.relative(path),
-                sop_uid=ds.SOPInstanceUID,
-                study_uid=ds.StudyInstanceUID,
-                series_uid=ds.SeriesInstanceUID,
-                sop_class_uid=ds.SOPClassUID,
-                sha256=f"{seed:064x}",
-                size=path.stat().st_size,
-                kind="image",
-                reason=None,
-                calling_ae="TEST",
-            )
-        )
-    ledger.promote_ready(time.time() + 60, 0.0, 0.0, set())
 
 
 def _probabilities(spool: Spool) -> dict[str, list[float]]:
@@ -91,7 +67,7 @@ def test_claimed_studies_share_one_prediction_pass_and_give_the_same_results(
     one_by_one = _node(tmp_path / "alone", max_studies=1)
     try:
         for config, spool, ledger in (together, one_by_one):
-            _ready(spool, ledger, seeds)
+            record_ready_studies(spool, ledger, seeds)
             analyser = Analyser(config, spool, ledger, predictor, OUTBOX)
             while analyser.run_once():
                 pass
@@ -119,7 +95,7 @@ def test_a_failed_shared_pass_falls_back_to_one_study_at_a_time(
 
     monkeypatch.setattr(worker_module, "results_for_paths", shared_fails)
     try:
-        _ready(spool, ledger, [41, 42])
+        record_ready_studies(spool, ledger, [41, 42])
         assert Analyser(config, spool, ledger, predictor, OUTBOX).run_once() == 2
         assert [s["state"] for s in ledger.studies()] == ["analysed", "analysed"]
     finally:
@@ -129,7 +105,7 @@ def test_a_failed_shared_pass_falls_back_to_one_study_at_a_time(
 def test_a_dead_worker_s_claims_go_back_to_the_queue_and_the_other_s_stay(tmp_path: Path) -> None:
     _config, spool, ledger = _node(tmp_path, max_studies=1)
     try:
-        _ready(spool, ledger, [51, 52, 53])
+        record_ready_studies(spool, ledger, [51, 52, 53])
         (mine,) = ledger.claim(worker_module.worker_name(101), 1)
         (theirs,) = ledger.claim(worker_module.worker_name(102), 1)
         assert ledger.release_claims(worker_module.worker_name(101)) == 1

@@ -4,11 +4,9 @@ header's bytes from its one read."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pydicom
 import pytest
 
 from chexnet_dicom.config import AccessConfig, NodeConfig, SpoolConfig
@@ -16,12 +14,12 @@ from chexnet_dicom.dicom.reasons import INTERNAL
 from chexnet_dicom.dicom.study import scan
 from chexnet_dicom.model.torch_backend import TorchPredictor
 from chexnet_dicom.node import carry as carry_module
-from chexnet_dicom.node.ledger import Claimed, NewInstance, NodeLedger
+from chexnet_dicom.node.ledger import Claimed, NodeLedger
 from chexnet_dicom.node.spool import Spool
 from chexnet_dicom.node.worker import OUTBOX, Analyser
 from chexnet_dicom.pipeline import STAGES, failure_of, results_for_paths
 from tests.helpers.bundles import make_bundle
-from tests.helpers.studies import write_single_image_study
+from tests.helpers.node import record_ready_studies
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +39,7 @@ def node(tmp_path: Path) -> Iterator[tuple[NodeConfig, Spool, NodeLedger]]:
 
 
 def _claim(spool: Spool, ledger: NodeLedger, seed: int) -> Claimed:
-    path = write_single_image_study(spool.store / f"{seed}.dcm", seed)
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    ledger.record_instance(
-        NewInstance(
-            file_id=f"file-{seed}",
-            path=spool.relative(path),
-            sop_uid=ds.SOPInstanceUID,
-            study_uid=ds.StudyInstanceUID,
-            series_uid=ds.SeriesInstanceUID,
-            sop_class_uid=ds.SOPClassUID,
-            sha256=f"{seed:064x}",
-            size=path.stat().st_size,
-            kind="image",
-            reason=None,
-            calling_ae="TEST",
-        )
-    )
-    ledger.promote_ready(time.time() + 60, 0.0, 0.0, set())
+    record_ready_studies(spool, ledger, [seed])
     (claimed,) = ledger.claim("worker-test", 1)
     return claimed
 
