@@ -35,6 +35,7 @@ from chexnet_dicom.errors import CorruptPixelDataError, InputTooLargeError, Unsu
 JPEGXLLossless = UID("1.2.840.10008.1.2.4.110")
 
 from tests.helpers.decode import compressed, make_dataset, phantom, roundtrip  # noqa: E402
+from tests.helpers.shared import CHEST_FILES  # noqa: E402
 
 
 def test_mask_stored_bits_unsigned_drops_high_bits() -> None:
@@ -185,17 +186,7 @@ def test_header_parsers_read_real_streams() -> None:
 # --------------------------------------------------------------------------- real files
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "966_fixed.dcm",
-        "CR-MONO1-10-chest.dcm",
-        "DX_J2K_0Padding.dcm",
-        "RG1_J2KI.dcm",
-        "nih_gcloud_no_finding.dcm",
-        "siim_6904.dcm",
-    ],
-)
+@pytest.mark.parametrize("name", CHEST_FILES)
 def test_real_chest_full_decode_within_bits_stored(shared_dicom: Path, name: str) -> None:
     ds = pydicom.dcmread(shared_dicom / "chest" / name, force=True)
     out = decode_stored(ds, fast_path=False)

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from chexnet_dicom.cli import main
 
@@ -140,6 +141,40 @@ def nih_test_keys() -> list[str]:
         return [r["key"] for r in csv.DictReader(fh) if r["split"] == "test"]
 
 
+def nih_labels(nih: Path) -> dict[str, dict[str, str]]:
+    """``labels.csv`` of the NIH folder, by image name."""
+    with (nih / "labels.csv").open(newline="", encoding="utf-8") as fh:
+        return {r["Image Index"]: r for r in csv.DictReader(fh)}
+
+
+def nih_dataset(
+    grey: Any, row: dict[str, str], *, study_key: str, seed: int, extra: dict[str, Any] | None = None
+) -> Any:
+    """One NIH radiograph's 8-bit grey values as a DX data set (window 0..255).
+
+    Patient ID, sex, age and view come from the image's ``labels.csv`` row; ``extra``
+    adds attributes.
+    """
+    from chexnet_dicom.testing import synth
+
+    return synth.make_dataset(
+        grey,
+        bits_stored=8,
+        stored_range=(0, 255),
+        view_position=row["View Position"],
+        patient_id=f"NIH{int(row['Patient ID']):08d}",
+        patient_name="NIH^Anonymous",
+        study_key=study_key,
+        seed=seed,
+        extra={
+            "Manufacturer": "NIH ChestX-ray14 (PNG written as DICOM)",
+            "PatientSex": row["Patient Gender"],
+            "PatientAge": f"{int(row['Patient Age']):03d}Y",
+            **(extra or {}),
+        },
+    )
+
+
 def write_nih_export(nih: Path, root: Path, keys: list[str]) -> Path:
     """The NIH PNGs named by ``keys`` as a DICOM export: one DX study per image, nested by patient.
 
@@ -153,26 +188,18 @@ def write_nih_export(nih: Path, root: Path, keys: list[str]) -> Path:
 
     from chexnet_dicom.testing import synth
 
-    with (nih / "labels.csv").open(newline="", encoding="utf-8") as fh:
-        meta = {r["Image Index"]: r for r in csv.DictReader(fh)}
+    meta = nih_labels(nih)
     for i, key in enumerate(keys):
         row = meta[key]
         with Image.open(nih / "images" / key) as im:
             grey = np.asarray(im.convert("L"), dtype=np.uint8)
-        ds = synth.make_dataset(
+        ds = nih_dataset(
             grey,
-            bits_stored=8,
-            stored_range=(0, 255),
-            view_position=row["View Position"],
-            patient_id=f"NIH{int(row['Patient ID']):08d}",
-            patient_name="NIH^Anonymous",
+            row,
             study_key=f"nih:{key}",
             seed=i,
             extra={
                 "ImageComments": key,
-                "Manufacturer": "NIH ChestX-ray14 (PNG written as DICOM)",
-                "PatientSex": row["Patient Gender"],
-                "PatientAge": f"{int(row['Patient Age']):03d}Y",
                 "AccessionNumber": key.removesuffix(".png").replace("_", "")[:16],
             },
         )

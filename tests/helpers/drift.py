@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from tests.helpers.batch import nih_test_keys
+from tests.helpers.batch import nih_dataset, nih_labels, nih_test_keys
 
 __all__ = ["nih_test_keys", "write_nih_studies"]
 
@@ -26,31 +25,20 @@ def write_nih_studies(
 
     from chexnet_dicom.testing import synth
 
-    with (nih / "labels.csv").open(newline="", encoding="utf-8") as fh:
-        meta = {r["Image Index"]: r for r in csv.DictReader(fh)}
+    meta = nih_labels(nih)
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for i, key in enumerate(keys):
-        row = meta[key]
         with Image.open(nih / "images" / key) as im:
             grey = np.asarray(im.convert("L"), dtype=np.float64)
         if noise_sd > 0:
             grey = grey + rng.normal(0.0, noise_sd * 255.0, size=grey.shape)
-        ds = synth.make_dataset(
+        ds = nih_dataset(
             np.clip(np.rint(grey), 0, 255).astype(np.uint8),
-            bits_stored=8,
-            stored_range=(0, 255),
-            view_position=row["View Position"],
-            patient_id=f"NIH{int(row['Patient ID']):08d}",
-            patient_name="NIH^Anonymous",
+            meta[key],
             study_key=f"drift:{tag}:{i}:{key}",
             seed=i,
-            extra={
-                "Manufacturer": "NIH ChestX-ray14 (PNG written as DICOM)",
-                "PatientSex": row["Patient Gender"],
-                "PatientAge": f"{int(row['Patient Age']):03d}Y",
-            },
         )
         path = folder / f"{tag}-{i:03d}.dcm"
         synth.write(ds, path)

@@ -12,10 +12,20 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["REPO", "SHARED", "require_tool", "required", "shared_path"]
+__all__ = ["CHEST_FILES", "REPO", "SHARED", "require_tool", "required", "shared_path"]
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("CHEXDCM_SHARED_DATA", REPO.parent / "shared" / "data"))
+#: The real chest files of ``dicom/chest``, one per source (``siim_6904_fake_monochrome1.dcm``
+#: is a twin of ``siim_6904.dcm`` and left out).
+CHEST_FILES = (
+    "966_fixed.dcm",
+    "CR-MONO1-10-chest.dcm",
+    "DX_J2K_0Padding.dcm",
+    "RG1_J2KI.dcm",
+    "nih_gcloud_no_finding.dcm",
+    "siim_6904.dcm",
+)
 
 
 def required() -> bool:

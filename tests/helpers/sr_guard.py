@@ -39,18 +39,11 @@ from chexnet_dicom.model.labels import LABELS
 from chexnet_dicom.model.resolve import DEMO_CARD
 from chexnet_dicom.results import ImageResult
 from tests.helpers.outputs import blob, make_prediction
+from tests.helpers.shared import CHEST_FILES
 
 __all__ = ["CHEST_FILES", "GuardCase", "frozen_clock", "guard_cases", "sr_digest"]
 
-#: The real chest files (``siim_6904_fake_monochrome1.dcm`` is siim_6904's skipped duplicate).
-CHEST_FILES = (
-    "966_fixed.dcm",
-    "CR-MONO1-10-chest.dcm",
-    "DX_J2K_0Padding.dcm",
-    "RG1_J2KI.dcm",
-    "nih_gcloud_no_finding.dcm",
-    "siim_6904.dcm",
-)
+#: siim_6904's skipped duplicate in its guard study.
 _TWIN = "siim_6904_fake_monochrome1.dcm"
 #: The frozen clock of highdicom's Instance Creation / Content Date and Time.
 FROZEN = datetime.datetime(2026, 1, 2, 3, 4, 5, 678901)
