@@ -200,8 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--real",
         type=Path,
-        default=REPO.parent / "shared" / "data" / "dicom" / "chest",
-        help="folder of real chest DICOM files",
+        default=Path(os.environ.get("CHEXDCM_SHARED_DATA", REPO.parent / "shared" / "data"))
+        / "dicom"
+        / "chest",
+        help="folder of real chest DICOM files (default: $CHEXDCM_SHARED_DATA/dicom/chest, else ../shared)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))

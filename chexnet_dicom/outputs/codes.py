@@ -48,6 +48,9 @@ __all__ = [
     "PROBABILITY",
     "PROBABILITY_UNIT",
     "IMAGE_REGION",
+    "OUTLINE",
+    "BOUNDED_BY",
+    "REGION_RULES",
     "PROCEDURE_REPORTED",
     "QUALITATIVE_EVALUATIONS",
     "SUMMARY",
@@ -70,6 +73,9 @@ ABSENT = CodedConcept.from_code(codes.SCT.Absent)
 PROCEDURE_REPORTED: CodedConcept = CodedConcept.from_code(codes.cid100.ImagingProcedure)
 #: TID 320 concept of a present finding's region: "Image Region" (DCM 111030).
 IMAGE_REGION = CodedConcept.from_code(codes.DCM.ImageRegion)
+#: TID 1410 row 3c geometric purposes (CID 219): a finding's outline, a box bounding it
+OUTLINE = CodedConcept.from_code(codes.DCM.Outline)
+BOUNDED_BY = CodedConcept.from_code(codes.SCT.BoundedBy)
 #: TID 1500 row 12 container "Qualitative Evaluations" (PS3.16 TID 1500; the same
 #: concept is hard-coded in dcmtk's libcmr). pydicom's dictionary has no UMLS entry for it.
 QUALITATIVE_EVALUATIONS = CodedConcept(
@@ -122,22 +128,31 @@ def finding_concept(label: str) -> CodedConcept:
     return copy.deepcopy(_concept(label))
 
 
+#: How each kind of region (``algorithm_identification``'s ``region``) is drawn from the map.
+REGION_RULES = {
+    "outline": "region: outline of the largest connected area where the relative evidence map >= {t}",
+    "box": "region: rectangle around every area where the relative evidence map >= {t}",
+}
+
+
 @lru_cache(maxsize=64)
 def _algorithm(
-    name: str, version: str, cam_threshold: float, region: bool, unreliable: bool
+    name: str, version: str, cam_threshold: float, region: str | None, unreliable: bool
 ) -> AlgorithmIdentification:
     parameters: list[str] = []
-    if region:
-        parameters.append(
-            f"region: largest connected area where the relative evidence map >= {cam_threshold:.6g}"
-        )
+    if region is not None:
+        parameters.append(REGION_RULES[region].format(t=f"{cam_threshold:.6g}"))
     if unreliable:
         parameters.append(UNRELIABLE_TEXT)
     return AlgorithmIdentification(name=name, version=version, parameters=parameters or None)
 
 
-def algorithm_identification(card: CardLike, *, region: bool, unreliable: bool) -> AlgorithmIdentification:
+def algorithm_identification(
+    card: CardLike, *, region: str | None, unreliable: bool
+) -> AlgorithmIdentification:
     """TID 4019 algorithm items of one finding group (name, version, region rule, reliability).
+
+    ``region``: None for a finding's image-level group, else a key of :data:`REGION_RULES`.
 
     Built once per weights and kind of group (cached), handed out as a copy so that no two
     groups share a dataset.

@@ -1,8 +1,10 @@
-"""The image region of a present finding: a closed polygon around its strongest evidence.
+"""The image regions of a present finding: its strongest evidence, and all of it.
 
 :func:`heatmap_region` outlines the largest 8-connected area where a relative evidence
-map reaches the card's ``cam_threshold`` (the area the overlay colours); the SR puts
-it in a POLYLINE SCOORD.
+map reaches the card's ``cam_threshold``; :func:`evidence_regions` also gives the
+rectangle around every pixel that reaches it (the whole area the overlay colours, in
+the bounding-box form of localisation ground truth such as NIH ChestX-ray14's
+``BBox_List_2017.csv``). The SR puts each in a POLYLINE SCOORD of its own TID 1410 group.
 
 Bounded work
     Labelling runs on the bounding box of the thresholded mask, and the contour, the
@@ -19,12 +21,31 @@ Source coordinates
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from skimage import measure
 
 from chexnet_dicom.errors import OutputError
 
-__all__ = ["heatmap_region"]
+__all__ = ["EvidenceRegions", "evidence_regions", "heatmap_region"]
+
+
+class EvidenceRegions(NamedTuple):
+    """The two regions of a finding's map, (N, 2) float32 (column, row) closed polylines.
+
+    Attributes
+    ----------
+    outline
+        The outline of the largest 8-connected area at or above the threshold
+        (:func:`heatmap_region`).
+    box
+        The rectangle (5 points, corners clockwise from the top left) around every pixel
+        at or above the threshold, on pixel edges.
+    """
+
+    outline: np.ndarray
+    box: np.ndarray
 
 
 def heatmap_region(
@@ -52,6 +73,26 @@ def heatmap_region(
         8-connected component, first point repeated at the end; None when no pixel
         reaches the threshold.
     """
+    found = evidence_regions(heatmap, threshold, source_shape=source_shape)
+    return None if found is None else found.outline
+
+
+def evidence_regions(
+    heatmap: np.ndarray, threshold: float, *, source_shape: tuple[int, int] | None = None
+) -> EvidenceRegions | None:
+    """Return the outline of the largest high area of a heatmap and the box around all of them.
+
+    Parameters
+    ----------
+    heatmap, threshold, source_shape
+        As for :func:`heatmap_region`.
+
+    Returns
+    -------
+    EvidenceRegions or None
+        Both regions in the source's DICOM image coordinates; None when no pixel reaches
+        the threshold.
+    """
     if source_shape is None:
         source_shape = getattr(heatmap, "source_shape", None)
     h = np.asarray(heatmap, dtype=np.float32)
@@ -68,6 +109,7 @@ def heatmap_region(
     mr0, mr1 = int(rows_any[0]), int(rows_any[-1]) + 1
     cols_any = np.flatnonzero(mask[mr0:mr1].any(axis=0))
     mc0, mc1 = int(cols_any[0]), int(cols_any[-1]) + 1
+    box = np.array([[mc0, mr0], [mc1, mr0], [mc1, mr1], [mc0, mr1], [mc0, mr0]], dtype=np.float64)
     labels = measure.label(mask[mr0:mr1, mc0:mc1], connectivity=2)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
@@ -100,4 +142,5 @@ def heatmap_region(
     if source_shape is not None and tuple(source_shape) != h.shape:
         sy, sx = source_shape[0] / h.shape[0], source_shape[1] / h.shape[1]
         coords = np.clip(coords * np.array([sx, sy]), 0.0, [source_shape[1], source_shape[0]])
-    return coords.astype(np.float32)
+        box = box * np.array([sx, sy])
+    return EvidenceRegions(outline=coords.astype(np.float32), box=box.astype(np.float32))

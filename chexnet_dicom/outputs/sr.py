@@ -10,14 +10,18 @@ Document layout (one SR per study and model), following PS3.16 TID 1500/1501/401
           Tracking Identifier + Tracking UID (deterministic)
           Finding (the finding's code, see chexnet_dicom.outputs.codes)
           Algorithm Name / Version / Parameters (TID 4019: operating point, region rule)
-          Probability (DCM 122157), NUM, UCUM "1", value = the predictor's output:
-            present findings: INFERRED FROM its image region (TID 300 row 8 / TID 320):
-              a closed POLYLINE SCOORD, purpose "Image Region", around the largest
-              connected area where the finding's relative evidence map
-              (chexnet_dicom.results) reaches card.cam_threshold: the area the overlay
-              colours; absent findings (or a flat map): the source image referenced
+          Probability (DCM 122157), NUM, UCUM "1", value = the predictor's output,
+            selected from the source image (TID 320 row 1)
+          Threshold: the operating point, a NUM
           <finding> = Present | Absent at the model card's operating point: a
             qualitative evaluation CODE item (TID 1501 row 11)
+        after each present finding's group, two TID 1410 Planar ROI groups (reachable
+        through highdicom's get_planar_roi_measurement_groups()), each with the
+        finding, Present and one closed POLYLINE Image Region on the source image,
+        drawn from the finding's relative evidence map (chexnet_dicom.results) at
+        card.cam_threshold (chexnet_dicom.outputs.regions):
+          purpose Outline (DCM 111041): the largest connected area reaching it
+          purpose Bounded by (SCT 75958009): the rectangle around every area reaching it
       Qualitative Evaluations (TID 1500 row 12)
         Comment: research use only + how the study summary is built
         per finding: TEXT "study maximum probability ..." (max over analysed images;
@@ -30,6 +34,9 @@ PixelMed's DicomSRValidator (the IHE AI Results test tool) accepts it with 0 err
 Its one warning per finding group, "Content Item not in template" on the present/absent
 CODE item, is the validator's gap: its TID 1501 tables end before row 11 (qualitative
 evaluations as coded entries), which DCMTK's ``TID1501_MeasurementGroup`` also writes.
+Region groups get it twice (Present, and the geometric purpose): with 2+ Image Regions in
+a report PixelMed checks them against TID 1501 too (see ``_groups`` on why regions
+always come in pairs).
 
 A study whose instances were all skipped gets the same document without Imaging
 Measurements: only the Qualitative Evaluations saying what was not analysed and why.
@@ -50,15 +57,16 @@ from highdicom.sr import (
     Comprehensive3DSR,
     ContainerContentItem,
     ContentSequence,
-    CoordinatesForMeasurement,
     DeviceObserverIdentifyingAttributes,
     GraphicTypeValues,
+    ImageRegion,
     LanguageOfContentItemAndDescendants,
     Measurement,
     MeasurementReport,
     MeasurementsAndQualitativeEvaluations,
     ObservationContext,
     ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
     QualitativeEvaluation,
     RelationshipTypeValues,
     SourceImageForMeasurement,
@@ -96,7 +104,7 @@ from chexnet_dicom.outputs.identity import (
 )
 from chexnet_dicom.outputs.ood_items import FINDINGS_WITHHELD, ood_group, withheld_reason, withholds
 from chexnet_dicom.outputs.provenance import algorithm_equipment
-from chexnet_dicom.outputs.regions import heatmap_region
+from chexnet_dicom.outputs.regions import evidence_regions, heatmap_region
 from chexnet_dicom.outputs.reliability import (
     UNRELIABLE_TEXT,
     by_margin,
@@ -108,6 +116,9 @@ from chexnet_dicom.results import ImageResult, study_summary
 __all__ = ["build_sr", "finding_name", "heatmap_region", "sr_uid"]
 
 logger = logging.getLogger(__name__)
+
+#: A measurement group of the report: a finding's (TID 1501) or one of its regions (TID 1410).
+Group = MeasurementsAndQualitativeEvaluations | PlanarROIMeasurementsAndQualitativeEvaluations
 
 
 def sr_uid(
@@ -149,7 +160,6 @@ def _num(
     name: CodedConcept,
     value: float,
     referenced_images: list[SourceImageForMeasurement] | None = None,
-    referenced_coordinates: list[CoordinatesForMeasurement] | None = None,
 ) -> Measurement:
     """A TID 300 NUM: Numeric Value (what a renderer shows) at 3 significant digits,
     Floating Point Value (what a program reads, highdicom's ``value``) at full precision."""
@@ -158,7 +168,6 @@ def _num(
         value=float(value),
         unit=cc.PROBABILITY_UNIT,
         referenced_images=referenced_images,
-        referenced_coordinates=referenced_coordinates,
     )
     measured = item[0].MeasuredValueSequence[0]
     measured.NumericValue = DS(_sig3(float(value)))
@@ -166,10 +175,10 @@ def _num(
     return item
 
 
-def _group(
+def _groups(
     result: ImageResult, image_no: int, k: int, card: CardLike, unreliable: frozenset[str]
-) -> MeasurementsAndQualitativeEvaluations:
-    """One finding of one image: a TID 1501 group; a present finding's region under its probability."""
+) -> list[Group]:
+    """One finding of one image: its TID 1501 group; a present finding's two TID 1410 regions after it."""
     label = LABELS[k]
     ds = result.dataset
     sop = str(ds.SOPInstanceUID)
@@ -177,56 +186,74 @@ def _group(
     thr = float(card.threshold(label))
     present = prob >= thr
     finding = cc.finding_concept(label)
-    tracking = TrackingIdentifier(
-        identifier=f"{finding_name(label)}, image {image_no}",
-        uid=output_uid("tracking", card.weights_sha256, sop, label),
+    name = finding_name(label)
+    is_unreliable = label in unreliable
+
+    def evaluation() -> list[QualitativeEvaluation]:
+        return [QualitativeEvaluation(name=finding, value=cc.PRESENT if present else cc.ABSENT)]
+
+    groups: list[Group] = [
+        MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=TrackingIdentifier(
+                identifier=f"{name}, image {image_no}",
+                uid=output_uid("tracking", card.weights_sha256, sop, label),
+            ),
+            finding_type=finding,
+            algorithm_id=cc.algorithm_identification(card, region=None, unreliable=is_unreliable),
+            measurements=[
+                _num(
+                    cc.PROBABILITY, prob, referenced_images=[SourceImageForMeasurement.from_source_image(ds)]
+                ),
+                _num(cc.THRESHOLD, thr),
+            ],
+            qualitative_evaluations=evaluation(),
+            source_images=[SourceImageForMeasurementGroup.from_source_image(ds)],
+        )
+    ]
+    heat = result.heatmap(k) if present and result.has_heatmaps else None
+    regions = (
+        None if heat is None else evidence_regions(heat, card.cam_threshold, source_shape=result.source_shape)
     )
-    region_coords = None
-    if present and result.has_heatmaps:
-        heat = result.heatmap(k)
-        if heat is not None:
-            region_coords = heatmap_region(heat, card.cam_threshold, source_shape=result.source_shape)
-    algorithm = cc.algorithm_identification(
-        card, region=region_coords is not None, unreliable=label in unreliable
-    )
-    coordinates = None
-    if region_coords is not None:
-        # TID 300 row 8 (INFERRED FROM, TID 320): the probability was inferred from this
-        # region. A TID 1410 group would make it reachable through highdicom's
-        # get_planar_roi_measurement_groups(), but PixelMed's validator (pixelmed.jar,
-        # DicomSRDescriptionsCompiled.xsl, TID 1500 Imaging Measurements) applies TID 1410
-        # to *every* Measurement Group when count(container[125007]/scoord[111030,
-        # CONTAINS]) = 1 over all the groups: an SR with exactly one region gets each TID
-        # 1501 group reported as a TID 1410 group without its Image Region (2 errors per
-        # group); with 0 or 2+ regions every group is checked as TID 1501 and passes.
-        coordinates = [
-            CoordinatesForMeasurement(
-                graphic_type=GraphicTypeValues.POLYLINE,
-                graphic_data=region_coords,
-                source_image=SourceImageForRegion.from_source_image(ds),
-                purpose=cc.IMAGE_REGION,
+    if regions is None:
+        return groups
+    # Where the evidence lies: TID 1410 groups, which highdicom's
+    # get_planar_roi_measurement_groups() returns. Both forms, always together: a finding
+    # never has one region alone. PixelMed's validator (pixelmed.jar 20220618,
+    # DicomSRDescriptionsCompiled.xsl, TID 1500 Imaging Measurements) applies TID 1410 to
+    # *every* Measurement Group when count(container[125007]/scoord[111030, CONTAINS]) = 1
+    # over all the groups, so a report with exactly one region would have each TID 1501
+    # group reported as a TID 1410 group without its Image Region (2 errors per group).
+    for kind, coords, purpose, what in (
+        ("outline", regions.outline, cc.OUTLINE, "outline"),
+        ("box", regions.box, cc.BOUNDED_BY, "bounding box"),
+    ):
+        groups.append(
+            PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=TrackingIdentifier(
+                    identifier=f"{name}, image {image_no}, {what}",
+                    uid=output_uid("tracking", card.weights_sha256, sop, label, kind),
+                ),
+                referenced_region=ImageRegion(
+                    graphic_type=GraphicTypeValues.POLYLINE,
+                    graphic_data=coords,
+                    source_image=SourceImageForRegion.from_source_image(ds),
+                ),
+                finding_type=finding,
+                geometric_purpose=purpose,
+                algorithm_id=cc.algorithm_identification(card, region=kind, unreliable=is_unreliable),
+                qualitative_evaluations=evaluation(),
             )
-        ]
-    # TID 320: the image itself (row 1) or a region of it (row 3, selected from it), not both
-    referenced = None if coordinates else [SourceImageForMeasurement.from_source_image(ds)]
-    probability = _num(cc.PROBABILITY, prob, referenced_images=referenced, referenced_coordinates=coordinates)
-    evaluation = QualitativeEvaluation(name=finding, value=cc.PRESENT if present else cc.ABSENT)
-    return MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=tracking,
-        finding_type=finding,
-        algorithm_id=algorithm,
-        measurements=[probability, _num(cc.THRESHOLD, thr)],
-        qualitative_evaluations=[evaluation],
-        source_images=[SourceImageForMeasurementGroup.from_source_image(ds)],
-    )
+        )
+    return groups
 
 
 def _image_groups(
     result: ImageResult, image_no: int, card: CardLike, unreliable: frozenset[str]
-) -> list[MeasurementsAndQualitativeEvaluations]:
-    """An image's 14 groups, present findings first, largest margin (probability - threshold) first."""
+) -> list[Group]:
+    """An image's 14 finding groups (each present one followed by its regions), present
+    findings first, largest margin (probability - threshold) first."""
     order = [LABELS.index(label) for label in by_margin(result.prediction.probabilities, card)]
-    return [_group(result, image_no, k, card, unreliable) for k in order]
+    return [group for k in order for group in _groups(result, image_no, k, card, unreliable)]
 
 
 def _unreliable_note(card: CardLike, label: str) -> str:
@@ -404,7 +431,7 @@ def build_sr(
     )
     context = ObservationContext(observer_device_context=device)
     unreliable = unreliable_findings(card)
-    groups: list[MeasurementsAndQualitativeEvaluations] = []
+    groups: list[Group] = []
     withheld = frozenset(i for i, r in enumerate(results) if withholds(r.prediction, ood_policy))
     for i, r in enumerate(results):
         if i not in withheld:  # a withheld image reports no finding, only its score

@@ -148,6 +148,10 @@ _PIXELMED_JAVA_OPTS = (
 #: absent), which is how each finding's result is coded.  PixelMed's TID 1501 (its 2022
 #: template tables) stops before that row, so it reports the item as "not in template"
 #: (DCMTK's TID1501_MeasurementGroup::addQualitativeEvaluation writes the same item).
+#: The same warning falls on a TID 1410 region group's "Geometric purpose of region"
+#: CODE (row 3c): PixelMed applies TID 1410 only when the report has exactly one Image
+#: Region (a count over all groups, see chexnet_dicom/outputs/sr.py), so with the two
+#: regions of each present finding it checks the region groups against TID 1501.
 PIXELMED_TID1501_GAP = re.compile(
     r'^Warning: [0-9.]+: /CONTAINER \(126000,DCM,"Imaging Measurement Report"\)'
     r'/CONTAINER \(126010,DCM,"Imaging Measurements"\)/CONTAINER \(125007,DCM,"Measurement Group"\)'

@@ -101,8 +101,9 @@ def test_a_flagged_image_is_withheld_and_the_sr_and_legend_say_why() -> None:
     flagged = _image(12.5)
     withheld, flag = _outputs([flagged], "withhold"), _outputs([flagged], "flag")
     assert withheld.sr is not None and flag.sr is not None
-    # flag: 14 finding groups + the score group; withhold: the score group only
-    assert len(_groups(flag.sr)) == 15 and _groups(withheld.sr) == ["OOD_INPUT"]
+    # flag: 14 finding groups + the score group + the two regions of the present finding
+    # (Effusion); withhold: the score group only
+    assert len(_groups(flag.sr)) == 17 and _groups(withheld.sr) == ["OOD_INPUT"]
     reason = withheld_reason(flagged.prediction)
     why = _texts(withheld.sr, "FINDINGS_WITHHELD")
     assert len(why) == 1 and why[0].endswith(reason) and "12.5" in why[0]
@@ -141,7 +142,8 @@ def test_a_mixed_study_reports_the_image_in_distribution_only() -> None:
     inside, outside = _image(3.0, seed="in"), _image(50.0, seed="out")
     out = _outputs([inside, outside], "withhold")
     assert out.sr is not None
-    assert _groups(out.sr).count("OOD_INPUT") == 2 and len(_groups(out.sr)) == 14 + 2
+    # one image's 14 finding groups and its Effusion's two regions, and both score groups
+    assert _groups(out.sr).count("OOD_INPUT") == 2 and len(_groups(out.sr)) == 14 + 2 + 2
     summary = _texts(out.sr, "121111")[0]
     assert "1 image(s) reported (1 of 2 withheld)" in summary
     why = _texts(out.sr, "FINDINGS_WITHHELD")

@@ -22,7 +22,9 @@ import re
 import subprocess
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from skimage.draw import polygon as fill_polygon
@@ -132,7 +134,8 @@ def test_the_sr_region_lies_where_the_overlay_is_coloured(analysed: list[ImageRe
         present = sum(
             im.prediction.probabilities[k] >= card.threshold(label) for k, label in enumerate(LABELS)
         )
-        assert 1 <= len(regions) <= present
+        # each present finding with a map: its outline and its bounding box
+        assert 2 <= len(regions) <= 2 * present and len(regions) % 2 == 0
         heat = im.heatmap(LABELS.index(shown))
         assert heat is not None
         grey = im.display.to_source_grid(im.display.image)
@@ -182,9 +185,15 @@ def test_every_sr_passes_pixelmed_and_dciodvfy(studies: list[StudyResult], tmp_p
         unexplained = [w for w in warnings if not PIXELMED_TID1501_GAP.match(w)]
         assert not unexplained, f"{path.name}: {unexplained[:5]}"
         # the gap: each finding's present/absent CODE and each image's out-of-distribution
-        # Yes/No CODE, nothing else
+        # Yes/No CODE; each region group's present CODE and its geometric purpose CODE
+        # (PixelMed checks region groups as TID 1501 once there are 2+), nothing else
         st = studies[paths.index(path)]
-        expected = sum(14 + (im.prediction.ood_score is not None) for im in st.images)
+        regions = len(scoord_regions(pydicom.dcmread(path)))
+        # every region is reachable through highdicom's ROI accessor, two per present finding
+        rois = hd.sr.srread(path).content.get_planar_roi_measurement_groups()
+        assert len(rois) == regions and regions % 2 == 0
+        assert all(r.get_qualitative_evaluations()[0].value.value == "52101004" for r in rois)  # Present
+        expected = sum(14 + (im.prediction.ood_score is not None) for im in st.images) + 2 * regions
         assert len(warnings) == expected
         errors, _ = dciodvfy_errors(path)
         assert not errors, f"{path.name}: {errors[:5]}"

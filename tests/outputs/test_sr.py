@@ -15,6 +15,7 @@ from pydicom.sr.codedict import codes
 from chexnet_dicom.dicom.study import Skipped
 from chexnet_dicom.errors import OutputError
 from chexnet_dicom.model.labels import FINDING_CODES, LABELS
+from chexnet_dicom.outputs.regions import evidence_regions
 from chexnet_dicom.outputs.sr import build_sr, finding_name, heatmap_region
 from chexnet_dicom.outputs.write import write_dataset
 from chexnet_dicom.results import study_summary
@@ -69,6 +70,29 @@ def _num_items(group: Any) -> list[float]:
     return [item.value for item in group.get_measurements(name=codes.DCM.Probability)]
 
 
+def _check_regions(mine: list[Any], group: Any, ds: pydicom.Dataset) -> None:
+    """A present finding's two TID 1410 groups: outline and bounding box, on the source."""
+    assert len(mine) == 2
+    purposes = {}
+    for roi in mine:
+        region = roi.roi
+        assert (
+            region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == ds.SOPInstanceUID
+        )
+        xy = region.value
+        assert np.array_equal(xy[0], xy[-1])  # closed
+        cx, cy = 0.6 * ds.Columns, 0.4 * ds.Rows
+        assert xy[:, 0].min() < cx < xy[:, 0].max() and xy[:, 1].min() < cy < xy[:, 1].max()
+        (purpose,) = [i for i in roi[0].ContentSequence if i.name == codes.DCM.GeometricPurposeOfRegion]
+        purposes[purpose.value.value] = xy
+        assert roi.get_qualitative_evaluations()[0].value.value == codes.SCT.Present.value
+        assert roi.tracking_uid and roi.tracking_uid != group.tracking_uid
+    outline, box = purposes[codes.DCM.Outline.value], purposes[codes.SCT.BoundedBy.value]
+    assert len(box) == 5  # a rectangle around the outline
+    assert box[:, 0].min() <= outline[:, 0].min() and outline[:, 0].max() <= box[:, 0].max()
+    assert box[:, 1].min() <= outline[:, 1].min() and outline[:, 1].max() <= box[:, 1].max()
+
+
 @pytest.mark.parametrize("source", ["siim_6904.dcm", "CR-MONO1-10-chest.dcm"])
 def test_sr_of_a_real_chest_is_valid_and_complete(source: str, tmp_path: Path) -> None:
     ds = real_source(source)
@@ -109,10 +133,11 @@ def test_sr_of_a_real_chest_is_valid_and_complete(source: str, tmp_path: Path) -
     assert card.version in list(algo[0].SoftwareVersions)
 
     report: Any = hd.sr.srread(path)
-    assert report.content.get_planar_roi_measurement_groups() == []
     groups = report.content.get_image_measurement_groups()
     assert len(groups) == len(LABELS)
     by_code = {(g.finding_type.scheme_designator, g.finding_type.value): g for g in groups}
+    planar = report.content.get_planar_roi_measurement_groups()
+    n_present = 0
     for k, label in enumerate(LABELS):
         code = FINDING_CODES[label]
         group = by_code[(code.scheme, code.value)]
@@ -123,22 +148,16 @@ def test_sr_of_a_real_chest_is_valid_and_complete(source: str, tmp_path: Path) -
         assert evaluation.value.value == (codes.SCT.Present if present else codes.SCT.Absent).value
         assert isinstance(group, hd.sr.MeasurementsAndQualitativeEvaluations)  # TID 1501, every one
         (probability,) = group.get_measurements(name=codes.DCM.Probability)
-        regions = probability.referenced_coordinates
-        if present:
-            # TID 300 row 8 (INFERRED FROM, TID 320): the probability's region, selected from the image
-            assert len(regions) == 1, label
-            region = regions[0]
-            assert (
-                region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-                == ds.SOPInstanceUID
-            )
-            xy = region.value
-            assert np.array_equal(xy[0], xy[-1])  # closed
-            cx, cy = 0.6 * ds.Columns, 0.4 * ds.Rows
-            assert xy[:, 0].min() < cx < xy[:, 0].max() and xy[:, 1].min() < cy < xy[:, 1].max()
-        else:
-            assert not regions and probability.referenced_images
+        assert not probability.referenced_coordinates and probability.referenced_images
         assert group.tracking_uid
+        # where the evidence lies: two TID 1410 groups of a present finding, none of an absent one
+        mine = [g for g in planar if g.finding_type.value == code.value]
+        if not present:
+            assert mine == [], label
+            continue
+        n_present += 1
+        _check_regions(mine, group, ds)
+    assert n_present and len(planar) == 2 * n_present
     # observer is the model as a device
     device_uid = [
         item.value for item in report.content[0].ContentSequence if item.name == codes.DCM.DeviceObserverUID
@@ -342,6 +361,14 @@ def test_heatmap_region_outlines_the_largest_component() -> None:
     extents = (xy[:, 0].min(), xy[:, 0].max(), xy[:, 1].min(), xy[:, 1].max())
     np.testing.assert_allclose(extents, (40.0, 70.0, 30.0, 50.0), atol=0.5)
     assert heatmap_region(h, 1.5) is None
+    # the box bounds every area at or above the threshold, on pixel edges
+    found = evidence_regions(h, 0.5)
+    assert found is not None and np.array_equal(found.outline, xy)
+    np.testing.assert_array_equal(found.box, [[10, 10], [70, 10], [70, 50], [10, 50], [10, 10]])
+    # on a reduced grid, both scale back to the source's pixels
+    scaled = evidence_regions(h, 0.5, source_shape=(120, 160))
+    assert scaled is not None
+    np.testing.assert_array_equal(scaled.box, found.box * 2)
     single = np.zeros((5, 5), np.float32)
     single[2, 3] = 1
     xy1 = heatmap_region(single, 0.5)
@@ -359,6 +386,7 @@ def test_positive_without_a_high_heatmap_has_no_region() -> None:
     groups = _report(sr).get_image_measurement_groups()
     assert len(groups) == len(LABELS)
     assert not any(g.get_measurements()[0].referenced_coordinates for g in groups)
+    assert _report(sr).get_planar_roi_measurement_groups() == []
 
 
 def test_invalid_inputs_are_output_errors() -> None:
