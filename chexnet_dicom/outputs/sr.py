@@ -433,12 +433,22 @@ def build_sr(
     unreliable = unreliable_findings(card)
     groups: list[Group] = []
     withheld = frozenset(i for i, r in enumerate(results) if withholds(r.prediction, ood_policy))
-    for i, r in enumerate(results):
-        if i not in withheld:  # a withheld image reports no finding, only its score
-            groups.extend(_image_groups(r, i + 1, card, unreliable))
-        ood = ood_group(r, i + 1)  # the image's out-of-distribution score, when the weights have a reference
-        if ood is not None:
-            groups.append(ood)
+    try:
+        for i, r in enumerate(results):
+            if i not in withheld:  # a withheld image reports no finding, only its score
+                groups.extend(_image_groups(r, i + 1, card, unreliable))
+            ood = ood_group(
+                r, i + 1
+            )  # the image's out-of-distribution score, when the weights have a reference
+            if ood is not None:
+                groups.append(ood)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        # KeyError: a region's image reference (highdicom's SourceImageForRegion) is
+        # checked against the IODs highdicom knows; an unlisted (private 2.25) SOP class fails
+        raise OutputError(
+            f"highdicom rejected a measurement group ({type(exc).__name__}: {redact(exc)}); "
+            "the study's headers break a rule the SR needs"
+        ) from exc
     evaluations = _evaluations(results, skipped, card, withheld)
     if groups:
         report = MeasurementReport(
