@@ -47,7 +47,6 @@ __all__ = [
     "PRIVATE_SCHEME_ITEM",
     "PROBABILITY",
     "PROBABILITY_UNIT",
-    "IMAGE_REGION",
     "OUTLINE",
     "BOUNDED_BY",
     "REGION_RULES",
@@ -71,8 +70,6 @@ ABSENT = CodedConcept.from_code(codes.SCT.Absent)
 #: chest radiograph falls under in every version of the group PixelMed and pydicom carry
 #: (the group has no chest radiography code; the evidence references say which images).
 PROCEDURE_REPORTED: CodedConcept = CodedConcept.from_code(codes.cid100.ImagingProcedure)
-#: TID 320 concept of a present finding's region: "Image Region" (DCM 111030).
-IMAGE_REGION = CodedConcept.from_code(codes.DCM.ImageRegion)
 #: TID 1410 row 3c geometric purposes (CID 219): a finding's outline, a box bounding it
 OUTLINE = CodedConcept.from_code(codes.DCM.Outline)
 BOUNDED_BY = CodedConcept.from_code(codes.SCT.BoundedBy)

@@ -49,7 +49,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from highdicom.sr import (
     CodeContentItem,
@@ -363,6 +364,23 @@ def _separate(items: Sequence[Dataset]) -> None:
             _separate(item.ContentSequence)
 
 
+@contextmanager
+def _highdicom_errors(what: str) -> Iterator[None]:
+    """Turn highdicom's refusal of ``what`` into an OutputError.
+
+    KeyError: highdicom looks up the IOD of a referenced instance (a region's source image,
+    the Patient/Study modules copied from the first evidence instance) and knows none for
+    an unlisted SOP class (a private 2.25 UID).
+    """
+    try:
+        yield
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise OutputError(
+            f"highdicom rejected {what} ({type(exc).__name__}: {redact(exc)}); "
+            "the study's headers break a rule the SR needs"
+        ) from exc
+
+
 def build_sr(
     results: Sequence[ImageResult],
     card: CardLike,
@@ -433,22 +451,14 @@ def build_sr(
     unreliable = unreliable_findings(card)
     groups: list[Group] = []
     withheld = frozenset(i for i, r in enumerate(results) if withholds(r.prediction, ood_policy))
-    try:
+    with _highdicom_errors("a measurement group"):
         for i, r in enumerate(results):
             if i not in withheld:  # a withheld image reports no finding, only its score
                 groups.extend(_image_groups(r, i + 1, card, unreliable))
-            ood = ood_group(
-                r, i + 1
-            )  # the image's out-of-distribution score, when the weights have a reference
+            # the image's out-of-distribution score, when the weights have a reference
+            ood = ood_group(r, i + 1)
             if ood is not None:
                 groups.append(ood)
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        # KeyError: a region's image reference (highdicom's SourceImageForRegion) is
-        # checked against the IODs highdicom knows; an unlisted (private 2.25) SOP class fails
-        raise OutputError(
-            f"highdicom rejected a measurement group ({type(exc).__name__}: {redact(exc)}); "
-            "the study's headers break a rule the SR needs"
-        ) from exc
     evaluations = _evaluations(results, skipped, card, withheld)
     if groups:
         report = MeasurementReport(
@@ -482,35 +492,27 @@ def build_sr(
     _separate([root])
 
     sop_uid = sr_uid(results, skipped, card.weights_sha256, [results[i] for i in sorted(withheld)])
-    try:
-        with quiet_highdicom():
-            sr = comprehensive_3d_sr(  # highdicom's Comprehensive3DSR, without its copies
-                evidence=headers + overlay_headers,
-                content=root,
-                series_instance_uid=series_uid("sr", study_uid, card.weights_sha256),
-                series_number=SERIES_NUMBERS["sr"],
-                sop_instance_uid=sop_uid,
-                instance_number=instance_number,
-                manufacturer=MANUFACTURER,
-                # COMPLETE when every instance meant for analysis was analysed: skipped
-                # files were out of scope or redundant, none was defective
-                is_complete=all(s.status != "error" for s in skipped),
-                is_final=False,
-                is_verified=False,
-                previous_versions=list(previous) or None,
-                contributing_equipment=[algorithm_equipment(card, description="Findings (TID 1500 SR)")],
-                coding_schemes=[cc.PRIVATE_SCHEME_ITEM],
-                series_description=SERIES_DESCRIPTIONS["sr"],
-                manufacturer_model_name=str(card.name)[:64],
-                software_versions=software_versions(card),  # LO, multi-valued
-            )
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        # KeyError: highdicom copies the Patient/Study modules by the IOD of the first
-        # evidence instance and knows no IOD for an unlisted SOP class (a private 2.25 UID).
-        raise OutputError(
-            f"highdicom rejected the SR content ({type(exc).__name__}: {redact(exc)}); "
-            "the study's headers break a rule the SR needs"
-        ) from exc
+    with _highdicom_errors("the SR content"), quiet_highdicom():
+        sr = comprehensive_3d_sr(  # highdicom's Comprehensive3DSR, without its copies
+            evidence=headers + overlay_headers,
+            content=root,
+            series_instance_uid=series_uid("sr", study_uid, card.weights_sha256),
+            series_number=SERIES_NUMBERS["sr"],
+            sop_instance_uid=sop_uid,
+            instance_number=instance_number,
+            manufacturer=MANUFACTURER,
+            # COMPLETE when every instance meant for analysis was analysed: skipped
+            # files were out of scope or redundant, none was defective
+            is_complete=all(s.status != "error" for s in skipped),
+            is_final=False,
+            is_verified=False,
+            previous_versions=list(previous) or None,
+            contributing_equipment=[algorithm_equipment(card, description="Findings (TID 1500 SR)")],
+            coding_schemes=[cc.PRIVATE_SCHEME_ITEM],
+            series_description=SERIES_DESCRIPTIONS["sr"],
+            manufacturer_model_name=str(card.name)[:64],
+            software_versions=software_versions(card),  # LO, multi-valued
+        )
     sanitize_copied(sr)
     source = results[0].dataset if results else next(s.dataset for s in skipped if s.dataset is not None)
     record_left_out(sr, source, card)  # a source value the SR could not keep is recorded, not lost

@@ -65,7 +65,15 @@ def test_standard_findings_count() -> None:
 
 @pytest.mark.parametrize(
     "concept",
-    [cc.PROBABILITY, cc.PROBABILITY_UNIT, cc.PRESENT, cc.ABSENT, cc.PROCEDURE_REPORTED, cc.IMAGE_REGION],
+    [
+        cc.PROBABILITY,
+        cc.PROBABILITY_UNIT,
+        cc.PRESENT,
+        cc.ABSENT,
+        cc.PROCEDURE_REPORTED,
+        cc.OUTLINE,
+        cc.BOUNDED_BY,
+    ],
     ids=lambda c: c.meaning,
 )
 def test_other_standard_concepts_are_in_pydicom(concept: object) -> None:
