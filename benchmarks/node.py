@@ -202,6 +202,20 @@ def receive(tmp: Path, small: int, large: int) -> dict[str, Any]:
     return out
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's reaped children (the ``storescu`` runs)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def _hwm(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -420,6 +434,10 @@ def turnaround(
             for path in per_sender[k]:
                 storescu(port, [path], f"SEND{k}", "CHEXDCM", "-xv")
 
+        pids = {"node main (receive, schedule, deliver)": os.getpid(), "Orthanc": pacs.proc.pid}
+        pids.update({f"worker{k}": p for k, p in enumerate(worker_pids)})
+        cpu0 = {k: _cpu_s(p) for k, p in pids.items()}
+        senders_cpu0 = _children_cpu_s()
         t0, burst_from = time.perf_counter(), time.time()
         threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
         for t in threads:
@@ -430,6 +448,8 @@ def turnaround(
             time.sleep(0.1)
         wall = time.perf_counter() - t0
         burst_to = time.time()
+        burst_cpu = {k: round(_cpu_s(p) - cpu0[k], 1) for k, p in pids.items()}
+        burst_cpu["storescu senders"] = round(_children_cpu_s() - senders_cpu0, 1)
         echo.stop()
         rss_end = {"main": _hwm(os.getpid()), **{f"worker{k}": _hwm(p) for k, p in enumerate(worker_pids)}}
         rows = node.ledger.deliveries("sent")[done_before:]
@@ -454,6 +474,7 @@ def turnaround(
         "p50_s": round(statistics.median(times), 2),
         "p95_s": round(q[18], 2),
         "max_s": round(times[-1], 2),
+        "burst_cpu_s_by_process": burst_cpu,
         "c_echo_ms": {
             "node_idle": echo.between(idle_from, idle_to),
             "during_burst": echo.between(burst_from, burst_to),
