@@ -24,7 +24,8 @@ In one run:
   - 4 senders at once, each sending 10 one-image studies (2048x2048 12-bit JPEG 2000
     lossless): from the last instance acknowledged (its ledger row) to the results
     stored in Orthanc (the delivery's ``sent`` time), less the quiet period; p50 and p95
-    (target p95 < 5 s on 2 cores, goal 3 s);
+    (target p95 < 5 s on 2 cores, goal 3 s), with the CPU seconds each process spent
+    during the burst (node main process, workers, Orthanc, the storescu senders);
   - C-ECHO latency (association, echo, release; pynetdicom in its own process, every
     0.2 s) with the node idle and during the burst (target < 100 ms).
 * **Memory**: peak RSS (VmHWM) of the node's main process and of its workers after the
@@ -214,6 +215,20 @@ def _children_cpu_s() -> float:
 
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
+
+
+class CpuAccount:
+    """CPU seconds each named process (and the reaped ``storescu`` children) spent since creation."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {k: _cpu_s(p) for k, p in pids.items()}
+        self.children = _children_cpu_s()
+
+    def spent(self) -> dict[str, float]:
+        out = {k: round(_cpu_s(p) - self.start[k], 1) for k, p in self.pids.items()}
+        out["storescu senders"] = round(_children_cpu_s() - self.children, 1)
+        return out
 
 
 def _hwm(pid: int) -> int:
@@ -435,9 +450,7 @@ def turnaround(
                 storescu(port, [path], f"SEND{k}", "CHEXDCM", "-xv")
 
         pids = {"node main (receive, schedule, deliver)": os.getpid(), "Orthanc": pacs.proc.pid}
-        pids.update({f"worker{k}": p for k, p in enumerate(worker_pids)})
-        cpu0 = {k: _cpu_s(p) for k, p in pids.items()}
-        senders_cpu0 = _children_cpu_s()
+        account = CpuAccount({**pids, **{f"worker{k}": p for k, p in enumerate(worker_pids)}})
         t0, burst_from = time.perf_counter(), time.time()
         threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
         for t in threads:
@@ -448,8 +461,7 @@ def turnaround(
             time.sleep(0.1)
         wall = time.perf_counter() - t0
         burst_to = time.time()
-        burst_cpu = {k: round(_cpu_s(p) - cpu0[k], 1) for k, p in pids.items()}
-        burst_cpu["storescu senders"] = round(_children_cpu_s() - senders_cpu0, 1)
+        burst_cpu = account.spent()
         echo.stop()
         rss_end = {"main": _hwm(os.getpid()), **{f"worker{k}": _hwm(p) for k, p in enumerate(worker_pids)}}
         rows = node.ledger.deliveries("sent")[done_before:]
