@@ -34,7 +34,7 @@ In one run:
 Usage::
 
     python benchmarks/node.py [--small 200] [--large 20] [--senders 4] [--studies 10] \\
-        [--modes 1x4,2x1] [--nice 5] [--skip-receive] [--skip-split] [--skip-turnaround]
+        [--modes 1x4,2x1] [--nice 5] [--grid-side N] [--skip-receive] [--skip-split] [--skip-turnaround]
 """
 
 from __future__ import annotations
@@ -231,6 +231,21 @@ class CpuAccount:
         return out
 
 
+def _p95(values: list[float]) -> float:
+    return round(statistics.quantiles(values, n=20, method="inclusive")[18], 2)
+
+
+def _burst_parts(rows: list[Any], quiet: float, cpu: dict[str, float]) -> dict[str, float]:
+    """How long the burst took to arrive, the p95 of its two halves, and its CPU per study."""
+    acks = [r["last_ack"] for r in rows]
+    return {
+        "arrivals_span_s": round(max(acks) - min(acks), 2),  # first to last study acknowledged
+        "p95_to_results_written_s": _p95([r["created"] - r["last_ack"] - quiet for r in rows]),
+        "p95_results_written_to_stored_in_orthanc_s": _p95([r["sent"] - r["created"] for r in rows]),
+        "cpu_s_per_study_all_processes": round(sum(cpu.values()) / max(1, len(rows)), 2),
+    }
+
+
 def _hwm(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -380,6 +395,7 @@ def turnaround(
     alone: int = 5,
     first_path: Path | None = None,
     nice: int = 5,
+    grid_side: int | None = None,
 ) -> dict[str, Any]:
     """The node delivering to Orthanc: the fresh worker's first study, one at a time, then the burst."""
     import threading
@@ -408,6 +424,7 @@ def turnaround(
                 "work.workers": workers,
                 "work.max_studies": max_studies,
                 "work.nice": nice,
+                **({"ingest.limits.max_grid_side": grid_side} if grid_side else {}),
             },
         )
         node = Node(cfg, parse_destination(pacs.address, calling_ae="CHEXDCM"))
@@ -485,6 +502,7 @@ def turnaround(
         "wall_s": round(wall, 1),
         "p50_s": round(statistics.median(times), 2),
         "p95_s": round(q[18], 2),
+        **_burst_parts(rows, quiet, burst_cpu),
         "max_s": round(times[-1], 2),
         "burst_cpu_s_by_process": burst_cpu,
         "c_echo_ms": {
@@ -511,6 +529,13 @@ def main() -> None:
         "against two workers taking one study each)",
     )
     ap.add_argument("--first", type=Path, default=SHARED / "dicom/chest/siim_6904.dcm")
+    ap.add_argument(
+        "--grid-side",
+        type=int,
+        default=None,
+        help="an experiment: ingest.limits.max_grid_side of the node (the grid the heatmaps, regions "
+        "and SC are computed on; default: the configuration's, 4096)",
+    )
     ap.add_argument(
         "--nice",
         type=int,
@@ -548,6 +573,7 @@ def main() -> None:
                         max_studies,
                         first_path=args.first,
                         nice=args.nice,
+                        grid_side=args.grid_side,
                     )
                     result["turnaround"].append(one)
                     print(json.dumps(one, indent=2), flush=True)
