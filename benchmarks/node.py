@@ -466,8 +466,13 @@ def turnaround(
             for path in per_sender[k]:
                 storescu(port, [path], f"SEND{k}", "CHEXDCM", "-xv")
 
-        pids = {"node main (receive, schedule, deliver)": os.getpid(), "Orthanc": pacs.proc.pid}
-        account = CpuAccount({**pids, **{f"worker{k}": p for k, p in enumerate(worker_pids)}})
+        account = CpuAccount(
+            {
+                "node main (receive, schedule, deliver)": os.getpid(),
+                "Orthanc": pacs.proc.pid,
+                **{f"worker{k}": p for k, p in enumerate(worker_pids)},
+            }
+        )
         t0, burst_from = time.perf_counter(), time.time()
         threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
         for t in threads:
@@ -485,7 +490,6 @@ def turnaround(
         times = sorted(r["sent"] - r["last_ack"] - quiet for r in rows)
         in_orthanc = len(pacs.rest("/instances"))
         node.stop()
-    q = statistics.quantiles(times, n=20, method="inclusive")
     return {
         "workers": workers,
         "max_studies": max_studies,
@@ -501,7 +505,7 @@ def turnaround(
         "studies": len(times),
         "wall_s": round(wall, 1),
         "p50_s": round(statistics.median(times), 2),
-        "p95_s": round(q[18], 2),
+        "p95_s": _p95(times),
         **_burst_parts(rows, quiet, burst_cpu),
         "max_s": round(times[-1], 2),
         "burst_cpu_s_by_process": burst_cpu,

@@ -145,8 +145,7 @@ _LOSSY_SYNTAXES = {JPEGBaseline8Bit, JPEGExtended12Bit, JPEG2000, JPEGLSNearLoss
 
 def colormap(values: np.ndarray) -> np.ndarray:
     """Map values in [0, 1] to inferno RGB (float32 in [0, 255], shape ``values.shape + (3,)``)."""
-    idx = np.clip(_finite(np.asarray(values, dtype=np.float32)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return _LUT[idx]
+    return _LUT[_to_uint8(_finite(np.asarray(values, dtype=np.float32)) * 255.0)]
 
 
 def _finite(values: np.ndarray) -> np.ndarray:
