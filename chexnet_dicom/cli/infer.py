@@ -259,10 +259,13 @@ def run(args: argparse.Namespace) -> int:
     # (measured here: 2 threads on a busy 2-core machine, 4 s per image spinning vs 0.05 s
     # passive).  Read once when torch loads its OpenMP runtime, so set it before importing.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from chexnet_dicom.dicom.study import scan
-    from chexnet_dicom.model.startup import start_model
+    from chexnet_dicom.gc_policy import long_lived
 
-    started = start_model(settings.weights, settings.runtime, announce=announce_weights)
+    with long_lived():  # imports and the model live as long as the run (see gc_policy)
+        from chexnet_dicom.dicom.study import scan
+        from chexnet_dicom.model.startup import start_model
+
+        started = start_model(settings.weights, settings.runtime, announce=announce_weights)
     print(f"model: {started.summary()}", file=sys.stderr)
     startup = (age or 0.0) + (time.perf_counter() - t_run)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from chexnet_dicom.gc_policy import long_lived
 from chexnet_dicom.pipeline.failures import FATAL
 
 __all__ = ["tiny_study", "warm_result_stages"]
@@ -161,21 +162,23 @@ def warm_result_stages(predictor: Any = None, options: Any = None, ingest: Any =
         study is then only slower).
     """
     t0 = time.perf_counter()
-    import highdicom.sr  # noqa: F401 (imported for the import's cost)
-    from skimage import measure  # noqa: F401
+    # what the warm-up builds lives as long as the door: frozen out of later collections
+    with long_lived(collect=True):
+        import highdicom.sr  # noqa: F401 (imported for the import's cost)
+        from skimage import measure  # noqa: F401
 
-    import chexnet_dicom.outputs.build
-    import chexnet_dicom.outputs.regions
-    import chexnet_dicom.outputs.sc
-    import chexnet_dicom.outputs.sr  # noqa: F401
+        import chexnet_dicom.outputs.build
+        import chexnet_dicom.outputs.regions
+        import chexnet_dicom.outputs.sc
+        import chexnet_dicom.outputs.sr  # noqa: F401
 
-    if predictor is not None:
-        try:
-            _tiny_build(predictor, options, ingest)
-        except FATAL:
-            raise
-        except Exception as exc:  # a warm-up never stops a door: its first study is only slower
-            log.warning("warm-up failed (%s); the first study may be slower", type(exc).__name__)
+        if predictor is not None:
+            try:
+                _tiny_build(predictor, options, ingest)
+            except FATAL:
+                raise
+            except Exception as exc:  # a warm-up never stops a door: its first study is only slower
+                log.warning("warm-up failed (%s); the first study may be slower", type(exc).__name__)
     spent = time.perf_counter() - t0
     log.debug("result stages warmed up in %.2f s", spent)
     return spent

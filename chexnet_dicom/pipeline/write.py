@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chexnet_dicom.config import OutputOptions
+from chexnet_dicom.gc_policy import import_long_lived
 from chexnet_dicom.pipeline.failures import guarded
 from chexnet_dicom.results import Failure, StudyResult
 
@@ -46,6 +47,8 @@ def build_and_write(
     (StudyOutputs, list of Path) or Failure
         The outputs and the files written, or why building or writing failed.
     """
+    # the output stack is imported on a door's first study: with the collector paused (gc_policy)
+    import_long_lived("chexnet_dicom.outputs")
     from chexnet_dicom.outputs.build import build_outputs
     from chexnet_dicom.outputs.write import earlier_sr, write_outputs
 

@@ -11,7 +11,7 @@ from tests.helpers.shared import REPO
 
 PKG = Path(__file__).resolve().parents[2] / "chexnet_dicom"
 
-BASE = {"errors", "config", "logs", "atomic", "vocab", "storage", "faults", "card_files"}
+BASE = {"errors", "config", "logs", "atomic", "vocab", "storage", "faults", "card_files", "gc_policy"}
 #: layer -> project layers it may import (besides itself).
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
@@ -22,6 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "storage": {"errors", "vocab"},
     "faults": set(),
     "card_files": {"errors"},
+    "gc_policy": set(),
     "dicom": BASE,
     "preprocess": BASE | {"dicom"},
     "raster": BASE | {"dicom"},
@@ -72,6 +73,7 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
     "storage": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "faults": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "card_files": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
+    "gc_policy": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "drift": {"torch", "monai", "pydicom", "highdicom", "pynetdicom"},
     "outputs": {"torch", "monai", "pynetdicom"},
     "results": {"torch", "monai", "highdicom", "pynetdicom"},
@@ -83,7 +85,17 @@ FORBIDDEN_THIRD_PARTY: dict[str, set[str]] = {
 
 # The package root only re-exports errors and the version: any layer above the base may use it.
 for _name in ALLOWED:
-    if _name not in {"errors", "config", "logs", "atomic", "vocab", "storage", "faults", "__init__"}:
+    if _name not in {
+        "errors",
+        "config",
+        "logs",
+        "atomic",
+        "vocab",
+        "storage",
+        "faults",
+        "gc_policy",
+        "__init__",
+    }:
         ALLOWED[_name] = ALLOWED[_name] | {"__init__"}
 
 
