@@ -15,6 +15,12 @@ load, a door's warm-up) and then moves everything alive to the permanent generat
 those objects as before.  The cost: cyclic garbage that exists at the freeze is never
 collected; pass ``collect=True`` where a full collection first is affordable (a warm-up
 before a door takes work), not in a study's path.
+
+A long-running process that hosts the node freezes once it has started
+(:func:`freeze_long_lived`, from :meth:`chexnet_dicom.node.service.Node.start`): there a
+full collection holds the interpreter lock that the listener needs, measured at 60-100
+ms per collection in the node benchmark's main process, and C-ECHO waits for it.
+:func:`thaw` gives the frozen objects back to the collector (``Node.stop``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
-__all__ = ["import_long_lived", "long_lived"]
+__all__ = ["freeze_long_lived", "import_long_lived", "long_lived", "thaw"]
 
 
 @contextmanager
@@ -79,3 +85,21 @@ def import_long_lived(name: str) -> ModuleType:
         return module
     with long_lived():
         return importlib.import_module(name)
+
+
+def freeze_long_lived(*, collect: bool = True) -> None:
+    """Freeze everything alive now out of later collections (a started service's state).
+
+    Parameters
+    ----------
+    collect
+        Run a full collection first, so that no cyclic garbage is frozen.
+    """
+    if collect:
+        gc.collect()
+    gc.freeze()
+
+
+def thaw() -> None:
+    """Give every frozen object back to the collector (its oldest generation): :func:`gc.unfreeze`."""
+    gc.unfreeze()

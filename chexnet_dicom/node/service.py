@@ -43,6 +43,7 @@ from chexnet_dicom.dicom.attrs import text
 from chexnet_dicom.dicom.read import read_header
 from chexnet_dicom.errors import ChexDicomError, InputError, TransferError
 from chexnet_dicom.faults import MAIN_PID_ENV, fault
+from chexnet_dicom.gc_policy import freeze_long_lived, thaw
 from chexnet_dicom.logs import persistent_log_key, phi_ref
 from chexnet_dicom.net.sender import RetryPolicy
 from chexnet_dicom.node.ledger import NewInstance, NodeLedger, QueuedDelivery
@@ -116,6 +117,7 @@ class Node:
         self._worker_stop = self._mp.Event()
         self.metrics: Any = None
         self._switch_interval: float | None = None
+        self._frozen = False
 
     # -- start-up
 
@@ -156,6 +158,10 @@ class Node:
         self._spawn(self._schedule, "chexdcm-scheduler")
         if self.destination is not None:
             self._spawn(self._sender, "chexdcm-sender")
+        # what the process holds now lives as long as the node: full collections in the
+        # listener's process (which hold the interpreter lock) walk only what came after
+        freeze_long_lived()
+        self._frozen = True
         return self.scp.port
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -418,4 +424,7 @@ class Node:
         self.spool.release()
         if self._switch_interval is not None:
             sys.setswitchinterval(self._switch_interval)
+        if self._frozen:
+            thaw()
+            self._frozen = False
         log.info("node stopped")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,30 @@ def start_node(
     started.append(node)
     port = node.start()
     return node, port
+
+
+class _Cyclic:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_started_node_is_frozen_out_of_full_collections_and_thawed_at_stop(
+    started: list[Node], tmp_path: Path
+) -> None:
+    """A full collection in the listener's process holds the interpreter lock: after the start it walks only what came after."""
+    node, _ = start_node(started, tmp_path)
+    assert node.ledger is not None
+    assert gc.get_freeze_count() > 0
+    assert not any(o is node.ledger for o in gc.get_objects()), "the node's state should be frozen"
+    garbage = _Cyclic()
+    dead = weakref.ref(garbage)
+    del garbage
+    gc.collect()
+    assert dead() is None, "cyclic garbage made after the start is still collected"
+    node.stop(grace=2)
+    started.remove(node)
+    assert gc.get_freeze_count() == 0
+    assert any(o is node.ledger for o in gc.get_objects()), "stop gives the objects back to the collector"
 
 
 def test_outbox_then_a_late_image_supersedes_the_sr(started: list[Node], tmp_path: Path) -> None:
