@@ -28,7 +28,7 @@ from __future__ import annotations
 import gc
 import importlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
 
@@ -36,14 +36,16 @@ __all__ = ["freeze_long_lived", "import_long_lived", "long_lived", "thaw"]
 
 
 @contextmanager
-def long_lived(*, collect: bool = False) -> Iterator[None]:
+def long_lived(*, collect: bool | Callable[[], bool] = False) -> Iterator[None]:
     """Build long-lived objects with the cycle collector paused, then freeze them.
 
     Parameters
     ----------
     collect
         Run a full collection before the freeze, so that no cyclic garbage of the block
-        is frozen (costs one walk of every object: for set-up, not for a study's path).
+        is frozen (costs one walk of every object: for set-up, not for a study's path);
+        or a callable, asked when the block ends (e.g. only when the block loaded a
+        library known to leave cyclic garbage).
 
     Yields
     ------
@@ -56,7 +58,7 @@ def long_lived(*, collect: bool = False) -> Iterator[None]:
     try:
         yield
     finally:
-        if collect:
+        if collect() if callable(collect) else collect:
             gc.collect()
         gc.freeze()
         if enabled:
