@@ -58,9 +58,7 @@ def long_lived(*, collect: bool | Callable[[], bool] = False) -> Iterator[None]:
     try:
         yield
     finally:
-        if collect() if callable(collect) else collect:
-            gc.collect()
-        gc.freeze()
+        freeze_long_lived(collect=collect() if callable(collect) else collect)
         if enabled:
             gc.enable()
 
