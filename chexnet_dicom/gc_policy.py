@@ -18,8 +18,9 @@ before a door takes work), not in a study's path.
 
 A long-running process that hosts the node freezes once it has started
 (:func:`freeze_long_lived`, from :meth:`chexnet_dicom.node.service.Node.start`): there a
-full collection holds the interpreter lock that the listener needs, measured at 60-100
-ms per collection in the node benchmark's main process, and C-ECHO waits for it.
+full collection holds the interpreter lock that the listener needs (measured in the node
+benchmark's main process: 5-7 per run after the start, 60-211 ms each; with the freeze at
+most one, 46-53 ms), and C-ECHO waits for it.
 :func:`thaw` gives the frozen objects back to the collector (``Node.stop``).
 """
 

@@ -146,8 +146,8 @@ def _infer_counting_full_collections(card: Path, study: Path, out: Path, cache: 
 def test_a_warm_infer_run_makes_no_full_collection(card: Path, study: Path, tmp_path: Path) -> None:
     """A fresh ``infer`` process: start-up and the write step's output-stack import are frozen.
 
-    Without the policy the warm run made a full collection in start-up and one in the
-    write step's import of the output stack, each a walk of about 190,000 objects.
+    Without the policy a warm run of the demo study made a full collection in start-up and
+    one in the write step's import of the output stack, each a walk of about 190,000 objects.
     The first (cold) run exports the ONNX graph with torch loaded, and so collects once,
     on purpose, before its freeze: torch leaves cyclic garbage behind.
     """
